@@ -1,0 +1,803 @@
+#include "core/prefix_index.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <limits>
+#include <map>
+#include <tuple>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/hash/hash.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "core/block_hash.h"
+#include "core/medium_table.h"
+
+namespace kvindex {
+namespace {
+
+// Data structure and invariants
+// -----------------------------
+// The block table maps an index hash X to its holders: one Holder per worker
+// holding X, sorted by worker id, carrying the union of media the worker holds
+// X on and `refs`, the number of the worker's engine blocks that map to X
+// (usually 1; more when engine hashes differ for identical token chains,
+// e.g. multimodal inputs or cache salts). It is split into lock shards by X.
+//
+// Each worker keeps its engine blocks in a slab (EngineBlock, addressed by a
+// uint32 slot) found by engine hash through a set of slots, linked in LRU
+// order (most recently stored at the head). A slot is live iff its mask != 0.
+// For an X with refs > 1 the worker also keeps per-medium counts in `aliases`,
+// so that the holder's mask stays the exact union when one alias goes away.
+//
+// Lock order: workers_mu_ -> Worker::mu -> Shard::mu; Match takes only shard
+// locks (as reader, one at a time) and then workers_mu_ as reader.
+
+constexpr uint32_t kNil = std::numeric_limits<uint32_t>::max();
+
+struct Holder {
+  uint32_t worker;
+  MediumMask mask;
+  uint16_t refs;
+};
+using Holders = absl::InlinedVector<Holder, 1>;
+
+size_t HeapBytes(const Holders& h) {
+  return h.capacity() > 1 ? h.capacity() * sizeof(Holder) : 0;
+}
+
+struct Shard {
+  mutable absl::Mutex mu;
+  absl::flat_hash_map<uint64_t, Holders> blocks ABSL_GUARDED_BY(mu);
+};
+
+struct EngineBlock {
+  uint64_t engine = 0;
+  uint64_t index = 0;
+  uint32_t prev = kNil;  // towards the head (more recent)
+  uint32_t next = kNil;  // towards the tail (less recent)
+  uint32_t tick = 0;     // Apply() tick of the last store
+  MediumMask mask = 0;   // 0: free slot
+};
+
+// Finds slab slots by engine hash without storing the hash twice.
+struct EngineKey {
+  uint64_t hash;
+};
+struct SlotHash {
+  using is_transparent = void;
+  const std::vector<EngineBlock>* slab;
+  size_t operator()(uint32_t slot) const { return absl::HashOf((*slab)[slot].engine); }
+  size_t operator()(EngineKey k) const { return absl::HashOf(k.hash); }
+};
+struct SlotEq {
+  using is_transparent = void;
+  const std::vector<EngineBlock>* slab;
+  bool operator()(uint32_t a, uint32_t b) const { return a == b; }
+  bool operator()(uint32_t a, EngineKey b) const { return (*slab)[a].engine == b.hash; }
+  bool operator()(EngineKey a, uint32_t b) const { return a.hash == (*slab)[b].engine; }
+};
+using EngineSet = absl::flat_hash_set<uint32_t, SlotHash, SlotEq>;
+
+using AliasCounts = std::array<uint16_t, kMaxMedia>;
+
+MediumMask MaskOf(const AliasCounts& counts) {
+  MediumMask m = 0;
+  for (int b = 0; b < kMaxMedia; ++b) {
+    if (counts[b] != 0) m |= MediumMask(1u << b);
+  }
+  return m;
+}
+
+// (model, lora, block size): one chain-hash namespace.
+using ContextKey = std::tuple<std::string, std::string, uint32_t>;
+
+struct Worker {
+  Worker(uint32_t id, WorkerKey key) : id(id), key(std::move(key)), engines(0, SlotHash{&slab}, SlotEq{&slab}) {}
+
+  const uint32_t id;
+  const WorkerKey key;
+
+  absl::Mutex mu;
+  bool removed ABSL_GUARDED_BY(mu) = false;
+  std::string model ABSL_GUARDED_BY(mu);
+  std::string default_lora ABSL_GUARDED_BY(mu);
+  std::vector<EngineBlock> slab ABSL_GUARDED_BY(mu);
+  std::vector<uint32_t> free_slots ABSL_GUARDED_BY(mu);
+  EngineSet engines ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<uint64_t, AliasCounts> aliases ABSL_GUARDED_BY(mu);
+  uint32_t lru_head ABSL_GUARDED_BY(mu) = kNil;
+  uint32_t lru_tail ABSL_GUARDED_BY(mu) = kNil;
+  std::array<uint64_t, kMaxMedia> blocks_by_medium ABSL_GUARDED_BY(mu) = {};
+  absl::flat_hash_set<ContextKey> contexts ABSL_GUARDED_BY(mu);
+  // Seed of the context last stored into (cache; ContextSeed allocates).
+  ContextKey last_context ABSL_GUARDED_BY(mu);
+  uint64_t last_seed ABSL_GUARDED_BY(mu) = 0;
+  uint64_t evictions ABSL_GUARDED_BY(mu) = 0;
+  uint64_t unresolved_parents ABSL_GUARDED_BY(mu) = 0;
+  double last_event_ts ABSL_GUARDED_BY(mu) = 0;
+
+  // Read without mu by Match and the global evictor.
+  std::atomic<uint32_t> block_size{0};
+  std::atomic<uint64_t> live{0};         // live engine blocks
+  std::atomic<uint32_t> tail_tick{0};    // tick of the LRU tail when live > 0
+};
+
+}  // namespace
+
+class PrefixIndex::Impl {
+ public:
+  explicit Impl(IndexOptions options)
+      : options_(options), shards_(std::bit_ceil(std::max<size_t>(1, options.shards))) {
+    shard_shift_ = 64 - std::countr_zero(shards_.size());
+  }
+
+  ApplyResult Apply(const WorkerKey& key, const WorkerContext& context, const EventBatch& batch) {
+    ApplyResult result;
+    std::shared_ptr<Worker> w = GetOrCreateWorker(key);
+    {
+      absl::MutexLock lock(&w->mu);
+      if (w->removed) {
+        result.worker_removed = true;
+        return result;
+      }
+      w->model = context.model;
+      w->default_lora = context.default_lora;
+      const uint32_t tick = tick_.fetch_add(1, std::memory_order_relaxed) + 1;
+      for (const Event& event : batch.events) {
+        if (const auto* stored = std::get_if<BlockStored>(&event)) {
+          ApplyStored(*w, *stored, tick, result);
+        } else if (const auto* removed = std::get_if<BlockRemoved>(&event)) {
+          ApplyRemoved(*w, *removed, result);
+        } else {
+          ClearLocked(*w);
+          ++result.clears;
+        }
+      }
+      w->last_event_ts = batch.ts;
+      if (options_.max_blocks_per_worker != 0) {
+        while (w->live.load(std::memory_order_relaxed) > options_.max_blocks_per_worker) {
+          EvictTail(*w);
+          ++result.evictions;
+        }
+      }
+      w->unresolved_parents += result.unresolved_parents;
+      PublishTail(*w);
+      unresolved_parents_.fetch_add(result.unresolved_parents, std::memory_order_relaxed);
+    }
+    EnforceGlobalCap();
+    return result;
+  }
+
+  void ClearWorker(const WorkerKey& key) {
+    std::shared_ptr<Worker> w = FindWorker(key);
+    if (w == nullptr) return;
+    absl::MutexLock lock(&w->mu);
+    ClearLocked(*w);
+    PublishTail(*w);
+  }
+
+  void RemoveWorker(const WorkerKey& key) {
+    std::shared_ptr<Worker> w;
+    {
+      absl::MutexLock lock(&workers_mu_);
+      auto it = by_key_.find(key);
+      if (it == by_key_.end()) return;
+      w = std::move(it->second);
+      by_key_.erase(it);
+      by_id_.erase(w->id);
+      auto pod = by_pod_.find(key.pod);
+      if (pod != by_pod_.end()) {
+        std::erase(pod->second, w->id);
+        if (pod->second.empty()) by_pod_.erase(pod);
+      }
+    }
+    absl::MutexLock lock(&w->mu);
+    w->removed = true;
+    ClearLocked(*w);
+    absl::MutexLock ctx_lock(&contexts_mu_);
+    for (const ContextKey& c : w->contexts) ReleaseContextLocked(c);
+    w->contexts.clear();
+  }
+
+  void RemovePod(std::string_view pod) {
+    std::vector<WorkerKey> keys;
+    {
+      absl::ReaderMutexLock lock(&workers_mu_);
+      auto it = by_pod_.find(absl::string_view(pod.data(), pod.size()));
+      if (it == by_pod_.end()) return;
+      for (uint32_t id : it->second) keys.push_back(by_id_.at(id)->key);
+    }
+    for (const WorkerKey& k : keys) RemoveWorker(k);
+  }
+
+  absl::StatusOr<MatchResult> Match(const MatchQuery& q) const {
+    if (q.model.empty()) return absl::InvalidArgumentError("model is required");
+    if (q.token_ids.empty() == q.block_hashes.empty()) {
+      return absl::InvalidArgumentError("exactly one of token_ids and block_hashes must be given");
+    }
+    std::vector<uint32_t> candidates;
+    if (!q.pods.empty()) {
+      absl::ReaderMutexLock lock(&workers_mu_);
+      for (const std::string& pod : q.pods) {
+        auto it = by_pod_.find(pod);
+        if (it != by_pod_.end()) candidates.insert(candidates.end(), it->second.begin(), it->second.end());
+      }
+    }
+    if (!q.pods.empty()) {
+      if (candidates.empty()) return Finish(q, {});
+      std::sort(candidates.begin(), candidates.end());
+    }
+    const MaskScores scores = ScoreMasks(q.medium_weights);
+
+    std::vector<RawMatch> raw;
+    if (!q.token_ids.empty()) {
+      for (uint32_t bs : BlockSizes(q.model, q.lora_name)) {
+        const uint64_t seed = ContextSeed(q.model, q.lora_name, bs);
+        const size_t blocks = q.token_ids.size() / bs;
+        uint64_t parent = seed;
+        Walk(blocks, [&](size_t i) { return parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs)); },
+             candidates, scores, bs, raw);
+      }
+    } else {
+      Walk(q.block_hashes.size(), [&](size_t i) { return q.block_hashes[i]; }, candidates, scores, 0, raw);
+    }
+    return Finish(q, std::move(raw));
+  }
+
+  std::optional<WorkerStats> GetWorkerStats(const WorkerKey& key) const {
+    std::shared_ptr<Worker> w = FindWorker(key);
+    if (w == nullptr) return std::nullopt;
+    return StatsOf(*w);
+  }
+
+  std::vector<WorkerStats> ListWorkers() const {
+    std::vector<std::shared_ptr<Worker>> workers;
+    {
+      absl::ReaderMutexLock lock(&workers_mu_);
+      for (const auto& [key, w] : by_key_) workers.push_back(w);
+    }
+    std::vector<WorkerStats> out;
+    out.reserve(workers.size());
+    for (const auto& w : workers) out.push_back(StatsOf(*w));
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.worker < b.worker; });
+    return out;
+  }
+
+  IndexStats Stats() const {
+    IndexStats s;
+    std::vector<std::shared_ptr<Worker>> workers;
+    {
+      absl::ReaderMutexLock lock(&workers_mu_);
+      s.workers = by_key_.size();
+      for (const auto& [key, w] : by_key_) workers.push_back(w);
+    }
+    uint64_t bytes = 0;
+    for (const auto& w : workers) {
+      absl::MutexLock lock(&w->mu);
+      bytes += sizeof(Worker) + w->slab.capacity() * sizeof(EngineBlock) +
+               w->free_slots.capacity() * sizeof(uint32_t) +
+               w->engines.capacity() * (sizeof(uint32_t) + 1) +
+               w->aliases.capacity() * (sizeof(std::pair<uint64_t, AliasCounts>) + 1);
+    }
+    for (const Shard& shard : shards_) {
+      absl::ReaderMutexLock lock(&shard.mu);
+      bytes += shard.blocks.capacity() * (sizeof(std::pair<uint64_t, Holders>) + 1);
+    }
+    bytes += holder_heap_bytes_.load(std::memory_order_relaxed);
+    s.memory_bytes = bytes;
+    s.blocks = blocks_.load(std::memory_order_relaxed);
+    s.entries = entries_.load(std::memory_order_relaxed);
+    s.evictions = evictions_.load(std::memory_order_relaxed);
+    s.unresolved_parents = unresolved_parents_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  // A worker's answer before its key and block size are looked up.
+  struct RawMatch {
+    uint32_t worker;
+    uint32_t blocks;
+    uint32_t block_size;  // 0: the worker's own (hash queries)
+    std::array<uint32_t, kMaxMedia> by_medium;
+    double score;
+  };
+
+  // ---- Directory ----
+
+  std::shared_ptr<Worker> FindWorker(const WorkerKey& key) const {
+    absl::ReaderMutexLock lock(&workers_mu_);
+    auto it = by_key_.find(key);
+    return it == by_key_.end() ? nullptr : it->second;
+  }
+
+  std::shared_ptr<Worker> GetOrCreateWorker(const WorkerKey& key) {
+    if (auto w = FindWorker(key)) return w;
+    absl::MutexLock lock(&workers_mu_);
+    auto& slot = by_key_[key];
+    if (slot == nullptr) {
+      slot = std::make_shared<Worker>(next_id_++, key);
+      by_id_[slot->id] = slot;
+      by_pod_[key.pod].push_back(slot->id);
+    }
+    return slot;
+  }
+
+  // ---- Contexts: which block sizes exist for (model, lora) ----
+
+  void UseContext(Worker& w, const ContextKey& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    if (!w.contexts.insert(c).second) return;
+    absl::MutexLock lock(&contexts_mu_);
+    ++contexts_[{std::get<0>(c), std::get<1>(c)}][std::get<2>(c)];
+  }
+
+  void ReleaseContextLocked(const ContextKey& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(contexts_mu_) {
+    auto it = contexts_.find({std::get<0>(c), std::get<1>(c)});
+    if (it == contexts_.end()) return;
+    auto bs = it->second.find(std::get<2>(c));
+    if (bs != it->second.end() && --bs->second == 0) it->second.erase(bs);
+    if (it->second.empty()) contexts_.erase(it);
+  }
+
+  std::vector<uint32_t> BlockSizes(std::string_view model, std::string_view lora) const {
+    std::vector<uint32_t> out;
+    absl::ReaderMutexLock lock(&contexts_mu_);
+    auto it = contexts_.find(std::make_pair(std::string(model), std::string(lora)));
+    if (it != contexts_.end()) {
+      for (const auto& [bs, users] : it->second) out.push_back(bs);
+    }
+    return out;
+  }
+
+  // ---- Block table ----
+
+  size_t ShardIndex(uint64_t x) const { return (x >> shard_shift_) & (shards_.size() - 1); }
+  Shard& ShardOf(uint64_t x) { return shards_[ShardIndex(x)]; }
+  const Shard& ShardOf(uint64_t x) const { return shards_[ShardIndex(x)]; }
+
+  // Runs `fn(Holders&, Holder*)` on worker `w`'s holder of X under the shard
+  // lock, creating X / the holder when `create`; erases empty holder lists.
+  template <typename Fn>
+  void WithHolder(uint64_t x, uint32_t worker, bool create, Fn fn) {
+    Shard& shard = ShardOf(x);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.blocks.find(x);
+    if (it == shard.blocks.end()) {
+      if (!create) return;
+      it = shard.blocks.try_emplace(x).first;
+      blocks_.fetch_add(1, std::memory_order_relaxed);
+    }
+    Holders& holders = it->second;
+    const size_t heap_before = HeapBytes(holders);
+    auto pos = std::lower_bound(holders.begin(), holders.end(), worker,
+                                [](const Holder& h, uint32_t id) { return h.worker < id; });
+    if (pos == holders.end() || pos->worker != worker) {
+      if (create) {
+        pos = holders.insert(pos, Holder{worker, 0, 0});
+      } else {
+        pos = holders.end();
+      }
+    }
+    if (pos != holders.end()) fn(holders, pos);
+    if (pos != holders.end() && pos->refs == 0) holders.erase(pos);
+    const size_t heap_after = HeapBytes(holders);
+    if (heap_after != heap_before) holder_heap_bytes_.fetch_add(heap_after - heap_before, std::memory_order_relaxed);
+    if (holders.empty()) {
+      holder_heap_bytes_.fetch_sub(heap_after, std::memory_order_relaxed);
+      shard.blocks.erase(it);
+      blocks_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+  // A new engine block of `w` maps to X on medium bit `m`.
+  void AddRef(Worker& w, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    WithHolder(x, w.id, /*create=*/true, [&](Holders&, Holder* h) {
+      if (h->refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
+      if (h->refs == 1) {
+        AliasCounts counts{};
+        for (int b = 0; b < kMaxMedia; ++b) counts[b] = (h->mask >> b) & 1;
+        w.aliases[x] = counts;
+      }
+      if (h->refs >= 1) ++w.aliases[x][std::countr_zero(m)];
+      ++h->refs;
+      h->mask |= m;
+    });
+  }
+
+  // An existing engine block of `w` mapping to X changed media from `before` to `after` (both non-zero).
+  void ChangeMedia(Worker& w, uint64_t x, MediumMask before, MediumMask after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    WithHolder(x, w.id, /*create=*/false, [&](Holders&, Holder* h) {
+      auto alias = w.aliases.find(x);
+      if (alias == w.aliases.end()) {
+        h->mask = after;
+        return;
+      }
+      for (int b = 0; b < kMaxMedia; ++b) {
+        alias->second[b] += ((after >> b) & 1) - ((before >> b) & 1);
+      }
+      h->mask = MaskOf(alias->second);
+    });
+  }
+
+  // An engine block of `w` mapping to X with media `mask` is gone.
+  void DropRef(Worker& w, uint64_t x, MediumMask mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    WithHolder(x, w.id, /*create=*/false, [&](Holders&, Holder* h) {
+      --h->refs;
+      auto alias = w.aliases.find(x);
+      if (alias == w.aliases.end()) return;
+      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] -= (mask >> b) & 1;
+      h->mask = MaskOf(alias->second);
+      if (h->refs <= 1) w.aliases.erase(alias);
+    });
+  }
+
+  // ---- Per-worker engine blocks ----
+
+  void CountMedia(Worker& w, MediumMask mask, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    for (int b = 0; b < kMaxMedia; ++b) {
+      if (mask >> b & 1) w.blocks_by_medium[b] += delta;
+    }
+  }
+
+  void LruUnlink(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    EngineBlock& e = w.slab[s];
+    (e.prev == kNil ? w.lru_head : w.slab[e.prev].next) = e.next;
+    (e.next == kNil ? w.lru_tail : w.slab[e.next].prev) = e.prev;
+    e.prev = e.next = kNil;
+  }
+
+  void LruPushFront(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    EngineBlock& e = w.slab[s];
+    e.prev = kNil;
+    e.next = w.lru_head;
+    (w.lru_head == kNil ? w.lru_tail : w.slab[w.lru_head].prev) = s;
+    w.lru_head = s;
+  }
+
+  std::optional<uint32_t> FindSlot(const Worker& w, uint64_t engine) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    auto it = w.engines.find(EngineKey{engine});
+    if (it == w.engines.end()) return std::nullopt;
+    return *it;
+  }
+
+  // Frees slot `s` and drops its reference on its index block.
+  void FreeSlot(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    EngineBlock& e = w.slab[s];
+    DropRef(w, e.index, e.mask);
+    CountMedia(w, e.mask, -1);
+    LruUnlink(w, s);
+    w.engines.erase(s);
+    e.mask = 0;
+    w.free_slots.push_back(s);
+    w.live.fetch_sub(1, std::memory_order_relaxed);
+    entries_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // Engine block `engine` of `w` is (now also) on medium `m` and maps to X.
+  // Returns true when something changed in the index.
+  bool Store(Worker& w, uint64_t engine, uint64_t x, MediumMask m, uint32_t tick) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    if (auto s = FindSlot(w, engine)) {
+      EngineBlock& e = w.slab[*s];
+      if (e.index == x) {
+        e.tick = tick;
+        LruUnlink(w, *s);
+        LruPushFront(w, *s);
+        if (e.mask & m) return false;
+        const MediumMask before = e.mask;
+        e.mask |= m;
+        CountMedia(w, m, +1);
+        ChangeMedia(w, x, before, e.mask);
+        return true;
+      }
+      FreeSlot(w, *s);  // the engine reused a hash for other content: the new content wins
+    }
+    uint32_t s;
+    if (!w.free_slots.empty()) {
+      s = w.free_slots.back();
+      w.free_slots.pop_back();
+    } else {
+      s = static_cast<uint32_t>(w.slab.size());
+      w.slab.emplace_back();
+    }
+    EngineBlock& e = w.slab[s];
+    e = EngineBlock{engine, x, kNil, kNil, tick, m};
+    w.engines.insert(s);
+    LruPushFront(w, s);
+    CountMedia(w, m, +1);
+    AddRef(w, x, m);
+    w.live.fetch_add(1, std::memory_order_relaxed);
+    entries_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  // Seed of the worker's context (its model, `lora`, `block_size`); registers
+  // the context so Match knows to try this block size.
+  uint64_t ContextSeedFor(Worker& w, const std::string& lora, uint32_t block_size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const auto& [model, last_lora, last_bs] = w.last_context;
+    if (w.last_seed == 0 || last_bs != block_size || last_lora != lora || model != w.model) {
+      w.last_context = ContextKey{w.model, lora, block_size};
+      w.last_seed = ContextSeed(w.model, lora, block_size);
+      UseContext(w, w.last_context);
+    }
+    return w.last_seed;
+  }
+
+  void ApplyStored(Worker& w, const BlockStored& ev, uint32_t tick, ApplyResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const size_t n = ev.block_hashes.size();
+    if (n == 0) return;
+    std::optional<uint64_t> parent;
+    if (ev.block_size != 0 && ev.token_ids.size() == size_t{ev.block_size} * n) {  // else: hand-built batch
+      if (!ev.parent_block_hash) {
+        parent = 0;  // the context seed, below
+      } else if (auto s = FindSlot(w, *ev.parent_block_hash)) {
+        parent = w.slab[*s].index;
+      }
+    }
+    if (!parent) {
+      ++result.unresolved_parents;
+      result.blocks_unindexed += n;
+      return;
+    }
+    const uint64_t seed = ContextSeedFor(w, ev.lora_name ? *ev.lora_name : w.default_lora, ev.block_size);
+    uint64_t x = ev.parent_block_hash ? *parent : seed;
+    w.block_size.store(ev.block_size, std::memory_order_relaxed);
+    const MediumMask m = media_.BitOf(ev.medium);
+    const absl::Span<const uint32_t> tokens(ev.token_ids);
+    for (size_t i = 0; i < n; ++i) {
+      x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
+      if (Store(w, ev.block_hashes[i], x, m, tick)) ++result.blocks_stored;
+    }
+  }
+
+  void ApplyRemoved(Worker& w, const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const MediumMask m = media_.BitOf(ev.medium);
+    for (uint64_t engine : ev.block_hashes) {
+      auto s = FindSlot(w, engine);
+      if (!s || !(w.slab[*s].mask & m)) {
+        ++result.unknown_removals;
+        continue;
+      }
+      EngineBlock& e = w.slab[*s];
+      ++result.blocks_removed;
+      if (e.mask == m) {
+        FreeSlot(w, *s);
+      } else {
+        const MediumMask before = e.mask;
+        e.mask &= static_cast<MediumMask>(~m);
+        CountMedia(w, m, -1);
+        ChangeMedia(w, e.index, before, e.mask);
+      }
+    }
+  }
+
+  void ClearLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    for (uint32_t s = 0; s < w.slab.size(); ++s) {
+      EngineBlock& e = w.slab[s];
+      if (e.mask == 0) continue;
+      WithHolder(e.index, w.id, /*create=*/false, [](Holders&, Holder* h) { h->refs = 0; });
+      entries_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    w.slab = {};
+    w.free_slots = {};
+    w.engines = EngineSet(0, SlotHash{&w.slab}, SlotEq{&w.slab});
+    w.aliases = {};
+    w.lru_head = w.lru_tail = kNil;
+    w.blocks_by_medium = {};
+    w.live.store(0, std::memory_order_relaxed);
+  }
+
+  void EvictTail(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    FreeSlot(w, w.lru_tail);
+    ++w.evictions;
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void PublishTail(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    if (w.lru_tail != kNil) w.tail_tick.store(w.slab[w.lru_tail].tick, std::memory_order_relaxed);
+  }
+
+  // Evicts the globally least recently stored entries while over max_entries.
+  void EnforceGlobalCap() {
+    if (options_.max_entries == 0) return;
+    constexpr uint64_t kBatch = 64;
+    while (entries_.load(std::memory_order_relaxed) > options_.max_entries) {
+      std::shared_ptr<Worker> victim;
+      {
+        const uint32_t now = tick_.load(std::memory_order_relaxed);
+        uint32_t oldest_age = 0;
+        absl::ReaderMutexLock lock(&workers_mu_);
+        for (const auto& [id, w] : by_id_) {
+          if (w->live.load(std::memory_order_relaxed) == 0) continue;
+          const uint32_t age = now - w->tail_tick.load(std::memory_order_relaxed);
+          if (victim == nullptr || age > oldest_age) {
+            victim = w;
+            oldest_age = age;
+          }
+        }
+      }
+      if (victim == nullptr) return;
+      absl::MutexLock lock(&victim->mu);
+      for (uint64_t i = 0; i < kBatch && victim->lru_tail != kNil &&
+                           entries_.load(std::memory_order_relaxed) > options_.max_entries;
+           ++i) {
+        EvictTail(*victim);
+      }
+      PublishTail(*victim);
+    }
+  }
+
+  // ---- Match ----
+
+  // Score of a block held on a medium mask: the highest weight among its media.
+  using MaskScores = std::array<double, 1 << kMaxMedia>;
+
+  MaskScores ScoreMasks(const absl::flat_hash_map<std::string, double>& medium_weights) const {
+    std::array<double, kMaxMedia> weights;
+    weights.fill(1.0);
+    for (const auto& [name, weight] : medium_weights) {
+      if (auto bit = media_.Find(name)) weights[*bit] = weight;
+    }
+    MaskScores scores;
+    scores[0] = 0;
+    for (size_t mask = 1; mask < scores.size(); ++mask) {
+      const int low = std::countr_zero(mask);
+      const size_t rest = mask & (mask - 1);
+      scores[mask] = rest == 0 ? weights[low] : std::max(weights[low], scores[rest]);
+    }
+    return scores;
+  }
+
+  // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, only while
+  // someone is still matching) and appends each worker's contiguous run.
+  template <typename HashAt>
+  void Walk(size_t n, HashAt hash_at, const std::vector<uint32_t>& candidates, const MaskScores& mask_score,
+            uint32_t block_size, std::vector<RawMatch>& out) const {
+    std::vector<RawMatch> active, next;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t x = hash_at(i);
+      const Shard& shard = ShardOf(x);
+      absl::ReaderMutexLock lock(&shard.mu);
+      auto it = shard.blocks.find(x);
+      if (it == shard.blocks.end()) break;
+      const Holders& holders = it->second;
+      next.clear();
+      auto credit = [&](RawMatch m, MediumMask mask) {
+        ++m.blocks;
+        for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += mask >> b & 1;
+        m.score += mask_score[mask];
+        next.push_back(m);
+      };
+      if (i == 0) {
+        size_t c = 0;
+        for (const Holder& h : holders) {
+          if (!candidates.empty()) {
+            while (c < candidates.size() && candidates[c] < h.worker) ++c;
+            if (c == candidates.size()) break;
+            if (candidates[c] != h.worker) continue;
+          }
+          credit(RawMatch{h.worker, 0, block_size, {}, 0}, h.mask);
+        }
+      } else {
+        size_t h = 0;
+        for (const RawMatch& a : active) {
+          while (h < holders.size() && holders[h].worker < a.worker) ++h;
+          if (h < holders.size() && holders[h].worker == a.worker) {
+            credit(a, holders[h].mask);
+          } else {
+            out.push_back(a);
+          }
+        }
+      }
+      active.swap(next);
+      if (active.empty()) return;
+    }
+    out.insert(out.end(), active.begin(), active.end());
+  }
+
+  // Resolves worker ids, orders best first, and fills the query-level fields.
+  MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw) const {
+    MatchResult result;
+    // A worker may appear once per block size; keep its best run.
+    std::sort(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) {
+      return a.worker != b.worker ? a.worker < b.worker : a.score > b.score;
+    });
+    raw.erase(std::unique(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) { return a.worker == b.worker; }),
+              raw.end());
+    {
+      absl::ReaderMutexLock lock(&workers_mu_);
+      for (const RawMatch& r : raw) {
+        auto it = by_id_.find(r.worker);
+        if (it == by_id_.end()) continue;  // removed while we walked
+        WorkerMatch m;
+        m.worker = it->second->key;
+        m.block_size = r.block_size != 0 ? r.block_size : it->second->block_size.load(std::memory_order_relaxed);
+        m.matched_blocks = r.blocks;
+        m.matched_tokens = r.blocks * m.block_size;
+        m.score = r.score;
+        for (int b = 0; b < kMaxMedia; ++b) {
+          if (r.by_medium[b] != 0) m.blocks_by_medium.emplace_back(media_.Name(b), r.by_medium[b]);
+        }
+        result.workers.push_back(std::move(m));
+      }
+    }
+    std::sort(result.workers.begin(), result.workers.end(), [](const WorkerMatch& a, const WorkerMatch& b) {
+      if (a.score != b.score) return a.score > b.score;
+      if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
+      return a.worker < b.worker;
+    });
+    if (!result.workers.empty()) {
+      result.block_size = result.workers.front().block_size;
+    } else {
+      std::vector<uint32_t> sizes = BlockSizes(q.model, q.lora_name);
+      if (!sizes.empty()) result.block_size = sizes.front();
+    }
+    if (!q.block_hashes.empty()) {
+      result.query_blocks = static_cast<uint32_t>(q.block_hashes.size());
+    } else if (result.block_size != 0) {
+      result.query_blocks = static_cast<uint32_t>(q.token_ids.size() / result.block_size);
+    }
+    return result;
+  }
+
+  WorkerStats StatsOf(Worker& w) const {
+    WorkerStats s;
+    s.worker = w.key;
+    absl::MutexLock lock(&w.mu);
+    s.model = w.model;
+    s.blocks = w.live.load(std::memory_order_relaxed);
+    for (int b = 0; b < kMaxMedia; ++b) {
+      if (w.blocks_by_medium[b] != 0) s.blocks_by_medium.emplace_back(media_.Name(b), w.blocks_by_medium[b]);
+    }
+    s.evictions = w.evictions;
+    s.unresolved_parents = w.unresolved_parents;
+    s.last_event_ts = w.last_event_ts;
+    return s;
+  }
+
+  const IndexOptions options_;
+  std::vector<Shard> shards_;
+  int shard_shift_ = 0;
+  MediumTable media_;
+
+  mutable absl::Mutex workers_mu_;
+  absl::flat_hash_map<WorkerKey, std::shared_ptr<Worker>> by_key_ ABSL_GUARDED_BY(workers_mu_);
+  absl::flat_hash_map<uint32_t, std::shared_ptr<Worker>> by_id_ ABSL_GUARDED_BY(workers_mu_);
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> by_pod_ ABSL_GUARDED_BY(workers_mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(workers_mu_) = 0;
+
+  mutable absl::Mutex contexts_mu_;
+  // (model, lora) -> block size -> number of workers that stored in it.
+  std::map<std::pair<std::string, std::string>, std::map<uint32_t, uint32_t>, std::less<>> contexts_
+      ABSL_GUARDED_BY(contexts_mu_);
+
+  std::atomic<uint32_t> tick_{0};
+  std::atomic<uint64_t> entries_{0};
+  std::atomic<uint64_t> blocks_{0};
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> unresolved_parents_{0};
+  std::atomic<uint64_t> holder_heap_bytes_{0};
+};
+
+PrefixIndex::PrefixIndex(IndexOptions options) : impl_(std::make_unique<Impl>(options)) {}
+PrefixIndex::~PrefixIndex() = default;
+
+ApplyResult PrefixIndex::Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch) {
+  return impl_->Apply(worker, context, batch);
+}
+void PrefixIndex::ClearWorker(const WorkerKey& worker) { impl_->ClearWorker(worker); }
+void PrefixIndex::RemoveWorker(const WorkerKey& worker) { impl_->RemoveWorker(worker); }
+void PrefixIndex::RemovePod(std::string_view pod) { impl_->RemovePod(pod); }
+absl::StatusOr<MatchResult> PrefixIndex::Match(const MatchQuery& query) const { return impl_->Match(query); }
+std::optional<WorkerStats> PrefixIndex::GetWorkerStats(const WorkerKey& worker) const {
+  return impl_->GetWorkerStats(worker);
+}
+std::vector<WorkerStats> PrefixIndex::ListWorkers() const { return impl_->ListWorkers(); }
+IndexStats PrefixIndex::Stats() const { return impl_->Stats(); }
+
+}  // namespace kvindex

@@ -1,0 +1,40 @@
+# Shared by scripts/test, scripts/run, scripts/bench: installs what is missing
+# (Debian packages only), then configures and builds into $BUILD_DIR.
+# Knobs: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), KVINDEX_SANITIZE.
+
+KVINDEX_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libabsl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev nlohmann-json3-dev
+  python3 python3-grpcio python3-grpc-tools grpc-proto openssl
+)
+
+kvindex_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
+
+# Installs the packages that are not installed yet; runs apt-get update only then.
+kvindex_install_missing() {
+  local missing=() p
+  for p in "${KVINDEX_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "kvindex: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# Configures (once) and builds incrementally.
+kvindex_build() {
+  local root build_dir
+  root=$(kvindex_root)
+  build_dir="$root/${BUILD_DIR:-build}"
+  if [ ! -f "$build_dir/build.ninja" ]; then
+    cmake -S "$root" -B "$build_dir" -G Ninja \
+      -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
+      -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" >/dev/null
+  fi
+  cmake --build "$build_dir" -j "$(nproc)"
+}

@@ -1,0 +1,351 @@
+#include "core/prefix_index.h"
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "core/block_hash.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvindex {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Pair;
+
+const WorkerKey kA{"ns/a", 0};
+const WorkerKey kB{"ns/b", 0};
+const WorkerContext kModel{"llama", ""};
+
+// Tokens 1..n.
+std::vector<uint32_t> Tokens(uint32_t n, uint32_t first = 1) {
+  std::vector<uint32_t> t(n);
+  for (uint32_t i = 0; i < n; ++i) t[i] = first + i;
+  return t;
+}
+
+BlockStored Stored(std::vector<uint64_t> hashes, std::optional<uint64_t> parent, std::vector<uint32_t> tokens,
+                   uint32_t block_size = 2, std::optional<std::string> medium = std::nullopt,
+                   std::optional<std::string> lora = std::nullopt) {
+  BlockStored s;
+  s.block_hashes = std::move(hashes);
+  s.parent_block_hash = parent;
+  s.token_ids = std::move(tokens);
+  s.block_size = block_size;
+  s.medium = std::move(medium);
+  s.lora_name = std::move(lora);
+  return s;
+}
+
+EventBatch Batch(std::vector<Event> events) {
+  EventBatch b;
+  b.ts = 1700000000.5;
+  b.events = std::move(events);
+  return b;
+}
+
+MatchResult MatchTokens(const PrefixIndex& index, const std::vector<uint32_t>& tokens, std::string_view model = "llama",
+                        std::string_view lora = "") {
+  auto r = index.Match(MatchQuery{.model = model, .lora_name = lora, .token_ids = tokens});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : MatchResult{};
+}
+
+// Matched blocks per worker, in answer order.
+std::vector<std::pair<WorkerKey, uint32_t>> Runs(const MatchResult& r) {
+  std::vector<std::pair<WorkerKey, uint32_t>> out;
+  for (const WorkerMatch& m : r.workers) out.emplace_back(m.worker, m.matched_blocks);
+  return out;
+}
+
+TEST(PrefixIndexTest, StoredBlocksMatchWithTokensAndQueryShape) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({11, 12}, std::nullopt, Tokens(4))}));
+  MatchResult r = MatchTokens(index, Tokens(7));
+  EXPECT_EQ(r.block_size, 2u);
+  EXPECT_EQ(r.query_blocks, 3u);
+  ASSERT_EQ(r.workers.size(), 1u);
+  EXPECT_EQ(r.workers[0].worker, kA);
+  EXPECT_EQ(r.workers[0].matched_blocks, 2u);
+  EXPECT_EQ(r.workers[0].matched_tokens, 4u);
+  EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 2u)));
+}
+
+// The seed hashed every block of an event from the event's parent; block i must chain from block i-1.
+TEST(PrefixIndexTest, LaterBlocksOfOneEventChainFromTheirPredecessor) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(6))), ElementsAre(Pair(kA, 3u)));
+  // A prompt that shares only the first block matches only one block.
+  std::vector<uint32_t> other = Tokens(6);
+  other[2] = 99;
+  EXPECT_THAT(Runs(MatchTokens(index, other)), ElementsAre(Pair(kA, 1u)));
+}
+
+TEST(PrefixIndexTest, ParentIsResolvedThroughTheWorkersEngineHashes) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kA, kModel, Batch({Stored({3}, 2, Tokens(2, 5))}));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(6))), ElementsAre(Pair(kA, 3u)));
+}
+
+TEST(PrefixIndexTest, UnknownParentIsCountedAndNotIndexed) {
+  PrefixIndex index;
+  ApplyResult r = index.Apply(kA, kModel, Batch({Stored({3, 4}, /*parent=*/999, Tokens(4, 5))}));
+  EXPECT_EQ(r.unresolved_parents, 1u);
+  EXPECT_EQ(r.blocks_unindexed, 2u);
+  EXPECT_EQ(r.blocks_stored, 0u);
+  EXPECT_EQ(index.Stats().entries, 0u);
+  EXPECT_EQ(index.Stats().unresolved_parents, 1u);
+  // Another worker's engine hash does not resolve it either.
+  index.Apply(kB, kModel, Batch({Stored({999}, std::nullopt, Tokens(2))}));
+  r = index.Apply(kA, kModel, Batch({Stored({3}, 999, Tokens(2, 3))}));
+  EXPECT_EQ(r.unresolved_parents, 1u);
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 1u)));
+}
+
+TEST(PrefixIndexTest, RemovedTouchesOnlyTheSendingWorker) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
+  ApplyResult r = index.Apply(kA, kModel, Batch({BlockRemoved{{2}, "GPU"}}));
+  EXPECT_EQ(r.blocks_removed, 1u);
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 2u), Pair(kA, 1u)));
+  // B's engine hash means nothing to A.
+  r = index.Apply(kA, kModel, Batch({BlockRemoved{{7}, std::nullopt}}));
+  EXPECT_EQ(r.unknown_removals, 1u);
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 2u), Pair(kA, 1u)));
+}
+
+TEST(PrefixIndexTest, AllBlocksClearedTouchesOnlyTheSendingWorker) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
+  ApplyResult r = index.Apply(kA, kModel, Batch({AllBlocksCleared{}}));
+  EXPECT_EQ(r.clears, 1u);
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 2u)));
+  EXPECT_EQ(index.GetWorkerStats(kA)->blocks, 0u);
+}
+
+TEST(PrefixIndexTest, RemoveWorkerAndRemovePodDropEverything) {
+  PrefixIndex index;
+  const WorkerKey a1{"ns/a", 1};
+  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.Apply(a1, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.RemoveWorker(kB);
+  EXPECT_FALSE(index.GetWorkerStats(kB).has_value());
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(2))), ElementsAre(Pair(kA, 1u), Pair(a1, 1u)));
+  index.RemovePod("ns/a");
+  EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
+  const IndexStats s = index.Stats();
+  EXPECT_EQ(s.workers, 0u);
+  EXPECT_EQ(s.entries, 0u);
+  EXPECT_EQ(s.blocks, 0u);
+  index.RemoveWorker(kB);  // unknown: no-op
+}
+
+TEST(PrefixIndexTest, ClearWorkerKeepsTheWorkerKnown) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.ClearWorker(kA);
+  ASSERT_TRUE(index.GetWorkerStats(kA).has_value());
+  EXPECT_EQ(index.GetWorkerStats(kA)->blocks, 0u);
+  EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
+}
+
+TEST(PrefixIndexTest, MatchCountsOnlyBlocksContiguousFromBlockZero) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8))}));
+  index.Apply(kA, kModel, Batch({BlockRemoved{{3}, std::nullopt}}));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(8))), ElementsAre(Pair(kA, 2u)));
+  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, std::nullopt}}));
+  EXPECT_TRUE(MatchTokens(index, Tokens(8)).workers.empty());
+}
+
+TEST(PrefixIndexTest, MediumIsKeptPerBlockAndWorker) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "GPU")}));
+  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "CPU")}));
+  MatchResult r = MatchTokens(index, Tokens(4));
+  ASSERT_EQ(r.workers.size(), 1u);
+  EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 2u), Pair("CPU", 1u)));
+
+  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));  // still on CPU
+  r = MatchTokens(index, Tokens(4));
+  ASSERT_EQ(r.workers.size(), 1u);
+  EXPECT_EQ(r.workers[0].matched_blocks, 2u);
+  EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 1u), Pair("CPU", 1u)));
+  EXPECT_THAT(index.GetWorkerStats(kA)->blocks_by_medium, ElementsAre(Pair("GPU", 1u), Pair("CPU", 1u)));
+
+  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "CPU"}}));
+  EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());
+}
+
+TEST(PrefixIndexTest, MediumWeightsScoreAndOrderWorkers) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
+  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
+  const std::vector<uint32_t> tokens = Tokens(4);
+  MatchQuery q{.model = "llama", .token_ids = tokens};
+  EXPECT_THAT(Runs(*index.Match(q)), ElementsAre(Pair(kA, 2u), Pair(kB, 1u)));
+  q.medium_weights = {{"GPU", 1.0}, {"CPU", 0.25}};
+  auto r = index.Match(q);
+  EXPECT_THAT(Runs(*r), ElementsAre(Pair(kB, 1u), Pair(kA, 2u)));
+  EXPECT_DOUBLE_EQ(r->workers[0].score, 1.0);
+  EXPECT_DOUBLE_EQ(r->workers[1].score, 0.5);
+}
+
+TEST(PrefixIndexTest, CandidatePodsFilterTheAnswer) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  const std::vector<uint32_t> tokens = Tokens(2);
+  const std::vector<std::string> only_b = {"ns/b"};
+  auto r = index.Match(MatchQuery{.model = "llama", .token_ids = tokens, .pods = only_b});
+  EXPECT_THAT(Runs(*r), ElementsAre(Pair(kB, 1u)));
+  const std::vector<std::string> nobody = {"ns/zzz"};
+  r = index.Match(MatchQuery{.model = "llama", .token_ids = tokens, .pods = nobody});
+  EXPECT_TRUE(r->workers.empty());
+  EXPECT_EQ(r->block_size, 2u);
+}
+
+TEST(PrefixIndexTest, PodsWithDifferentBlockSizesBothMatch) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2)}));
+  index.Apply(kB, kModel, Batch({Stored({9}, std::nullopt, Tokens(4), 4)}));
+  MatchResult r = MatchTokens(index, Tokens(5));
+  ASSERT_EQ(r.workers.size(), 2u);
+  for (const WorkerMatch& m : r.workers) {
+    EXPECT_EQ(m.matched_tokens, 4u) << WorkerKeyString(m.worker);
+    EXPECT_EQ(m.block_size, m.worker == kA ? 2u : 4u);
+  }
+}
+
+TEST(PrefixIndexTest, LoraComesFromTheEventElseTheWorkerDefault) {
+  PrefixIndex index;
+  index.Apply(kA, WorkerContext{"llama", "from-label"}, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  index.Apply(kB, WorkerContext{"llama", "from-label"},
+              Batch({Stored({1}, std::nullopt, Tokens(2), 2, std::nullopt, "from-event")}));
+  EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(2), "llama", "from-label")), ElementsAre(Pair(kA, 1u)));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(2), "llama", "from-event")), ElementsAre(Pair(kB, 1u)));
+  EXPECT_TRUE(MatchTokens(index, Tokens(2), "other-model", "from-label").workers.empty());
+}
+
+TEST(PrefixIndexTest, HashQueriesUseTheDocumentedIndexHash) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
+  const std::vector<uint64_t> hashes = HashPrefix(ContextSeed("llama", "", 2), Tokens(6), 2);
+  auto r = index.Match(MatchQuery{.model = "llama", .block_hashes = hashes});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->query_blocks, 3u);
+  ASSERT_THAT(Runs(*r), ElementsAre(Pair(kA, 3u)));
+  EXPECT_EQ(r->workers[0].matched_tokens, 6u);
+}
+
+TEST(PrefixIndexTest, BadQueriesAreInvalidArgument) {
+  PrefixIndex index;
+  const std::vector<uint32_t> tokens = Tokens(4);
+  const std::vector<uint64_t> hashes = {1};
+  EXPECT_EQ(index.Match(MatchQuery{.model = "", .token_ids = tokens}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(index.Match(MatchQuery{.model = "m"}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(index.Match(MatchQuery{.model = "m", .token_ids = tokens, .block_hashes = hashes}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto unknown = index.Match(MatchQuery{.model = "m", .token_ids = tokens});
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_TRUE(unknown->workers.empty());
+  EXPECT_EQ(unknown->block_size, 0u);
+}
+
+TEST(PrefixIndexTest, PerWorkerCapEvictsLeastRecentlyStored) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 3});
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kA, kModel, Batch({Stored({5, 6}, std::nullopt, Tokens(4, 100))}));
+  // Block 1 was the least recently stored: evicted; so prompt 1..4 no longer matches at all.
+  EXPECT_EQ(index.GetWorkerStats(kA)->blocks, 3u);
+  EXPECT_EQ(index.GetWorkerStats(kA)->evictions, 1u);
+  EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4, 100))), ElementsAre(Pair(kA, 2u)));
+  // Storing again refreshes: 5 becomes the most recent, so 6's turn comes first... after 2.
+  index.Apply(kA, kModel, Batch({Stored({5}, std::nullopt, Tokens(2, 100))}));
+  index.Apply(kA, kModel, Batch({Stored({7}, std::nullopt, Tokens(2, 200))}));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(2, 100))), ElementsAre(Pair(kA, 1u)));
+  EXPECT_EQ(index.Stats().evictions, 2u);
+}
+
+TEST(PrefixIndexTest, GlobalCapEvictsTheOldestEntriesAcrossWorkers) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 4});
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kB, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4, 50))}));
+  index.Apply(kB, kModel, Batch({Stored({3, 4}, std::nullopt, Tokens(4, 90))}));
+  const IndexStats s = index.Stats();
+  EXPECT_EQ(s.entries, 4u);
+  EXPECT_EQ(s.evictions, 2u);
+  EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());  // A's blocks were the oldest
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4, 90))), ElementsAre(Pair(kB, 2u)));
+}
+
+TEST(PrefixIndexTest, AliasedEngineBlocksKeepTheIndexBlockUntilTheLastGoes) {
+  PrefixIndex index;
+  // Two engine hashes for the same tokens (e.g. different image inputs): one index block.
+  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
+  index.Apply(kA, kModel, Batch({Stored({2}, std::nullopt, Tokens(2), 2, "CPU")}));
+  EXPECT_EQ(index.Stats().entries, 2u);
+  EXPECT_EQ(index.Stats().blocks, 1u);
+  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));
+  MatchResult r = MatchTokens(index, Tokens(2));
+  ASSERT_EQ(r.workers.size(), 1u);
+  EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("CPU", 1u)));
+  index.Apply(kA, kModel, Batch({BlockRemoved{{2}, "CPU"}}));
+  EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
+  EXPECT_EQ(index.Stats().blocks, 0u);
+}
+
+TEST(PrefixIndexTest, StatsReportMemoryAndCounts) {
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  index.Apply(kB, kModel, Batch({Stored({3, 4}, std::nullopt, Tokens(4))}));
+  const IndexStats s = index.Stats();
+  EXPECT_EQ(s.workers, 2u);
+  EXPECT_EQ(s.blocks, 2u);
+  EXPECT_EQ(s.entries, 4u);
+  EXPECT_GT(s.memory_bytes, 4u * 16);
+  auto workers = index.ListWorkers();
+  ASSERT_EQ(workers.size(), 2u);
+  EXPECT_EQ(workers[0].worker, kA);
+  EXPECT_EQ(workers[0].model, "llama");
+  EXPECT_DOUBLE_EQ(workers[0].last_event_ts, 1700000000.5);
+}
+
+// Ingestion for different workers and Match run in parallel (run under TSan by scripts/test --tsan).
+TEST(PrefixIndexTest, ConcurrentApplyRemoveAndMatchStayConsistent) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 64, .max_entries = 200});
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (uint32_t w = 0; w < 3; ++w) {
+    writers.emplace_back([&, w] {
+      const WorkerKey key{"ns/w" + std::to_string(w), 0};
+      for (uint64_t i = 0; i < 2000; ++i) {
+        index.Apply(key, kModel, Batch({Stored({i * 2 + 1, i * 2 + 2}, std::nullopt, Tokens(4, 1 + (i % 50) * 4))}));
+        if (i % 7 == 0) index.Apply(key, kModel, Batch({BlockRemoved{{i * 2 + 2}, std::nullopt}}));
+        if (i % 500 == 499) index.RemoveWorker(key);
+      }
+    });
+  }
+  std::thread reader([&] {
+    while (!stop.load()) {
+      MatchResult r = MatchTokens(index, Tokens(4));
+      for (const WorkerMatch& m : r.workers) ASSERT_LE(m.matched_blocks, 2u);
+    }
+  });
+  for (auto& t : writers) t.join();
+  stop = true;
+  reader.join();
+  EXPECT_LE(index.Stats().entries, 200u);
+}
+
+}  // namespace
+}  // namespace kvindex
