@@ -1,0 +1,156 @@
+// Micro-benchmarks of the in-process hot paths: Match, Apply, hashing.
+// Index under test: 1M (block, worker) entries spread over 100 workers, plus a
+// 32k-token "hot" prefix held by 1 or by all 100 workers.
+//
+//   build/bin/prefix_index_bench --benchmark_filter=Match
+//
+// Match reports p50/p99 latency counters (per-iteration wall time) beside the mean.
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "core/block_hash.h"
+#include "core/prefix_index.h"
+
+namespace kvindex {
+namespace {
+
+constexpr uint32_t kBlockSize = 16;
+constexpr int kWorkers = 100;
+constexpr int kBackgroundBlocksPerWorker = 10'000;  // 1M entries in all
+constexpr int kHotTokens = 32 * 1024;
+
+std::vector<uint32_t> RandomTokens(std::mt19937_64& rng, size_t n) {
+  std::vector<uint32_t> t(n);
+  for (auto& x : t) x = static_cast<uint32_t>(rng() % 128000);
+  return t;
+}
+
+// Stores `tokens` as one chain on `worker`, in events of up to 64 blocks.
+void StoreChain(PrefixIndex& index, const WorkerKey& worker, const std::vector<uint32_t>& tokens,
+                std::mt19937_64& rng) {
+  const WorkerContext context{"bench-model", ""};
+  const size_t blocks = tokens.size() / kBlockSize;
+  std::optional<uint64_t> parent;
+  for (size_t start = 0; start < blocks; start += 64) {
+    BlockStored s;
+    s.block_size = kBlockSize;
+    s.parent_block_hash = parent;
+    const size_t end = std::min(blocks, start + 64);
+    for (size_t b = start; b < end; ++b) s.block_hashes.push_back(rng());
+    s.token_ids.assign(tokens.begin() + start * kBlockSize, tokens.begin() + end * kBlockSize);
+    parent = s.block_hashes.back();
+    EventBatch batch;
+    batch.events.push_back(std::move(s));
+    index.Apply(worker, context, batch);
+  }
+}
+
+struct Corpus {
+  PrefixIndex index{IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}};
+  std::vector<uint32_t> hot;  // the shared prefix
+};
+
+// One corpus per number of hot-prefix holders, built on first use.
+const Corpus& CorpusWithHolders(int holders) {
+  static std::map<int, std::unique_ptr<Corpus>> corpora;
+  auto& c = corpora[holders];
+  if (c == nullptr) {
+    c = std::make_unique<Corpus>();
+    std::mt19937_64 rng(holders);
+    for (int w = 0; w < kWorkers; ++w) {
+      const WorkerKey key{"bench/pod-" + std::to_string(w), 0};
+      for (int chain = 0; chain < kBackgroundBlocksPerWorker / 100; ++chain) {
+        StoreChain(c->index, key, RandomTokens(rng, 100 * kBlockSize), rng);
+      }
+    }
+    c->hot = RandomTokens(rng, kHotTokens);
+    for (int w = 0; w < holders; ++w) StoreChain(c->index, {"bench/pod-" + std::to_string(w), 0}, c->hot, rng);
+  }
+  return *c;
+}
+
+void ReportPercentiles(benchmark::State& state, std::vector<double>& ns) {
+  if (ns.empty()) return;
+  std::sort(ns.begin(), ns.end());
+  state.counters["p50_us"] = ns[ns.size() / 2] / 1e3;
+  state.counters["p99_us"] = ns[std::min(ns.size() - 1, ns.size() * 99 / 100)] / 1e3;
+}
+
+// Args: prompt tokens, hit ratio in percent, holders of the hot prefix.
+void BM_Match(benchmark::State& state) {
+  const size_t tokens = state.range(0);
+  const int hit = static_cast<int>(state.range(1));
+  const Corpus& corpus = CorpusWithHolders(static_cast<int>(state.range(2)));
+  std::mt19937_64 rng(7);
+  std::vector<uint32_t> prompt(corpus.hot.begin(), corpus.hot.begin() + tokens);
+  const size_t cached = tokens * hit / 100 / kBlockSize * kBlockSize;
+  for (size_t i = cached; i < tokens; ++i) prompt[i] = 200000 + static_cast<uint32_t>(rng() % 1000);
+  const MatchQuery query{.model = "bench-model", .token_ids = prompt};
+  std::vector<double> ns;
+  ns.reserve(1 << 16);
+  size_t matched = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = corpus.index.Match(query);
+    const auto t1 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(r);
+    matched = r->workers.size();
+    if (ns.size() < ns.capacity()) ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+  }
+  state.counters["workers"] = static_cast<double>(matched);
+  ReportPercentiles(state, ns);
+}
+BENCHMARK(BM_Match)
+    ->ArgNames({"tokens", "hit", "holders"})
+    ->ArgsProduct({{512, 2048, 8192, 32768}, {0, 50, 100}, {1, 100}})
+    ->Unit(benchmark::kMicrosecond);
+
+// Apply of decoded batches (16 blocks of 16 tokens per event), round robin over
+// 100 workers capped at 10k blocks each: steady state at 1M entries, with evictions.
+void BM_Apply(benchmark::State& state) {
+  const size_t blocks_per_event = state.range(0);
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = kBackgroundBlocksPerWorker, .max_entries = 0});
+  std::mt19937_64 rng(11);
+  std::vector<EventBatch> batches(256);
+  for (auto& b : batches) {
+    BlockStored s;
+    s.block_size = kBlockSize;
+    s.token_ids = RandomTokens(rng, blocks_per_event * kBlockSize);
+    s.block_hashes.resize(blocks_per_event);
+    b.events.push_back(std::move(s));
+  }
+  std::vector<WorkerKey> workers;
+  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  const WorkerContext context{"bench-model", ""};
+  uint64_t next_hash = 1;
+  size_t i = 0;
+  for (auto _ : state) {
+    EventBatch& b = batches[i % batches.size()];
+    for (auto& h : std::get<BlockStored>(b.events[0]).block_hashes) h = next_hash++;  // new blocks each time
+    index.Apply(workers[i % workers.size()], context, b);
+    ++i;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * blocks_per_event));
+}
+BENCHMARK(BM_Apply)->Arg(16)->Arg(64)->ArgName("blocks_per_event");
+
+void BM_HashPrefix(benchmark::State& state) {
+  std::mt19937_64 rng(3);
+  const std::vector<uint32_t> tokens = RandomTokens(rng, state.range(0));
+  const uint64_t seed = ContextSeed("bench-model", "", kBlockSize);
+  for (auto _ : state) benchmark::DoNotOptimize(HashPrefix(seed, tokens, kBlockSize));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * tokens.size()));
+  state.SetLabel("items = tokens");
+}
+BENCHMARK(BM_HashPrefix)->Arg(8192);
+
+}  // namespace
+}  // namespace kvindex
+
+BENCHMARK_MAIN();
