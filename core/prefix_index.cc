@@ -4,6 +4,8 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 #include <map>
 #include <tuple>
@@ -39,11 +41,14 @@ namespace {
 
 constexpr uint32_t kNil = std::numeric_limits<uint32_t>::max();
 
+// Trivially comparable (no padding): Match compares holder lists with memcmp.
 struct Holder {
   uint32_t worker;
-  MediumMask mask;
   uint16_t refs;
+  MediumMask mask;
+  uint8_t zero = 0;
 };
+static_assert(sizeof(Holder) == 8 && std::has_unique_object_representations_v<Holder>);
 using Holders = absl::InlinedVector<Holder, 1>;
 
 size_t HeapBytes(const Holders& h) {
@@ -305,6 +310,7 @@ class PrefixIndex::Impl {
     uint32_t block_size;  // 0: the worker's own (hash queries)
     std::array<uint32_t, kMaxMedia> by_medium;
     double score;
+    MediumMask last_mask;  // media of the last block credited
   };
 
   // ---- Directory ----
@@ -377,7 +383,7 @@ class PrefixIndex::Impl {
                                 [](const Holder& h, uint32_t id) { return h.worker < id; });
     if (pos == holders.end() || pos->worker != worker) {
       if (create) {
-        pos = holders.insert(pos, Holder{worker, 0, 0});
+        pos = holders.insert(pos, Holder{worker, 0, 0, 0});
       } else {
         pos = holders.end();
       }
@@ -659,6 +665,22 @@ class PrefixIndex::Impl {
   void Walk(size_t n, HashAt hash_at, const std::vector<uint32_t>& candidates, const MaskScores& mask_score,
             uint32_t block_size, std::vector<RawMatch>& out) const {
     std::vector<RawMatch> active, next;
+    // Holders of the last block merged, and how many blocks since had exactly
+    // the same holders (common: a prefix cached everywhere). Those blocks are
+    // credited in bulk, without a merge per block.
+    std::vector<Holder> last;
+    uint32_t repeats = 0;
+    auto credit = [&](RawMatch& m, MediumMask mask, uint32_t blocks) {
+      m.blocks += blocks;
+      for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += (mask >> b & 1) * blocks;
+      m.score += mask_score[mask] * blocks;
+      m.last_mask = mask;
+    };
+    auto flush_repeats = [&] {
+      if (repeats == 0) return;
+      for (RawMatch& a : active) credit(a, a.last_mask, repeats);
+      repeats = 0;
+    };
     for (size_t i = 0; i < n; ++i) {
       const uint64_t x = hash_at(i);
       const Shard& shard = ShardOf(x);
@@ -666,13 +688,13 @@ class PrefixIndex::Impl {
       auto it = shard.blocks.find(x);
       if (it == shard.blocks.end()) break;
       const Holders& holders = it->second;
+      if (i > 0 && holders.size() == last.size() &&
+          std::memcmp(holders.data(), last.data(), last.size() * sizeof(Holder)) == 0) {
+        ++repeats;
+        continue;
+      }
+      flush_repeats();
       next.clear();
-      auto credit = [&](RawMatch m, MediumMask mask) {
-        ++m.blocks;
-        for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += mask >> b & 1;
-        m.score += mask_score[mask];
-        next.push_back(m);
-      };
       if (i == 0) {
         size_t c = 0;
         for (const Holder& h : holders) {
@@ -681,14 +703,16 @@ class PrefixIndex::Impl {
             if (c == candidates.size()) break;
             if (candidates[c] != h.worker) continue;
           }
-          credit(RawMatch{h.worker, 0, block_size, {}, 0}, h.mask);
+          next.push_back(RawMatch{h.worker, 0, block_size, {}, 0, 0});
+          credit(next.back(), h.mask, 1);
         }
       } else {
         size_t h = 0;
         for (const RawMatch& a : active) {
           while (h < holders.size() && holders[h].worker < a.worker) ++h;
           if (h < holders.size() && holders[h].worker == a.worker) {
-            credit(a, holders[h].mask);
+            next.push_back(a);
+            credit(next.back(), holders[h].mask, 1);
           } else {
             out.push_back(a);
           }
@@ -696,7 +720,9 @@ class PrefixIndex::Impl {
       }
       active.swap(next);
       if (active.empty()) return;
+      last.assign(holders.begin(), holders.end());
     }
+    flush_repeats();
     out.insert(out.end(), active.begin(), active.end());
   }
 
