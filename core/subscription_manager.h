@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "core/pod.h"
 #include "core/prefix_index.h"
+#include "core/worker_status.h"  // WorkerState, WorkerStateName, WorkerStatus
 
 namespace kvindex {
 
@@ -34,9 +35,24 @@ struct ManagerOptions {
   absl::Duration provider_timeout = absl::Seconds(30);
   absl::Duration subscribe_timeout = absl::Seconds(5);
   absl::Duration replay_timeout = absl::Seconds(2);
-  std::string events_bind;               // e.g. "tcp://*:5557"; empty: no bind mode
+  // Bind mode: e.g. "tcp://*:5557"; empty: none. When set, engines connect their
+  // PUB sockets here and every pod is fed by topic kv@<ip>[:<port>]@<model>
+  // instead of a SUB connected to the pod (replay still connects to the pod).
+  std::string events_bind;
   size_t max_pods = 10000;
   PodLimits pod_limits;
+  size_t max_backlog = 100000;           // live batches held per worker while it replays
+};
+
+// Totals for GetStats and metrics.
+struct ManagerStats {
+  uint64_t pods = 0;             // known pods
+  uint64_t subscribed_pods = 0;
+  uint64_t workers = 0;          // subscribed (pod, dp rank) pairs
+  std::string events_bind_endpoint;  // bind mode: the endpoint actually bound (port resolved)
+  uint64_t bind_messages = 0;         // bind mode: messages routed to a worker
+  uint64_t bind_unknown_senders = 0;  // bind mode: messages whose topic names no known pod/rank
+  uint64_t bind_bad_frames = 0;       // bind mode: messages not [topic, seq8, payload]
 };
 
 enum class PodOutcome { kSubscribed, kUpdated, kRemoved, kIgnored, kRejected };
@@ -48,24 +64,6 @@ struct PodAck {
   std::string pod;  // "namespace/name"
   PodOutcome outcome = PodOutcome::kIgnored;
   std::string reason;
-};
-
-enum class WorkerState { kConnecting, kLive, kReplaying, kFailed };
-std::string_view WorkerStateName(WorkerState state);
-
-struct WorkerStatus {
-  uint32_t dp_rank = 0;
-  WorkerState state = WorkerState::kConnecting;
-  int64_t last_seq = -1;
-  uint64_t batches = 0;
-  uint64_t events = 0;
-  uint64_t decode_errors = 0;
-  uint64_t bad_frames = 0;
-  uint64_t gaps = 0;
-  uint64_t replays_ok = 0;
-  uint64_t replays_failed = 0;
-  uint64_t restarts = 0;
-  double last_event_ts = 0;
 };
 
 struct PodStatus {
@@ -100,6 +98,8 @@ class SubscriptionManager {
 
   // Every known pod, ordered by key.
   std::vector<PodStatus> ListPods() const;
+
+  ManagerStats GetStats() const;
 
  private:
   class Impl;
