@@ -1,0 +1,105 @@
+#include "client/kvindex_client.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/read_file.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace kvindex::client {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  // grpc::StatusCode and absl::StatusCode share their numbering (0..16).
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(const ClientOptions& options) {
+  const bool tls = options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
+                   !options.tls_key_file.empty();
+  if (!tls) return grpc::InsecureChannelCredentials();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs both its cert and key files");
+  }
+  grpc::SslCredentialsOptions ssl;
+  for (auto [path, out] : {std::pair{&options.tls_ca_file, &ssl.pem_root_certs},
+                           std::pair{&options.tls_cert_file, &ssl.pem_cert_chain},
+                           std::pair{&options.tls_key_file, &ssl.pem_private_key}}) {
+    if (path->empty()) continue;
+    absl::StatusOr<std::string> pem = ReadFileToString(*path);
+    if (!pem.ok()) return pem.status();
+    *out = *std::move(pem);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvIndexClient>> KvIndexClient::Create(const ClientOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = MakeCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(options.server, *credentials, args);
+  return std::unique_ptr<KvIndexClient>(new KvIndexClient(options, std::move(channel)));
+}
+
+KvIndexClient::KvIndexClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel)
+    : token_(options.token), timeout_(options.timeout), stub_(v1::KvIndex::NewStub(std::move(channel))) {}
+
+void KvIndexClient::Prepare(grpc::ClientContext* context) const {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  if (!token_.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+}
+
+absl::StatusOr<v1::MatchResponse> KvIndexClient::Match(const v1::MatchRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::MatchResponse response;
+  if (absl::Status status = FromGrpc(stub_->Match(&context, request, &response)); !status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ListPodsResponse> KvIndexClient::ListPods() {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::ListPodsResponse response;
+  if (absl::Status status = FromGrpc(stub_->ListPods(&context, {}, &response)); !status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::GetStatsResponse> KvIndexClient::GetStats() {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::GetStatsResponse response;
+  if (absl::Status status = FromGrpc(stub_->GetStats(&context, {}, &response)); !status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::PodUpdateAck>> KvIndexClient::SyncPods(const std::vector<v1::PodUpdate>& updates) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  std::unique_ptr<grpc::ClientReaderWriter<v1::PodUpdate, v1::PodUpdateAck>> stream = stub_->SyncPods(&context);
+  // Lock-step: the server answers every update with exactly one ack, so
+  // reading each before the next write never lets either side's buffers fill.
+  std::vector<v1::PodUpdateAck> acks;
+  for (const v1::PodUpdate& update : updates) {
+    v1::PodUpdateAck ack;
+    if (!stream->Write(update) || !stream->Read(&ack)) break;
+    acks.push_back(std::move(ack));
+  }
+  stream->WritesDone();
+  for (v1::PodUpdateAck extra; stream->Read(&extra);) {
+  }
+  if (absl::Status status = FromGrpc(stream->Finish()); !status.ok()) return status;
+  if (acks.size() != updates.size()) {
+    return absl::InternalError(absl::StrCat("server sent ", acks.size(), " acks for ", updates.size(), " updates"));
+  }
+  return acks;
+}
+
+}  // namespace kvindex::client

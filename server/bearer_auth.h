@@ -1,0 +1,47 @@
+#pragma once
+
+// BearerAuth: the shared-token check of kvindex-server. When the server has a
+// token, SyncPods (and with --auth_all_rpcs every kvindex.v1 RPC) needs the
+// metadata `authorization: Bearer <token>`. Health and reflection stay open so
+// that probes and grpcurl work.
+//
+// Thread safety: immutable after construction; Check may run concurrently.
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kvindex::server {
+
+class BearerAuth {
+ public:
+  // No token: every call is allowed.
+  BearerAuth() = default;
+
+  // Requires `token` (non-empty) on SyncPods, and on every RPC when `all_rpcs`.
+  BearerAuth(std::string token, bool all_rpcs);
+
+  // Reads the token from `path` (surrounding whitespace trimmed). NOT_FOUND
+  // when unreadable, INVALID_ARGUMENT when empty.
+  static absl::StatusOr<BearerAuth> FromFile(const std::string& path, bool all_rpcs);
+
+  // Whether a token is configured at all.
+  bool enabled() const { return !token_.empty(); }
+
+  // OK, or UNAUTHENTICATED when the call needs a token and `authorization`
+  // (the metadata value, empty when absent) does not carry the right one.
+  // `sync_pods` says whether the call is SyncPods. The comparison takes time
+  // independent of where the tokens differ.
+  absl::Status Check(absl::string_view authorization, bool sync_pods) const;
+
+ private:
+  std::string token_;
+  bool all_rpcs_ = false;
+};
+
+// Whether `a` equals `b`, in time that depends on a's length only.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
+
+}  // namespace kvindex::server

@@ -1,0 +1,22 @@
+#pragma once
+
+// Environment fallbacks for absl flags: KVINDEX_LISTEN=... acts as --listen=...
+// Apply them before absl::ParseCommandLine so that the command line wins.
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace kvindex::server {
+
+// For every flag defined in source file `defined_in` (compare __FILE__), sets
+// it from the environment variable `prefix` + its name in capitals when that
+// variable is set. INVALID_ARGUMENT naming the variable when a value does not
+// parse; flags before it keep what they were set to.
+absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in);
+
+// Sets flag `flag_name` from variable `env_name` when it is set.
+// INVALID_ARGUMENT when the value does not parse or the flag does not exist.
+absl::Status ApplyEnvToFlag(const char* env_name, absl::string_view flag_name);
+
+}  // namespace kvindex::server

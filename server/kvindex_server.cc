@@ -1,0 +1,75 @@
+#include "server/kvindex_server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+#include "spdlog/spdlog.h"
+
+namespace kvindex::server {
+
+KvIndexServer::KvIndexServer(ServerOptions options)
+    : options_(std::move(options)), index_(options_.index) {}
+
+KvIndexServer::~KvIndexServer() { Shutdown(absl::Now()); }
+
+absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOptions options) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+
+  std::unique_ptr<KvIndexServer> server(new KvIndexServer(std::move(options)));
+  const ServerOptions& opts = server->options_;
+  IndexProvider* provider = server.get();
+  server->manager_ = std::make_unique<SubscriptionManager>(provider, opts.manager);
+  if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
+  if (!opts.initial_pods.empty()) {
+    for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
+      spdlog::log(ack.outcome == PodOutcome::kRejected ? spdlog::level::warn : spdlog::level::info,
+                  "pods file: pod {} {}{}{}", ack.pod, PodOutcomeName(ack.outcome), ack.reason.empty() ? "" : ": ",
+                  ack.reason);
+    }
+  }
+  server->service_ =
+      std::make_unique<KvIndexService>(&server->index_, server->manager_.get(), &opts.auth, opts.service);
+
+  // Both are process-wide switches of gRPC; setting them again is harmless.
+  // Touching the health messages links their descriptors in, so that
+  // reflection can also describe grpc.health.v1.Health.
+  grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(opts.listen, *credentials, &server->port_);
+  builder.SetMaxReceiveMessageSize(opts.max_message_bytes);
+  builder.SetMaxSendMessageSize(opts.max_message_bytes);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    server->server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot serve on ", opts.listen,
+                                               " (address in use, bad address, or bad TLS files?)"));
+  }
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(v1::KvIndex::service_full_name(), true);
+  return server;
+}
+
+void KvIndexServer::Shutdown(absl::Time deadline) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService(); health != nullptr) {
+      health->Shutdown();  // NOT_SERVING, and no later change
+    }
+    service_->CancelStreams();
+    server_->Shutdown(absl::ToChronoTime(deadline));
+  }
+  if (manager_ != nullptr) manager_->Stop();
+}
+
+}  // namespace kvindex::server

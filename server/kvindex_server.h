@@ -1,0 +1,78 @@
+#pragma once
+
+// KvIndexServer: the wired process minus flags and signals. Owns the
+// PrefixIndex, the SubscriptionManager that feeds it, the KvIndex service, and
+// the gRPC server with health and reflection. kvindex-server's main() and the
+// in-process tests both run exactly this.
+//
+// Thread safety: index(), pods(), port() may be used from any thread; Shutdown
+// is idempotent and may be called from any thread but one at a time.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/pod.h"
+#include "core/prefix_index.h"
+#include "core/subscription_manager.h"
+#include "grpcpp/server.h"
+#include "server/bearer_auth.h"
+#include "server/kvindex_service.h"
+#include "server/server_credentials.h"
+
+namespace kvindex::server {
+
+struct ServerOptions {
+  // host:port; port 0 picks a free one (see port()).
+  std::string listen = "0.0.0.0:50051";
+  TlsFiles tls;
+  BearerAuth auth;
+  // Largest request or response message, bytes.
+  int max_message_bytes = 16 << 20;
+  ServiceOptions service;
+  IndexOptions index;
+  ManagerOptions manager;
+  // Applied as a snapshot before the server starts accepting calls (--pods_file).
+  std::vector<Pod> initial_pods;
+};
+
+class KvIndexServer : private IndexProvider {
+ public:
+  // Builds everything, starts the subscriptions and applies initial_pods, then
+  // starts serving. UNAVAILABLE when the address cannot be bound; the status of
+  // credentials or manager start-up when those fail.
+  static absl::StatusOr<std::unique_ptr<KvIndexServer>> Start(ServerOptions options);
+
+  ~KvIndexServer() override;  // Shutdown(absl::Now())
+  KvIndexServer(const KvIndexServer&) = delete;
+  KvIndexServer& operator=(const KvIndexServer&) = delete;
+
+  // The bound port (the chosen one when listen said port 0).
+  int port() const { return port_; }
+
+  PrefixIndex& index() { return index_; }
+  SubscriptionManager& pods() { return *manager_; }
+
+  // Health turns NOT_SERVING, new calls are refused, SyncPods streams are
+  // cancelled, in-flight unary calls get until `deadline` to finish (then they
+  // are cancelled), and finally every subscription stops. Idempotent.
+  void Shutdown(absl::Time deadline);
+
+ private:
+  explicit KvIndexServer(ServerOptions options);
+  PrefixIndex* GetIndex() override { return &index_; }
+
+  // Constant after Start().
+  ServerOptions options_;
+  PrefixIndex index_;
+  std::unique_ptr<SubscriptionManager> manager_;
+  std::unique_ptr<KvIndexService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+
+  bool shut_down_ = false;
+};
+
+}  // namespace kvindex::server

@@ -1,0 +1,199 @@
+#include "server/kvindex_service.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/proto_convert.h"
+#include "spdlog/spdlog.h"
+
+namespace kvindex::server {
+namespace {
+
+constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
+                                       PodOutcome::kIgnored, PodOutcome::kRejected};
+
+// One log line per pod state change reported by the manager.
+void LogAck(const PodAck& ack) {
+  const auto level = ack.outcome == PodOutcome::kRejected ? spdlog::level::warn : spdlog::level::info;
+  spdlog::log(level, "pod {} {}{}{}", ack.pod.empty() ? "<no key>" : ack.pod, PodOutcomeName(ack.outcome),
+              ack.reason.empty() ? "" : ": ", ack.reason);
+}
+
+// "4 pods: 2 subscribed, 1 ignored, 1 removed".
+std::string SummarizeAcks(const std::vector<PodAck>& acks) {
+  std::vector<std::string> parts;
+  for (PodOutcome outcome : kAllOutcomes) {
+    size_t n = 0;
+    for (const PodAck& ack : acks) n += ack.outcome == outcome ? 1 : 0;
+    if (n > 0) parts.push_back(absl::StrCat(n, " ", std::string(PodOutcomeName(outcome))));
+  }
+  return absl::StrCat(acks.size(), " pods", parts.empty() ? "" : ": ", absl::StrJoin(parts, ", "));
+}
+
+grpc::Status InvalidArgument(std::string message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
+}
+
+}  // namespace
+
+KvIndexService::KvIndexService(PrefixIndex* index, SubscriptionManager* pods, const BearerAuth* auth,
+                               ServiceOptions options)
+    : index_(index), pods_(pods), auth_(auth), options_(options), started_(absl::Now()) {}
+
+grpc::Status KvIndexService::Authorize(const grpc::ServerContext& context, bool sync_pods) const {
+  absl::string_view authorization;
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
+  }
+  return ToGrpcStatus(auth_->Check(authorization, sync_pods));
+}
+
+grpc::Status KvIndexService::Match(grpc::ServerContext* context, const v1::MatchRequest* request,
+                                   v1::MatchResponse* response) {
+  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  auto refuse = [this](std::string message) {
+    match_errors_.fetch_add(1, std::memory_order_relaxed);
+    return InvalidArgument(std::move(message));
+  };
+  if (static_cast<uint64_t>(request->token_ids_size()) > options_.max_match_tokens) {
+    return refuse(absl::StrCat("Match carries ", request->token_ids_size(), " token_ids; the limit is ",
+                               options_.max_match_tokens, " (--max_match_tokens)"));
+  }
+  if (static_cast<uint64_t>(request->block_hashes_size()) > options_.max_match_tokens) {
+    return refuse(absl::StrCat("Match carries ", request->block_hashes_size(), " block_hashes; the limit is ",
+                               options_.max_match_tokens, " (--max_match_tokens)"));
+  }
+  for (const auto& [medium, weight] : request->medium_weights()) {
+    if (!std::isfinite(weight) || weight < 0) {
+      return refuse(absl::StrCat("medium_weights[\"", medium, "\"] must be finite and >= 0"));
+    }
+  }
+  std::vector<std::string> pods;
+  absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(*request, &pods));
+  if (!result.ok()) {
+    match_errors_.fetch_add(1, std::memory_order_relaxed);
+    return ToGrpcStatus(result.status());
+  }
+  matches_.fetch_add(1, std::memory_order_relaxed);
+  *response = MatchResultToProto(*result);
+  return grpc::Status::OK;
+}
+
+grpc::Status KvIndexService::SyncPods(grpc::ServerContext* context,
+                                      grpc::ServerReaderWriter<v1::PodUpdateAck, v1::PodUpdate>* stream) {
+  if (grpc::Status status = Authorize(*context, /*sync_pods=*/true); !status.ok()) return status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (streams_cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    streams_.insert(context);
+  }
+  absl::Cleanup forget = [this, context] {
+    absl::MutexLock lock(&mu_);
+    streams_.erase(context);
+  };
+  spdlog::info("SyncPods stream from {} opened", context->peer());
+  v1::PodUpdate update;
+  uint64_t updates = 0;
+  while (stream->Read(&update)) {
+    v1::PodUpdateAck ack = Apply(update);
+    ack.set_update_index(updates++);
+    if (!stream->Write(ack)) break;
+  }
+  spdlog::info("SyncPods stream from {} closed after {} updates", context->peer(), updates);
+  if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
+  return grpc::Status::OK;
+}
+
+v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
+  v1::PodUpdateAck proto;
+  auto fill = [&proto](const PodAck& ack) {
+    LogAck(ack);
+    proto.set_pod(ack.pod);
+    proto.set_outcome(PodOutcomeToProto(ack.outcome));
+    proto.set_reason(ack.reason);
+  };
+  switch (update.update_case()) {
+    case v1::PodUpdate::kUpsert:
+      fill(pods_->Upsert(PodFromProto(update.upsert())));
+      break;
+    case v1::PodUpdate::kDelete:
+      fill(pods_->Delete(update.delete_()));
+      break;
+    case v1::PodUpdate::kSnapshot: {
+      std::vector<Pod> pods;
+      pods.reserve(update.snapshot().pods_size());
+      for (const v1::Pod& pod : update.snapshot().pods()) pods.push_back(PodFromProto(pod));
+      std::vector<PodAck> acks = pods_->ApplySnapshot(pods);
+      for (const PodAck& ack : acks) {
+        LogAck(ack);
+        *proto.add_pods() = PodAckToProto(ack);
+      }
+      proto.set_outcome(v1::POD_OUTCOME_UPDATED);
+      proto.set_reason(SummarizeAcks(acks));
+      break;
+    }
+    case v1::PodUpdate::UPDATE_NOT_SET:
+      fill(PodAck{.pod = "", .outcome = PodOutcome::kRejected,
+                  .reason = "empty PodUpdate: set one of upsert, delete, snapshot"});
+      break;
+  }
+  return proto;
+}
+
+grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::ListPodsRequest* request,
+                                      v1::ListPodsResponse* response) {
+  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  for (const PodStatus& pod : pods_->ListPods()) {
+    v1::PodInfo* info = response->add_pods();
+    *info = PodInfoToProto(pod);
+    for (const WorkerStatus& worker : pod.workers) {
+      *info->add_workers() =
+          WorkerInfoToProto(worker, index_->GetWorkerStats(WorkerKey{info->key(), worker.dp_rank}));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
+                                      v1::GetStatsResponse* response) {
+  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  const IndexStats index = index_->Stats();
+  response->set_workers(index.workers);
+  response->set_blocks(index.blocks);
+  response->set_entries(index.entries);
+  response->set_memory_bytes(index.memory_bytes);
+  response->set_evictions(index.evictions);
+  response->set_unresolved_parents(index.unresolved_parents);
+  for (const PodStatus& pod : pods_->ListPods()) {
+    response->set_pods(response->pods() + 1);
+    response->set_subscribed_pods(response->subscribed_pods() + (pod.subscribed ? 1 : 0));
+    for (const WorkerStatus& w : pod.workers) {
+      response->set_events(response->events() + w.events);
+      response->set_batches(response->batches() + w.batches);
+      response->set_decode_errors(response->decode_errors() + w.decode_errors);
+      response->set_bad_frames(response->bad_frames() + w.bad_frames);
+      response->set_gaps(response->gaps() + w.gaps);
+      response->set_replays_ok(response->replays_ok() + w.replays_ok);
+      response->set_replays_failed(response->replays_failed() + w.replays_failed);
+      response->set_restarts(response->restarts() + w.restarts);
+    }
+  }
+  response->set_matches(matches_.load(std::memory_order_relaxed));
+  response->set_match_errors(match_errors_.load(std::memory_order_relaxed));
+  response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
+  return grpc::Status::OK;
+}
+
+void KvIndexService::CancelStreams() {
+  absl::MutexLock lock(&mu_);
+  streams_cancelled_ = true;
+  for (grpc::ServerContext* context : streams_) context->TryCancel();
+}
+
+}  // namespace kvindex::server

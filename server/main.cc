@@ -1,0 +1,192 @@
+// kvindex-server: the process root. Flags (with KVINDEX_* environment
+// fallbacks), logging, signals; everything else is KvIndexServer.
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include <pthread.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/bearer_auth.h"
+#include "server/env_flags.h"
+#include "server/kvindex_server.h"
+#include "server/pods_file.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address host:port (port 0 picks a free port).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a shared token. When set, SyncPods needs the metadata "
+          "'authorization: Bearer <token>'.");
+ABSL_FLAG(bool, auth_all_rpcs, false,
+          "With --auth_token_file: require the token on every kvindex.v1 RPC, not only SyncPods "
+          "(health and reflection stay open).");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM server certificate chain; with --tls_key_file enables TLS.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).");
+ABSL_FLAG(std::string, pods_file, "",
+          "kvindex.v1.PodSnapshot in protobuf text format, applied at start (for running without a "
+          "control plane).");
+ABSL_FLAG(uint32_t, max_match_tokens, 1000000, "Most token_ids (or block_hashes) one Match may carry.");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus /metrics address; empty disables. Accepted now, served from a later release.");
+ABSL_FLAG(int32_t, max_message_bytes, 16 << 20, "Largest gRPC request or response message, in bytes.");
+ABSL_FLAG(uint64_t, max_pods, 10000, "Most pods followed at once; further new pods are rejected.");
+ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
+ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
+          "Most engine blocks one (pod, dp rank) may hold; least recently stored are evicted. 0: unlimited.");
+ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
+          "Most (block, worker) entries in the index; least recently stored are evicted. 0: unlimited.");
+ABSL_FLAG(std::string, events_bind, "",
+          "Also bind a ZMQ SUB socket here (e.g. tcp://*:5557) for engines that connect instead of bind.");
+ABSL_FLAG(bool, kv_event_sync, true,
+          "Subscribe to engines' KV events. false: pods are recorded but never subscribed. "
+          "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED is honoured too.");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off.");
+
+namespace {
+
+constexpr char kUsage[] = R"(kvindex-server: prefix-cache index of LLM engines, served over gRPC (kvindex.v1.KvIndex).
+
+Every flag --NAME falls back to the environment variable KVINDEX_<NAME IN CAPITALS>
+(e.g. KVINDEX_LISTEN=127.0.0.1:50051); a flag on the command line wins over the environment.
+AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED=false turns --kv_event_sync off (KVINDEX_KV_EVENT_SYNC wins).
+Serves grpc.health.v1.Health and server reflection. SIGTERM/SIGINT: stop accepting, finish in-flight
+calls, stop subscriptions, exit 0.
+
+usage: kvindex-server [--listen=0.0.0.0:50051] [--pods_file=pods.textproto] [flags...])";
+
+// In-flight calls get this long after SIGTERM; the whole stop must fit in 5 s.
+constexpr absl::Duration kDrainTime = absl::Seconds(3);
+constexpr absl::Duration kStopBudget = absl::Milliseconds(4800);
+
+absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
+  kvindex::server::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
+  if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file); !token_file.empty()) {
+    absl::StatusOr<kvindex::server::BearerAuth> auth =
+        kvindex::server::BearerAuth::FromFile(token_file, absl::GetFlag(FLAGS_auth_all_rpcs));
+    if (!auth.ok()) return auth.status();
+    options.auth = *std::move(auth);
+  } else if (absl::GetFlag(FLAGS_auth_all_rpcs)) {
+    return absl::InvalidArgumentError("--auth_all_rpcs needs --auth_token_file");
+  }
+  if (absl::GetFlag(FLAGS_max_message_bytes) < 1024) {
+    return absl::InvalidArgumentError("--max_message_bytes must be at least 1024");
+  }
+  if (absl::GetFlag(FLAGS_subscriber_threads) < 1) {
+    return absl::InvalidArgumentError("--subscriber_threads must be at least 1");
+  }
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.service.max_match_tokens = absl::GetFlag(FLAGS_max_match_tokens);
+  options.index.max_blocks_per_worker = absl::GetFlag(FLAGS_max_blocks_per_worker);
+  options.index.max_entries = absl::GetFlag(FLAGS_max_index_entries);
+  options.manager.sync_enabled = absl::GetFlag(FLAGS_kv_event_sync);
+  options.manager.io_threads = absl::GetFlag(FLAGS_subscriber_threads);
+  options.manager.events_bind = absl::GetFlag(FLAGS_events_bind);
+  options.manager.max_pods = absl::GetFlag(FLAGS_max_pods);
+  if (const std::string pods_file = absl::GetFlag(FLAGS_pods_file); !pods_file.empty()) {
+    absl::StatusOr<std::vector<kvindex::Pod>> pods = kvindex::server::LoadPodsFile(pods_file);
+    if (!pods.ok()) return pods.status();
+    options.initial_pods = *std::move(pods);
+  }
+  return options;
+}
+
+// "0.0.0.0:50051" with the port replaced by the bound one.
+std::string BoundAddress(const std::string& listen, int port) {
+  const size_t colon = listen.rfind(':');
+  return absl::StrCat(colon == std::string::npos ? listen : listen.substr(0, colon), ":", port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // SIGTERM/SIGINT are blocked in every thread (threads inherit the mask) and
+  // taken synchronously by sigwait() below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) { return file == __FILE__; };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  usage_config.version_string = [] { return std::string("kvindex-server 0.1.0\n"); };
+  absl::SetFlagsUsageConfig(usage_config);
+  for (absl::Status status : {kvindex::server::ApplyEnvToFlag("AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "kv_event_sync"),
+                              kvindex::server::ApplyEnvFlagFallbacks("KVINDEX_", __FILE__)}) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "kvindex-server: %s\n", std::string(status.message()).c_str());
+      return 2;
+    }
+  }
+  absl::ParseCommandLine(argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kvindex-server"));
+  const spdlog::level::level_enum level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+    std::fprintf(stderr, "kvindex-server: unknown --log_level=%s\n", absl::GetFlag(FLAGS_log_level).c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+
+  absl::StatusOr<kvindex::server::ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) {
+    spdlog::critical("{}", options.status().ToString());
+    return 2;
+  }
+  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_listen); !metrics.empty()) {
+    spdlog::info("--metrics_listen={} accepted; the /metrics endpoint is not served by this release", metrics);
+  }
+  const bool tls = !options->tls.cert_file.empty();
+  const bool mtls = !options->tls.client_ca_file.empty();
+  const bool auth = options->auth.enabled();
+  const std::string listen = options->listen;
+  const size_t initial_pods = options->initial_pods.size();
+
+  absl::StatusOr<std::unique_ptr<kvindex::server::KvIndexServer>> server =
+      kvindex::server::KvIndexServer::Start(*std::move(options));
+  if (!server.ok()) {
+    spdlog::critical("cannot start: {}", server.status().ToString());
+    return 1;
+  }
+  spdlog::info("kvindex-server listening on {} ({}{}, {} pods from --pods_file, kv event sync {})",
+               BoundAddress(listen, (*server)->port()), mtls ? "mTLS" : (tls ? "TLS" : "plaintext"),
+               auth ? ", token required" : "", initial_pods, absl::GetFlag(FLAGS_kv_event_sync) ? "on" : "off");
+
+  int signal_number = 0;
+  while (sigwait(&stop_signals, &signal_number) != 0) {
+  }
+  spdlog::info("{} received: draining in-flight calls, then stopping", strsignal(signal_number));
+  std::thread([] {
+    absl::SleepFor(kStopBudget);
+    spdlog::error("shutdown took longer than {}; exiting anyway", absl::FormatDuration(kStopBudget));
+    spdlog::default_logger()->flush();
+    std::_Exit(1);
+  }).detach();
+  (*server)->Shutdown(absl::Now() + kDrainTime);
+  server->reset();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,131 @@
+#include "server/proto_convert.h"
+
+#include <utility>
+
+namespace kvindex::server {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl::StatusCode and grpc::StatusCode share their numbering (0..16).
+  return grpc::Status(static_cast<grpc::StatusCode>(status.raw_code()), std::string(status.message()));
+}
+
+Pod PodFromProto(const v1::Pod& proto) {
+  Pod pod;
+  pod.ns = proto.namespace_();
+  pod.name = proto.name();
+  pod.ip = proto.ip();
+  pod.phase = proto.phase();
+  pod.labels.insert(proto.labels().begin(), proto.labels().end());
+  pod.annotations.insert(proto.annotations().begin(), proto.annotations().end());
+  pod.model = proto.model();
+  pod.lora_name = proto.lora_name();
+  if (proto.has_kv_events_enabled()) pod.kv_events_enabled = proto.kv_events_enabled();
+  pod.events_port = proto.events_port();
+  if (proto.has_replay_port()) pod.replay_port = proto.replay_port();
+  pod.dp_size = proto.dp_size();
+  pod.topic = proto.topic();
+  return pod;
+}
+
+v1::Pod PodToProto(const Pod& pod) {
+  v1::Pod proto;
+  proto.set_namespace_(pod.ns);
+  proto.set_name(pod.name);
+  proto.set_ip(pod.ip);
+  proto.set_phase(pod.phase);
+  proto.mutable_labels()->insert(pod.labels.begin(), pod.labels.end());
+  proto.mutable_annotations()->insert(pod.annotations.begin(), pod.annotations.end());
+  proto.set_model(pod.model);
+  proto.set_lora_name(pod.lora_name);
+  if (pod.kv_events_enabled.has_value()) proto.set_kv_events_enabled(*pod.kv_events_enabled);
+  proto.set_events_port(pod.events_port);
+  if (pod.replay_port.has_value()) proto.set_replay_port(*pod.replay_port);
+  proto.set_dp_size(pod.dp_size);
+  proto.set_topic(pod.topic);
+  return proto;
+}
+
+v1::PodOutcome PodOutcomeToProto(PodOutcome outcome) {
+  switch (outcome) {
+    case PodOutcome::kSubscribed: return v1::POD_OUTCOME_SUBSCRIBED;
+    case PodOutcome::kUpdated: return v1::POD_OUTCOME_UPDATED;
+    case PodOutcome::kRemoved: return v1::POD_OUTCOME_REMOVED;
+    case PodOutcome::kIgnored: return v1::POD_OUTCOME_IGNORED;
+    case PodOutcome::kRejected: return v1::POD_OUTCOME_REJECTED;
+  }
+  return v1::POD_OUTCOME_UNSPECIFIED;
+}
+
+v1::PodAck PodAckToProto(const PodAck& ack) {
+  v1::PodAck proto;
+  proto.set_pod(ack.pod);
+  proto.set_outcome(PodOutcomeToProto(ack.outcome));
+  proto.set_reason(ack.reason);
+  return proto;
+}
+
+MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std::string>* pods_storage) {
+  pods_storage->assign(request.pods().begin(), request.pods().end());
+  MatchQuery query;
+  query.model = request.model();
+  query.lora_name = request.lora_name();
+  query.token_ids = absl::MakeConstSpan(request.token_ids().data(), request.token_ids().size());
+  query.block_hashes = absl::MakeConstSpan(request.block_hashes().data(), request.block_hashes().size());
+  query.pods = absl::MakeConstSpan(*pods_storage);
+  query.medium_weights.insert(request.medium_weights().begin(), request.medium_weights().end());
+  return query;
+}
+
+v1::MatchResponse MatchResultToProto(const MatchResult& result) {
+  v1::MatchResponse proto;
+  proto.set_block_size(result.block_size);
+  proto.set_query_blocks(result.query_blocks);
+  for (const WorkerMatch& match : result.workers) {
+    v1::PodMatch* pod = proto.add_pods();
+    pod->set_pod(match.worker.pod);
+    pod->set_dp_rank(match.worker.dp_rank);
+    pod->set_matched_blocks(match.matched_blocks);
+    pod->set_matched_tokens(match.matched_tokens);
+    pod->mutable_blocks_by_medium()->insert(match.blocks_by_medium.begin(), match.blocks_by_medium.end());
+    pod->set_score(match.score);
+  }
+  return proto;
+}
+
+v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional<WorkerStats>& stats) {
+  v1::WorkerInfo proto;
+  proto.set_dp_rank(status.dp_rank);
+  proto.set_state(std::string(WorkerStateName(status.state)));
+  proto.set_last_seq(status.last_seq);
+  proto.set_batches(status.batches);
+  proto.set_events(status.events);
+  proto.set_decode_errors(status.decode_errors);
+  proto.set_bad_frames(status.bad_frames);
+  proto.set_gaps(status.gaps);
+  proto.set_replays_ok(status.replays_ok);
+  proto.set_replays_failed(status.replays_failed);
+  proto.set_restarts(status.restarts);
+  proto.set_last_event_time(status.last_event_ts);
+  if (stats.has_value()) {
+    proto.set_blocks(stats->blocks);
+    proto.mutable_blocks_by_medium()->insert(stats->blocks_by_medium.begin(), stats->blocks_by_medium.end());
+    proto.set_evictions(stats->evictions);
+    proto.set_unresolved_parents(stats->unresolved_parents);
+  }
+  return proto;
+}
+
+v1::PodInfo PodInfoToProto(const PodStatus& status) {
+  v1::PodInfo proto;
+  *proto.mutable_pod() = PodToProto(status.pod);
+  proto.set_key(PodKey(status.pod));
+  proto.set_subscribable(status.plan.subscribable);
+  proto.set_reason(status.plan.reason);
+  proto.set_model(status.plan.model);
+  proto.set_lora_name(status.plan.default_lora);
+  proto.set_subscribed(status.subscribed);
+  return proto;
+}
+
+}  // namespace kvindex::server

@@ -1,0 +1,42 @@
+#pragma once
+
+// Conversions between kvindex.v1 protobuf messages and core types. Pure
+// functions: no I/O, no index logic, no validation beyond what a type needs.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/pod.h"
+#include "core/prefix_index.h"
+#include "core/subscription_manager.h"
+#include "grpcpp/support/status.h"
+#include "kvindex/v1/kvindex.pb.h"
+
+namespace kvindex::server {
+
+// The same code and message as a gRPC status.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// v1.Pod -> Pod and back; every field carried over, optionals kept unset when unset.
+Pod PodFromProto(const v1::Pod& proto);
+v1::Pod PodToProto(const Pod& pod);
+
+v1::PodOutcome PodOutcomeToProto(PodOutcome outcome);
+v1::PodAck PodAckToProto(const PodAck& ack);
+
+// A MatchQuery whose spans point into `request` (token_ids, block_hashes) and
+// `pods_storage` (which receives a copy of request.pods()); both must outlive it.
+MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std::string>* pods_storage);
+
+v1::MatchResponse MatchResultToProto(const MatchResult& result);
+
+// One worker of ListPods: its subscription status and, when the index knows
+// it, what the index holds for it.
+v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional<WorkerStats>& stats);
+
+// One pod of ListPods, without its workers (see WorkerInfoToProto).
+v1::PodInfo PodInfoToProto(const PodStatus& status);
+
+}  // namespace kvindex::server

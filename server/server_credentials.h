@@ -1,0 +1,25 @@
+#pragma once
+
+// Transport credentials of kvindex-server: plaintext, TLS, or mutual TLS.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace kvindex::server {
+
+// PEM files; all empty means plaintext.
+struct TlsFiles {
+  std::string cert_file;       // server certificate chain
+  std::string key_file;        // its private key
+  std::string client_ca_file;  // when set: clients must present a certificate signed by it (mTLS)
+};
+
+// Insecure credentials when no file is named, else TLS (mTLS with a client CA).
+// INVALID_ARGUMENT when only one of cert/key is given or a client CA comes
+// without them; NOT_FOUND when a file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files);
+
+}  // namespace kvindex::server
