@@ -8,6 +8,7 @@ KVINDEX_PACKAGES=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev nlohmann-json3-dev
   python3 python3-grpcio python3-grpc-tools grpc-proto openssl
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml  # chart check
 )
 
 kvindex_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
