@@ -12,18 +12,6 @@
 
 namespace kvindex::server {
 
-absl::Status ApplyEnvToFlag(const char* env_name, absl::string_view flag_name) {
-  const char* value = std::getenv(env_name);
-  if (value == nullptr) return absl::OkStatus();
-  absl::CommandLineFlag* flag = absl::FindCommandLineFlag(flag_name);
-  if (flag == nullptr) return absl::InvalidArgumentError(absl::StrCat("no flag --", flag_name));
-  std::string error;
-  if (!flag->ParseFrom(value, &error)) {
-    return absl::InvalidArgumentError(absl::StrCat(env_name, "=", value, ": ", error));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in) {
   std::vector<absl::string_view> names;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
@@ -32,7 +20,12 @@ absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view d
   std::sort(names.begin(), names.end());  // deterministic error reporting
   for (absl::string_view name : names) {
     const std::string env_name = absl::StrCat(prefix, absl::AsciiStrToUpper(name));
-    if (absl::Status status = ApplyEnvToFlag(env_name.c_str(), name); !status.ok()) return status;
+    const char* value = std::getenv(env_name.c_str());
+    if (value == nullptr) continue;
+    std::string error;
+    if (!absl::FindCommandLineFlag(name)->ParseFrom(value, &error)) {
+      return absl::InvalidArgumentError(absl::StrCat(env_name, "=", value, ": ", error));
+    }
   }
   return absl::OkStatus();
 }

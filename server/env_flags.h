@@ -15,8 +15,4 @@ namespace kvindex::server {
 // parse; flags before it keep what they were set to.
 absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in);
 
-// Sets flag `flag_name` from variable `env_name` when it is set.
-// INVALID_ARGUMENT when the value does not parse or the flag does not exist.
-absl::Status ApplyEnvToFlag(const char* env_name, absl::string_view flag_name);
-
 }  // namespace kvindex::server

@@ -27,9 +27,9 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
   if (!opts.initial_pods.empty()) {
     for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
-      spdlog::log(ack.outcome == PodOutcome::kRejected ? spdlog::level::warn : spdlog::level::info,
-                  "pods file: pod {} {}{}{}", ack.pod, PodOutcomeName(ack.outcome), ack.reason.empty() ? "" : ": ",
-                  ack.reason);
+      if (ack.outcome == PodOutcome::kRejected || ack.outcome == PodOutcome::kIgnored) {
+        spdlog::warn("--pods_file: pod {} {}: {}", ack.pod, PodOutcomeName(ack.outcome), ack.reason);
+      }
     }
   }
   server->service_ =

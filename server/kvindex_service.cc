@@ -17,10 +17,13 @@ namespace {
 constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
                                        PodOutcome::kIgnored, PodOutcome::kRejected};
 
-// One log line per pod state change reported by the manager.
+// The manager logs every subscribe and unsubscribe; this adds the outcomes it
+// does not log (rejected, ignored), so that each pod change is one line.
 void LogAck(const PodAck& ack) {
-  const auto level = ack.outcome == PodOutcome::kRejected ? spdlog::level::warn : spdlog::level::info;
-  spdlog::log(level, "pod {} {}{}{}", ack.pod.empty() ? "<no key>" : ack.pod, PodOutcomeName(ack.outcome),
+  const spdlog::level::level_enum level = ack.outcome == PodOutcome::kRejected  ? spdlog::level::warn
+                                          : ack.outcome == PodOutcome::kIgnored ? spdlog::level::info
+                                                                                : spdlog::level::debug;
+  spdlog::log(level, "pod {}: {}{}{}", ack.pod.empty() ? "<no key>" : ack.pod, PodOutcomeName(ack.outcome),
               ack.reason.empty() ? "" : ": ", ack.reason);
 }
 

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/manager_config.h"
 #include "server/bearer_auth.h"
 #include "server/env_flags.h"
 #include "server/kvindex_server.h"
@@ -134,12 +135,14 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   usage_config.version_string = [] { return std::string("kvindex-server 0.1.0\n"); };
   absl::SetFlagsUsageConfig(usage_config);
-  for (absl::Status status : {kvindex::server::ApplyEnvToFlag("AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "kv_event_sync"),
-                              kvindex::server::ApplyEnvFlagFallbacks("KVINDEX_", __FILE__)}) {
-    if (!status.ok()) {
-      std::fprintf(stderr, "kvindex-server: %s\n", std::string(status.message()).c_str());
-      return 2;
-    }
+  // Precedence, lowest first: the seed's AIBRIX variable, KVINDEX_*, argv.
+  kvindex::ManagerOptions seed_env;
+  absl::Status env_status = kvindex::ApplyManagerEnv(&seed_env);
+  absl::SetFlag(&FLAGS_kv_event_sync, seed_env.sync_enabled);
+  env_status.Update(kvindex::server::ApplyEnvFlagFallbacks("KVINDEX_", __FILE__));
+  if (!env_status.ok()) {
+    std::fprintf(stderr, "kvindex-server: %s\n", std::string(env_status.message()).c_str());
+    return 2;
   }
   absl::ParseCommandLine(argc, argv);
 
