@@ -16,6 +16,18 @@ namespace {
 
 constexpr int kMaxMessagesPerTurn = 1024;
 
+// True for "tcp://<IPv4 literal>:<port>".
+bool IsIpv4Host(const std::string& endpoint) {
+  constexpr std::string_view kTcp = "tcp://";
+  const size_t colon = endpoint.rfind(':');
+  if (endpoint.rfind(kTcp, 0) != 0 || colon == std::string::npos || colon < kTcp.size()) {
+    return false;
+  }
+  const std::string host = endpoint.substr(kTcp.size(), colon - kTcp.size());
+  in_addr v4;
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1;
+}
+
 }  // namespace
 
 std::optional<std::string> NormalizeIp(std::string_view ip) {
@@ -96,6 +108,7 @@ absl::StatusOr<std::unique_ptr<BindReceiver>> BindReceiver::Create(zmq::context_
   try {
     zmq::socket_t socket(context, zmq::socket_type::sub);
     TuneSocket(socket, tuning);
+    if (IsIpv4Host(endpoint)) socket.set(zmq::sockopt::ipv6, 0);  // report "tcp://a.b.c.d:port"
     socket.set(zmq::sockopt::subscribe, "");
     socket.bind(endpoint);
     std::string bound = socket.get(zmq::sockopt::last_endpoint);
