@@ -8,14 +8,20 @@
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace kvindex::server {
 
+bool IsFlagFileOf(absl::string_view flag_file, absl::string_view source_file) {
+  return !flag_file.empty() && absl::EndsWith(source_file, flag_file) &&
+         (flag_file.size() == source_file.size() || source_file[source_file.size() - flag_file.size() - 1] == '/');
+}
+
 absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in) {
   std::vector<absl::string_view> names;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (flag->Filename() == defined_in) names.push_back(name);
+    if (IsFlagFileOf(flag->Filename(), defined_in)) names.push_back(name);
   }
   std::sort(names.begin(), names.end());  // deterministic error reporting
   for (absl::string_view name : names) {

@@ -9,7 +9,11 @@
 
 namespace kvindex::server {
 
-// For every flag defined in source file `defined_in` (compare __FILE__), sets
+// Whether `flag_file`, a flag's file name as absl reports it (normalized:
+// leading '/' dropped), names `source_file` (a __FILE__).
+bool IsFlagFileOf(absl::string_view flag_file, absl::string_view source_file);
+
+// For every flag defined in source file `defined_in` (pass __FILE__), sets
 // it from the environment variable `prefix` + its name in capitals when that
 // variable is set. INVALID_ARGUMENT naming the variable when a value does not
 // parse; flags before it keep what they were set to.

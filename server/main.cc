@@ -131,7 +131,9 @@ int main(int argc, char** argv) {
 
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) { return file == __FILE__; };
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return kvindex::server::IsFlagFileOf(file, __FILE__);
+  };
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   usage_config.version_string = [] { return std::string("kvindex-server 0.1.0\n"); };
   absl::SetFlagsUsageConfig(usage_config);
