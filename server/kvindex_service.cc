@@ -185,6 +185,7 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
       response->set_replays_ok(response->replays_ok() + w.replays_ok);
       response->set_replays_failed(response->replays_failed() + w.replays_failed);
       response->set_restarts(response->restarts() + w.restarts);
+      response->set_uncovered_gaps(response->uncovered_gaps() + w.uncovered_gaps);
     }
   }
   response->set_matches(matches_.load(std::memory_order_relaxed));

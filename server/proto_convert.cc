@@ -107,6 +107,9 @@ v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional
   proto.set_replays_failed(status.replays_failed);
   proto.set_restarts(status.restarts);
   proto.set_last_event_time(status.last_event_ts);
+  proto.set_duplicates(status.duplicates);
+  proto.set_uncovered_gaps(status.uncovered_gaps);
+  proto.set_dropped(status.dropped);
   if (stats.has_value()) {
     proto.set_blocks(stats->blocks);
     proto.mutable_blocks_by_medium()->insert(stats->blocks_by_medium.begin(), stats->blocks_by_medium.end());

@@ -1,0 +1,519 @@
+// In-process tests of every kvindex.v1.KvIndex RPC and every error code: a
+// real KvIndexServer on 127.0.0.1:0, called over gRPC.
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/kvindex_client.h"
+#include "core/block_hash.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "server/kvindex_server.h"
+#include "server/proto_convert.h"
+
+namespace kvindex::server {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
+
+constexpr uint32_t kBlockSize = 16;
+
+std::vector<uint32_t> Tokens(uint32_t n, uint32_t first = 0) {
+  std::vector<uint32_t> tokens(n);
+  for (uint32_t i = 0; i < n; ++i) tokens[i] = first + i;
+  return tokens;
+}
+
+// A batch storing the first `blocks` blocks of Tokens(...) on `medium`.
+EventBatch StoredBatch(uint32_t blocks, const std::string& medium = "GPU") {
+  BlockStored stored;
+  for (uint32_t i = 0; i < blocks; ++i) stored.block_hashes.push_back(1000 + i);
+  stored.token_ids = Tokens(blocks * kBlockSize);
+  stored.block_size = kBlockSize;
+  stored.medium = medium;
+  EventBatch batch;
+  batch.ts = 1700000000;
+  batch.events.push_back(stored);
+  return batch;
+}
+
+// A pod that is valid and subscribable; its engine never answers (nothing
+// listens on the port), which SyncPods does not wait for.
+v1::Pod GoodPod(const std::string& name) {
+  v1::Pod pod;
+  pod.set_namespace_("default");
+  pod.set_name(name);
+  pod.set_ip("127.0.0.1");
+  pod.set_phase("Running");
+  pod.set_model("m");
+  pod.set_events_port(1);  // nothing listens: the subscription just keeps connecting
+  pod.set_replay_port(0);
+  (*pod.mutable_labels())["model.aibrix.ai/kv-events-enabled"] = "true";
+  return pod;
+}
+
+v1::PodUpdate Upsert(const v1::Pod& pod) {
+  v1::PodUpdate update;
+  *update.mutable_upsert() = pod;
+  return update;
+}
+
+class KvIndexServiceTest : public ::testing::Test {
+ protected:
+  void StartServer(ServerOptions options = {}) {
+    options.listen = "127.0.0.1:0";
+    absl::StatusOr<std::unique_ptr<KvIndexServer>> server = KvIndexServer::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    address_ = absl::StrCat("127.0.0.1:", server_->port());
+    client_ = Client("");
+    stub_ = v1::KvIndex::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+
+  std::unique_ptr<client::KvIndexClient> Client(const std::string& token) {
+    client::ClientOptions options;
+    options.server = address_;
+    options.token = token;
+    options.timeout = absl::Seconds(20);
+    return *client::KvIndexClient::Create(options);
+  }
+
+  absl::StatusOr<v1::MatchResponse> Match(v1::MatchRequest request) { return client_->Match(request); }
+
+  v1::MatchRequest TokensRequest(uint32_t n) {
+    v1::MatchRequest request;
+    request.set_model("m");
+    const std::vector<uint32_t> tokens = Tokens(n);
+    request.mutable_token_ids()->Add(tokens.begin(), tokens.end());
+    return request;
+  }
+
+  // One stream carrying `updates`; the acks.
+  std::vector<v1::PodUpdateAck> Sync(const std::vector<v1::PodUpdate>& updates) {
+    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods(updates);
+    EXPECT_TRUE(acks.ok()) << acks.status();
+    return acks.ok() ? *acks : std::vector<v1::PodUpdateAck>{};
+  }
+
+  std::unique_ptr<KvIndexServer> server_;
+  std::string address_;
+  std::unique_ptr<client::KvIndexClient> client_;
+  std::unique_ptr<v1::KvIndex::Stub> stub_;
+};
+
+// ---------------------------------------------------------------- Match
+
+TEST_F(KvIndexServiceTest, MatchNamesPodsHoldingThePrefixBestFirst) {
+  StartServer();
+  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  server_->index().Apply({"default/short", 1}, {"m", ""}, StoredBatch(2, "CPU"));
+
+  absl::StatusOr<v1::MatchResponse> response = Match(TokensRequest(4 * kBlockSize + 5));
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->block_size(), kBlockSize);
+  EXPECT_EQ(response->query_blocks(), 4u);
+  ASSERT_EQ(response->pods_size(), 2);
+  const v1::PodMatch& best = response->pods(0);
+  EXPECT_EQ(best.pod(), "default/long");
+  EXPECT_EQ(best.dp_rank(), 0u);
+  EXPECT_EQ(best.matched_blocks(), 4u);
+  EXPECT_EQ(best.matched_tokens(), 4 * kBlockSize);
+  EXPECT_THAT(best.blocks_by_medium(), UnorderedElementsAre(Pair("GPU", 4u)));
+  EXPECT_DOUBLE_EQ(best.score(), 4);
+  EXPECT_EQ(response->pods(1).pod(), "default/short");
+  EXPECT_EQ(response->pods(1).dp_rank(), 1u);
+  EXPECT_EQ(response->pods(1).matched_tokens(), 2 * kBlockSize);
+  EXPECT_THAT(response->pods(1).blocks_by_medium(), UnorderedElementsAre(Pair("CPU", 2u)));
+}
+
+TEST_F(KvIndexServiceTest, MatchHonoursPodFilterWeightsAndHashes) {
+  StartServer();
+  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  server_->index().Apply({"default/short", 0}, {"m", ""}, StoredBatch(2, "CPU"));
+
+  v1::MatchRequest filtered = TokensRequest(4 * kBlockSize);
+  filtered.add_pods("default/short");
+  absl::StatusOr<v1::MatchResponse> response = Match(filtered);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->pods_size(), 1);
+  EXPECT_EQ(response->pods(0).pod(), "default/short");
+
+  v1::MatchRequest weighted = TokensRequest(4 * kBlockSize);
+  (*weighted.mutable_medium_weights())["GPU"] = 0.5;
+  response = Match(weighted);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_DOUBLE_EQ(response->pods(0).score(), 2);  // 4 GPU blocks at 0.5
+
+  // Gateways may send the index hashes instead of tokens.
+  v1::MatchRequest hashed;
+  hashed.set_model("m");
+  for (uint64_t hash : HashPrefix(ContextSeed("m", "", kBlockSize), Tokens(3 * kBlockSize), kBlockSize)) {
+    hashed.add_block_hashes(hash);
+  }
+  response = Match(hashed);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->pods_size(), 2);
+  EXPECT_EQ(response->pods(0).pod(), "default/long");
+  EXPECT_EQ(response->pods(0).matched_blocks(), 3u);
+}
+
+TEST_F(KvIndexServiceTest, MatchOfUnknownModelIsEmptyOk) {
+  StartServer();
+  v1::MatchRequest request = TokensRequest(64);
+  request.set_model("never-seen");
+  absl::StatusOr<v1::MatchResponse> response = Match(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_THAT(response->pods(), IsEmpty());
+}
+
+TEST_F(KvIndexServiceTest, BadMatchRequestsAreInvalidArgument) {
+  ServerOptions options;
+  options.service.max_match_tokens = 100;
+  StartServer(std::move(options));
+
+  v1::MatchRequest empty_model = TokensRequest(32);
+  empty_model.clear_model();
+  v1::MatchRequest no_tokens;
+  no_tokens.set_model("m");
+  v1::MatchRequest both = TokensRequest(32);
+  both.add_block_hashes(5);
+  v1::MatchRequest too_many_tokens = TokensRequest(101);
+  v1::MatchRequest too_many_hashes;
+  too_many_hashes.set_model("m");
+  for (int i = 0; i < 101; ++i) too_many_hashes.add_block_hashes(i);
+  v1::MatchRequest bad_weight = TokensRequest(32);
+  (*bad_weight.mutable_medium_weights())["GPU"] = -1;
+
+  for (const auto& [request, message] :
+       std::vector<std::pair<v1::MatchRequest, std::string>>{{empty_model, "model"},
+                                                             {no_tokens, ""},
+                                                             {both, ""},
+                                                             {too_many_tokens, "--max_match_tokens"},
+                                                             {too_many_hashes, "--max_match_tokens"},
+                                                             {bad_weight, "medium_weights"}}) {
+    absl::StatusOr<v1::MatchResponse> response = Match(request);
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument) << request.ShortDebugString();
+    EXPECT_THAT(response.status().message(), HasSubstr(message));
+  }
+  // Exactly at the limit is fine.
+  EXPECT_TRUE(Match(TokensRequest(100)).ok());
+
+  absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->matches(), 1u);
+  EXPECT_EQ(stats->match_errors(), 6u);
+}
+
+TEST_F(KvIndexServiceTest, OversizedMessageIsResourceExhausted) {
+  ServerOptions options;
+  options.max_message_bytes = 64 << 10;
+  StartServer(std::move(options));
+  absl::StatusOr<v1::MatchResponse> response = Match(TokensRequest(100000));
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted) << response.status();
+}
+
+// ---------------------------------------------------------------- SyncPods
+
+TEST_F(KvIndexServiceTest, SyncPodsAcksEveryUpdateInOrder) {
+  StartServer();
+  v1::Pod pending = GoodPod("pending");
+  pending.set_phase("Pending");
+  v1::PodUpdate remove;
+  remove.set_delete_("default/a");
+  v1::PodUpdate remove_unknown;
+  remove_unknown.set_delete_("default/never");
+
+  const std::vector<v1::PodUpdateAck> acks =
+      Sync({Upsert(GoodPod("a")), Upsert(GoodPod("a")), Upsert(pending), remove, remove_unknown, v1::PodUpdate()});
+  ASSERT_EQ(acks.size(), 6u);
+  for (size_t i = 0; i < acks.size(); ++i) EXPECT_EQ(acks[i].update_index(), i);
+  EXPECT_EQ(acks[0].pod(), "default/a");
+  EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_SUBSCRIBED) << acks[0].reason();
+  EXPECT_EQ(acks[1].outcome(), v1::POD_OUTCOME_UPDATED) << acks[1].reason();
+  EXPECT_EQ(acks[2].pod(), "default/pending");
+  EXPECT_EQ(acks[2].outcome(), v1::POD_OUTCOME_IGNORED);
+  EXPECT_THAT(acks[2].reason(), HasSubstr("Pending"));
+  EXPECT_EQ(acks[3].outcome(), v1::POD_OUTCOME_REMOVED);
+  EXPECT_NE(acks[4].outcome(), v1::POD_OUTCOME_SUBSCRIBED);
+  EXPECT_EQ(acks[5].outcome(), v1::POD_OUTCOME_REJECTED);
+  EXPECT_THAT(acks[5].reason(), HasSubstr("empty PodUpdate"));
+}
+
+TEST_F(KvIndexServiceTest, BadPodsAreRejectedWithReasonAndServerStaysUp) {
+  StartServer();
+  v1::Pod no_name = GoodPod("");
+  v1::Pod bad_port = GoodPod("p1");
+  bad_port.set_events_port(70000);
+  v1::Pod bad_replay_port = GoodPod("p1b");
+  bad_replay_port.set_replay_port(65536);
+  v1::Pod bad_ip = GoodPod("p2");
+  bad_ip.set_ip("not-an-ip");
+  v1::Pod huge_dp = GoodPod("p3");
+  huge_dp.set_dp_size(1000000000);
+  v1::Pod dp_over_limit = GoodPod("p4");
+  dp_over_limit.set_dp_size(1025);
+  v1::Pod many_labels = GoodPod("p5");
+  for (int i = 0; i < 1000; ++i) (*many_labels.mutable_labels())[absl::StrCat("k", i)] = "v";
+
+  for (const v1::Pod& pod : {no_name, bad_port, bad_replay_port, bad_ip, huge_dp, dp_over_limit, many_labels}) {
+    const std::vector<v1::PodUpdateAck> acks = Sync({Upsert(pod)});
+    ASSERT_EQ(acks.size(), 1u);
+    EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_REJECTED) << pod.ShortDebugString();
+    EXPECT_FALSE(acks[0].reason().empty());
+  }
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  EXPECT_THAT(pods->pods(), IsEmpty());
+  EXPECT_TRUE(Match(TokensRequest(64)).ok());
+}
+
+TEST_F(KvIndexServiceTest, SnapshotReplacesTheKnownSet) {
+  StartServer();
+  Sync({Upsert(GoodPod("a")), Upsert(GoodPod("b"))});
+  server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
+
+  v1::PodUpdate snapshot;
+  *snapshot.mutable_snapshot()->add_pods() = GoodPod("b");
+  *snapshot.mutable_snapshot()->add_pods() = GoodPod("c");
+  const std::vector<v1::PodUpdateAck> acks = Sync({snapshot});
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_UPDATED);
+  std::vector<std::pair<std::string, v1::PodOutcome>> outcomes;
+  for (const v1::PodAck& ack : acks[0].pods()) outcomes.emplace_back(ack.pod(), ack.outcome());
+  EXPECT_THAT(outcomes, UnorderedElementsAre(Pair("default/a", v1::POD_OUTCOME_REMOVED),
+                                             Pair("default/b", v1::POD_OUTCOME_UPDATED),
+                                             Pair("default/c", v1::POD_OUTCOME_SUBSCRIBED)));
+  EXPECT_THAT(acks[0].reason(), AllOf(HasSubstr("1 removed"), HasSubstr("1 subscribed")));
+
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  std::vector<std::string> keys;
+  for (const v1::PodInfo& pod : pods->pods()) keys.push_back(pod.key());
+  EXPECT_THAT(keys, ElementsAre("default/b", "default/c"));
+  // The removed pod's blocks are gone.
+  absl::StatusOr<v1::MatchResponse> match = Match(TokensRequest(64));
+  ASSERT_TRUE(match.ok());
+  EXPECT_THAT(match->pods(), IsEmpty());
+}
+
+TEST_F(KvIndexServiceTest, EmptySnapshotRemovesEverything) {
+  StartServer();
+  Sync({Upsert(GoodPod("a"))});
+  v1::PodUpdate snapshot;
+  snapshot.mutable_snapshot();
+  const std::vector<v1::PodUpdateAck> acks = Sync({snapshot});
+  ASSERT_EQ(acks.size(), 1u);
+  ASSERT_EQ(acks[0].pods_size(), 1);
+  EXPECT_EQ(acks[0].pods(0).outcome(), v1::POD_OUTCOME_REMOVED);
+  EXPECT_THAT(client_->ListPods()->pods(), IsEmpty());
+}
+
+TEST_F(KvIndexServiceTest, BrokenStreamLeavesPodsAsTheyAre) {
+  StartServer();
+  {
+    grpc::ClientContext context;
+    auto stream = stub_->SyncPods(&context);
+    ASSERT_TRUE(stream->Write(Upsert(GoodPod("a"))));
+    v1::PodUpdateAck ack;
+    ASSERT_TRUE(stream->Read(&ack));
+    context.TryCancel();  // the control plane goes away mid-stream
+    stream->Finish();
+  }
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok());
+  ASSERT_EQ(pods->pods_size(), 1);
+  EXPECT_EQ(pods->pods(0).key(), "default/a");
+}
+
+// ---------------------------------------------------------------- ListPods, GetStats
+
+TEST_F(KvIndexServiceTest, ListPodsShowsPlanSubscriptionAndBlocks) {
+  StartServer();
+  v1::Pod two_ranks = GoodPod("a");
+  two_ranks.set_dp_size(2);
+  (*two_ranks.mutable_labels())["model.aibrix.ai/lora-id"] = "adapter-1";
+  v1::Pod disabled = GoodPod("off");
+  disabled.mutable_labels()->clear();
+  Sync({Upsert(two_ranks), Upsert(disabled)});
+  server_->index().Apply({"default/a", 1}, {"m", ""}, StoredBatch(3, "CPU"));
+
+  absl::StatusOr<v1::ListPodsResponse> response = client_->ListPods();
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->pods_size(), 2);
+  const v1::PodInfo& a = response->pods(0);
+  EXPECT_EQ(a.key(), "default/a");
+  EXPECT_EQ(a.pod().name(), "a");
+  EXPECT_EQ(a.pod().dp_size(), 2u);
+  EXPECT_TRUE(a.pod().has_replay_port());
+  EXPECT_TRUE(a.subscribable());
+  EXPECT_TRUE(a.subscribed());
+  EXPECT_EQ(a.model(), "m");
+  EXPECT_EQ(a.lora_name(), "adapter-1");
+  ASSERT_EQ(a.workers_size(), 2);
+  EXPECT_EQ(a.workers(0).dp_rank(), 0u);
+  EXPECT_EQ(a.workers(0).blocks(), 0u);
+  EXPECT_EQ(a.workers(1).dp_rank(), 1u);
+  EXPECT_EQ(a.workers(1).blocks(), 3u);
+  EXPECT_THAT(a.workers(1).blocks_by_medium(), UnorderedElementsAre(Pair("CPU", 3u)));
+  EXPECT_FALSE(a.workers(0).state().empty());
+
+  const v1::PodInfo& off = response->pods(1);
+  EXPECT_EQ(off.key(), "default/off");
+  EXPECT_FALSE(off.subscribable());
+  EXPECT_FALSE(off.subscribed());
+  EXPECT_FALSE(off.reason().empty());
+  EXPECT_THAT(off.workers(), IsEmpty());
+}
+
+TEST_F(KvIndexServiceTest, GetStatsCountsPodsIndexAndMatches) {
+  StartServer();
+  Sync({Upsert(GoodPod("a")), Upsert(GoodPod("b"))});
+  server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
+  server_->index().Apply({"default/b", 0}, {"m", ""}, StoredBatch(2));
+  ASSERT_TRUE(Match(TokensRequest(64)).ok());
+  ASSERT_TRUE(Match(TokensRequest(32)).ok());
+
+  absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->pods(), 2u);
+  EXPECT_EQ(stats->subscribed_pods(), 2u);
+  EXPECT_EQ(stats->workers(), 2u);
+  EXPECT_EQ(stats->blocks(), 4u);   // distinct index hashes
+  EXPECT_EQ(stats->entries(), 6u);  // (block, worker) pairs
+  EXPECT_GT(stats->memory_bytes(), 0u);
+  EXPECT_EQ(stats->matches(), 2u);
+  EXPECT_EQ(stats->match_errors(), 0u);
+  EXPECT_GE(stats->uptime_seconds(), 0);
+}
+
+TEST_F(KvIndexServiceTest, InitialPodsAreAppliedAtStart) {
+  ServerOptions options;
+  options.initial_pods = {PodFromProto(GoodPod("from-file"))};
+  StartServer(std::move(options));
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok());
+  ASSERT_EQ(pods->pods_size(), 1);
+  EXPECT_EQ(pods->pods(0).key(), "default/from-file");
+  EXPECT_TRUE(pods->pods(0).subscribed());
+}
+
+TEST_F(KvIndexServiceTest, KvEventSyncOffRecordsPodsWithoutSubscribing) {
+  ServerOptions options;
+  options.manager.sync_enabled = false;
+  StartServer(std::move(options));
+  const std::vector<v1::PodUpdateAck> acks = Sync({Upsert(GoodPod("a"))});
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_IGNORED);
+  EXPECT_THAT(acks[0].reason(), HasSubstr("disabled"));
+}
+
+// ---------------------------------------------------------------- auth
+
+class AuthTest : public KvIndexServiceTest {
+ protected:
+  void StartWithToken(bool all_rpcs) {
+    ServerOptions options;
+    options.auth = BearerAuth("s3cr3t-token", all_rpcs);
+    StartServer(std::move(options));
+  }
+
+  grpc::StatusCode SyncWithMetadata(const std::string& authorization) {
+    grpc::ClientContext context;
+    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
+    auto stream = stub_->SyncPods(&context);
+    stream->Write(Upsert(GoodPod("a")));
+    stream->WritesDone();
+    for (v1::PodUpdateAck ack; stream->Read(&ack);) {
+    }
+    return stream->Finish().error_code();
+  }
+};
+
+TEST_F(AuthTest, SyncPodsNeedsTheBearerToken) {
+  StartWithToken(/*all_rpcs=*/false);
+  EXPECT_EQ(SyncWithMetadata(""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(SyncWithMetadata("Bearer wrong"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(SyncWithMetadata("Bearer s3cr3t-token-and-more"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(SyncWithMetadata("Basic s3cr3t-token"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(SyncWithMetadata("s3cr3t-token"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(SyncWithMetadata("Bearer s3cr3t-token"), grpc::StatusCode::OK);
+  EXPECT_EQ(SyncWithMetadata("bearer s3cr3t-token"), grpc::StatusCode::OK);
+  // Nothing was applied by the refused streams... and the accepted one worked.
+  EXPECT_EQ(client_->ListPods()->pods_size(), 1);
+
+  // Other RPCs stay open without --auth_all_rpcs.
+  EXPECT_TRUE(Match(TokensRequest(32)).ok());
+  EXPECT_TRUE(client_->GetStats().ok());
+
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = Client("s3cr3t-token")->SyncPods({Upsert(GoodPod("b"))});
+  EXPECT_TRUE(acks.ok()) << acks.status();
+  acks = Client("nope")->SyncPods({Upsert(GoodPod("b"))});
+  EXPECT_EQ(acks.status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(AuthTest, AllRpcsNeedTheTokenButHealthStaysOpen) {
+  StartWithToken(/*all_rpcs=*/true);
+  EXPECT_EQ(Match(TokensRequest(32)).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(client_->ListPods().status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(client_->GetStats().status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(SyncWithMetadata(""), grpc::StatusCode::UNAUTHENTICATED);
+
+  std::unique_ptr<client::KvIndexClient> authed = Client("s3cr3t-token");
+  EXPECT_TRUE(authed->Match(TokensRequest(32)).ok());
+  EXPECT_TRUE(authed->ListPods().ok());
+  EXPECT_TRUE(authed->GetStats().ok());
+
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckResponse response;
+  ASSERT_TRUE(health->Check(&context, {}, &response).ok());
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+}
+
+// ---------------------------------------------------------------- health, shutdown
+
+TEST_F(KvIndexServiceTest, HealthServesOverallAndKvIndex) {
+  StartServer();
+  auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  for (const std::string service : {"", "kvindex.v1.KvIndex"}) {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest unknown;
+  unknown.set_service("no.such.Service");
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_EQ(health->Check(&context, unknown, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(KvIndexServiceTest, ShutdownDoesNotWaitForOpenSyncPodsStreams) {
+  StartServer();
+  grpc::ClientContext context;
+  auto stream = stub_->SyncPods(&context);
+  ASSERT_TRUE(stream->Write(Upsert(GoodPod("a"))));
+  v1::PodUpdateAck ack;
+  ASSERT_TRUE(stream->Read(&ack));  // the stream is open and idle now
+
+  const absl::Time start = absl::Now();
+  server_->Shutdown(absl::Now() + absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_FALSE(stream->Read(&ack));
+  EXPECT_NE(stream->Finish().error_code(), grpc::StatusCode::OK);
+}
+
+}  // namespace
+}  // namespace kvindex::server
