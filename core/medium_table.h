@@ -15,10 +15,10 @@
 namespace kvindex {
 
 using MediumMask = uint8_t;
-inline constexpr int kMaxMedia = 8;
+inline constexpr int kMaxMedia = 7;  // the eighth bit of a tag is EngineMap's CLOCK mark
 
 // Thread-safe; lookups are lock-free. Bit 0 is "GPU" (also used when an event
-// names no medium), bit 1 "CPU", bit 7 "OTHER" (every name beyond the table's
+// names no medium), bit 1 "CPU", bit 6 "OTHER" (every name beyond the table's
 // capacity); the bits between are assigned to new names in order of arrival.
 class MediumTable {
  public:

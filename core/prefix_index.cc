@@ -5,18 +5,17 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
-#include <type_traits>
 #include <limits>
 #include <map>
 #include <tuple>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/container/inlined_vector.h"
-#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "core/block_hash.h"
+#include "core/engine_map.h"
+#include "core/holder_table.h"
 #include "core/medium_table.h"
 
 namespace kvindex {
@@ -24,69 +23,25 @@ namespace {
 
 // Data structure and invariants
 // -----------------------------
-// The block table maps an index hash X to its holders: one Holder per worker
-// holding X, sorted by worker id, carrying the union of media the worker holds
-// X on and `refs`, the number of the worker's engine blocks that map to X
-// (usually 1; more when engine hashes differ for identical token chains,
-// e.g. multimodal inputs or cache salts). It is split into lock shards by X.
+// The block table maps an index hash X to its holders (HolderTable): one
+// Holder per worker holding X, sorted by worker id, carrying the union of the
+// media the worker holds X on and `refs`, the number of the worker's engine
+// blocks that map to X (usually 1; more when engine hashes differ for
+// identical token chains, e.g. multimodal inputs or cache salts). It is split
+// into lock shards by X.
 //
-// Each worker keeps its engine blocks in a slab (EngineBlock, addressed by a
-// uint32 slot) found by engine hash through a set of slots, linked in LRU
-// order (most recently stored at the head). A slot is live iff its mask != 0.
-// For an X with refs > 1 the worker also keeps per-medium counts in `aliases`,
-// so that the holder's mask stays the exact union when one alias goes away.
+// Each worker keeps its engine blocks in an EngineMap (engine hash -> X and
+// media, CLOCK eviction). For an X with refs > 1 the worker also keeps
+// per-medium counts in `aliases`, so that the holder's media stay the exact
+// union when one alias goes away.
 //
-// Lock order: workers_mu_ -> Worker::mu -> Shard::mu; Match takes only shard
-// locks (as reader, one at a time) and then workers_mu_ as reader.
-
-constexpr uint32_t kNil = std::numeric_limits<uint32_t>::max();
-
-// Trivially comparable (no padding): Match compares holder lists with memcmp.
-struct Holder {
-  uint32_t worker;
-  uint16_t refs;
-  MediumMask mask;
-  uint8_t zero = 0;
-};
-static_assert(sizeof(Holder) == 8 && std::has_unique_object_representations_v<Holder>);
-using Holders = absl::InlinedVector<Holder, 1>;
-
-size_t HeapBytes(const Holders& h) {
-  return h.capacity() > 1 ? h.capacity() * sizeof(Holder) : 0;
-}
+// Lock order: workers_mu_ -> Worker::mu -> (contexts_mu_ | Shard::mu). Match
+// takes shard locks as reader, one at a time, then workers_mu_ as reader.
 
 struct Shard {
   mutable absl::Mutex mu;
-  absl::flat_hash_map<uint64_t, Holders> blocks ABSL_GUARDED_BY(mu);
+  HolderTable blocks ABSL_GUARDED_BY(mu);
 };
-
-struct EngineBlock {
-  uint64_t engine = 0;
-  uint64_t index = 0;
-  uint32_t prev = kNil;  // towards the head (more recent)
-  uint32_t next = kNil;  // towards the tail (less recent)
-  uint32_t tick = 0;     // Apply() tick of the last store
-  MediumMask mask = 0;   // 0: free slot
-};
-
-// Finds slab slots by engine hash without storing the hash twice.
-struct EngineKey {
-  uint64_t hash;
-};
-struct SlotHash {
-  using is_transparent = void;
-  const std::vector<EngineBlock>* slab;
-  size_t operator()(uint32_t slot) const { return absl::HashOf((*slab)[slot].engine); }
-  size_t operator()(EngineKey k) const { return absl::HashOf(k.hash); }
-};
-struct SlotEq {
-  using is_transparent = void;
-  const std::vector<EngineBlock>* slab;
-  bool operator()(uint32_t a, uint32_t b) const { return a == b; }
-  bool operator()(uint32_t a, EngineKey b) const { return (*slab)[a].engine == b.hash; }
-  bool operator()(EngineKey a, uint32_t b) const { return a.hash == (*slab)[b].engine; }
-};
-using EngineSet = absl::flat_hash_set<uint32_t, SlotHash, SlotEq>;
 
 using AliasCounts = std::array<uint16_t, kMaxMedia>;
 
@@ -102,7 +57,7 @@ MediumMask MaskOf(const AliasCounts& counts) {
 using ContextKey = std::tuple<std::string, std::string, uint32_t>;
 
 struct Worker {
-  Worker(uint32_t id, WorkerKey key) : id(id), key(std::move(key)), engines(0, SlotHash{&slab}, SlotEq{&slab}) {}
+  Worker(uint32_t id, WorkerKey key) : id(id), key(std::move(key)) {}
 
   const uint32_t id;
   const WorkerKey key;
@@ -111,12 +66,8 @@ struct Worker {
   bool removed ABSL_GUARDED_BY(mu) = false;
   std::string model ABSL_GUARDED_BY(mu);
   std::string default_lora ABSL_GUARDED_BY(mu);
-  std::vector<EngineBlock> slab ABSL_GUARDED_BY(mu);
-  std::vector<uint32_t> free_slots ABSL_GUARDED_BY(mu);
-  EngineSet engines ABSL_GUARDED_BY(mu);
+  EngineMap blocks ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<uint64_t, AliasCounts> aliases ABSL_GUARDED_BY(mu);
-  uint32_t lru_head ABSL_GUARDED_BY(mu) = kNil;
-  uint32_t lru_tail ABSL_GUARDED_BY(mu) = kNil;
   std::array<uint64_t, kMaxMedia> blocks_by_medium ABSL_GUARDED_BY(mu) = {};
   absl::flat_hash_set<ContextKey> contexts ABSL_GUARDED_BY(mu);
   // Seed of the context last stored into (cache; ContextSeed allocates).
@@ -128,8 +79,7 @@ struct Worker {
 
   // Read without mu by Match and the global evictor.
   std::atomic<uint32_t> block_size{0};
-  std::atomic<uint64_t> live{0};         // live engine blocks
-  std::atomic<uint32_t> tail_tick{0};    // tick of the LRU tail when live > 0
+  std::atomic<uint64_t> live{0};  // engine blocks held
 };
 
 }  // namespace
@@ -152,10 +102,9 @@ class PrefixIndex::Impl {
       }
       w->model = context.model;
       w->default_lora = context.default_lora;
-      const uint32_t tick = tick_.fetch_add(1, std::memory_order_relaxed) + 1;
       for (const Event& event : batch.events) {
         if (const auto* stored = std::get_if<BlockStored>(&event)) {
-          ApplyStored(*w, *stored, tick, result);
+          ApplyStored(*w, *stored, result);
         } else if (const auto* removed = std::get_if<BlockRemoved>(&event)) {
           ApplyRemoved(*w, *removed, result);
         } else {
@@ -165,13 +114,12 @@ class PrefixIndex::Impl {
       }
       w->last_event_ts = batch.ts;
       if (options_.max_blocks_per_worker != 0) {
-        while (w->live.load(std::memory_order_relaxed) > options_.max_blocks_per_worker) {
-          EvictTail(*w);
+        while (w->blocks.size() > options_.max_blocks_per_worker) {
+          EvictOne(*w);
           ++result.evictions;
         }
       }
       w->unresolved_parents += result.unresolved_parents;
-      PublishTail(*w);
       unresolved_parents_.fetch_add(result.unresolved_parents, std::memory_order_relaxed);
     }
     EnforceGlobalCap();
@@ -183,7 +131,6 @@ class PrefixIndex::Impl {
     if (w == nullptr) return;
     absl::MutexLock lock(&w->mu);
     ClearLocked(*w);
-    PublishTail(*w);
   }
 
   void RemoveWorker(const WorkerKey& key) {
@@ -273,6 +220,16 @@ class PrefixIndex::Impl {
     return out;
   }
 
+  std::vector<uint64_t> EngineHashes(const WorkerKey& key) const {
+    std::vector<uint64_t> out;
+    std::shared_ptr<Worker> w = FindWorker(key);
+    if (w == nullptr) return out;
+    absl::MutexLock lock(&w->mu);
+    out.reserve(w->blocks.size());
+    w->blocks.ForEach([&](const EngineMap::Block& b) { out.push_back(b.engine); });
+    return out;
+  }
+
   IndexStats Stats() const {
     IndexStats s;
     std::vector<std::shared_ptr<Worker>> workers;
@@ -284,16 +241,13 @@ class PrefixIndex::Impl {
     uint64_t bytes = 0;
     for (const auto& w : workers) {
       absl::MutexLock lock(&w->mu);
-      bytes += sizeof(Worker) + w->slab.capacity() * sizeof(EngineBlock) +
-               w->free_slots.capacity() * sizeof(uint32_t) +
-               w->engines.capacity() * (sizeof(uint32_t) + 1) +
+      bytes += sizeof(Worker) + w->blocks.MemoryBytes() +
                w->aliases.capacity() * (sizeof(std::pair<uint64_t, AliasCounts>) + 1);
     }
     for (const Shard& shard : shards_) {
       absl::ReaderMutexLock lock(&shard.mu);
-      bytes += shard.blocks.capacity() * (sizeof(std::pair<uint64_t, Holders>) + 1);
+      bytes += sizeof(Shard) + shard.blocks.MemoryBytes();
     }
-    bytes += holder_heap_bytes_.load(std::memory_order_relaxed);
     s.memory_bytes = bytes;
     s.blocks = blocks_.load(std::memory_order_relaxed);
     s.entries = entries_.load(std::memory_order_relaxed);
@@ -365,154 +319,87 @@ class PrefixIndex::Impl {
   Shard& ShardOf(uint64_t x) { return shards_[ShardIndex(x)]; }
   const Shard& ShardOf(uint64_t x) const { return shards_[ShardIndex(x)]; }
 
-  // Runs `fn(Holders&, Holder*)` on worker `w`'s holder of X under the shard
-  // lock, creating X / the holder when `create`; erases empty holder lists.
+  // Runs fn(Holder&) on worker `w`'s holder of X under the shard lock (see HolderTable::Update).
   template <typename Fn>
   void WithHolder(uint64_t x, uint32_t worker, bool create, Fn fn) {
     Shard& shard = ShardOf(x);
     absl::MutexLock lock(&shard.mu);
-    auto it = shard.blocks.find(x);
-    if (it == shard.blocks.end()) {
-      if (!create) return;
-      it = shard.blocks.try_emplace(x).first;
-      blocks_.fetch_add(1, std::memory_order_relaxed);
-    }
-    Holders& holders = it->second;
-    const size_t heap_before = HeapBytes(holders);
-    auto pos = std::lower_bound(holders.begin(), holders.end(), worker,
-                                [](const Holder& h, uint32_t id) { return h.worker < id; });
-    if (pos == holders.end() || pos->worker != worker) {
-      if (create) {
-        pos = holders.insert(pos, Holder{worker, 0, 0, 0});
-      } else {
-        pos = holders.end();
-      }
-    }
-    if (pos != holders.end()) fn(holders, pos);
-    if (pos != holders.end() && pos->refs == 0) holders.erase(pos);
-    const size_t heap_after = HeapBytes(holders);
-    if (heap_after != heap_before) holder_heap_bytes_.fetch_add(heap_after - heap_before, std::memory_order_relaxed);
-    if (holders.empty()) {
-      holder_heap_bytes_.fetch_sub(heap_after, std::memory_order_relaxed);
-      shard.blocks.erase(it);
-      blocks_.fetch_sub(1, std::memory_order_relaxed);
-    }
+    const size_t before = shard.blocks.size();
+    shard.blocks.Update(x, worker, create, fn);
+    blocks_.fetch_add(shard.blocks.size() - before, std::memory_order_relaxed);
   }
 
   // A new engine block of `w` maps to X on medium bit `m`.
   void AddRef(Worker& w, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/true, [&](Holders&, Holder* h) {
-      if (h->refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
-      if (h->refs == 1) {
+    WithHolder(x, w.id, /*create=*/true, [&](Holder& h) {
+      if (h.refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
+      if (h.refs == 1) {
         AliasCounts counts{};
-        for (int b = 0; b < kMaxMedia; ++b) counts[b] = (h->mask >> b) & 1;
+        for (int b = 0; b < kMaxMedia; ++b) counts[b] = (h.media >> b) & 1;
         w.aliases[x] = counts;
       }
-      if (h->refs >= 1) ++w.aliases[x][std::countr_zero(m)];
-      ++h->refs;
-      h->mask |= m;
+      if (h.refs >= 1) ++w.aliases[x][std::countr_zero(m)];
+      ++h.refs;
+      h.media |= m;
     });
   }
 
-  // An existing engine block of `w` mapping to X changed media from `before` to `after` (both non-zero).
+  // An engine block of `w` mapping to X changed media from `before` to `after` (both non-zero).
   void ChangeMedia(Worker& w, uint64_t x, MediumMask before, MediumMask after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/false, [&](Holders&, Holder* h) {
+    WithHolder(x, w.id, /*create=*/false, [&](Holder& h) {
       auto alias = w.aliases.find(x);
       if (alias == w.aliases.end()) {
-        h->mask = after;
+        h.media = after;
         return;
       }
-      for (int b = 0; b < kMaxMedia; ++b) {
-        alias->second[b] += ((after >> b) & 1) - ((before >> b) & 1);
-      }
-      h->mask = MaskOf(alias->second);
+      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] += ((after >> b) & 1) - ((before >> b) & 1);
+      h.media = MaskOf(alias->second);
     });
   }
 
-  // An engine block of `w` mapping to X with media `mask` is gone.
-  void DropRef(Worker& w, uint64_t x, MediumMask mask) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/false, [&](Holders&, Holder* h) {
-      --h->refs;
+  // An engine block of `w` mapping to X with media `media` is gone.
+  void DropRef(Worker& w, uint64_t x, MediumMask media) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    WithHolder(x, w.id, /*create=*/false, [&](Holder& h) {
+      --h.refs;
       auto alias = w.aliases.find(x);
       if (alias == w.aliases.end()) return;
-      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] -= (mask >> b) & 1;
-      h->mask = MaskOf(alias->second);
-      if (h->refs <= 1) w.aliases.erase(alias);
+      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] -= (media >> b) & 1;
+      h.media = MaskOf(alias->second);
+      if (h.refs <= 1) w.aliases.erase(alias);
     });
   }
 
   // ---- Per-worker engine blocks ----
 
-  void CountMedia(Worker& w, MediumMask mask, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+  void CountMedia(Worker& w, MediumMask media, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     for (int b = 0; b < kMaxMedia; ++b) {
-      if (mask >> b & 1) w.blocks_by_medium[b] += delta;
+      if (media >> b & 1) w.blocks_by_medium[b] += delta;
     }
   }
 
-  void LruUnlink(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    EngineBlock& e = w.slab[s];
-    (e.prev == kNil ? w.lru_head : w.slab[e.prev].next) = e.next;
-    (e.next == kNil ? w.lru_tail : w.slab[e.next].prev) = e.prev;
-    e.prev = e.next = kNil;
-  }
-
-  void LruPushFront(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    EngineBlock& e = w.slab[s];
-    e.prev = kNil;
-    e.next = w.lru_head;
-    (w.lru_head == kNil ? w.lru_tail : w.slab[w.lru_head].prev) = s;
-    w.lru_head = s;
-  }
-
-  std::optional<uint32_t> FindSlot(const Worker& w, uint64_t engine) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    auto it = w.engines.find(EngineKey{engine});
-    if (it == w.engines.end()) return std::nullopt;
-    return *it;
-  }
-
-  // Frees slot `s` and drops its reference on its index block.
-  void FreeSlot(Worker& w, uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    EngineBlock& e = w.slab[s];
-    DropRef(w, e.index, e.mask);
-    CountMedia(w, e.mask, -1);
-    LruUnlink(w, s);
-    w.engines.erase(s);
-    e.mask = 0;
-    w.free_slots.push_back(s);
+  // Accounts for engine block `b`, already gone from w.blocks.
+  void Forget(Worker& w, const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    DropRef(w, b.index, b.media);
+    CountMedia(w, b.media, -1);
     w.live.fetch_sub(1, std::memory_order_relaxed);
     entries_.fetch_sub(1, std::memory_order_relaxed);
   }
 
   // Engine block `engine` of `w` is (now also) on medium `m` and maps to X.
   // Returns true when something changed in the index.
-  bool Store(Worker& w, uint64_t engine, uint64_t x, MediumMask m, uint32_t tick) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    if (auto s = FindSlot(w, engine)) {
-      EngineBlock& e = w.slab[*s];
-      if (e.index == x) {
-        e.tick = tick;
-        LruUnlink(w, *s);
-        LruPushFront(w, *s);
-        if (e.mask & m) return false;
-        const MediumMask before = e.mask;
-        e.mask |= m;
+  bool Store(Worker& w, uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    if (auto old = w.blocks.Find(engine)) {
+      if (old->index == x) {
+        w.blocks.Put(engine, x, old->media | m);  // marks it recently stored
+        if (old->media & m) return false;
         CountMedia(w, m, +1);
-        ChangeMedia(w, x, before, e.mask);
+        ChangeMedia(w, x, old->media, old->media | m);
         return true;
       }
-      FreeSlot(w, *s);  // the engine reused a hash for other content: the new content wins
+      w.blocks.Erase(engine);  // the engine reused a hash for other content: the new content wins
+      Forget(w, *old);
     }
-    uint32_t s;
-    if (!w.free_slots.empty()) {
-      s = w.free_slots.back();
-      w.free_slots.pop_back();
-    } else {
-      s = static_cast<uint32_t>(w.slab.size());
-      w.slab.emplace_back();
-    }
-    EngineBlock& e = w.slab[s];
-    e = EngineBlock{engine, x, kNil, kNil, tick, m};
-    w.engines.insert(s);
-    LruPushFront(w, s);
+    w.blocks.Put(engine, x, m);
     CountMedia(w, m, +1);
     AddRef(w, x, m);
     w.live.fetch_add(1, std::memory_order_relaxed);
@@ -533,7 +420,7 @@ class PrefixIndex::Impl {
     return w.last_seed;
   }
 
-  void ApplyStored(Worker& w, const BlockStored& ev, uint32_t tick, ApplyResult& result)
+  void ApplyStored(Worker& w, const BlockStored& ev, ApplyResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     const size_t n = ev.block_hashes.size();
     if (n == 0) return;
@@ -541,8 +428,8 @@ class PrefixIndex::Impl {
     if (ev.block_size != 0 && ev.token_ids.size() == size_t{ev.block_size} * n) {  // else: hand-built batch
       if (!ev.parent_block_hash) {
         parent = 0;  // the context seed, below
-      } else if (auto s = FindSlot(w, *ev.parent_block_hash)) {
-        parent = w.slab[*s].index;
+      } else if (auto p = w.blocks.Find(*ev.parent_block_hash)) {
+        parent = p->index;
       }
     }
     if (!parent) {
@@ -557,84 +444,73 @@ class PrefixIndex::Impl {
     const absl::Span<const uint32_t> tokens(ev.token_ids);
     for (size_t i = 0; i < n; ++i) {
       x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
-      if (Store(w, ev.block_hashes[i], x, m, tick)) ++result.blocks_stored;
+      if (Store(w, ev.block_hashes[i], x, m)) ++result.blocks_stored;
     }
   }
 
   void ApplyRemoved(Worker& w, const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     const MediumMask m = media_.BitOf(ev.medium);
     for (uint64_t engine : ev.block_hashes) {
-      auto s = FindSlot(w, engine);
-      if (!s || !(w.slab[*s].mask & m)) {
+      auto b = w.blocks.Find(engine);
+      if (!b || !(b->media & m)) {
         ++result.unknown_removals;
         continue;
       }
-      EngineBlock& e = w.slab[*s];
       ++result.blocks_removed;
-      if (e.mask == m) {
-        FreeSlot(w, *s);
+      if (b->media == m) {
+        w.blocks.Erase(engine);
+        Forget(w, *b);
       } else {
-        const MediumMask before = e.mask;
-        e.mask &= static_cast<MediumMask>(~m);
+        const MediumMask after = static_cast<MediumMask>(b->media & ~m);
+        w.blocks.SetMedia(engine, after);
         CountMedia(w, m, -1);
-        ChangeMedia(w, e.index, before, e.mask);
+        ChangeMedia(w, b->index, b->media, after);
       }
     }
   }
 
   void ClearLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    for (uint32_t s = 0; s < w.slab.size(); ++s) {
-      EngineBlock& e = w.slab[s];
-      if (e.mask == 0) continue;
-      WithHolder(e.index, w.id, /*create=*/false, [](Holders&, Holder* h) { h->refs = 0; });
-      entries_.fetch_sub(1, std::memory_order_relaxed);
-    }
-    w.slab = {};
-    w.free_slots = {};
-    w.engines = EngineSet(0, SlotHash{&w.slab}, SlotEq{&w.slab});
+    w.blocks.ForEach([&](const EngineMap::Block& b) {
+      WithHolder(b.index, w.id, /*create=*/false, [](Holder& h) { h.refs = 0; });
+    });
+    entries_.fetch_sub(w.blocks.size(), std::memory_order_relaxed);
+    w.blocks.Clear();
     w.aliases = {};
-    w.lru_head = w.lru_tail = kNil;
     w.blocks_by_medium = {};
     w.live.store(0, std::memory_order_relaxed);
   }
 
-  void EvictTail(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    FreeSlot(w, w.lru_tail);
+  void EvictOne(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    Forget(w, w.blocks.EvictOne());
     ++w.evictions;
     evictions_.fetch_add(1, std::memory_order_relaxed);
   }
 
-  void PublishTail(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    if (w.lru_tail != kNil) w.tail_tick.store(w.slab[w.lru_tail].tick, std::memory_order_relaxed);
-  }
-
-  // Evicts the globally least recently stored entries while over max_entries.
+  // While over max_entries, evicts from the worker holding the most entries
+  // (CLOCK within it), so one flooding engine cannot push out everyone else.
   void EnforceGlobalCap() {
     if (options_.max_entries == 0) return;
     constexpr uint64_t kBatch = 64;
     while (entries_.load(std::memory_order_relaxed) > options_.max_entries) {
       std::shared_ptr<Worker> victim;
       {
-        const uint32_t now = tick_.load(std::memory_order_relaxed);
-        uint32_t oldest_age = 0;
+        uint64_t most = 0;
         absl::ReaderMutexLock lock(&workers_mu_);
         for (const auto& [id, w] : by_id_) {
-          if (w->live.load(std::memory_order_relaxed) == 0) continue;
-          const uint32_t age = now - w->tail_tick.load(std::memory_order_relaxed);
-          if (victim == nullptr || age > oldest_age) {
+          const uint64_t live = w->live.load(std::memory_order_relaxed);
+          if (live > most) {
             victim = w;
-            oldest_age = age;
+            most = live;
           }
         }
       }
       if (victim == nullptr) return;
       absl::MutexLock lock(&victim->mu);
-      for (uint64_t i = 0; i < kBatch && victim->lru_tail != kNil &&
+      for (uint64_t i = 0; i < kBatch && victim->blocks.size() > 0 &&
                            entries_.load(std::memory_order_relaxed) > options_.max_entries;
            ++i) {
-        EvictTail(*victim);
+        EvictOne(*victim);
       }
-      PublishTail(*victim);
     }
   }
 
@@ -670,6 +546,7 @@ class PrefixIndex::Impl {
     // credited in bulk, without a merge per block.
     std::vector<Holder> last;
     uint32_t repeats = 0;
+    Holder scratch;
     auto credit = [&](RawMatch& m, MediumMask mask, uint32_t blocks) {
       m.blocks += blocks;
       for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += (mask >> b & 1) * blocks;
@@ -685,9 +562,8 @@ class PrefixIndex::Impl {
       const uint64_t x = hash_at(i);
       const Shard& shard = ShardOf(x);
       absl::ReaderMutexLock lock(&shard.mu);
-      auto it = shard.blocks.find(x);
-      if (it == shard.blocks.end()) break;
-      const Holders& holders = it->second;
+      const absl::Span<const Holder> holders = shard.blocks.Find(x, scratch);
+      if (holders.empty()) break;
       if (i > 0 && holders.size() == last.size() &&
           std::memcmp(holders.data(), last.data(), last.size() * sizeof(Holder)) == 0) {
         ++repeats;
@@ -704,7 +580,7 @@ class PrefixIndex::Impl {
             if (candidates[c] != h.worker) continue;
           }
           next.push_back(RawMatch{h.worker, 0, block_size, {}, 0, 0});
-          credit(next.back(), h.mask, 1);
+          credit(next.back(), h.media, 1);
         }
       } else {
         size_t h = 0;
@@ -712,7 +588,7 @@ class PrefixIndex::Impl {
           while (h < holders.size() && holders[h].worker < a.worker) ++h;
           if (h < holders.size() && holders[h].worker == a.worker) {
             next.push_back(a);
-            credit(next.back(), holders[h].mask, 1);
+            credit(next.back(), holders[h].media, 1);
           } else {
             out.push_back(a);
           }
@@ -802,12 +678,10 @@ class PrefixIndex::Impl {
   std::map<std::pair<std::string, std::string>, std::map<uint32_t, uint32_t>, std::less<>> contexts_
       ABSL_GUARDED_BY(contexts_mu_);
 
-  std::atomic<uint32_t> tick_{0};
   std::atomic<uint64_t> entries_{0};
   std::atomic<uint64_t> blocks_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> unresolved_parents_{0};
-  std::atomic<uint64_t> holder_heap_bytes_{0};
 };
 
 PrefixIndex::PrefixIndex(IndexOptions options) : impl_(std::make_unique<Impl>(options)) {}
@@ -824,6 +698,7 @@ std::optional<WorkerStats> PrefixIndex::GetWorkerStats(const WorkerKey& worker) 
   return impl_->GetWorkerStats(worker);
 }
 std::vector<WorkerStats> PrefixIndex::ListWorkers() const { return impl_->ListWorkers(); }
+std::vector<uint64_t> PrefixIndex::EngineHashes(const WorkerKey& worker) const { return impl_->EngineHashes(worker); }
 IndexStats PrefixIndex::Stats() const { return impl_->Stats(); }
 
 }  // namespace kvindex

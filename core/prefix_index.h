@@ -24,11 +24,12 @@
 namespace kvindex {
 
 struct IndexOptions {
-  // Most engine blocks one worker may hold; beyond it the worker's least
-  // recently stored blocks are evicted. 0 means unlimited.
+  // Most engine blocks one worker may hold; beyond it the worker's blocks are
+  // evicted by CLOCK (second chance: a block stored since the hand last
+  // passed survives the next pass). 0 means unlimited.
   size_t max_blocks_per_worker = 4u << 20;
-  // Most (block, worker) entries in the whole index; beyond it the globally
-  // least recently stored entries are evicted. 0 means unlimited.
+  // Most (block, worker) entries in the whole index; beyond it blocks are
+  // evicted, by CLOCK, from the worker holding the most. 0 means unlimited.
   size_t max_entries = 64u << 20;
   // Number of lock shards of the block table (rounded up to a power of two).
   size_t shards = 64;
@@ -132,6 +133,9 @@ class PrefixIndex {
 
   // Stats of every worker, ordered by key.
   std::vector<WorkerStats> ListWorkers() const;
+
+  // Engine hashes `worker` holds, unordered (debugging and tests).
+  std::vector<uint64_t> EngineHashes(const WorkerKey& worker) const;
 
   IndexStats Stats() const;
 

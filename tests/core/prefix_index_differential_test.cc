@@ -51,10 +51,11 @@ struct RefWorker {
   }
 };
 
+// Eviction is the index's choice (CLOCK); the reference adopts it after each
+// batch and checks only that the index evicted exactly as many blocks as it says,
+// all of them blocks the reference held, and that the worker is within its cap.
 class Reference {
  public:
-  explicit Reference(size_t cap) : cap_(cap) {}
-
   void Apply(const WorkerKey& key, const WorkerContext& context, const EventBatch& batch) {
     RefWorker& w = workers_[key];
     w.context = context;
@@ -94,7 +95,16 @@ class Reference {
         w.blocks.clear();
       }
     }
-    while (cap_ != 0 && w.blocks.size() > cap_) w.blocks.pop_back();
+  }
+
+  // Adopts the index's eviction choices for `key`: keeps only the engine blocks
+  // the index still holds. Returns how many were dropped.
+  size_t AdoptEvictions(const WorkerKey& key, const std::vector<uint64_t>& held) {
+    RefWorker& w = workers_[key];
+    const std::set<uint64_t> kept(held.begin(), held.end());
+    const size_t before = w.blocks.size();
+    w.blocks.remove_if([&](const RefBlock& b) { return !kept.count(b.engine); });
+    return before - w.blocks.size();
   }
 
   void ClearWorker(const WorkerKey& key) {
@@ -165,7 +175,6 @@ class Reference {
   const std::map<WorkerKey, RefWorker>& workers() const { return workers_; }
 
  private:
-  size_t cap_;
   std::map<WorkerKey, RefWorker> workers_;
 };
 
@@ -186,7 +195,7 @@ class DifferentialTest : public ::testing::Test {
  protected:
   static constexpr size_t kCap = 24;
 
-  DifferentialTest() : index_(IndexOptions{.max_blocks_per_worker = kCap, .max_entries = 0, .shards = 4}), ref_(kCap) {
+  DifferentialTest() : index_(IndexOptions{.max_blocks_per_worker = kCap, .max_entries = 0, .shards = 4}) {
     specs_ = {
         {{"ns/p0", 0}, {"m", ""}, 2},  {{"ns/p1", 0}, {"m", ""}, 2},      {{"ns/p2", 0}, {"m", "a"}, 4},
         {{"ns/p3", 0}, {"m", ""}, 2},  {{"ns/p3", 1}, {"m", ""}, 2},      {{"ns/p4", 0}, {"m2", ""}, 2},
@@ -300,6 +309,10 @@ class DifferentialTest : public ::testing::Test {
     }
     const ApplyResult r = index_.Apply(spec.key, spec.context, batch);
     ref_.Apply(spec.key, spec.context, batch);
+    const std::vector<uint64_t> held = index_.EngineHashes(spec.key);
+    ASSERT_LE(held.size(), kCap);
+    ASSERT_EQ(ref_.AdoptEvictions(spec.key, held), r.evictions);
+    ASSERT_EQ(ref_.workers().at(spec.key).blocks.size(), held.size()) << "the index holds blocks the reference does not";
     seen_.unresolved_parents += r.unresolved_parents;
     seen_.evictions += r.evictions;
     seen_.blocks_removed += r.blocks_removed;

@@ -1,5 +1,6 @@
 #include "core/prefix_index.h"
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -260,32 +261,46 @@ TEST(PrefixIndexTest, BadQueriesAreInvalidArgument) {
   EXPECT_EQ(unknown->block_size, 0u);
 }
 
-TEST(PrefixIndexTest, PerWorkerCapEvictsLeastRecentlyStored) {
-  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 3});
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kA, kModel, Batch({Stored({5, 6}, std::nullopt, Tokens(4, 100))}));
-  // Block 1 was the least recently stored: evicted; so prompt 1..4 no longer matches at all.
-  EXPECT_EQ(index.GetWorkerStats(kA)->blocks, 3u);
-  EXPECT_EQ(index.GetWorkerStats(kA)->evictions, 1u);
-  EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());
-  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4, 100))), ElementsAre(Pair(kA, 2u)));
-  // Storing again refreshes: 5 becomes the most recent, so 6's turn comes first... after 2.
-  index.Apply(kA, kModel, Batch({Stored({5}, std::nullopt, Tokens(2, 100))}));
-  index.Apply(kA, kModel, Batch({Stored({7}, std::nullopt, Tokens(2, 200))}));
-  EXPECT_THAT(Runs(MatchTokens(index, Tokens(2, 100))), ElementsAre(Pair(kA, 1u)));
+// One single-block prompt per engine hash h: tokens {h, h}.
+EventBatch StoreSingle(uint64_t h) {
+  return Batch({Stored({h}, std::nullopt, {static_cast<uint32_t>(h), static_cast<uint32_t>(h)})});
+}
+
+TEST(PrefixIndexTest, PerWorkerCapEvictsByClockGivingStoredBlocksASecondChance) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 4});
+  for (uint64_t h = 1; h <= 4; ++h) index.Apply(kA, kModel, StoreSingle(h));
+  // The fifth block overflows the cap: the hand clears every mark, then evicts one block.
+  ApplyResult r = index.Apply(kA, kModel, StoreSingle(5));
+  EXPECT_EQ(r.evictions, 1u);
+  ASSERT_EQ(index.GetWorkerStats(kA)->blocks, 4u);
+  // Store again every survivor but one: that one is now the only block not stored since the sweep.
+  std::vector<uint64_t> held = index.EngineHashes(kA);
+  std::sort(held.begin(), held.end());
+  const uint64_t cold = held.front() == 5 ? held[1] : held.front();
+  for (uint64_t h : held) {
+    if (h != cold) index.Apply(kA, kModel, StoreSingle(h));
+  }
+  r = index.Apply(kA, kModel, StoreSingle(6));
+  EXPECT_EQ(r.evictions, 1u);
+  held = index.EngineHashes(kA);
+  EXPECT_EQ(held.size(), 4u);
+  EXPECT_EQ(std::count(held.begin(), held.end(), cold), 0) << "the block not stored since the sweep goes first";
+  EXPECT_TRUE(MatchTokens(index, {static_cast<uint32_t>(cold), static_cast<uint32_t>(cold)}).workers.empty());
+  EXPECT_EQ(index.GetWorkerStats(kA)->evictions, 2u);
   EXPECT_EQ(index.Stats().evictions, 2u);
 }
 
-TEST(PrefixIndexTest, GlobalCapEvictsTheOldestEntriesAcrossWorkers) {
+TEST(PrefixIndexTest, GlobalCapEvictsFromTheWorkerHoldingTheMost) {
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 4});
   index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kB, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4, 50))}));
-  index.Apply(kB, kModel, Batch({Stored({3, 4}, std::nullopt, Tokens(4, 90))}));
+  // B floods: the cap is enforced on B, A keeps its blocks.
+  index.Apply(kB, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8, 50))}));
   const IndexStats s = index.Stats();
   EXPECT_EQ(s.entries, 4u);
   EXPECT_EQ(s.evictions, 2u);
-  EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());  // A's blocks were the oldest
-  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4, 90))), ElementsAre(Pair(kB, 2u)));
+  EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kA, 2u)));
+  EXPECT_EQ(index.GetWorkerStats(kB)->blocks, 2u);
+  EXPECT_EQ(index.GetWorkerStats(kB)->evictions, 2u);
 }
 
 TEST(PrefixIndexTest, AliasedEngineBlocksKeepTheIndexBlockUntilTheLastGoes) {
