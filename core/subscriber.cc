@@ -237,21 +237,21 @@ void Subscriber::ReadMonitor() {
 
 void Subscriber::Publish() {
   const WorkerStatus& now = feed_.status();
-  const std::string key = WorkerKeyString(config_.worker);
+  if (now == published_) return;
   if (now.state != published_.state) {
-    spdlog::info("worker {}: {} -> {} (last seq {})", key, WorkerStateName(published_.state),
-                 WorkerStateName(now.state), now.last_seq);
+    spdlog::info("worker {}: {} -> {} (last seq {})", WorkerKeyString(config_.worker),
+                 WorkerStateName(published_.state), WorkerStateName(now.state), now.last_seq);
   }
   if (now.restarts != published_.restarts) {
-    spdlog::warn("worker {}: engine restarted (seq went backwards); blocks cleared", key);
+    spdlog::warn("worker {}: engine restarted (seq went backwards); blocks cleared",
+                 WorkerKeyString(config_.worker));
   }
   if (now.uncovered_gaps != published_.uncovered_gaps) {
-    spdlog::warn("worker {}: events lost that no replay could cover; blocks cleared", key);
+    spdlog::warn("worker {}: events lost that no replay could cover; blocks cleared",
+                 WorkerKeyString(config_.worker));
   }
-  if (!(now == published_)) {
-    status_->Set(now);
-    published_ = now;
-  }
+  status_->Set(now);
+  published_ = now;
 }
 
 void Subscriber::ApplyBatch(const EventBatch& batch) {

@@ -213,9 +213,9 @@ absl::Status SubscriptionManager::Impl::Start() {
   }
 
   // I/O threads, and the bind endpoint when asked for.
-  auto context = std::make_unique<zmq::context_t>(1);
-  std::vector<std::unique_ptr<IoThread>> threads;
   const int n = std::clamp(options_.io_threads, 1, kMaxIoThreads);
+  auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
+  std::vector<std::unique_ptr<IoThread>> threads;
   for (int i = 0; i < n; ++i) {
     threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
   }

@@ -253,6 +253,19 @@ TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   EXPECT_EQ(Status().state, WorkerState::kConnecting);
 }
 
+TEST(TuneSocketTest, ReconnectBackoffHeartbeatsAndLimits) {
+  zmq::context_t context(1);
+  zmq::socket_t socket(context, zmq::socket_type::sub);
+  TuneSocket(socket, ZmqTuning{});
+  EXPECT_EQ(socket.get(zmq::sockopt::reconnect_ivl), 100);
+  EXPECT_EQ(socket.get(zmq::sockopt::reconnect_ivl_max), 30000);
+  EXPECT_EQ(socket.get(zmq::sockopt::heartbeat_ivl), 5000);
+  EXPECT_EQ(socket.get(zmq::sockopt::heartbeat_timeout), 15000);
+  EXPECT_EQ(socket.get(zmq::sockopt::linger), 0);
+  EXPECT_EQ(socket.get(zmq::sockopt::ipv6), 1);
+  EXPECT_EQ(socket.get(zmq::sockopt::maxmsgsize), (64 << 20) + 4096);
+}
+
 TEST(TcpEndpointTest, BracketsIpv6) {
   EXPECT_EQ(TcpEndpoint("10.0.0.1", 5557), "tcp://10.0.0.1:5557");
   EXPECT_EQ(TcpEndpoint("fd00::1", 5558), "tcp://[fd00::1]:5558");
