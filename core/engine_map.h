@@ -1,9 +1,11 @@
 #pragma once
 
 // EngineMap: one worker's engine blocks — engine hash -> (index hash, media) —
-// with CLOCK (second-chance) eviction, the approximation of LRU that page
-// caches use: storing a block marks it referenced; EvictOne() sweeps a hand
-// over the table, clearing marks, and evicts the first unmarked block.
+// with second-chance eviction, an approximation of LRU: storing a block marks
+// it; EvictOne() looks at blocks at random positions, clearing the marks it
+// finds, and evicts the first unmarked one. (A CLOCK hand sweeping the table
+// would empty one region of an open-addressing table and pack the rest into
+// long probe runs; random positions keep the load even.)
 // 17 bytes a slot (ProbeTable<uint64_t> with the media and the mark in the tag).
 // Not thread-safe.
 
@@ -38,7 +40,8 @@ class EngineMap {
   // Forgets `engine`; returns whether it was present.
   bool Erase(uint64_t engine);
 
-  // Removes and returns the CLOCK victim. Requires size() > 0.
+  // Removes and returns a block not stored since it was last looked at.
+  // Requires size() > 0.
   Block EvictOne();
 
   // Calls fn(const Block&) for every block.
@@ -49,15 +52,17 @@ class EngineMap {
     });
   }
 
-  void Clear() { table_.Clear(); hand_ = 0; }
+  void Clear() { table_.Clear(); }
 
  private:
-  static constexpr uint8_t kReferenced = 0x80;
+  static constexpr uint8_t kMarked = 0x80;
   static constexpr uint8_t kMediaBits = 0x7f;
-  static_assert(kMaxMedia <= 7, "the top tag bit is the CLOCK mark");
+  static_assert(kMaxMedia <= 7, "the top tag bit is the second-chance mark");
+
+  size_t RandomPosition();
 
   ProbeTable<uint64_t> table_;
-  size_t hand_ = 0;
+  uint64_t rng_ = 0x9e3779b97f4a7c15ULL;  // xorshift64* state; deterministic per map
 };
 
 }  // namespace kvindex

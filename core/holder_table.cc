@@ -82,7 +82,7 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
   if (it == begin + list->size || it->worker != worker) {
     if (!create) return nullptr;
     if (list->size == list->capacity) {
-      List* bigger = NewList(list->capacity * 2);
+      List* bigger = NewList(list->capacity + std::max<uint32_t>(4, list->capacity / 4));
       std::memcpy(bigger->items(), list->items(), list->size * sizeof(Holder));
       bigger->size = list->size;
       FreeList(list);
@@ -119,8 +119,8 @@ void HolderTable::Release() {
   } else if (list_->size == 0) {
     FreeList(list_);
     table_.EraseAt(pos_);
-  } else if (list_->capacity > 4 && list_->size * 4 <= list_->capacity) {
-    List* smaller = NewList(list_->capacity / 2);
+  } else if (list_->capacity > 8 && list_->size * 2 <= list_->capacity) {
+    List* smaller = NewList(list_->size + 4);
     std::memcpy(smaller->items(), items, list_->size * sizeof(Holder));
     smaller->size = list_->size;
     FreeList(list_);

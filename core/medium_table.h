@@ -15,7 +15,7 @@
 namespace kvindex {
 
 using MediumMask = uint8_t;
-inline constexpr int kMaxMedia = 7;  // the eighth bit of a tag is EngineMap's CLOCK mark
+inline constexpr int kMaxMedia = 7;  // the eighth bit of a tag is EngineMap's second-chance mark
 
 // Thread-safe; lookups are lock-free. Bit 0 is "GPU" (also used when an event
 // names no medium), bit 1 "CPU", bit 6 "OTHER" (every name beyond the table's

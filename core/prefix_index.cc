@@ -31,7 +31,7 @@ namespace {
 // into lock shards by X.
 //
 // Each worker keeps its engine blocks in an EngineMap (engine hash -> X and
-// media, CLOCK eviction). For an X with refs > 1 the worker also keeps
+// media, second-chance eviction). For an X with refs > 1 the worker also keeps
 // per-medium counts in `aliases`, so that the holder's media stay the exact
 // union when one alias goes away.
 //
@@ -487,7 +487,7 @@ class PrefixIndex::Impl {
   }
 
   // While over max_entries, evicts from the worker holding the most entries
-  // (CLOCK within it), so one flooding engine cannot push out everyone else.
+  // (second chance within it), so one flooding engine cannot push out everyone else.
   void EnforceGlobalCap() {
     if (options_.max_entries == 0) return;
     constexpr uint64_t kBatch = 64;

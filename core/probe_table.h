@@ -5,10 +5,13 @@
 // index's memory budget: a slot costs 8 + sizeof(V) + 1 bytes, with no
 // per-entry allocation.
 //
-// Invariants: linear probing from Home(key); a slot is free iff its tag is 0;
-// deletion shifts later entries of the probe run back (no tombstones), so every
-// entry sits between its home and the first free slot after it. The load stays
-// <= 4/5 (growth x1.5) and the table shrinks when under 1/8 full.
+// Keys are stored mixed (MurmurHash3's fmix64, a bijection, undone by KeyAt),
+// so probing never rehashes a resident key.
+// Invariants: Robin Hood linear probing from Home(key) — along a probe run,
+// entries are ordered by home, so a lookup stops at the first entry that is
+// closer to its home than the key would be; a slot is free iff its tag is 0;
+// deletion shifts the rest of the run back (no tombstones). The load stays
+// <= 0.85 (growth x1.5) and the table shrinks when under 1/8 full.
 // Positions are valid until the next Insert or EraseAt. Not thread-safe.
 
 #include <cstddef>
@@ -46,39 +49,31 @@ class ProbeTable {
   // Position of `key`, or kNpos.
   size_t Find(uint64_t key) const {
     if (capacity_ == 0) return kNpos;
-    for (size_t i = Home(key);; i = Next(i)) {
-      if (tags_[i] == 0) return kNpos;
-      if (keys_[i] == key) return i;
+    const uint64_t mixed = Mix(key);
+    size_t i = Home(mixed);
+    for (size_t dist = 0; tags_[i] != 0 && Distance(i) >= dist; i = Next(i), ++dist) {
+      if (keys_[i] == mixed) return i;
     }
+    return kNpos;
   }
 
   // Position of `key`; when absent, inserts it with a value-initialized V and
   // `tag` (non-zero) and sets *inserted. May move every entry.
   size_t Insert(uint64_t key, uint8_t tag, bool* inserted) {
-    if ((size_ + 1) * 5 > capacity_ * 4) Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ / 2);
-    size_t i = Home(key);
-    for (; tags_[i] != 0; i = Next(i)) {
-      if (keys_[i] == key) {
-        *inserted = false;
-        return i;
-      }
+    if (const size_t pos = Find(key); pos != kNpos) {
+      *inserted = false;
+      return pos;
     }
-    keys_[i] = key;
-    values_[i] = V{};
-    tags_[i] = tag;
-    ++size_;
+    if ((size_ + 1) * 20 > capacity_ * 17) Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ / 2);
     *inserted = true;
-    return i;
+    ++size_;
+    return Place(Mix(key), V{}, tag);
   }
 
   // Removes the entry at `pos`. May move every entry.
   void EraseAt(size_t pos) {
     size_t hole = pos;
-    for (size_t j = Next(hole); tags_[j] != 0; j = Next(j)) {
-      const size_t home = Home(keys_[j]);
-      // Entry j may fill the hole unless its home lies cyclically in (hole, j].
-      const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
-      if (stays) continue;
+    for (size_t j = Next(hole); tags_[j] != 0 && Distance(j) > 0; j = Next(j)) {
       keys_[hole] = keys_[j];
       values_[hole] = values_[j];
       tags_[hole] = tags_[j];
@@ -91,7 +86,7 @@ class ProbeTable {
 
   void Clear() { *this = ProbeTable(); }
 
-  uint64_t KeyAt(size_t pos) const { return keys_[pos]; }
+  uint64_t KeyAt(size_t pos) const { return Unmix(keys_[pos]); }
   V& ValueAt(size_t pos) { return values_[pos]; }
   const V& ValueAt(size_t pos) const { return values_[pos]; }
   uint8_t& TagAt(size_t pos) { return tags_[pos]; }
@@ -102,7 +97,7 @@ class ProbeTable {
   template <typename Fn>
   void ForEach(Fn fn) const {
     for (size_t i = 0; i < capacity_; ++i) {
-      if (tags_[i] != 0) fn(keys_[i], values_[i], tags_[i]);
+      if (tags_[i] != 0) fn(Unmix(keys_[i]), values_[i], tags_[i]);
     }
   }
 
@@ -114,26 +109,56 @@ class ProbeTable {
     k *= 0xc4ceb9fe1a85ec53ULL;
     return k ^ (k >> 33);
   }
-  size_t Home(uint64_t key) const {
-    return static_cast<size_t>(absl::Uint128High64(absl::uint128(Mix(key)) * capacity_));  // in [0, capacity)
+  static uint64_t Unmix(uint64_t k) {  // the inverse: x ^= x >> 33 undoes itself; odd multipliers invert mod 2^64
+    k ^= k >> 33;
+    k *= 0x9cb4b2f8129337dbULL;
+    k ^= k >> 33;
+    k *= 0x4f74430c22a54005ULL;
+    return k ^ (k >> 33);
+  }
+  // Home slot of a mixed key, in [0, capacity).
+  size_t Home(uint64_t mixed) const {
+    return static_cast<size_t>(absl::Uint128High64(absl::uint128(mixed) * capacity_));
   }
   size_t Next(size_t i) const { return i + 1 == capacity_ ? 0 : i + 1; }
+  // How far the entry at `pos` sits from its home.
+  size_t Distance(size_t pos) const {
+    const size_t home = Home(keys_[pos]);
+    return pos >= home ? pos - home : pos + capacity_ - home;
+  }
+
+  // Robin Hood insertion of an absent mixed key into a table with a free slot;
+  // returns where the key landed (entries it displaced move further along).
+  size_t Place(uint64_t key, V value, uint8_t tag) {  // key is mixed
+    size_t landed = kNpos;
+    size_t i = Home(key);
+    for (size_t dist = 0;; i = Next(i), ++dist) {
+      if (tags_[i] == 0) {
+        keys_[i] = key;
+        values_[i] = value;
+        tags_[i] = tag;
+        return landed == kNpos ? i : landed;
+      }
+      const size_t resident = Distance(i);
+      if (resident < dist) {  // take the slot from the richer entry and carry it on
+        std::swap(keys_[i], key);
+        std::swap(values_[i], value);
+        std::swap(tags_[i], tag);
+        if (landed == kNpos) landed = i;
+        dist = resident;
+      }
+    }
+  }
 
   void Rehash(size_t capacity) {
     ProbeTable old = std::move(*this);
     capacity_ = capacity;
-    size_ = 0;
+    size_ = old.size_;
     keys_ = std::make_unique_for_overwrite<uint64_t[]>(capacity);
     values_ = std::make_unique_for_overwrite<V[]>(capacity);
     tags_ = std::make_unique<uint8_t[]>(capacity);  // zeroed: all free
     for (size_t i = 0; i < old.capacity_; ++i) {
-      if (old.tags_[i] == 0) continue;
-      size_t j = Home(old.keys_[i]);
-      while (tags_[j] != 0) j = Next(j);
-      keys_[j] = old.keys_[i];
-      values_[j] = old.values_[i];
-      tags_[j] = old.tags_[i];
-      ++size_;
+      if (old.tags_[i] != 0) Place(old.keys_[i], old.values_[i], old.tags_[i]);
     }
   }
 

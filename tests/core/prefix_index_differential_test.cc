@@ -51,7 +51,7 @@ struct RefWorker {
   }
 };
 
-// Eviction is the index's choice (CLOCK); the reference adopts it after each
+// Eviction is the index's choice (second chance); the reference adopts it after each
 // batch and checks only that the index evicted exactly as many blocks as it says,
 // all of them blocks the reference held, and that the worker is within its cap.
 class Reference {

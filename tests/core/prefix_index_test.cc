@@ -266,14 +266,14 @@ EventBatch StoreSingle(uint64_t h) {
   return Batch({Stored({h}, std::nullopt, {static_cast<uint32_t>(h), static_cast<uint32_t>(h)})});
 }
 
-TEST(PrefixIndexTest, PerWorkerCapEvictsByClockGivingStoredBlocksASecondChance) {
+TEST(PrefixIndexTest, PerWorkerCapEvictsGivingStoredBlocksASecondChance) {
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 4});
   for (uint64_t h = 1; h <= 4; ++h) index.Apply(kA, kModel, StoreSingle(h));
-  // The fifth block overflows the cap: the hand clears every mark, then evicts one block.
+  // The fifth block overflows the cap: marks are cleared until an unmarked block is found and evicted.
   ApplyResult r = index.Apply(kA, kModel, StoreSingle(5));
   EXPECT_EQ(r.evictions, 1u);
   ASSERT_EQ(index.GetWorkerStats(kA)->blocks, 4u);
-  // Store again every survivor but one: that one is now the only block not stored since the sweep.
+  // Store again every survivor but one: that one is now the only unmarked block.
   std::vector<uint64_t> held = index.EngineHashes(kA);
   std::sort(held.begin(), held.end());
   const uint64_t cold = held.front() == 5 ? held[1] : held.front();
@@ -284,7 +284,7 @@ TEST(PrefixIndexTest, PerWorkerCapEvictsByClockGivingStoredBlocksASecondChance) 
   EXPECT_EQ(r.evictions, 1u);
   held = index.EngineHashes(kA);
   EXPECT_EQ(held.size(), 4u);
-  EXPECT_EQ(std::count(held.begin(), held.end(), cold), 0) << "the block not stored since the sweep goes first";
+  EXPECT_EQ(std::count(held.begin(), held.end(), cold), 0) << "the only block not stored since it was looked at goes first";
   EXPECT_TRUE(MatchTokens(index, {static_cast<uint32_t>(cold), static_cast<uint32_t>(cold)}).workers.empty());
   EXPECT_EQ(index.GetWorkerStats(kA)->evictions, 2u);
   EXPECT_EQ(index.Stats().evictions, 2u);

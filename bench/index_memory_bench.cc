@@ -1,0 +1,103 @@
+// Bytes per (block, worker) entry of a PrefixIndex, measured from the process:
+// heap bytes in use (glibc mallinfo2) and resident set size before and after
+// indexing, divided by entries. Prints the index's own estimate beside them.
+//
+//   build/bin/index_memory_bench [--entries=1000000,10000000] [--holders=1,10,100]
+//
+// "holders" is how many of the 100 workers hold each block (1: every block is
+// some worker's own; 100: every block is cached everywhere, like system prompts).
+
+#include <malloc.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "core/prefix_index.h"
+
+ABSL_FLAG(std::vector<std::string>, entries, std::vector<std::string>({"1000000", "10000000"}),
+          "(block, worker) entries to index, one run each");
+ABSL_FLAG(std::vector<std::string>, holders, std::vector<std::string>({"1", "10", "100"}),
+          "workers holding each block, one run each");
+
+namespace kvindex {
+namespace {
+
+constexpr int kWorkers = 100;
+constexpr uint32_t kBlockSize = 16;
+constexpr size_t kBlocksPerEvent = 64;
+
+size_t HeapBytes() {
+  const struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+size_t RssBytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+void Run(size_t entries, int holders) {
+  malloc_trim(0);
+  const size_t heap0 = HeapBytes(), rss0 = RssBytes();
+  {
+    PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
+    std::mt19937_64 rng(entries + holders);
+    const size_t blocks = entries / holders;
+    const WorkerContext context{"mem-model", ""};
+    // Chains of 64 blocks; chain c is held by workers c, c+1, ... (mod 100).
+    EventBatch batch;
+    batch.events.emplace_back(BlockStored{});
+    BlockStored& s = std::get<BlockStored>(batch.events[0]);
+    s.block_size = kBlockSize;
+    for (size_t c = 0; c * kBlocksPerEvent < blocks; ++c) {
+      const size_t n = std::min(kBlocksPerEvent, blocks - c * kBlocksPerEvent);
+      s.token_ids.resize(n * kBlockSize);
+      for (auto& t : s.token_ids) t = static_cast<uint32_t>(rng());
+      s.block_hashes.resize(n);
+      for (int h = 0; h < holders; ++h) {
+        for (auto& e : s.block_hashes) e = rng();
+        index.Apply({"mem/pod-" + std::to_string((c + h) % kWorkers), 0}, context, batch);
+      }
+    }
+    batch = {};
+    const IndexStats stats = index.Stats();
+    const size_t heap1 = HeapBytes(), rss1 = RssBytes();
+    std::printf("entries=%-9zu holders=%-3d heap_bytes_per_entry=%6.1f rss_bytes_per_entry=%6.1f "
+                "estimate_bytes_per_entry=%6.1f (blocks=%zu workers=%zu)\n",
+                static_cast<size_t>(stats.entries), holders, double(heap1 - heap0) / stats.entries,
+                double(rss1 - rss0) / stats.entries, double(stats.memory_bytes) / stats.entries,
+                static_cast<size_t>(stats.blocks), static_cast<size_t>(stats.workers));
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+}  // namespace kvindex
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  for (const std::string& e : absl::GetFlag(FLAGS_entries)) {
+    for (const std::string& h : absl::GetFlag(FLAGS_holders)) {
+      size_t entries;
+      int holders;
+      if (!absl::SimpleAtoi(e, &entries) || !absl::SimpleAtoi(h, &holders) || holders < 1 || holders > 100) {
+        std::fprintf(stderr, "bad --entries or --holders value\n");
+        return 2;
+      }
+      kvindex::Run(entries, holders);
+    }
+  }
+  return 0;
+}
