@@ -130,7 +130,11 @@ TEST(ServerProcessTest, SigtermAnswersInFlightMatchAndExitsZero) { ExpectGracefu
 
 TEST(ServerProcessTest, SigintStopsGracefullyToo) { ExpectGracefulStop(SIGINT); }
 
-TEST(ServerProcessTest, SigtermWithOpenSyncPodsStreamExitsFast) {
+// The server cancels open SyncPods streams at once (the in-process test shows
+// it does not wait for them); here the bound is the contract's 5 s, since gRPC
+// also waits, at most the drain time, for idle clients to answer its GOAWAY
+// ping, and a sync C++ client only answers while a thread waits on it.
+TEST(ServerProcessTest, SigtermWithOpenSyncPodsStreamExitsInTime) {
   absl::StatusOr<ServerProcess> server = StartServerProcess({});
   ASSERT_TRUE(server.ok()) << server.status();
   // An idle control-plane stream stays open across the signal.
@@ -142,8 +146,6 @@ TEST(ServerProcessTest, SigtermWithOpenSyncPodsStreamExitsFast) {
   ASSERT_TRUE(stream->Read(&ack));
   EXPECT_EQ(ack.outcome(), v1::POD_OUTCOME_SUBSCRIBED);
 
-  // Like a real control plane, a thread waits for the next ack meanwhile (a
-  // sync gRPC client only reads the connection while someone waits on it).
   std::thread waiter([&] {
     EXPECT_FALSE(stream->Read(&ack));
     EXPECT_NE(stream->Finish().error_code(), grpc::StatusCode::OK);
@@ -151,7 +153,7 @@ TEST(ServerProcessTest, SigtermWithOpenSyncPodsStreamExitsFast) {
   const absl::Time start = absl::Now();
   server->process->Signal(SIGTERM);
   EXPECT_EQ(server->process->Wait(absl::Seconds(10)), 0) << server->process->Stderr();
-  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << server->process->Stderr();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << server->process->Stderr();
   waiter.join();
 }
 
