@@ -454,6 +454,10 @@ TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
   for (FakeEngine* engine : {a.get(), b.get(), stranger.get()}) {
     ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
   }
+  // The first-subscribe replays are over, so b's lost batch below is a gap.
+  for (const char* key : {"default/a", "default/b"}) {
+    ASSERT_TRUE(WaitFor([&] { return FindPod(manager, key)->workers[0].replays_ok == 1; }));
+  }
   PublishChain(*a, 3);
   b->PublishLost(ChainBlockPayload(0, kBlockSize));  // recovered through b's replay socket
   b->Publish(ChainBlockPayload(1, kBlockSize));
