@@ -1,0 +1,111 @@
+#include "server/proto_convert.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/pods_file.h"
+
+namespace kvindex::server {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
+
+TEST(ProtoConvertTest, PodRoundTripsWithEveryField) {
+  Pod pod;
+  pod.ns = "ns";
+  pod.name = "p";
+  pod.ip = "::1";
+  pod.phase = "Running";
+  pod.labels = {{"a", "1"}};
+  pod.annotations = {{"b", "2"}};
+  pod.model = "m";
+  pod.lora_name = "l";
+  pod.kv_events_enabled = false;
+  pod.events_port = 6000;
+  pod.replay_port = 0;
+  pod.dp_size = 4;
+  pod.topic = "kv@";
+  const v1::Pod proto = PodToProto(pod);
+  EXPECT_EQ(proto.namespace_(), "ns");
+  EXPECT_TRUE(proto.has_replay_port());
+  EXPECT_TRUE(proto.has_kv_events_enabled());
+  EXPECT_EQ(PodFromProto(proto), pod);
+}
+
+TEST(ProtoConvertTest, UnsetOptionalsStayUnset) {
+  v1::Pod proto;
+  proto.set_name("p");
+  const Pod pod = PodFromProto(proto);
+  EXPECT_FALSE(pod.replay_port.has_value());  // 5558 by default
+  EXPECT_FALSE(pod.kv_events_enabled.has_value());
+  EXPECT_FALSE(PodToProto(pod).has_replay_port());
+  proto.set_replay_port(0);  // explicit 0: no replay socket
+  EXPECT_EQ(PodFromProto(proto).replay_port, 0u);
+}
+
+TEST(ProtoConvertTest, MatchRequestAndResult) {
+  v1::MatchRequest request;
+  request.set_model("m");
+  request.set_lora_name("l");
+  request.add_token_ids(1);
+  request.add_token_ids(2);
+  request.add_pods("a/b");
+  (*request.mutable_medium_weights())["CPU"] = 0.25;
+  std::vector<std::string> pods;
+  const MatchQuery query = MatchQueryFromProto(request, &pods);
+  EXPECT_EQ(query.model, "m");
+  EXPECT_EQ(query.lora_name, "l");
+  EXPECT_THAT(query.token_ids, ::testing::ElementsAre(1u, 2u));
+  EXPECT_TRUE(query.block_hashes.empty());
+  EXPECT_THAT(query.pods, ::testing::ElementsAre("a/b"));
+  EXPECT_THAT(query.medium_weights, UnorderedElementsAre(Pair("CPU", 0.25)));
+
+  MatchResult result;
+  result.block_size = 16;
+  result.query_blocks = 3;
+  result.workers.push_back({.worker = {"a/b", 2}, .matched_blocks = 3, .matched_tokens = 48, .block_size = 16,
+                            .blocks_by_medium = {{"GPU", 3}, {"CPU", 1}}, .score = 3});
+  const v1::MatchResponse response = MatchResultToProto(result);
+  EXPECT_EQ(response.block_size(), 16u);
+  EXPECT_EQ(response.query_blocks(), 3u);
+  ASSERT_EQ(response.pods_size(), 1);
+  EXPECT_EQ(response.pods(0).pod(), "a/b");
+  EXPECT_EQ(response.pods(0).dp_rank(), 2u);
+  EXPECT_EQ(response.pods(0).matched_tokens(), 48u);
+  EXPECT_THAT(response.pods(0).blocks_by_medium(), UnorderedElementsAre(Pair("GPU", 3u), Pair("CPU", 1u)));
+}
+
+TEST(ProtoConvertTest, StatusCodesCarryOver) {
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  const grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("bad"));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "bad");
+  EXPECT_EQ(ToGrpcStatus(absl::UnauthenticatedError("x")).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(PodsFileTest, ParsesTextFormatSnapshots) {
+  absl::StatusOr<std::vector<Pod>> pods = ParsePodSnapshotText(R"(
+    # the embedded default
+    pods { namespace: "a" name: "x" ip: "10.0.0.1" phase: "Running" replay_port: 0
+           labels { key: "model.aibrix.ai/name" value: "m" } }
+    pods { namespace: "a" name: "y" dp_size: 2 }
+  )");
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  ASSERT_EQ(pods->size(), 2u);
+  EXPECT_EQ((*pods)[0].labels.at("model.aibrix.ai/name"), "m");
+  EXPECT_EQ((*pods)[0].replay_port, 0u);
+  EXPECT_EQ((*pods)[1].dp_size, 2u);
+  EXPECT_TRUE(ParsePodSnapshotText("").ok());
+}
+
+TEST(PodsFileTest, ErrorsSayWhere) {
+  const absl::StatusOr<std::vector<Pod>> pods = ParsePodSnapshotText("pods {\n  nmae: \"x\"\n}");
+  EXPECT_EQ(pods.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(pods.status().message(), HasSubstr("2:"));
+  EXPECT_THAT(pods.status().message(), HasSubstr("nmae"));
+  EXPECT_EQ(LoadPodsFile("/nonexistent/pods").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvindex::server
