@@ -55,6 +55,15 @@ struct ManagerStats {
   uint64_t bind_bad_frames = 0;       // bind mode: messages not [topic, seq8, payload]
 };
 
+// What an Upsert/Delete did:
+//  kSubscribed: a new subscription was set up (reason empty, or says it is still being set up);
+//  kUpdated:    a known, subscribed pod changed: "resubscribed: <fields> changed" (old blocks
+//               dropped) or "no subscription change";
+//  kRemoved:    the pod was forgotten, its subscription and blocks dropped;
+//  kIgnored:    recorded but not subscribed, reason = why (a PlanPod reason, "kv event sync
+//               disabled", "recorded; subscribed when the manager starts", "unsubscribed: ...")
+//               or the call came after Stop ("manager stopped") / named an unknown pod;
+//  kRejected:   invalid pod (ValidatePod's message), too many pods, or its sockets failed.
 enum class PodOutcome { kSubscribed, kUpdated, kRemoved, kIgnored, kRejected };
 
 // Lower-case name: "subscribed", "updated", ...
@@ -82,18 +91,24 @@ class SubscriptionManager {
 
   // Waits for the provider's index (poll, give up with DEADLINE_EXCEEDED), then
   // subscribes every known subscribable pod; one failure does not stop the others.
+  // With sync disabled returns OK at once. CANCELLED when Stop() interrupts it;
+  // FAILED_PRECONDITION when already started or stopped; the bind endpoint's
+  // error when events_bind cannot be bound.
   absl::Status Start();
 
   // Cancels everything and joins every thread. Idempotent. Later pod calls are ignored.
   void Stop();
 
-  // Adds or updates a pod. Invalid pods are rejected with the reason.
+  // Adds or updates a pod. Invalid pods are rejected with the reason. Waits (at
+  // most subscribe_timeout) only for this pod's own sockets to be set up.
   PodAck Upsert(const Pod& pod);
 
-  // Forgets a pod: unsubscribes and drops its blocks.
+  // Forgets a pod: unsubscribes and drops its blocks (asynchronously, on the
+  // pod's I/O thread, after its sockets are closed). Never waits.
   PodAck Delete(std::string_view pod_key);
 
   // Replaces the known set: upserts every pod, deletes the known ones missing.
+  // Acks: one per given pod in order, then one kRemoved per deleted pod.
   std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods);
 
   // Every known pod, ordered by key.
