@@ -45,6 +45,12 @@ struct Shard {
 
 using AliasCounts = std::array<uint16_t, kMaxMedia>;
 
+bool SameHolders(absl::Span<const Holder> a, const std::vector<Holder>& b) {
+  if (a.size() != b.size()) return false;
+  if (a.size() == 1) return std::bit_cast<uint64_t>(a[0]) == std::bit_cast<uint64_t>(b[0]);  // skip the call
+  return std::memcmp(a.data(), b.data(), a.size() * sizeof(Holder)) == 0;
+}
+
 MediumMask MaskOf(const AliasCounts& counts) {
   MediumMask m = 0;
   for (int b = 0; b < kMaxMedia; ++b) {
@@ -564,8 +570,7 @@ class PrefixIndex::Impl {
       absl::ReaderMutexLock lock(&shard.mu);
       const absl::Span<const Holder> holders = shard.blocks.Find(x, scratch);
       if (holders.empty()) break;
-      if (i > 0 && holders.size() == last.size() &&
-          std::memcmp(holders.data(), last.data(), last.size() * sizeof(Holder)) == 0) {
+      if (i > 0 && SameHolders(holders, last)) {
         ++repeats;
         continue;
       }

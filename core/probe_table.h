@@ -36,15 +36,14 @@ class ProbeTable {
   ProbeTable& operator=(ProbeTable&& other) noexcept {
     capacity_ = std::exchange(other.capacity_, 0);
     size_ = std::exchange(other.size_, 0);
-    keys_ = std::move(other.keys_);
-    values_ = std::move(other.values_);
+    slots_ = std::move(other.slots_);
     tags_ = std::move(other.tags_);
     return *this;
   }
 
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
-  size_t MemoryBytes() const { return capacity_ * (sizeof(uint64_t) + sizeof(V) + 1); }
+  size_t MemoryBytes() const { return capacity_ * (sizeof(Slot) + 1); }
 
   // Position of `key`, or kNpos.
   size_t Find(uint64_t key) const {
@@ -52,7 +51,7 @@ class ProbeTable {
     const uint64_t mixed = Mix(key);
     size_t i = Home(mixed);
     for (size_t dist = 0; tags_[i] != 0 && Distance(i) >= dist; i = Next(i), ++dist) {
-      if (keys_[i] == mixed) return i;
+      if (slots_[i].key == mixed) return i;
     }
     return kNpos;
   }
@@ -74,8 +73,7 @@ class ProbeTable {
   void EraseAt(size_t pos) {
     size_t hole = pos;
     for (size_t j = Next(hole); tags_[j] != 0 && Distance(j) > 0; j = Next(j)) {
-      keys_[hole] = keys_[j];
-      values_[hole] = values_[j];
+      slots_[hole] = slots_[j];
       tags_[hole] = tags_[j];
       hole = j;
     }
@@ -86,9 +84,9 @@ class ProbeTable {
 
   void Clear() { *this = ProbeTable(); }
 
-  uint64_t KeyAt(size_t pos) const { return Unmix(keys_[pos]); }
-  V& ValueAt(size_t pos) { return values_[pos]; }
-  const V& ValueAt(size_t pos) const { return values_[pos]; }
+  uint64_t KeyAt(size_t pos) const { return Unmix(slots_[pos].key); }
+  V& ValueAt(size_t pos) { return slots_[pos].value; }
+  const V& ValueAt(size_t pos) const { return slots_[pos].value; }
   uint8_t& TagAt(size_t pos) { return tags_[pos]; }
   uint8_t TagAt(size_t pos) const { return tags_[pos]; }
   bool Used(size_t pos) const { return tags_[pos] != 0; }
@@ -97,7 +95,7 @@ class ProbeTable {
   template <typename Fn>
   void ForEach(Fn fn) const {
     for (size_t i = 0; i < capacity_; ++i) {
-      if (tags_[i] != 0) fn(Unmix(keys_[i]), values_[i], tags_[i]);
+      if (tags_[i] != 0) fn(Unmix(slots_[i].key), slots_[i].value, tags_[i]);
     }
   }
 
@@ -123,7 +121,7 @@ class ProbeTable {
   size_t Next(size_t i) const { return i + 1 == capacity_ ? 0 : i + 1; }
   // How far the entry at `pos` sits from its home.
   size_t Distance(size_t pos) const {
-    const size_t home = Home(keys_[pos]);
+    const size_t home = Home(slots_[pos].key);
     return pos >= home ? pos - home : pos + capacity_ - home;
   }
 
@@ -134,15 +132,14 @@ class ProbeTable {
     size_t i = Home(key);
     for (size_t dist = 0;; i = Next(i), ++dist) {
       if (tags_[i] == 0) {
-        keys_[i] = key;
-        values_[i] = value;
+        slots_[i] = Slot{key, value};
         tags_[i] = tag;
         return landed == kNpos ? i : landed;
       }
       const size_t resident = Distance(i);
       if (resident < dist) {  // take the slot from the richer entry and carry it on
-        std::swap(keys_[i], key);
-        std::swap(values_[i], value);
+        std::swap(slots_[i].key, key);
+        std::swap(slots_[i].value, value);
         std::swap(tags_[i], tag);
         if (landed == kNpos) landed = i;
         dist = resident;
@@ -154,18 +151,21 @@ class ProbeTable {
     ProbeTable old = std::move(*this);
     capacity_ = capacity;
     size_ = old.size_;
-    keys_ = std::make_unique_for_overwrite<uint64_t[]>(capacity);
-    values_ = std::make_unique_for_overwrite<V[]>(capacity);
+    slots_ = std::make_unique_for_overwrite<Slot[]>(capacity);
     tags_ = std::make_unique<uint8_t[]>(capacity);  // zeroed: all free
     for (size_t i = 0; i < old.capacity_; ++i) {
-      if (old.tags_[i] != 0) Place(old.keys_[i], old.values_[i], old.tags_[i]);
+      if (old.tags_[i] != 0) Place(old.slots_[i].key, old.slots_[i].value, old.tags_[i]);
     }
   }
 
   size_t capacity_ = 0;
   size_t size_ = 0;
-  std::unique_ptr<uint64_t[]> keys_;
-  std::unique_ptr<V[]> values_;
+  // Key and value side by side (one cache miss per probe), tags apart (dense for scans).
+  struct Slot {
+    uint64_t key;  // mixed
+    V value;
+  };
+  std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<uint8_t[]> tags_;
 };
 
