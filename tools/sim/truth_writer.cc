@@ -1,0 +1,69 @@
+#include "tools/sim/truth_writer.h"
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "tools/sim/atomic_file.h"
+
+namespace kvindex::sim {
+
+TruthWriter::Documents TruthWriter::Snapshot(absl::Span<SimEngine* const> engines) {
+  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  Rng rng(Mix64(options_.seed ^ Mix64(++generation_)));
+  std::vector<SamplePrompt> prompts;
+  if (!engines.empty()) prompts = engines.front()->SampleShared(rng);
+  for (SimEngine* engine : engines) {
+    for (SamplePrompt& p : engine->SampleConversations(options_.conversations_per_engine, rng)) {
+      prompts.push_back(std::move(p));
+    }
+  }
+
+  std::vector<EngineTruth> truths;
+  std::vector<nlohmann::json> expected(prompts.size(), nlohmann::json::array());
+  std::vector<uint32_t> held;
+  for (SimEngine* engine : engines) {
+    truths.push_back(engine->Expected(prompts, &held));
+    const EngineTruth& t = truths.back();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (held[i] == 0) continue;
+      expected[i].push_back({{"pod", t.pod},
+                             {"dp_rank", t.dp_rank},
+                             {"matched_blocks", held[i]},
+                             {"matched_tokens", held[i] * t.block_size},
+                             {"block_size", t.block_size},
+                             {"last_seq", t.last_seq}});
+    }
+  }
+
+  nlohmann::json prompt_list = nlohmann::json::array();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::sort(expected[i].begin(), expected[i].end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+      return std::make_tuple(-a["matched_blocks"].get<int64_t>(), a["pod"].get<std::string>(),
+                             a["dp_rank"].get<uint32_t>()) <
+             std::make_tuple(-b["matched_blocks"].get<int64_t>(), b["pod"].get<std::string>(),
+                             b["dp_rank"].get<uint32_t>());
+    });
+    prompt_list.push_back(
+        {{"label", prompts[i].label}, {"tokens", prompts[i].tokens}, {"expected", std::move(expected[i])}});
+  }
+  Documents docs;
+  docs.truth = GroundTruthJson(truths, now);
+  docs.prompts = {{"time", now},
+                  {"model", truths.empty() ? std::string() : truths.front().model},
+                  {"prompts", std::move(prompt_list)}};
+  return docs;
+}
+
+absl::Status TruthWriter::Write(absl::Span<SimEngine* const> engines) {
+  if (options_.truth_file.empty() && options_.prompts_file.empty()) return absl::OkStatus();
+  const Documents docs = Snapshot(engines);
+  absl::Status status;
+  if (!options_.truth_file.empty()) status.Update(WriteFileAtomically(options_.truth_file, docs.truth.dump()));
+  if (!options_.prompts_file.empty()) status.Update(WriteFileAtomically(options_.prompts_file, docs.prompts.dump()));
+  return status;
+}
+
+}  // namespace kvindex::sim

@@ -1,0 +1,82 @@
+#include "tools/sim/workload.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvindex::sim {
+namespace {
+
+void AppendRandom(Rng& rng, uint32_t vocab_size, size_t n, std::vector<uint32_t>& out) {
+  const uint32_t vocab = std::max<uint32_t>(vocab_size, 2);
+  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<uint32_t>(rng.Below(vocab)));
+}
+
+}  // namespace
+
+std::vector<std::vector<uint32_t>> MakeSystemPrompts(const WorkloadOptions& options) {
+  Rng rng(Mix64(options.seed ^ 0x5157E9A0ULL));
+  std::vector<std::vector<uint32_t>> prompts(options.system_prompts);
+  for (auto& prompt : prompts) AppendRandom(rng, options.vocab_size, options.system_prompt_tokens, prompt);
+  return prompts;
+}
+
+Workload::Workload(const WorkloadOptions& options)
+    : options_(options),
+      system_prompts_(MakeSystemPrompts(options)),
+      rng_(Mix64(options.seed) ^ Mix64(options.stream + 0xC0FFEEULL)),
+      conversations_(std::max<uint32_t>(options.conversations, 1)) {}
+
+void Workload::AppendTurn(Rng& rng, std::vector<uint32_t>& tokens) const {
+  const uint64_t mean = std::max<uint32_t>(options_.turn_tokens, 1);
+  AppendRandom(rng, options_.vocab_size, rng.Between((mean + 1) / 2, mean + mean / 2), tokens);
+}
+
+absl::Span<const uint32_t> Workload::Next() {
+  Conversation& c = conversations_[rng_.Below(conversations_.size())];
+  if (c.turns == 0 || c.turns >= std::max<uint32_t>(options_.max_turns, 1)) {
+    c.id = next_id_++;
+    c.turns = 0;
+    c.tokens.clear();
+    if (!system_prompts_.empty()) {
+      const auto& system = system_prompts_[rng_.Below(system_prompts_.size())];
+      c.tokens.assign(system.begin(), system.end());
+    }
+  }
+  AppendTurn(rng_, c.tokens);
+  ++c.turns;
+  return c.tokens;
+}
+
+std::vector<SamplePrompt> Workload::SampleConversations(size_t conversations, Rng& rng) const {
+  std::vector<const Conversation*> live;
+  for (const Conversation& c : conversations_) {
+    if (c.turns > 0) live.push_back(&c);
+  }
+  std::vector<SamplePrompt> out;
+  for (size_t i = 0; i < conversations && !live.empty(); ++i) {
+    const size_t pick = rng.Below(live.size());
+    const Conversation& c = *live[pick];
+    live.erase(live.begin() + static_cast<std::ptrdiff_t>(pick));
+    SamplePrompt p{absl::StrCat("conversation-", options_.stream, "-", c.id), c.tokens};
+    AppendTurn(rng, p.tokens);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<SamplePrompt> Workload::SampleShared(Rng& rng) const {
+  std::vector<SamplePrompt> out;
+  for (size_t i = 0; i < system_prompts_.size(); ++i) {
+    SamplePrompt p{absl::StrCat("system-", i), system_prompts_[i]};
+    AppendTurn(rng, p.tokens);
+    out.push_back(std::move(p));
+  }
+  SamplePrompt novel{"novel", {}};
+  AppendRandom(rng, options_.vocab_size, std::max<uint32_t>(options_.system_prompt_tokens, options_.turn_tokens),
+               novel.tokens);
+  out.push_back(std::move(novel));
+  return out;
+}
+
+}  // namespace kvindex::sim
