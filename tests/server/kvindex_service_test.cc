@@ -2,6 +2,7 @@
 // real KvIndexServer on 127.0.0.1:0, called over gRPC.
 
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -220,6 +221,65 @@ TEST_F(KvIndexServiceTest, OversizedMessageIsResourceExhausted) {
   StartServer(std::move(options));
   absl::StatusOr<v1::MatchResponse> response = Match(TokensRequest(100000));
   EXPECT_EQ(response.status().code(), absl::StatusCode::kResourceExhausted) << response.status();
+}
+
+TEST_F(KvIndexServiceTest, RandomRequestsNeverCrashTheServer) {
+  StartServer();
+  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  std::mt19937 random(42);
+  auto pick = [&random](uint32_t n) { return std::uniform_int_distribution<uint32_t>(0, n - 1)(random); };
+  // Any valid UTF-8 (proto3 strings must be; see the test below for invalid).
+  auto junk = [&](size_t max_len) {
+    static constexpr const char* kPieces[] = {"a", "/", ":", ".", " ", "-", "\x01", "\xc3\xa9", "\xe2\x82\xac",
+                                              "\xf0\x9f\x98\x80", "0", "Z", "%", "\\"};
+    std::string text;
+    for (uint32_t n = pick(static_cast<uint32_t>(max_len) + 1); n > 0; --n) text += kPieces[pick(std::size(kPieces))];
+    return text;
+  };
+  for (int i = 0; i < 300; ++i) {
+    v1::MatchRequest request;
+    if (pick(4) != 0) request.set_model(pick(2) ? "m" : junk(20));
+    if (pick(3) == 0) request.set_lora_name(junk(10));
+    for (uint32_t n = pick(200); n > 0; --n) request.add_token_ids(pick(3) ? n : static_cast<uint32_t>(random()));
+    for (uint32_t n = pick(3) == 0 ? pick(20) : 0; n > 0; --n) request.add_block_hashes(random());
+    for (uint32_t n = pick(3); n > 0; --n) request.add_pods(pick(2) ? "default/long" : junk(30));
+    for (uint32_t n = pick(3); n > 0; --n) (*request.mutable_medium_weights())[junk(5)] = pick(5) - 1.5;
+    absl::StatusOr<v1::MatchResponse> response = Match(request);
+    EXPECT_THAT(response.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kOk, absl::StatusCode::kInvalidArgument));
+
+    v1::Pod pod = GoodPod(pick(4) ? absl::StrCat("p", pick(20)) : junk(300));
+    if (pick(2)) pod.set_namespace_(junk(20));
+    if (pick(2)) pod.set_ip(pick(2) ? junk(40) : "::1");
+    if (pick(2)) pod.set_phase(junk(10));
+    if (pick(2)) pod.set_events_port(static_cast<uint32_t>(random()));
+    if (pick(2)) pod.set_replay_port(static_cast<uint32_t>(random()));
+    if (pick(2)) pod.set_dp_size(pick(2) ? pick(8) : static_cast<uint32_t>(random()));
+    if (pick(2)) pod.set_topic(junk(20));
+    for (uint32_t n = pick(5); n > 0; --n) (*pod.mutable_labels())[junk(20)] = junk(20);
+    v1::PodUpdate update;
+    switch (pick(4)) {
+      case 0: *update.mutable_upsert() = pod; break;
+      case 1: update.set_delete_(pick(2) ? PodKey(PodFromProto(pod)) : junk(50)); break;
+      case 2: *update.mutable_snapshot()->add_pods() = pod; break;
+      default: break;  // empty update
+    }
+    ASSERT_EQ(Sync({update}).size(), 1u);
+  }
+  EXPECT_TRUE(client_->ListPods().ok());
+  EXPECT_TRUE(client_->GetStats().ok());
+}
+
+TEST_F(KvIndexServiceTest, InvalidUtf8IsRefusedWithoutHarm) {
+  StartServer();
+  v1::MatchRequest request = TokensRequest(32);
+  request.set_model("\xff\xfe");
+  EXPECT_EQ(Match(request).status().code(), absl::StatusCode::kInternal);  // gRPC: request does not parse
+  v1::Pod pod = GoodPod("\xc3");
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({Upsert(pod)});
+  EXPECT_FALSE(acks.ok());
+  EXPECT_TRUE(Match(TokensRequest(32)).ok());
+  EXPECT_THAT(client_->ListPods()->pods(), IsEmpty());
 }
 
 // ---------------------------------------------------------------- SyncPods
