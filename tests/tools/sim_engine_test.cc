@@ -33,7 +33,9 @@ using ::testing::SizeIs;
 constexpr char kModel[] = "m";
 
 // Follows one engine like kvindex's subscriber must: applies seq last+1 only,
-// fills gaps from the replay socket, treats seq going backwards as a restart.
+// fills gaps from the replay socket, drops duplicates, and treats the live
+// stream's seq going backwards as a restart (live messages arrive in order; a
+// live message older than what replay already applied is a duplicate).
 class Follower {
  public:
   Follower(zmq::context_t& context, SimEngine& engine, PrefixIndex& index, std::function<void()> serve)
@@ -72,11 +74,12 @@ class Follower {
     EXPECT_EQ(frames[0], engine_.options().publisher.topic);
     const std::optional<uint64_t> seq = SeqOf(frames[1]);
     ASSERT_TRUE(seq.has_value());
-    if (last_ >= 0 && static_cast<int64_t>(*seq) <= last_) {
+    if (last_live_ >= 0 && static_cast<int64_t>(*seq) <= last_live_) {
       index_.ClearWorker(worker_);
       last_ = -1;
       ++restarts_seen_;
     }
+    last_live_ = static_cast<int64_t>(*seq);
     if (static_cast<int64_t>(*seq) > last_ + 1) Fill();
     if (static_cast<int64_t>(*seq) == last_ + 1) {
       Apply(frames[2]);
@@ -118,7 +121,8 @@ class Follower {
   const WorkerKey worker_;
   zmq::socket_t sub_;
   zmq::socket_t dealer_;
-  int64_t last_ = -1;
+  int64_t last_ = -1;       // last seq applied
+  int64_t last_live_ = -1;  // last seq received live
   uint64_t restarts_seen_ = 0;
   uint64_t live_ = 0;
   uint64_t replayed_ = 0;
