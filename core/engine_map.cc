@@ -13,13 +13,13 @@ std::optional<EngineMap::Block> EngineMap::Find(uint64_t engine) const {
 void EngineMap::Put(uint64_t engine, uint64_t index, MediumMask media) {
   bool inserted;
   const size_t pos = table_.Insert(engine, kMarked | media, &inserted);
-  table_.ValueAt(pos) = index;
-  table_.TagAt(pos) = kMarked | media;
+  table_.SetValueAt(pos, index);
+  table_.SetTagAt(pos, kMarked | media);
 }
 
 void EngineMap::SetMedia(uint64_t engine, MediumMask media) {
   const size_t pos = table_.Find(engine);
-  if (pos != table_.kNpos) table_.TagAt(pos) = static_cast<uint8_t>((table_.TagAt(pos) & kMarked) | media);
+  if (pos != table_.kNpos) table_.SetTagAt(pos, static_cast<uint8_t>((table_.TagAt(pos) & kMarked) | media));
 }
 
 bool EngineMap::Erase(uint64_t engine) {
@@ -43,9 +43,9 @@ EngineMap::Block EngineMap::EvictOne() {
   for (size_t looks = 0;; ++looks) {
     const size_t pos = looks < 4 * table_.capacity() ? RandomPosition() : looks % table_.capacity();
     if (!table_.Used(pos)) continue;
-    uint8_t& tag = table_.TagAt(pos);
+    const uint8_t tag = table_.TagAt(pos);
     if (tag & kMarked) {
-      tag &= kMediaBits;
+      table_.SetTagAt(pos, tag & kMediaBits);
       continue;
     }
     const Block victim{table_.KeyAt(pos), table_.ValueAt(pos), static_cast<MediumMask>(tag)};

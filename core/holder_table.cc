@@ -53,14 +53,14 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
     if (!create) return nullptr;
     bool inserted;
     pos = table_.Insert(x, /*tag=*/1, &inserted);
-    table_.ValueAt(pos) = 0;
+    table_.SetValueAt(pos, 0);
     pos_ = pos;
     list_ = nullptr;
     scratch_ = Holder{worker, 0, 0, 0};
     return &scratch_;
   }
   pos_ = pos;
-  uint64_t& v = table_.ValueAt(pos);
+  uint64_t v = table_.ValueAt(pos);
   if (IsPacked(v)) {
     const Holder only = Unpack(v);
     if (only.worker == worker) {
@@ -73,6 +73,7 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
     list->items()[0] = only;
     list->size = 1;
     v = reinterpret_cast<uint64_t>(list);
+    table_.SetValueAt(pos, v);
   }
   List* list = reinterpret_cast<List*>(v);
   Holder* begin = list->items();
@@ -87,7 +88,7 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
       bigger->size = list->size;
       FreeList(list);
       list = bigger;
-      v = reinterpret_cast<uint64_t>(list);
+      table_.SetValueAt(pos, reinterpret_cast<uint64_t>(list));
     }
     Holder* items = list->items();
     std::memmove(items + item_ + 1, items + item_, (list->size - item_) * sizeof(Holder));
@@ -99,12 +100,11 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
 }
 
 void HolderTable::Release() {
-  uint64_t& v = table_.ValueAt(pos_);
   if (list_ == nullptr) {
     if (scratch_.refs == 0) {
       table_.EraseAt(pos_);
     } else {
-      v = Pack(scratch_);
+      table_.SetValueAt(pos_, Pack(scratch_));
     }
     return;
   }
@@ -114,7 +114,7 @@ void HolderTable::Release() {
     --list_->size;
   }
   if (list_->size == 1) {
-    v = Pack(items[0]);
+    table_.SetValueAt(pos_, Pack(items[0]));
     FreeList(list_);
   } else if (list_->size == 0) {
     FreeList(list_);
@@ -124,7 +124,7 @@ void HolderTable::Release() {
     std::memcpy(smaller->items(), items, list_->size * sizeof(Holder));
     smaller->size = list_->size;
     FreeList(list_);
-    v = reinterpret_cast<uint64_t>(smaller);
+    table_.SetValueAt(pos_, reinterpret_cast<uint64_t>(smaller));
   }
 }
 

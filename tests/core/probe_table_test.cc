@@ -24,7 +24,7 @@ TEST(ProbeTableTest, AgreesWithStdMapThroughGrowthShrinkAndBackwardShifts) {
       bool inserted;
       const size_t pos = table.Insert(key, 1, &inserted);
       ASSERT_EQ(inserted, ref.count(key) == 0) << step;
-      table.ValueAt(pos) = key * 3 + step;
+      table.SetValueAt(pos, key * 3 + step);
       ref[key] = key * 3 + step;
     } else {
       const size_t pos = table.Find(key);
