@@ -85,7 +85,7 @@ struct Worker {
 
   // Read without mu by Match and the global evictor.
   std::atomic<uint32_t> block_size{0};
-  std::atomic<uint64_t> live{0};  // engine blocks held
+  std::atomic<uint64_t> live{0};  // blocks.size() as of the last mutation (see Publish)
 };
 
 }  // namespace
@@ -127,6 +127,7 @@ class PrefixIndex::Impl {
       }
       w->unresolved_parents += result.unresolved_parents;
       unresolved_parents_.fetch_add(result.unresolved_parents, std::memory_order_relaxed);
+      Publish(*w);
     }
     EnforceGlobalCap();
     return result;
@@ -137,6 +138,7 @@ class PrefixIndex::Impl {
     if (w == nullptr) return;
     absl::MutexLock lock(&w->mu);
     ClearLocked(*w);
+    Publish(*w);
   }
 
   void RemoveWorker(const WorkerKey& key) {
@@ -157,6 +159,7 @@ class PrefixIndex::Impl {
     absl::MutexLock lock(&w->mu);
     w->removed = true;
     ClearLocked(*w);
+    Publish(*w);
     absl::MutexLock ctx_lock(&contexts_mu_);
     for (const ContextKey& c : w->contexts) ReleaseContextLocked(c);
     w->contexts.clear();
@@ -332,7 +335,7 @@ class PrefixIndex::Impl {
     absl::MutexLock lock(&shard.mu);
     const size_t before = shard.blocks.size();
     shard.blocks.Update(x, worker, create, fn);
-    blocks_.fetch_add(shard.blocks.size() - before, std::memory_order_relaxed);
+    if (shard.blocks.size() != before) blocks_.fetch_add(shard.blocks.size() - before, std::memory_order_relaxed);
   }
 
   // A new engine block of `w` maps to X on medium bit `m`.
@@ -387,8 +390,6 @@ class PrefixIndex::Impl {
   void Forget(Worker& w, const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     DropRef(w, b.index, b.media);
     CountMedia(w, b.media, -1);
-    w.live.fetch_sub(1, std::memory_order_relaxed);
-    entries_.fetch_sub(1, std::memory_order_relaxed);
   }
 
   // Engine block `engine` of `w` is (now also) on medium `m` and maps to X.
@@ -408,8 +409,6 @@ class PrefixIndex::Impl {
     w.blocks.Put(engine, x, m);
     CountMedia(w, m, +1);
     AddRef(w, x, m);
-    w.live.fetch_add(1, std::memory_order_relaxed);
-    entries_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
 
@@ -479,11 +478,17 @@ class PrefixIndex::Impl {
     w.blocks.ForEach([&](const EngineMap::Block& b) {
       WithHolder(b.index, w.id, /*create=*/false, [](Holder& h) { h.refs = 0; });
     });
-    entries_.fetch_sub(w.blocks.size(), std::memory_order_relaxed);
     w.blocks.Clear();
     w.aliases = {};
     w.blocks_by_medium = {};
-    w.live.store(0, std::memory_order_relaxed);
+  }
+
+  // Publishes the worker's size to `live` and its change to entries_ (once per
+  // mutation, not per block: atomics are costly on the ingestion path).
+  void Publish(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const uint64_t now = w.blocks.size();
+    const uint64_t before = w.live.exchange(now, std::memory_order_relaxed);
+    if (now != before) entries_.fetch_add(now - before, std::memory_order_relaxed);  // wraps when shrinking
   }
 
   void EvictOne(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
@@ -512,11 +517,10 @@ class PrefixIndex::Impl {
       }
       if (victim == nullptr) return;
       absl::MutexLock lock(&victim->mu);
-      for (uint64_t i = 0; i < kBatch && victim->blocks.size() > 0 &&
-                           entries_.load(std::memory_order_relaxed) > options_.max_entries;
-           ++i) {
-        EvictOne(*victim);
-      }
+      const uint64_t entries = entries_.load(std::memory_order_relaxed);
+      const uint64_t excess = entries > options_.max_entries ? entries - options_.max_entries : 0;
+      for (uint64_t i = 0; i < std::min(excess, kBatch) && victim->blocks.size() > 0; ++i) EvictOne(*victim);
+      Publish(*victim);
     }
   }
 
