@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/manager_config.h"
+#include "core/memory_budget.h"
 #include "server/bearer_auth.h"
 #include "server/env_flags.h"
 #include "server/kvindex_server.h"
@@ -52,6 +53,9 @@ ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
           "Most engine blocks one (pod, dp rank) may hold; least recently stored are evicted. 0: unlimited.");
 ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
           "Most (block, worker) entries in the index; least recently stored are evicted. 0: unlimited.");
+ABSL_FLAG(uint64_t, index_memory_mb, 0,
+          "Memory budget of the index, MiB: lowers --max_index_entries (and --max_blocks_per_worker) to what "
+          "fits (core/memory_budget.h). 0: only those caps apply.");
 ABSL_FLAG(std::string, events_bind, "",
           "Also bind a ZMQ SUB socket here (e.g. tcp://*:5557) for engines that connect instead of bind.");
 ABSL_FLAG(bool, kv_event_sync, true,
@@ -99,6 +103,7 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.service.max_match_tokens = absl::GetFlag(FLAGS_max_match_tokens);
   options.index.max_blocks_per_worker = absl::GetFlag(FLAGS_max_blocks_per_worker);
   options.index.max_entries = absl::GetFlag(FLAGS_max_index_entries);
+  options.index = kvindex::WithMemoryBudget(options.index, absl::GetFlag(FLAGS_index_memory_mb) << 20);
   options.manager.sync_enabled = absl::GetFlag(FLAGS_kv_event_sync);
   options.manager.io_threads = absl::GetFlag(FLAGS_subscriber_threads);
   options.manager.events_bind = absl::GetFlag(FLAGS_events_bind);

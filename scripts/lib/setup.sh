@@ -1,6 +1,7 @@
 # Shared by scripts/test, scripts/run, scripts/bench: installs what is missing
 # (Debian packages only), then configures and builds into $BUILD_DIR.
-# Knobs: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), KVINDEX_SANITIZE.
+# Knobs: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), KVINDEX_SANITIZE,
+# KVINDEX_FUZZ (ON: libFuzzer targets only; with CXX=clang++).
 
 KVINDEX_PACKAGES=(
   build-essential cmake ninja-build pkg-config
@@ -9,6 +10,7 @@ KVINDEX_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev nlohmann-json3-dev
   python3 python3-grpcio python3-grpc-tools grpc-proto openssl
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml  # chart check
+  clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz, scripts/test --fuzz)
 )
 
 kvindex_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
@@ -35,7 +37,7 @@ kvindex_build() {
   if [ ! -f "$build_dir/build.ninja" ]; then
     cmake -S "$root" -B "$build_dir" -G Ninja \
       -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
-      -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" >/dev/null
+      -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" -DKVINDEX_FUZZ="${KVINDEX_FUZZ:-OFF}" >/dev/null
   fi
   cmake --build "$build_dir" -j "$(nproc)"
 }

@@ -1,0 +1,49 @@
+# Sanitizer and fuzzing support, included by the top-level CMakeLists.txt after
+# the packages are found and before any target is defined.
+#
+#   -DKVINDEX_SANITIZE=address  ASan + UBSan (scripts/test --asan, build-asan/)
+#   -DKVINDEX_SANITIZE=thread   TSan         (scripts/test --tsan, build-tsan/)
+#   -DKVINDEX_FUZZ=ON           clang libFuzzer targets only (scripts/fuzz, build-fuzz/)
+#
+# Every executable of a sanitizer build links kvindex_sanitizer_support:
+# default runtime options and suppression files (sanitizer_defaults.cc) and,
+# for TSan, the absl::Mutex annotations (absl_tsan_annotations.cc).
+
+if(KVINDEX_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "KVINDEX_FUZZ needs clang (CXX=clang++); libFuzzer is clang's")
+  endif()
+  # Coverage instrumentation everywhere; the fuzzer main only in the fuzz targets.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+if(KVINDEX_SANITIZE STREQUAL "thread" OR KVINDEX_SANITIZE STREQUAL "address")
+  add_library(kvindex_sanitizer_support OBJECT ${CMAKE_CURRENT_LIST_DIR}/sanitizer_defaults.cc)
+  target_compile_definitions(kvindex_sanitizer_support PRIVATE
+    KVINDEX_TSAN_SUPP="${CMAKE_CURRENT_LIST_DIR}/tsan.supp"
+    KVINDEX_LSAN_SUPP="${CMAKE_CURRENT_LIST_DIR}/lsan.supp")
+  if(KVINDEX_SANITIZE STREQUAL "thread")
+    # GCC warns that TSan does not model std::atomic_thread_fence; the only fence
+    # reached is absl::GetFlag's SequenceLock for 16-byte flags (absl::Duration),
+    # whose flags are written before any thread reads them.
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+      add_compile_options(-Wno-tsan)
+    endif()
+    target_sources(kvindex_sanitizer_support PRIVATE ${CMAKE_CURRENT_LIST_DIR}/absl_tsan_annotations.cc)
+    target_compile_definitions(kvindex_sanitizer_support PRIVATE KVINDEX_SANITIZE_THREAD)
+    target_link_libraries(kvindex_sanitizer_support PUBLIC absl::synchronization absl::time ${CMAKE_DL_LIBS})
+    # The executable exports its absl::Mutex/CondVar/Notification definitions so
+    # that shared libraries (gRPC) bind to the annotated ones too.
+    add_link_options(
+      "LINKER:--export-dynamic-symbol=_ZN4absl*5Mutex*"
+      "LINKER:--export-dynamic-symbol=_ZN4absl*7CondVar*"
+      "LINKER:--export-dynamic-symbol=_ZN4absl*12Notification*"
+      "LINKER:--export-dynamic-symbol=_ZNK4absl*12Notification*")
+  else()
+    target_compile_definitions(kvindex_sanitizer_support PRIVATE KVINDEX_SANITIZE_ADDRESS)
+  endif()
+  # Every target defined from here on links the support objects.
+  link_libraries(kvindex_sanitizer_support)
+endif()

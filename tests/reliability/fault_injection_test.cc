@@ -1,0 +1,521 @@
+// Fault injection with real processes and sockets: a kvindex-server process,
+// kvindex-sim processes (simulated vLLM engines with ground truth), and
+// in-test ZeroMQ/TCP middlemen that drop, corrupt, silence or cut traffic.
+// After each fault, once the engines have stopped and the server has caught up
+// with their last batch, every answer must equal the simulator's ground truth
+// (CompareWithTruth: blocks per worker, every held chain, every sample prompt).
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/kvindex_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvindex/v1/kvindex.grpc.pb.h"
+#include "tests/reliability/fault_proxy.h"
+#include "tests/reliability/sim_process.h"
+#include "tests/server/server_process.h"
+
+namespace kvindex::testing {
+namespace {
+
+constexpr absl::Duration kCatchUp = absl::Seconds(90);
+constexpr absl::Duration kTraffic = absl::Seconds(120);
+
+std::unique_ptr<client::KvIndexClient> Connect(const std::string& address,
+                                               absl::Duration timeout = absl::Seconds(60)) {
+  client::ClientOptions options;
+  options.server = address;
+  options.timeout = timeout;
+  absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = client::KvIndexClient::Create(options);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+// Sim flags shared by the tests: small, quick, deterministic engines.
+std::vector<std::string> SimArgs(std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--ip=127.0.0.1", "--block_size=16", "--capacity_blocks=256",
+                                   "--system_prompts=2", "--system_prompt_tokens=64", "--conversations=4",
+                                   "--turn_tokens=64", "--keep_running"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// A workload whose engine caches turn over completely (every prompt new, a
+// small cache): whatever an engine held before a fault is evicted later.
+std::vector<std::string> TurnoverArgs(std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--system_prompts=0", "--max_turns=1", "--capacity_blocks=32"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return SimArgs(args);
+}
+
+std::set<std::string> PodKeys(client::KvIndexClient& client) {
+  std::set<std::string> keys;
+  absl::StatusOr<v1::ListPodsResponse> pods = client.ListPods();
+  EXPECT_TRUE(pods.ok()) << pods.status();
+  if (pods.ok()) {
+    for (const v1::PodInfo& pod : pods->pods()) keys.insert(pod.key());
+  }
+  return keys;
+}
+
+v1::WorkerInfo WorkerOf(client::KvIndexClient& client, const std::string& name) {
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(client);
+  EXPECT_TRUE(workers.ok()) << workers.status();
+  if (workers.ok()) {
+    for (const auto& [n, w] : *workers) {
+      if (n == name) return w;
+    }
+  }
+  ADD_FAILURE() << "no worker " << name;
+  return {};
+}
+
+bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
+// Waits for the sim's traffic to end and the server to catch up, then compares.
+void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vector<std::string>& only_pods = {}) {
+  ASSERT_TRUE(sim.WaitTrafficDone(kTraffic).ok()) << sim.process().Stderr();
+  absl::StatusOr<nlohmann::json> truth = sim.Truth();
+  absl::StatusOr<nlohmann::json> prompts = sim.Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+  nlohmann::json followed = *truth;
+  if (!only_pods.empty()) {
+    followed["pods"] = nlohmann::json::array();
+    for (const auto& pod : (*truth)["pods"]) {
+      if (std::find(only_pods.begin(), only_pods.end(), pod["key"].get<std::string>()) != only_pods.end()) {
+        followed["pods"].push_back(pod);
+      }
+    }
+  }
+  absl::Status caught_up = WaitForCatchUp(client, followed, kCatchUp);
+  ASSERT_TRUE(caught_up.ok()) << caught_up;
+  absl::Status same = CompareWithTruth(client, *truth, *prompts, only_pods);
+  EXPECT_TRUE(same.ok()) << same;
+}
+
+class FaultInjectionTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> args = {}) {
+    absl::StatusOr<ServerProcess> server = StartServerProcess(std::move(args));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = Connect(server_.address);
+    ASSERT_NE(client_, nullptr);
+  }
+
+  void Push(const v1::PodSnapshot& pods) {
+    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({SnapshotUpdate(pods)});
+    ASSERT_TRUE(acks.ok()) << acks.status();
+    for (const v1::PodAck& ack : (*acks)[0].pods()) {
+      EXPECT_EQ(ack.outcome(), v1::POD_OUTCOME_SUBSCRIBED) << ack.pod() << ": " << ack.reason();
+    }
+  }
+
+  ServerProcess server_;
+  std::unique_ptr<client::KvIndexClient> client_;
+};
+
+TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
+  const uint32_t base = FreePortRange(4);
+  ASSERT_NE(base, 0u);
+  const std::string base_flag = absl::StrCat("--base_port=", base);
+  absl::StatusOr<std::unique_ptr<SimProcess>> first =
+      SimProcess::Start(SimArgs({"--pods=2", base_flag, "--seed=1", "--rate=200", "--requests=4000"}));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push((*first)->pods()));
+  // Mid-stream: both engines well into their traffic.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> w = Workers(*client_);
+        if (!w.ok() || w->size() != 2) return false;
+        for (const auto& [name, info] : *w) {
+          if (info.last_seq() < 150) return false;
+        }
+        return true;
+      },
+      absl::Seconds(60)));
+  (*first)->process().Signal(SIGKILL);
+  ASSERT_TRUE((*first)->process().Wait(absl::Seconds(10)).has_value());
+  first->reset();
+
+  // A new process on the same ports, with other engine hashes, slower: its seq
+  // restarts at 0 and stays below the old one's until kvindex reconnects.
+  absl::StatusOr<std::unique_ptr<SimProcess>> second =
+      SimProcess::Start(SimArgs({"--pods=2", base_flag, "--seed=2", "--rate=20", "--requests=80"}));
+  ASSERT_TRUE(second.ok()) << second.status();
+  ExpectTruth(**second, *client_);
+  for (const v1::Pod& pod : (*second)->pods().pods()) {
+    const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pod.namespace_(), "/", pod.name(), "#0"));
+    EXPECT_GE(w.restarts(), 1u) << "the restart was not noticed";
+  }
+}
+
+TEST_F(FaultInjectionTest, DroppedMessagesAreReplayed) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim =
+      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=3", "--rate=60", "--requests=300"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  v1::PodSnapshot pods = (*sim)->pods();
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
+      absl::StrCat("tcp://127.0.0.1:", pods.pods(0).events_port()), FaultPolicy{.drop = {20, 21, 22, 60, 110, 111}});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  pods.mutable_pods(0)->set_events_port((*proxy)->port());
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push(pods));
+  ExpectTruth(**sim, *client_);
+  EXPECT_EQ((*proxy)->dropped(), 6u);
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  EXPECT_GE(w.gaps(), 3u);
+  EXPECT_GE(w.replays_ok(), 3u);
+  EXPECT_EQ(w.uncovered_gaps(), 0u);
+  EXPECT_EQ(w.batches(), static_cast<uint64_t>(w.last_seq() + 1)) << "every batch applied exactly once";
+}
+
+TEST_F(FaultInjectionTest, DroppedMessagesWithoutReplayClearThenRecover) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
+      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=4", "--rate=80", "--requests=400", "--replay=false"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  v1::PodSnapshot pods = (*sim)->pods();
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
+      absl::StrCat("tcp://127.0.0.1:", pods.pods(0).events_port()), FaultPolicy{.drop = {40, 90, 91}});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  pods.mutable_pods(0)->set_events_port((*proxy)->port());
+  pods.mutable_pods(0)->set_replay_port(0);  // explicitly none
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push(pods));
+  ExpectTruth(**sim, *client_);
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  EXPECT_EQ(w.gaps(), 2u);
+  EXPECT_EQ(w.uncovered_gaps(), 2u) << "each loss clears the worker and is counted";
+}
+
+TEST_F(FaultInjectionTest, ReplaySocketThatNeverAnswers) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
+      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=5", "--rate=60", "--requests=500"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  v1::PodSnapshot pods = (*sim)->pods();
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
+      absl::StrCat("tcp://127.0.0.1:", pods.pods(0).events_port()), FaultPolicy{.drop = {150, 300}});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  absl::StatusOr<std::unique_ptr<SilentReplay>> silent = SilentReplay::Start();
+  ASSERT_TRUE(silent.ok()) << silent.status();
+  pods.mutable_pods(0)->set_events_port((*proxy)->port());
+  pods.mutable_pods(0)->set_replay_port((*silent)->port());
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push(pods));
+  ExpectTruth(**sim, *client_);
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  EXPECT_GE((*silent)->requests(), 3u) << "first subscribe and both gaps ask the replay socket";
+  EXPECT_GE(w.replays_failed(), 3u);
+  EXPECT_EQ(w.uncovered_gaps(), 2u);
+  EXPECT_EQ(w.state(), "live");
+}
+
+TEST_F(FaultInjectionTest, TenThousandMalformedMessagesAmongGoodTraffic) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim =
+      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=6", "--rate=100", "--requests=400"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  v1::PodSnapshot pods = (*sim)->pods();
+  absl::StatusOr<std::unique_ptr<FaultProxy>> proxy =
+      FaultProxy::Start(absl::StrCat("tcp://127.0.0.1:", pods.pods(0).events_port()),
+                        FaultPolicy{.malformed_per_message = 40, .max_malformed = 10000});
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  pods.mutable_pods(0)->set_events_port((*proxy)->port());
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push(pods));
+  ExpectTruth(**sim, *client_);
+  ASSERT_EQ((*proxy)->malformed(), 10000u) << "the engine's traffic ended before every bad message was sent";
+  const std::string name = absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0");
+  ASSERT_TRUE(WaitUntil([&] { return WorkerOf(*client_, name).bad_frames() == 10000; }, absl::Seconds(30)))
+      << WorkerOf(*client_, name).bad_frames();
+  const v1::WorkerInfo w = WorkerOf(*client_, name);
+  EXPECT_EQ(w.decode_errors(), 0u);
+  EXPECT_EQ(w.uncovered_gaps(), 0u);
+  EXPECT_EQ(w.restarts(), 0u);
+  EXPECT_EQ(w.batches(), static_cast<uint64_t>(w.last_seq() + 1)) << "every good batch applied exactly once";
+}
+
+// Forwards one TCP connection to `target` and cuts both directions once
+// `cut_after` bytes went from the client to the server.
+class CuttingTcpProxy {
+ public:
+  CuttingTcpProxy(int target_port, size_t cut_after) : target_port_(target_port), cut_after_(cut_after) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listen_fd_, 4), 0);
+    socklen_t len = sizeof(addr);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~CuttingTcpProxy() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+  }
+  int port() const { return port_; }
+  bool cut() const { return cut_.load(); }
+
+ private:
+  void Run() {
+    int client = -1;
+    while (!stop_ && client < 0) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) client = accept(listen_fd_, nullptr, nullptr);
+    }
+    if (client < 0) return;
+    const int server = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(target_port_));
+    if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      close(client);
+      close(server);
+      return;
+    }
+    size_t upstream = 0;
+    char buf[16384];
+    while (!stop_ && !cut_) {
+      pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (poll(fds, 2, 50) <= 0) continue;
+      if (fds[0].revents & (POLLIN | POLLHUP)) {
+        const size_t room = cut_after_ - upstream;
+        const ssize_t n = read(client, buf, std::min(sizeof(buf), room));
+        if (n <= 0) break;
+        if (write(server, buf, n) != n) break;
+        upstream += n;
+        if (upstream >= cut_after_) cut_ = true;
+      }
+      if (fds[1].revents & (POLLIN | POLLHUP)) {
+        const ssize_t n = read(server, buf, sizeof(buf));
+        if (n <= 0 || write(client, buf, n) != n) break;
+      }
+    }
+    // A reset, as when a control plane's node dies: no orderly close.
+    linger hard{1, 0};
+    setsockopt(client, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+    setsockopt(server, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+    close(client);
+    close(server);
+  }
+
+  const int target_port_;
+  const size_t cut_after_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> cut_{false};
+  std::thread thread_;
+};
+
+v1::Pod DummyPod(const std::string& name, size_t label_bytes) {
+  v1::Pod pod;
+  pod.set_namespace_("dummy");
+  pod.set_name(name);
+  pod.set_ip("127.0.0.1");
+  pod.set_phase("Pending");  // known, never subscribed
+  (*pod.mutable_labels())["padding"] = std::string(label_bytes, 'p');
+  return pod;
+}
+
+TEST_F(FaultInjectionTest, ControlPlaneStreamCutInTheMiddleOfASnapshot) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim =
+      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=7", "--rate=50", "--requests=250"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  const v1::PodSnapshot& pods = (*sim)->pods();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push(pods));
+  const std::set<std::string> before = PodKeys(*client_);
+  ASSERT_EQ(before.size(), 2u);
+
+  // A 3 MB snapshot (pod 0 and 3000 padded pods, pod 1 absent), cut after 512 KiB.
+  v1::PodSnapshot big;
+  *big.add_pods() = pods.pods(0);
+  for (int i = 0; i < 3000; ++i) *big.add_pods() = DummyPod(absl::StrCat("pad-", i), 1000);
+  {
+    CuttingTcpProxy cut(server_.port, 512 << 10);
+    std::unique_ptr<client::KvIndexClient> doomed = Connect(absl::StrCat("127.0.0.1:", cut.port()), absl::Seconds(20));
+    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = doomed->SyncPods({SnapshotUpdate(big)});
+    EXPECT_FALSE(acks.ok());
+    EXPECT_TRUE(cut.cut());
+  }
+  // Nothing of the half-received snapshot was applied.
+  EXPECT_EQ(PodKeys(*client_), before);
+
+  // The control plane reconnects and sends its current snapshot: pod 0 and two others.
+  v1::PodSnapshot now;
+  *now.add_pods() = pods.pods(0);
+  *now.add_pods() = DummyPod("a", 10);
+  *now.add_pods() = DummyPod("b", 10);
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({SnapshotUpdate(now)});
+  ASSERT_TRUE(acks.ok()) << acks.status();
+  const std::string pod0 = absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name());
+  EXPECT_EQ(PodKeys(*client_), (std::set<std::string>{pod0, "dummy/a", "dummy/b"}));
+  // Pod 1's blocks went with it; pod 0's equal its engine's.
+  ExpectTruth(**sim, *client_, {pod0});
+  absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->workers(), 1u);
+}
+
+v1::Pod ChurnPod(int i, uint32_t dead_port) {
+  v1::Pod pod;
+  pod.set_namespace_("churn");
+  pod.set_name(absl::StrCat("p-", i));
+  pod.set_ip("127.0.0.1");
+  pod.set_phase("Running");
+  pod.set_model("sim-model");
+  pod.set_kv_events_enabled(true);
+  pod.set_events_port(dead_port);
+  pod.set_replay_port(0);
+  return pod;
+}
+
+// Match calls from `threads` threads until stopped; counts non-OK answers.
+class MatchLoad {
+ public:
+  MatchLoad(client::KvIndexClient* client, int threads, std::set<absl::StatusCode> tolerated = {}) {
+    for (int t = 0; t < threads; ++t) {
+      threads_.emplace_back([this, client, t, tolerated] {
+        v1::MatchRequest request;
+        request.set_model("sim-model");
+        for (uint32_t i = 0; i < 256; ++i) request.add_token_ids((i * 7919u + t) % 32000u);
+        while (!stop_.load()) {
+          absl::StatusOr<v1::MatchResponse> r = client->Match(request);
+          if (r.ok()) {
+            ++ok_;
+          } else if (tolerated.count(r.status().code()) > 0) {
+            ++tolerated_;
+          } else {
+            ++errors_;
+            absl::MutexLock lock(&mu_);
+            last_error_ = r.status();
+          }
+        }
+      });
+    }
+  }
+  ~MatchLoad() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  uint64_t ok() const { return ok_.load(); }
+  uint64_t errors() const { return errors_.load(); }
+  std::string last_error() {
+    absl::MutexLock lock(&mu_);
+    return last_error_.ToString();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ok_{0}, tolerated_{0}, errors_{0};
+  absl::Mutex mu_;
+  absl::Status last_error_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim =
+      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=8", "--rate=40", "--requests=400"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
+  const uint32_t dead_port = FreePortRange(1);
+
+  std::vector<v1::PodUpdate> updates;
+  for (int i = 0; i < 1000; ++i) {
+    *updates.emplace_back().mutable_upsert() = ChurnPod(i % 50, dead_port);
+    updates.emplace_back().set_delete_(absl::StrCat("churn/p-", i % 50));
+  }
+  std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(900));
+  MatchLoad load(client_.get(), 3);
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = churner->SyncPods(updates);
+  load.Stop();
+  ASSERT_TRUE(acks.ok()) << acks.status();
+  ASSERT_EQ(acks->size(), 2000u);
+  for (size_t i = 0; i < acks->size(); ++i) {
+    const v1::PodOutcome want = i % 2 == 0 ? v1::POD_OUTCOME_SUBSCRIBED : v1::POD_OUTCOME_REMOVED;
+    ASSERT_EQ((*acks)[i].outcome(), want) << i << ": " << (*acks)[i].reason();
+  }
+  EXPECT_GT(load.ok(), 0u);
+  EXPECT_EQ(load.errors(), 0u) << load.last_error();
+
+  std::set<std::string> keys;
+  for (const v1::Pod& pod : (*sim)->pods().pods()) keys.insert(absl::StrCat(pod.namespace_(), "/", pod.name()));
+  EXPECT_EQ(PodKeys(*client_), keys);
+  ExpectTruth(**sim, *client_);
+  absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->subscribed_pods(), 2u);
+  EXPECT_EQ(stats->workers(), 2u);
+}
+
+TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim =
+      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=9", "--rate=100", "--requests=600"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
+  std::unique_ptr<client::KvIndexClient> caller = Connect(server_.address, absl::Seconds(10));
+  // During and after the stop, calls may be refused or cut, never hang or crash anything.
+  MatchLoad load(caller.get(), 3,
+                 {absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled, absl::StatusCode::kDeadlineExceeded});
+  std::atomic<bool> churn_stop{false};
+  std::thread churn([&] {
+    std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(10));
+    const uint32_t dead_port = FreePortRange(1);
+    for (int i = 0; !churn_stop.load(); ++i) {
+      v1::PodUpdate up, down;
+      *up.mutable_upsert() = ChurnPod(i % 10, dead_port);
+      down.set_delete_(absl::StrCat("churn/p-", i % 10));
+      if (!churner->SyncPods({up, down}).ok()) break;
+    }
+  });
+  ASSERT_TRUE(WaitUntil([&] { return load.ok() > 50; }, absl::Seconds(30)));
+  const absl::Time stop_at = absl::Now();
+  ASSERT_TRUE(server_.process->Signal(SIGTERM));
+  const std::optional<int> exit_code = server_.process->Wait(absl::Seconds(15));
+  const absl::Duration took = absl::Now() - stop_at;
+  churn_stop = true;
+  churn.join();
+  load.Stop();
+  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop";
+  EXPECT_EQ(*exit_code, 0) << server_.process->Stderr();
+  EXPECT_LT(took, absl::Seconds(6));
+  EXPECT_EQ(load.errors(), 0u) << load.last_error();
+
+  // A new server rebuilds the whole index from the engines' replay buffers.
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
+  ExpectTruth(**sim, *client_);
+}
+
+}  // namespace
+}  // namespace kvindex::testing

@@ -1,0 +1,285 @@
+#include "tests/reliability/sim_process.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "proto/text_proto.h"
+#include "tests/server/server_process.h"
+
+namespace kvindex::testing {
+namespace {
+
+absl::StatusOr<std::string> Slurp(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::StatusOr<nlohmann::json> ReadJson(const std::string& path) {
+  absl::StatusOr<std::string> text = Slurp(path);
+  if (!text.ok()) return text.status();
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return absl::DataLossError(absl::StrCat(path, " is not JSON"));
+  return doc;
+}
+
+uint64_t ParseHex(const std::string& hex) {
+  uint64_t value = 0;
+  absl::string_view digits = hex;
+  absl::ConsumePrefix(&digits, "0x");
+  (void)absl::SimpleHexAtoi(digits, &value);
+  return value;
+}
+
+bool CanBind(uint32_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string WorkerName(const std::string& pod, uint32_t rank) { return absl::StrCat(pod, "#", rank); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::string> args) {
+  std::unique_ptr<SimProcess> sim(new SimProcess());
+  static int serial = 0;
+  sim->dir_ = (std::filesystem::temp_directory_path() /
+               absl::StrCat("kvindex_sim_", getpid(), "_", ++serial, "_", absl::ToUnixMicros(absl::Now())))
+                  .string();
+  std::filesystem::create_directories(sim->dir_);
+  std::vector<std::string> argv = {BinPath("kvindex-sim"),
+                                   absl::StrCat("--pods_file=", sim->dir_, "/pods.textproto"),
+                                   absl::StrCat("--truth_file=", sim->dir_, "/truth.json"),
+                                   absl::StrCat("--prompts_file=", sim->dir_, "/prompts.json"),
+                                   "--truth_interval=200ms", "--stats_interval=0"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(std::move(argv));
+  if (!process.ok()) return process.status();
+  sim->process_ = *std::move(process);
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline) {
+    if (absl::StatusOr<std::string> text = Slurp(sim->dir_ + "/pods.textproto"); text.ok() && !text->empty()) {
+      if (absl::Status s = ParseTextProto(*text, &sim->pods_); !s.ok()) return s;
+      return sim;
+    }
+    if (sim->process_->Wait(absl::ZeroDuration()).has_value()) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::UnavailableError(absl::StrCat("kvindex-sim did not come up; stderr:\n", sim->process_->Stderr()));
+}
+
+SimProcess::~SimProcess() {
+  process_.reset();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+absl::Status SimProcess::WaitTrafficDone(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    // kvindex-sim logs to stdout (spdlog's default logger).
+    if (absl::StrContains(process_->Stdout(), "traffic done") || absl::StrContains(process_->Stderr(), "traffic done")) {
+      // The truth is written right after that line; the periodic rewrite
+      // guarantees a fresh one within one interval.
+      absl::SleepFor(absl::Milliseconds(500));
+      return absl::OkStatus();
+    }
+    if (process_->Wait(absl::ZeroDuration()).has_value()) {
+      return absl::InternalError(absl::StrCat("kvindex-sim exited; stderr:\n", process_->Stderr()));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError("kvindex-sim traffic did not finish");
+}
+
+absl::StatusOr<nlohmann::json> SimProcess::Truth() const { return ReadJson(dir_ + "/truth.json"); }
+absl::StatusOr<nlohmann::json> SimProcess::Prompts() const { return ReadJson(dir_ + "/prompts.json"); }
+
+uint32_t FreePortRange(uint32_t count) {
+  std::mt19937 rng(static_cast<uint32_t>(getpid() ^ absl::ToUnixNanos(absl::Now())));
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const uint32_t base = 20000 + rng() % 30000;
+    bool ok = true;
+    for (uint32_t i = 0; i < count && ok; ++i) ok = CanBind(base + i);
+    if (ok) return base;
+  }
+  return 0;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(client::KvIndexClient& client) {
+  absl::StatusOr<v1::ListPodsResponse> pods = client.ListPods();
+  if (!pods.ok()) return pods.status();
+  std::vector<std::pair<std::string, v1::WorkerInfo>> out;
+  for (const v1::PodInfo& pod : pods->pods()) {
+    for (const v1::WorkerInfo& w : pod.workers()) out.emplace_back(WorkerName(pod.key(), w.dp_rank()), w);
+  }
+  return out;
+}
+
+absl::Status WaitForCatchUp(client::KvIndexClient& client, const nlohmann::json& truth, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string lag;
+  while (true) {
+    lag.clear();
+    absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(client);
+    if (!workers.ok()) return workers.status();
+    std::map<std::string, v1::WorkerInfo> by_name(workers->begin(), workers->end());
+    for (const auto& pod : truth["pods"]) {
+      for (const auto& w : pod["workers"]) {
+        const std::string name = WorkerName(pod["key"].get<std::string>(), w["dp_rank"].get<uint32_t>());
+        const int64_t want = w["last_seq"].get<int64_t>();
+        auto it = by_name.find(name);
+        if (it == by_name.end()) {
+          absl::StrAppend(&lag, name, ": not followed; ");
+        } else if (it->second.last_seq() != want || it->second.state() == "replaying") {
+          absl::StrAppend(&lag, name, ": last_seq ", it->second.last_seq(), " of ", want, " (", it->second.state(),
+                          "); ");
+        }
+      }
+    }
+    if (lag.empty()) return absl::OkStatus();
+    if (absl::Now() >= deadline) return absl::FailedPreconditionError(absl::StrCat("server behind: ", lag));
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
+                              const nlohmann::json& prompts, const std::vector<std::string>& only_pods,
+                              size_t max_chains) {
+  std::vector<std::string> problems;
+  auto problem = [&problems](std::string what) {
+    if (problems.size() < 20) problems.push_back(std::move(what));
+  };
+  const std::set<std::string> only(only_pods.begin(), only_pods.end());
+  auto followed = [&only](const std::string& pod) { return only.empty() || only.count(pod) > 0; };
+
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(client);
+  if (!workers.ok()) return workers.status();
+  std::map<std::string, v1::WorkerInfo> by_name(workers->begin(), workers->end());
+
+  for (const auto& pod : truth["pods"]) {
+    const std::string key = pod["key"].get<std::string>();
+    if (!followed(key)) continue;
+    for (const auto& w : pod["workers"]) {
+      const uint32_t rank = w["dp_rank"].get<uint32_t>();
+      const std::string name = WorkerName(key, rank);
+      auto it = by_name.find(name);
+      if (it == by_name.end()) {
+        problem(absl::StrCat(name, ": not followed"));
+        continue;
+      }
+      if (it->second.blocks() != w["blocks"].get<uint64_t>()) {
+        problem(absl::StrCat(name, ": holds ", it->second.blocks(), " blocks, the engine ", w["blocks"].get<uint64_t>()));
+      }
+      // Chains from block 0 to every leaf.
+      std::map<uint64_t, std::optional<uint64_t>> parent;
+      std::set<uint64_t> parents;
+      for (const auto& b : w["held"]) {
+        const uint64_t hash = ParseHex(b["hash"].get<std::string>());
+        parent[hash] = b["parent"].is_null() ? std::nullopt
+                                             : std::optional<uint64_t>(ParseHex(b["parent"].get<std::string>()));
+        if (parent[hash].has_value()) parents.insert(*parent[hash]);
+      }
+      size_t checked = 0;
+      for (const auto& [hash, up] : parent) {
+        if (parents.count(hash) > 0 || checked >= max_chains) continue;
+        ++checked;
+        std::vector<uint64_t> chain = {hash};
+        for (std::optional<uint64_t> p = up; p.has_value() && chain.size() <= parent.size();) {
+          chain.push_back(*p);
+          auto next = parent.find(*p);
+          p = next == parent.end() ? std::nullopt : next->second;
+        }
+        std::reverse(chain.begin(), chain.end());
+        v1::MatchRequest request;
+        request.set_model(pod["model"].get<std::string>());
+        request.set_lora_name(pod["lora_name"].get<std::string>());
+        for (uint64_t h : chain) request.add_block_hashes(h);
+        request.add_pods(key);
+        absl::StatusOr<v1::MatchResponse> match = client.Match(request);
+        if (!match.ok()) return match.status();
+        uint32_t matched = 0;
+        for (const v1::PodMatch& m : match->pods()) {
+          if (m.pod() == key && m.dp_rank() == rank) matched = m.matched_blocks();
+        }
+        if (matched != chain.size()) {
+          problem(absl::StrCat(name, ": chain of ", chain.size(), " blocks to leaf 0x", absl::Hex(hash),
+                               " matches ", matched));
+        }
+      }
+    }
+  }
+
+  for (const auto& prompt : prompts["prompts"]) {
+    v1::MatchRequest request;
+    request.set_model(prompts["model"].get<std::string>());
+    for (const auto& t : prompt["tokens"]) request.add_token_ids(t.get<uint32_t>());
+    absl::StatusOr<v1::MatchResponse> match = client.Match(request);
+    if (!match.ok()) return match.status();
+    std::set<std::tuple<std::string, uint32_t, uint32_t>> want, got;
+    for (const auto& e : prompt["expected"]) {
+      if (followed(e["pod"].get<std::string>())) {
+        want.emplace(e["pod"].get<std::string>(), e["dp_rank"].get<uint32_t>(), e["matched_blocks"].get<uint32_t>());
+      }
+    }
+    for (const v1::PodMatch& m : match->pods()) got.emplace(m.pod(), m.dp_rank(), m.matched_blocks());
+    if (want != got) {
+      auto show = [](const std::set<std::tuple<std::string, uint32_t, uint32_t>>& s) {
+        std::vector<std::string> parts;
+        for (const auto& [pod, rank, blocks] : s) parts.push_back(absl::StrCat(pod, "#", rank, "=", blocks));
+        return absl::StrJoin(parts, ",");
+      };
+      problem(absl::StrCat("prompt ", prompt["label"].get<std::string>(), ": expected {", show(want), "} got {",
+                           show(got), "}"));
+    }
+  }
+  if (problems.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
+}
+
+uint64_t ResidentBytes(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "VmRSS:")) {
+      uint64_t kb = 0;
+      std::istringstream fields(line.substr(6));
+      fields >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+v1::PodUpdate SnapshotUpdate(const v1::PodSnapshot& pods) {
+  v1::PodUpdate update;
+  *update.mutable_snapshot() = pods;
+  return update;
+}
+
+}  // namespace kvindex::testing

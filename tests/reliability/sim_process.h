@@ -1,0 +1,79 @@
+#pragma once
+
+// Helpers of the fault-injection, memory and soak tests: a real kvindex-sim
+// process (simulated engines with ground truth) and the comparison of a real
+// kvindex-server's answers with that truth.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/kvindex_client.h"
+#include "kvindex/v1/kvindex.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/server/subprocess.h"
+
+namespace kvindex::testing {
+
+// A kvindex-sim process writing its pods, truth and prompts files into a
+// fresh temporary directory (removed with the object).
+class SimProcess {
+ public:
+  // Starts kvindex-sim with `args` plus --pods_file/--truth_file/--prompts_file
+  // (--truth_interval=200ms) and waits (up to 30 s) for the pods file.
+  static absl::StatusOr<std::unique_ptr<SimProcess>> Start(std::vector<std::string> args);
+  ~SimProcess();
+
+  // The pods as the sim wrote them (a kvindex.v1.PodSnapshot).
+  const v1::PodSnapshot& pods() const { return pods_; }
+  Subprocess& process() { return *process_; }
+
+  // Waits until the sim logs that its traffic is done (run it with --keep_running).
+  absl::Status WaitTrafficDone(absl::Duration timeout);
+
+  // The latest truth and prompts documents (see tools/sim/truth_writer.h),
+  // written after the traffic ended when WaitTrafficDone() returned OK.
+  absl::StatusOr<nlohmann::json> Truth() const;
+  absl::StatusOr<nlohmann::json> Prompts() const;
+
+ private:
+  SimProcess() = default;
+  std::string dir_;
+  std::unique_ptr<Subprocess> process_;
+  v1::PodSnapshot pods_;
+};
+
+// A TCP port nothing listens on right now, with `count` - 1 free ports after it.
+uint32_t FreePortRange(uint32_t count);
+
+// Waits until the server has applied, for every worker of `truth`, the engine's
+// last seq (and is not replaying); FAILED_PRECONDITION with the laggards' state
+// after `timeout`.
+absl::Status WaitForCatchUp(client::KvIndexClient& client, const nlohmann::json& truth, absl::Duration timeout);
+
+// Compares the server with the simulator's ground truth, for the pods of
+// `truth` whose key is in `only_pods` (every pod when empty):
+//  - each worker holds as many blocks as its engine;
+//  - Match of each held chain (block hashes, from block 0 to a leaf) credits
+//    that worker with the whole chain (up to `max_chains` chains per worker);
+//  - Match of each prompt of `prompts` returns exactly the expected
+//    (pod, dp rank, matched blocks) of the followed pods, nothing more.
+// OK or FAILED_PRECONDITION listing the first differences.
+absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
+                              const nlohmann::json& prompts, const std::vector<std::string>& only_pods = {},
+                              size_t max_chains = 64);
+
+// Per-worker status of the server, keyed "namespace/name#rank".
+absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(client::KvIndexClient& client);
+
+// Resident set size of a process, bytes (VmRSS); 0 when unreadable.
+uint64_t ResidentBytes(int pid);
+
+// A PodUpdate carrying `pods` as a snapshot.
+v1::PodUpdate SnapshotUpdate(const v1::PodSnapshot& pods);
+
+}  // namespace kvindex::testing
