@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/ingest_metrics.h"
 #include "core/io_thread.h"
 #include "core/prefix_index.h"
 #include "core/worker_feed.h"
@@ -39,6 +40,7 @@ struct SubscriberConfig {
   std::string topic;            // SUB prefix filter; empty: every topic
   absl::Duration replay_timeout = absl::Seconds(2);
   size_t max_backlog = 100000;
+  IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
 };
 
 // ZeroMQ options every kvindex socket talking to engines gets.

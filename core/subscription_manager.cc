@@ -331,6 +331,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     }
     config.replay_timeout = options_.replay_timeout;
     config.max_backlog = options_.max_backlog;
+    config.metrics = options_.metrics;
     configs.push_back(std::move(config));
     entry.task_ids.push_back(next_id_++);
     entry.workers.push_back(std::make_shared<WorkerStatusCell>(rank));

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "core/ingest_metrics.h"
 #include "core/pod.h"
 #include "core/prefix_index.h"
 #include "core/worker_status.h"  // WorkerState, WorkerStateName, WorkerStatus
@@ -42,6 +43,9 @@ struct ManagerOptions {
   size_t max_pods = 10000;
   PodLimits pod_limits;
   size_t max_backlog = 100000;           // live batches held per worker while it replays
+  // Where ingestion is reported as it happens (events, gaps, replays, ...); not
+  // owned, must outlive the manager. null: not reported.
+  IngestMetrics* metrics = nullptr;
 };
 
 // Totals for GetStats and metrics.

@@ -1,19 +1,25 @@
 #include "core/worker_feed.h"
 
+#include <cmath>
 #include <utility>
 
 #include "core/event_decoder.h"
 
 namespace kvindex {
 
-WorkerFeed::WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank)
-    : sink_(sink), options_(options) {
+WorkerFeed::WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics)
+    : sink_(sink), options_(options), metrics_(metrics != nullptr ? *metrics : NoIngestMetrics()) {
   status_.dp_rank = dp_rank;
 }
 
 void WorkerFeed::Start(absl::Time now) {
   if (options_.has_replay) StartReplay(0, -1, now);
   UpdateState();
+}
+
+void WorkerFeed::OnBadFrame() {
+  ++status_.bad_frames;
+  metrics_.OnFeedEvent(FeedEvent::kBadFrame);
 }
 
 void WorkerFeed::OnConnected(bool connected) {
@@ -35,6 +41,7 @@ void WorkerFeed::OnLive(uint64_t seq, std::string_view payload, absl::Time now) 
   if (replay_.has_value()) {
     if (backlog_.size() >= options_.max_backlog) {
       ++status_.dropped;  // shows up as a gap once the replay ends
+      metrics_.OnFeedEvent(FeedEvent::kDroppedBatch);
       return;
     }
     backlog_.emplace_back(seq, std::string(payload));
@@ -48,6 +55,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   if (live_last_ >= 0 && s <= live_last_) {
     // A PUB never repeats a seq: the engine restarted and counts from 0 again.
     ++status_.restarts;
+    metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
     sink_->ClearBlocks();
     last_applied_ = -1;
     live_last_ = -1;
@@ -55,6 +63,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   }
   if (s <= last_applied_) {
     ++status_.duplicates;
+    metrics_.OnFeedEvent(FeedEvent::kDuplicateBatch);
     live_last_ = s;
     return;
   }
@@ -62,30 +71,37 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   if (s == last_applied_ + 1 ||
       (first && (!options_.has_replay || !replay_reachable_))) {
     live_last_ = s;
-    Apply(seq, payload);
+    Apply(seq, payload, now);
     return;
   }
   // Gap: batches last+1 .. s-1 were lost by the live stream.
   ++status_.gaps;
+  metrics_.OnFeedEvent(FeedEvent::kSeqGap);
   if (!options_.has_replay) {
     ClearUncovered();
     live_last_ = s;
-    Apply(seq, payload);
+    Apply(seq, payload, now);
     return;
   }
   backlog_.emplace_front(seq, std::string(payload));
   StartReplay(static_cast<uint64_t>(last_applied_ + 1), s, now);
 }
 
-void WorkerFeed::Apply(uint64_t seq, std::string_view payload) {
+void WorkerFeed::Apply(uint64_t seq, std::string_view payload, std::optional<absl::Time> received) {
   last_applied_ = static_cast<int64_t>(seq);
   status_.last_seq = last_applied_;
   absl::StatusOr<EventBatch> batch = DecodeEventBatch(payload);
   if (!batch.ok()) {
     ++status_.decode_errors;
+    metrics_.OnDecodeError(DecodeErrorReasonOf(batch.status()));
     return;
   }
   sink_->ApplyBatch(*batch);
+  std::optional<absl::Duration> lag;
+  if (received.has_value() && std::isfinite(batch->ts)) {
+    lag = (*received - absl::UnixEpoch()) - absl::Seconds(batch->ts);
+  }
+  metrics_.OnBatchApplied(*batch, lag);
   ++status_.batches;
   status_.events += batch->events.size();
   status_.last_event_ts = batch->ts;
@@ -94,6 +110,7 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload) {
 
 void WorkerFeed::ClearUncovered() {
   ++status_.uncovered_gaps;
+  metrics_.OnFeedEvent(FeedEvent::kUncoveredGap);
   sink_->ClearBlocks();
 }
 
@@ -116,12 +133,13 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
         replay_->failed = true;
         ClearUncovered();
       }
-      Apply(seq, payload);
+      Apply(seq, payload, std::nullopt);
       return;
     }
   }
   if (s <= last_applied_) {
     ++status_.duplicates;
+    metrics_.OnFeedEvent(FeedEvent::kDuplicateBatch);
     return;
   }
   if (s > last_applied_ + 1 && last_applied_ >= 0) {
@@ -129,7 +147,7 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
     replay_->failed = true;
     ClearUncovered();
   }
-  Apply(seq, payload);
+  Apply(seq, payload, std::nullopt);
 }
 
 void WorkerFeed::OnReplayEnd(absl::Time now) {
@@ -162,8 +180,10 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
   }
   if (timed_out || replay.failed || !reached) {
     ++status_.replays_failed;
+    metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);
   } else {
     ++status_.replays_ok;
+    metrics_.OnFeedEvent(FeedEvent::kReplayOk);
   }
   UpdateState();
   // Apply the live batches held meanwhile, in order; one may start a new replay.

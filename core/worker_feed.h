@@ -20,6 +20,7 @@
 //    uncovered_gaps, and the stream goes on from there.
 //  - An undecodable payload is counted and its seq consumed (a replay would
 //    return the same bytes).
+// Every count is also reported, as it happens, to an IngestMetrics.
 //
 // Thread safety: none; owned and called by one I/O thread.
 
@@ -32,6 +33,7 @@
 
 #include "absl/time/time.h"
 #include "core/event_batch.h"
+#include "core/ingest_metrics.h"
 #include "core/worker_status.h"
 
 namespace kvindex {
@@ -59,8 +61,8 @@ struct FeedOptions {
 
 class WorkerFeed {
  public:
-  // `sink` must outlive the feed.
-  WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank);
+  // `sink` and `metrics` must outlive the feed; null `metrics`: NoIngestMetrics().
+  WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics = nullptr);
 
   // Asks for replay from 0 when there is a replay endpoint.
   void Start(absl::Time now);
@@ -72,7 +74,7 @@ class WorkerFeed {
   // The replay end marker.
   void OnReplayEnd(absl::Time now);
   // A malformed message on either socket.
-  void OnBadFrame() { ++status_.bad_frames; }
+  void OnBadFrame();
   // The live socket connected (true) or lost its engine (false).
   void OnConnected(bool connected);
 
@@ -94,7 +96,8 @@ class WorkerFeed {
 
   // Handles a live batch outside a replay; may start one.
   void Process(uint64_t seq, std::string_view payload, absl::Time now);
-  void Apply(uint64_t seq, std::string_view payload);
+  // `received`: when a live batch arrived (for the lag metric); nullopt for replayed ones.
+  void Apply(uint64_t seq, std::string_view payload, std::optional<absl::Time> received);
   void StartReplay(uint64_t from, int64_t target, absl::Time now);
   void FinishReplay(bool timed_out, absl::Time now);
   // Clears the worker after an uncoverable gap.
@@ -103,6 +106,7 @@ class WorkerFeed {
 
   FeedSink* const sink_;
   const FeedOptions options_;
+  IngestMetrics& metrics_;
 
   int64_t last_applied_ = -1;  // -1: nothing yet (or since a restart)
   int64_t live_last_ = -1;     // last seq consumed from the live stream

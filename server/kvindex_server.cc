@@ -21,9 +21,11 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   if (!credentials.ok()) return credentials.status();
 
   std::unique_ptr<KvIndexServer> server(new KvIndexServer(std::move(options)));
+  server->options_.manager.metrics = &server->metrics_;
   const ServerOptions& opts = server->options_;
   IndexProvider* provider = server.get();
   server->manager_ = std::make_unique<SubscriptionManager>(provider, opts.manager);
+  server->metrics_.SetSources(&server->index_, server->manager_.get());
   if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
   if (!opts.initial_pods.empty()) {
     for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
@@ -32,8 +34,14 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
       }
     }
   }
-  server->service_ =
-      std::make_unique<KvIndexService>(&server->index_, server->manager_.get(), &opts.auth, opts.service);
+  server->service_ = std::make_unique<KvIndexService>(&server->index_, server->manager_.get(), &opts.auth,
+                                                      opts.service, &server->metrics_);
+  if (!opts.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(opts.metrics_listen, [metrics = &server->metrics_] { return metrics->Render(); });
+    if (!http.ok()) return http.status();
+    server->metrics_http_ = *std::move(http);
+  }
 
   // Both are process-wide switches of gRPC; setting them again is harmless.
   // Touching the health messages links their descriptors in, so that
@@ -62,6 +70,7 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
 void KvIndexServer::Shutdown(absl::Time deadline) {
   if (shut_down_) return;
   shut_down_ = true;
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
   if (server_ != nullptr) {
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService(); health != nullptr) {
       health->Shutdown();  // NOT_SERVING, and no later change

@@ -1,8 +1,9 @@
 #pragma once
 
 // KvIndexServer: the wired process minus flags and signals. Owns the
-// PrefixIndex, the SubscriptionManager that feeds it, the KvIndex service, and
-// the gRPC server with health and reflection. kvindex-server's main() and the
+// PrefixIndex, the SubscriptionManager that feeds it, the KvIndex service, the
+// gRPC server with health and reflection, and the metrics (KvIndexMetrics,
+// served on GET /metrics when metrics_listen is set). kvindex-server's main() and the
 // in-process tests both run exactly this.
 //
 // Thread safety: index(), pods(), port() may be used from any thread; Shutdown
@@ -14,12 +15,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/kvindex_metrics.h"
 #include "core/pod.h"
 #include "core/prefix_index.h"
 #include "core/subscription_manager.h"
 #include "grpcpp/server.h"
 #include "server/bearer_auth.h"
 #include "server/kvindex_service.h"
+#include "server/metrics_http_server.h"
 #include "server/server_credentials.h"
 
 namespace kvindex::server {
@@ -33,7 +36,10 @@ struct ServerOptions {
   int max_message_bytes = 16 << 20;
   ServiceOptions service;
   IndexOptions index;
-  ManagerOptions manager;
+  ManagerOptions manager;  // `metrics` is replaced by the server's own
+  // host:port of the Prometheus endpoint GET /metrics (port 0 picks one, see
+  // metrics_port()); empty: not served (metrics are still kept).
+  std::string metrics_listen;
   // Applied as a snapshot before the server starts accepting calls (--pods_file).
   std::vector<Pod> initial_pods;
 };
@@ -41,8 +47,8 @@ struct ServerOptions {
 class KvIndexServer : private IndexProvider {
  public:
   // Builds everything, starts the subscriptions and applies initial_pods, then
-  // starts serving. UNAVAILABLE when the address cannot be bound; the status of
-  // credentials or manager start-up when those fail.
+  // starts serving. UNAVAILABLE when the address (or metrics_listen) cannot be
+  // bound; the status of credentials or manager start-up when those fail.
   static absl::StatusOr<std::unique_ptr<KvIndexServer>> Start(ServerOptions options);
 
   ~KvIndexServer() override;  // Shutdown(absl::Now())
@@ -51,11 +57,14 @@ class KvIndexServer : private IndexProvider {
 
   // The bound port (the chosen one when listen said port 0).
   int port() const { return port_; }
+  // The bound metrics port; 0 when metrics are not served.
+  int metrics_port() const { return metrics_http_ != nullptr ? metrics_http_->port() : 0; }
 
   PrefixIndex& index() { return index_; }
   SubscriptionManager& pods() { return *manager_; }
+  KvIndexMetrics& metrics() { return metrics_; }
 
-  // Health turns NOT_SERVING, new calls are refused, SyncPods streams are
+  // The metrics endpoint stops, health turns NOT_SERVING, new calls are refused, SyncPods streams are
   // cancelled, in-flight unary calls get until `deadline` to finish (then they
   // are cancelled), and finally every subscription stops. Idempotent.
   void Shutdown(absl::Time deadline);
@@ -67,9 +76,11 @@ class KvIndexServer : private IndexProvider {
   // Constant after Start().
   ServerOptions options_;
   PrefixIndex index_;
+  KvIndexMetrics metrics_;  // reported into by the manager and the service: outlives both
   std::unique_ptr<SubscriptionManager> manager_;
   std::unique_ptr<KvIndexService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;  // renders from all of the above: destroyed first
   int port_ = 0;
 
   bool shut_down_ = false;

@@ -45,8 +45,8 @@ grpc::Status InvalidArgument(std::string message) {
 }  // namespace
 
 KvIndexService::KvIndexService(PrefixIndex* index, SubscriptionManager* pods, const BearerAuth* auth,
-                               ServiceOptions options)
-    : index_(index), pods_(pods), auth_(auth), options_(options), started_(absl::Now()) {}
+                               ServiceOptions options, KvIndexMetrics* metrics)
+    : index_(index), pods_(pods), auth_(auth), options_(options), metrics_(metrics), started_(absl::Now()) {}
 
 grpc::Status KvIndexService::Authorize(const grpc::ServerContext& context, bool sync_pods) const {
   absl::string_view authorization;
@@ -59,26 +59,37 @@ grpc::Status KvIndexService::Authorize(const grpc::ServerContext& context, bool 
 
 grpc::Status KvIndexService::Match(grpc::ServerContext* context, const v1::MatchRequest* request,
                                    v1::MatchResponse* response) {
-  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  const absl::Time start = absl::Now();
+  grpc::Status status = AnswerMatch(*context, *request, response);
+  if (metrics_ != nullptr) {
+    // grpc::StatusCode and absl::StatusCode share their numbers and names.
+    metrics_->OnMatch(static_cast<absl::StatusCode>(status.error_code()), absl::Now() - start);
+  }
+  return status;
+}
+
+grpc::Status KvIndexService::AnswerMatch(const grpc::ServerContext& context, const v1::MatchRequest& request,
+                                         v1::MatchResponse* response) {
+  if (grpc::Status status = Authorize(context, /*sync_pods=*/false); !status.ok()) return status;
   auto refuse = [this](std::string message) {
     match_errors_.fetch_add(1, std::memory_order_relaxed);
     return InvalidArgument(std::move(message));
   };
-  if (static_cast<uint64_t>(request->token_ids_size()) > options_.max_match_tokens) {
-    return refuse(absl::StrCat("Match carries ", request->token_ids_size(), " token_ids; the limit is ",
+  if (static_cast<uint64_t>(request.token_ids_size()) > options_.max_match_tokens) {
+    return refuse(absl::StrCat("Match carries ", request.token_ids_size(), " token_ids; the limit is ",
                                options_.max_match_tokens, " (--max_match_tokens)"));
   }
-  if (static_cast<uint64_t>(request->block_hashes_size()) > options_.max_match_tokens) {
-    return refuse(absl::StrCat("Match carries ", request->block_hashes_size(), " block_hashes; the limit is ",
+  if (static_cast<uint64_t>(request.block_hashes_size()) > options_.max_match_tokens) {
+    return refuse(absl::StrCat("Match carries ", request.block_hashes_size(), " block_hashes; the limit is ",
                                options_.max_match_tokens, " (--max_match_tokens)"));
   }
-  for (const auto& [medium, weight] : request->medium_weights()) {
+  for (const auto& [medium, weight] : request.medium_weights()) {
     if (!std::isfinite(weight) || weight < 0) {
       return refuse(absl::StrCat("medium_weights[\"", medium, "\"] must be finite and >= 0"));
     }
   }
   std::vector<std::string> pods;
-  absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(*request, &pods));
+  absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &pods));
   if (!result.ok()) {
     match_errors_.fetch_add(1, std::memory_order_relaxed);
     return ToGrpcStatus(result.status());

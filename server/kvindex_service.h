@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "core/kvindex_metrics.h"
 #include "core/prefix_index.h"
 #include "core/subscription_manager.h"
 #include "kvindex/v1/kvindex.grpc.pb.h"
@@ -27,9 +28,10 @@ struct ServiceOptions {
 
 class KvIndexService final : public v1::KvIndex::Service {
  public:
-  // `index`, `pods` and `auth` are not owned and must outlive the service.
+  // `index`, `pods`, `auth` and `metrics` are not owned and must outlive the
+  // service; every Match is counted (by code) and timed in `metrics` unless null.
   KvIndexService(PrefixIndex* index, SubscriptionManager* pods, const BearerAuth* auth,
-                 ServiceOptions options);
+                 ServiceOptions options, KvIndexMetrics* metrics = nullptr);
   KvIndexService(const KvIndexService&) = delete;
   KvIndexService& operator=(const KvIndexService&) = delete;
 
@@ -49,6 +51,9 @@ class KvIndexService final : public v1::KvIndex::Service {
 
  private:
   grpc::Status Authorize(const grpc::ServerContext& context, bool sync_pods) const;
+  // Match without the metrics.
+  grpc::Status AnswerMatch(const grpc::ServerContext& context, const v1::MatchRequest& request,
+                           v1::MatchResponse* response);
   v1::PodUpdateAck Apply(const v1::PodUpdate& update);
 
   // Constant after construction.
@@ -56,6 +61,7 @@ class KvIndexService final : public v1::KvIndex::Service {
   SubscriptionManager* const pods_;
   const BearerAuth* const auth_;
   const ServiceOptions options_;
+  KvIndexMetrics* const metrics_;
   const absl::Time started_;
 
   std::atomic<uint64_t> matches_{0};

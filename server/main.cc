@@ -45,7 +45,7 @@ ABSL_FLAG(std::string, pods_file, "",
           "control plane).");
 ABSL_FLAG(uint32_t, max_match_tokens, 1000000, "Most token_ids (or block_hashes) one Match may carry.");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
-          "Prometheus /metrics address; empty disables. Accepted now, served from a later release.");
+          "Prometheus GET /metrics address host:port (port 0 picks a free port); empty disables.");
 ABSL_FLAG(int32_t, max_message_bytes, 16 << 20, "Largest gRPC request or response message, in bytes.");
 ABSL_FLAG(uint64_t, max_pods, 10000, "Most pods followed at once; further new pods are rejected.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
@@ -82,6 +82,7 @@ constexpr absl::Duration kStopBudget = absl::Milliseconds(4800);
 absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   kvindex::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   options.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
                  .key_file = absl::GetFlag(FLAGS_tls_key_file),
                  .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
@@ -166,13 +167,11 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", options.status().ToString());
     return 2;
   }
-  if (const std::string metrics = absl::GetFlag(FLAGS_metrics_listen); !metrics.empty()) {
-    spdlog::info("--metrics_listen={} accepted; the /metrics endpoint is not served by this release", metrics);
-  }
   const bool tls = !options->tls.cert_file.empty();
   const bool mtls = !options->tls.client_ca_file.empty();
   const bool auth = options->auth.enabled();
   const std::string listen = options->listen;
+  const std::string metrics_listen = options->metrics_listen;
   const size_t initial_pods = options->initial_pods.size();
 
   absl::StatusOr<std::unique_ptr<kvindex::server::KvIndexServer>> server =
@@ -184,6 +183,11 @@ int main(int argc, char** argv) {
   spdlog::info("kvindex-server listening on {} ({}{}, {} pods from --pods_file, kv event sync {})",
                BoundAddress(listen, (*server)->port()), mtls ? "mTLS" : (tls ? "TLS" : "plaintext"),
                auth ? ", token required" : "", initial_pods, absl::GetFlag(FLAGS_kv_event_sync) ? "on" : "off");
+  if ((*server)->metrics_port() != 0) {
+    spdlog::info("metrics on http://{}/metrics", BoundAddress(metrics_listen, (*server)->metrics_port()));
+  } else {
+    spdlog::info("metrics endpoint disabled (--metrics_listen is empty)");
+  }
 
   int signal_number = 0;
   while (sigwait(&stop_signals, &signal_number) != 0) {

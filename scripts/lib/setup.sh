@@ -8,6 +8,7 @@ KVINDEX_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libabsl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libspdlog-dev nlohmann-json3-dev
+  libcpp-httplib-dev  # GET /metrics (server/metrics_http_server.cc)
   python3 python3-grpcio python3-grpc-tools grpc-proto openssl
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml  # chart check
   clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz, scripts/test --fuzz)

@@ -1,5 +1,7 @@
 #include "core/worker_feed.h"
 
+#include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -247,6 +249,81 @@ TEST_F(WorkerFeedTest, ConnectedStateWithoutTraffic) {
   EXPECT_EQ(feed.status().state, WorkerState::kLive);
   feed.OnConnected(false);
   EXPECT_EQ(feed.status().state, WorkerState::kConnecting);
+}
+
+// Tallies what the feed reports to its IngestMetrics.
+class RecordingMetrics : public IngestMetrics {
+ public:
+  void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) override {
+    ++batches;
+    events += batch.events.size();
+    lags.push_back(lag);
+  }
+  void OnDecodeError(DecodeErrorReason reason) override { decode_errors.push_back(reason); }
+  void OnFeedEvent(FeedEvent event) override { ++counts[static_cast<size_t>(event)]; }
+
+  uint64_t Count(FeedEvent event) const { return counts[static_cast<size_t>(event)]; }
+
+  uint64_t batches = 0;
+  uint64_t events = 0;
+  std::vector<std::optional<absl::Duration>> lags;
+  std::vector<DecodeErrorReason> decode_errors;
+  std::array<uint64_t, kFeedEventCount> counts{};
+};
+
+// Every counter of WorkerStatus is reported to the metrics as it happens, so
+// the metrics agree with the status through gaps, replays (ok, incomplete,
+// timed out), restarts, decode errors, bad frames, duplicates and drops.
+TEST_F(WorkerFeedTest, MetricsAgreeWithTheStatus) {
+  RecordingMetrics metrics;
+  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), /*max_backlog=*/2}, 0, &metrics);
+  feed.Start(now_);
+  Replayed(feed, 0);
+  feed.OnReplayEnd(now_);                                  // replay ok
+  Live(feed, 0);                                           // duplicate
+  Live(feed, 1);
+  feed.OnLive(2, "\xc1 not msgpack", now_);                // decode error
+  Live(feed, 5);                                           // gap: replay from 3
+  for (uint64_t s : {6, 7, 8}) Live(feed, s);              // 6 held (with 5), 7 and 8 dropped
+  Replayed(feed, 3);
+  feed.OnReplayEnd(now_);                                  // incomplete: 4 never came, cleared
+  Live(feed, 9);                                           // gap (7, 8 dropped): replay from 7
+  feed.OnTimer(now_ + absl::Seconds(3));                   // replay timed out, cleared
+  feed.OnBadFrame();
+  Live(feed, 0);                                           // engine restart
+  const WorkerStatus& status = feed.status();
+  EXPECT_EQ(status.replays_ok, 1u);
+  EXPECT_EQ(status.replays_failed, 2u);
+  EXPECT_GE(status.restarts, 1u);
+
+  EXPECT_EQ(metrics.batches, status.batches);
+  EXPECT_EQ(metrics.events, status.events);
+  EXPECT_EQ(metrics.decode_errors.size(), status.decode_errors);
+  EXPECT_THAT(metrics.decode_errors, ElementsAre(DecodeErrorReason::kMalformed));
+  EXPECT_EQ(metrics.Count(FeedEvent::kBadFrame), status.bad_frames);
+  EXPECT_EQ(metrics.Count(FeedEvent::kDuplicateBatch), status.duplicates);
+  EXPECT_EQ(metrics.Count(FeedEvent::kDroppedBatch), status.dropped);
+  EXPECT_EQ(metrics.Count(FeedEvent::kSeqGap), status.gaps);
+  EXPECT_EQ(metrics.Count(FeedEvent::kUncoveredGap), status.uncovered_gaps);
+  EXPECT_EQ(metrics.Count(FeedEvent::kEngineRestart), status.restarts);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayOk), status.replays_ok);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayTimeout), 1u);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayIncomplete), 1u);
+  EXPECT_GT(status.dropped, 0u);
+  EXPECT_GT(status.duplicates, 0u);
+}
+
+// Lag (now - the batch's engine ts) is reported for live batches only.
+TEST_F(WorkerFeedTest, LagIsReportedForLiveBatchesOnly) {
+  RecordingMetrics metrics;
+  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), 100}, 0, &metrics);
+  feed.Start(now_);
+  Replayed(feed, 0);  // ts 0
+  feed.OnReplayEnd(now_);
+  Live(feed, 1);  // ts 1, received at 1000
+  ASSERT_EQ(metrics.lags.size(), 2u);
+  EXPECT_EQ(metrics.lags[0], std::nullopt);
+  EXPECT_EQ(metrics.lags[1], absl::Seconds(999));
 }
 
 }  // namespace

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# scripts/run --demo [--demo_seconds=N]: kvindex-server and kvindex-sim (4 simulated vLLM pods
+# sharing system prompts, with a CPU offload tier) on free local ports, the sim's pods applied over
+# gRPC with `kvindex pods apply`, then every second a few Match answers (which pod, cached tokens,
+# GPU/CPU) until Ctrl-C, or for N seconds. Everything it started is stopped on exit.
+# Usage: demo.sh BIN_DIR [--demo_seconds=N]   (scripts/run builds first, then calls this)
+set -euo pipefail
+
+bin=$1
+shift
+seconds=0
+for arg in "$@"; do
+  case "$arg" in
+    --demo_seconds=*) seconds="${arg#--demo_seconds=}" ;;
+    *) echo "usage: scripts/run --demo [--demo_seconds=N]" >&2; exit 2 ;;
+  esac
+done
+for exe in kvindex-server kvindex-sim kvindex; do
+  [ -x "$bin/$exe" ] || { echo "demo: $bin/$exe is not built" >&2; exit 1; }
+done
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/kvindex-demo.XXXXXX")"
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Waits up to $2 seconds for the command $1 to succeed; shows $3 and the logs when it does not.
+await() {
+  local deadline=$((SECONDS + $2))
+  until eval "$1"; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "demo: $3" >&2
+      tail -n 20 "$work"/*.log >&2 || true
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+# kvindex-server: gRPC and metrics on ports the kernel picks; the log says which.
+"$bin/kvindex-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 >"$work/server.log" 2>&1 &
+pids+=($!)
+await "grep -q 'listening on 127.0.0.1:' '$work/server.log'" 20 "kvindex-server did not start"
+server="127.0.0.1:$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.log" | head -n 1)"
+metrics="$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$work/server.log" | head -n 1)"
+
+# kvindex-sim: 4 pods on ephemeral ports (written to pods.textproto once bound), small GPU caches
+# offloading to CPU so that both tiers show, sample prompts with its ground truth every second.
+"$bin/kvindex-sim" --pods=4 --base_port=0 --pods_file="$work/pods.textproto" \
+  --prompts_file="$work/prompts.json" --truth_interval=1s --rate=10 \
+  --capacity_blocks=192 --cpu_capacity_blocks=512 --stats_interval=0 --log_level=warn >"$work/sim.log" 2>&1 &
+pids+=($!)
+await "[ -s '$work/pods.textproto' ]" 20 "kvindex-sim did not bind its sockets"
+
+echo "demo: kvindex-server on $server (metrics: $metrics); kvindex-sim publishing 4 pods; applying them:"
+"$bin/kvindex" pods apply -f "$work/pods.textproto" --server "$server"
+echo "demo: try, from another terminal: $bin/kvindex pods list --server $server ; curl -s $metrics"
+[ "$seconds" = 0 ] && echo "demo: Ctrl-C stops it all."
+
+# In the background, so that a TERM to this script stops it too (cleanup); it takes Ctrl-C itself.
+python3 "$here/demo_match.py" --kvindex "$bin/kvindex" --server "$server" --prompts "$work/prompts.json" \
+  --seconds "$seconds" &
+pids+=($!)
+wait $!
