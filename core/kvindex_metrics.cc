@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
@@ -39,7 +42,7 @@ KvIndexMetrics::KvIndexMetrics() {
   families_.member = &registry_.AddCounter(name, help, labels(label));
 #define KVINDEX_ADD_GAUGE(member, name, label, help) families_.member = &registry_.AddGauge(name, help, labels(label));
 #define KVINDEX_ADD_HISTOGRAM(member, name, label, bounds, help) \
-  families_.member = &registry_.AddHistogram(name, help, bounds, labels(label));
+  families_.member = &registry_.AddHistogram(name, help, {std::begin(bounds), std::end(bounds)}, labels(label));
   KVINDEX_METRICS(KVINDEX_ADD_COUNTER, KVINDEX_ADD_GAUGE, KVINDEX_ADD_HISTOGRAM)
 #undef KVINDEX_ADD_COUNTER
 #undef KVINDEX_ADD_GAUGE
@@ -109,7 +112,10 @@ void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, std::optional<absl:
   if (batch.skipped_events != 0) events_by_type_[3]->Increment(batch.skipped_events);
   batches_->Increment();
   // A clock behind the engine's is no negative lag: it lands in the first bucket.
-  if (lag.has_value()) event_lag_->Observe(std::max(0.0, absl::ToDoubleSeconds(*lag)));
+  // An absurd engine timestamp (an infinite lag) would poison the sum: skipped.
+  if (lag.has_value() && std::isfinite(absl::ToDoubleSeconds(*lag))) {
+    event_lag_->Observe(std::max(0.0, absl::ToDoubleSeconds(*lag)));
+  }
 }
 
 void KvIndexMetrics::OnDecodeError(DecodeErrorReason reason) {

@@ -167,6 +167,7 @@ TEST(KvIndexMetricsTest, IngestionAndMatchAreCounted) {
   metrics.OnBatchApplied(batch, absl::Milliseconds(3));
   metrics.OnBatchApplied(batch, std::nullopt);       // replayed: no lag
   metrics.OnBatchApplied(batch, absl::Seconds(-1));  // engine clock ahead: first bucket
+  metrics.OnBatchApplied(batch, absl::InfiniteDuration());  // absurd engine ts: no lag
   metrics.OnDecodeError(DecodeErrorReason::kTruncated);
   metrics.OnFeedEvent(FeedEvent::kSeqGap);
   metrics.OnFeedEvent(FeedEvent::kReplayIncomplete);
@@ -175,11 +176,11 @@ TEST(KvIndexMetricsTest, IngestionAndMatchAreCounted) {
   metrics.OnMatch(absl::StatusCode::kInvalidArgument, absl::Microseconds(10));
   absl::StatusOr<PrometheusScrape> s = ParsePrometheusText(metrics.Render());
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->Get("kvindex_events_total{type=\"block_stored\"}"), 6.0);
-  EXPECT_EQ(s->Get("kvindex_events_total{type=\"block_removed\"}"), 3.0);
-  EXPECT_EQ(s->Get("kvindex_events_total{type=\"all_blocks_cleared\"}"), 3.0);
-  EXPECT_EQ(s->Get("kvindex_events_total{type=\"unknown\"}"), 3.0);
-  EXPECT_EQ(s->Get("kvindex_batches_total"), 3.0);
+  EXPECT_EQ(s->Get("kvindex_events_total{type=\"block_stored\"}"), 8.0);
+  EXPECT_EQ(s->Get("kvindex_events_total{type=\"block_removed\"}"), 4.0);
+  EXPECT_EQ(s->Get("kvindex_events_total{type=\"all_blocks_cleared\"}"), 4.0);
+  EXPECT_EQ(s->Get("kvindex_events_total{type=\"unknown\"}"), 4.0);
+  EXPECT_EQ(s->Get("kvindex_batches_total"), 4.0);
   EXPECT_EQ(s->Get("kvindex_event_lag_seconds_count"), 2.0);
   EXPECT_EQ(s->Get("kvindex_event_lag_seconds_bucket{le=\"0.001\"}"), 1.0);
   EXPECT_EQ(s->Get("kvindex_event_lag_seconds_bucket{le=\"0.005\"}"), 2.0);
