@@ -63,7 +63,7 @@ class ProbeTable {
       *inserted = false;
       return pos;
     }
-    if ((size_ + 1) * 20 > capacity_ * 17) Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ / 2);
+    if ((size_ + 1) * 20 > capacity_ * 17) Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ * 3 / 10);
     *inserted = true;
     ++size_;
     return Place(Mix(key), V{}, tag);
