@@ -9,10 +9,9 @@
 // How: in a TSan build (and only there; see sanitizers.cmake) this object is
 // linked into every executable and *defines* the out-of-line entry points of
 // absl::Mutex, absl::CondVar and absl::Notification. Those definitions take
-// precedence over the shared library's (calls from our objects bind to them at
-// link time; calls from other shared objects -- gRPC uses absl::Mutex too --
-// bind to them at run time because the executable exports them, see
-// --export-dynamic-symbol in sanitizers.cmake). Each one wraps the library's
+// precedence over the shared library's for calls from our objects (they bind
+// at link time; the executable does not export them, so shared libraries such
+// as gRPC keep using Abseil's own). Each one wraps the library's
 // real function (found with dlsym(RTLD_NEXT)) in exactly the annotation calls
 // that Abseil's own mutex.cc makes when it is built with TSan
 // (ABSL_TSAN_MUTEX_PRE_LOCK / POST_LOCK / PRE_UNLOCK / POST_UNLOCK, see
@@ -34,10 +33,15 @@
 // shared or exclusively is tracked per thread (ReaderLock* calls), because TSan
 // checks that a reader unlock matches a reader lock.
 //
-// Calls made by Abseil itself (Notification and CondVar use their own Mutex;
-// some of those calls reach these definitions through the PLT and some do
-// not) are passed through unannotated: only a consistent subset of one
-// mutex's operations may be annotated, and Notification is annotated directly.
+// Only calls from the executable's own (instrumented) code are annotated; a
+// call from a shared library (should one ever bind here) is passed straight
+// through: a library such as
+// Abseil (Notification and CondVar use their own Mutex) or gRPC reaches some
+// of these entry points through the PLT and others internally, so annotating
+// them would show TSan half of a mutex's operations; their memory accesses
+// are not checked anyway (tsan.supp), and Notification is annotated directly.
+// Calls made while one of these definitions runs (AwaitWithTimeout tail-calls
+// AwaitWithDeadline) belong to the outer, already annotated, operation.
 //
 // absl::Notification: Notify() releases on the notification (and on its
 // notified_yet_ flag, which the inline HasBeenNotified() loads with acquire
@@ -88,45 +92,49 @@ void* RealFunction(const char* suffix, bool const_member) {
   return fn;
 }
 
-// Address range of the loaded object (libabsl_synchronization) holding `fn`.
+// Address range of the main executable's loaded segments.
 struct CodeRange {
-  uintptr_t begin = 0;
+  uintptr_t begin = ~uintptr_t{0};
   uintptr_t end = 0;
 };
 
-CodeRange RangeOf(void* fn) {
-  Dl_info info{};
+CodeRange ExecutableRange() {
   CodeRange range;
-  if (dladdr(fn, &info) == 0) return range;
-  struct Search {
-    uintptr_t base;
-    CodeRange* range;
-  } search{reinterpret_cast<uintptr_t>(info.dli_fbase), &range};
   dl_iterate_phdr(
       [](dl_phdr_info* object, size_t, void* data) {
-        auto* s = static_cast<Search*>(data);
-        uintptr_t lo = ~uintptr_t{0}, hi = 0;
+        auto* r = static_cast<CodeRange*>(data);
         for (int i = 0; i < object->dlpi_phnum; ++i) {
           const ElfW(Phdr)& ph = object->dlpi_phdr[i];
           if (ph.p_type != PT_LOAD) continue;
-          lo = std::min<uintptr_t>(lo, object->dlpi_addr + ph.p_vaddr);
-          hi = std::max<uintptr_t>(hi, object->dlpi_addr + ph.p_vaddr + ph.p_memsz);
+          r->begin = std::min<uintptr_t>(r->begin, object->dlpi_addr + ph.p_vaddr);
+          r->end = std::max<uintptr_t>(r->end, object->dlpi_addr + ph.p_vaddr + ph.p_memsz);
         }
-        if (lo > s->base || s->base >= hi) return 0;
-        s->range->begin = lo;
-        s->range->end = hi;
-        return 1;
+        return 1;  // the first object is the executable
       },
-      &search);
+      &range);
   return range;
 }
 
-// Whether `caller` (a return address) is inside Abseil's synchronization library.
-bool FromAbsl(void* caller) {
-  static const CodeRange absl = RangeOf(RealFunction("5Mutex4LockEv", false));
+// Whether `caller` (a return address) is code of the executable, i.e. ours
+// (compiled with -fsanitize=thread), as opposed to a shared library's.
+bool FromExecutable(void* caller) {
+  static const CodeRange exe = ExecutableRange();
   const auto pc = reinterpret_cast<uintptr_t>(caller);
-  return absl.begin <= pc && pc < absl.end;
+  return exe.begin <= pc && pc < exe.end;
 }
+
+// How many of the definitions below this thread is inside. A real function
+// may reach another one (AwaitWithTimeout tail-calls AwaitWithDeadline): that
+// inner call is part of the outer, already annotated, operation.
+thread_local int wrapper_depth = 0;
+
+struct DepthGuard {
+  DepthGuard() { ++wrapper_depth; }
+  ~DepthGuard() { --wrapper_depth; }
+};
+
+// Whether a call from `caller` goes straight to the real function.
+bool Passthrough(void* caller) { return wrapper_depth > 0 || !FromExecutable(caller); }
 
 // Resolved once per function, on first use (static init is thread-safe).
 #define KVINDEX_REAL(type, suffix, is_const) \
@@ -198,21 +206,27 @@ ABSL_NAMESPACE_BEGIN
 
 void Mutex::Lock() {
   KVINDEX_REAL(void (*)(Mutex*), "5Mutex4LockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   LockScope scope(this, 0);
   real(this);
 }
 
 void Mutex::ReaderLock() {
   KVINDEX_REAL(void (*)(Mutex*), "5Mutex10ReaderLockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   LockScope scope(this, __tsan_mutex_read_lock);
   real(this);
 }
 
 bool Mutex::TryLock() {
   KVINDEX_REAL(bool (*)(Mutex*), "5Mutex7TryLockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   __tsan_mutex_pre_lock(this, __tsan_mutex_try_lock);
   const bool locked = real(this);
   __tsan_mutex_post_lock(this, __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed), 0);
@@ -221,7 +235,9 @@ bool Mutex::TryLock() {
 
 bool Mutex::ReaderTryLock() {
   KVINDEX_REAL(bool (*)(Mutex*), "5Mutex13ReaderTryLockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   const unsigned flags = __tsan_mutex_read_lock | __tsan_mutex_try_lock;
   __tsan_mutex_pre_lock(this, flags);
   const bool locked = real(this);
@@ -232,7 +248,9 @@ bool Mutex::ReaderTryLock() {
 
 void Mutex::Unlock() {
   KVINDEX_REAL(void (*)(Mutex*), "5Mutex6UnlockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   __tsan_mutex_pre_unlock(this, 0);
   real(this);
   __tsan_mutex_post_unlock(this, 0);
@@ -240,7 +258,9 @@ void Mutex::Unlock() {
 
 void Mutex::ReaderUnlock() {
   KVINDEX_REAL(void (*)(Mutex*), "5Mutex12ReaderUnlockEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   PopReader(this);
   __tsan_mutex_pre_unlock(this, __tsan_mutex_read_lock);
   real(this);
@@ -249,14 +269,18 @@ void Mutex::ReaderUnlock() {
 
 void Mutex::LockWhen(const Condition& cond) {
   KVINDEX_REAL(void (*)(Mutex*, const Condition&), "5Mutex8LockWhenERKNS0_9ConditionE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond);
   LockScope scope(this, 0);
   real(this, cond);
 }
 
 void Mutex::ReaderLockWhen(const Condition& cond) {
   KVINDEX_REAL(void (*)(Mutex*, const Condition&), "5Mutex14ReaderLockWhenERKNS0_9ConditionE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond);
   LockScope scope(this, __tsan_mutex_read_lock);
   real(this, cond);
 }
@@ -265,7 +289,9 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Duration),
                "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, timeout);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, timeout);
   LockScope scope(this, 0);
   return real(this, cond, timeout);
 }
@@ -273,7 +299,9 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Duration),
                "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, timeout);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, timeout);
   LockScope scope(this, __tsan_mutex_read_lock);
   return real(this, cond, timeout);
 }
@@ -281,7 +309,9 @@ bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Time),
                "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, deadline);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, deadline);
   LockScope scope(this, 0);
   return real(this, cond, deadline);
 }
@@ -289,14 +319,18 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, Time deadline) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Time),
                "5Mutex26ReaderLockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, deadline);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, deadline);
   LockScope scope(this, __tsan_mutex_read_lock);
   return real(this, cond, deadline);
 }
 
 void Mutex::Await(const Condition& cond) {
   KVINDEX_REAL(void (*)(Mutex*, const Condition&), "5Mutex5AwaitERKNS0_9ConditionE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond);
   RelockScope scope(this);
   real(this, cond);
 }
@@ -304,7 +338,9 @@ void Mutex::Await(const Condition& cond) {
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Duration),
                "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, timeout);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, timeout);
   RelockScope scope(this);
   return real(this, cond, timeout);
 }
@@ -312,7 +348,9 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   KVINDEX_REAL(bool (*)(Mutex*, const Condition&, Time),
                "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, cond, deadline);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, cond, deadline);
   RelockScope scope(this);
   return real(this, cond, deadline);
 }
@@ -321,7 +359,9 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
 
 void CondVar::Wait(Mutex* mu) {
   KVINDEX_REAL(void (*)(CondVar*, Mutex*), "7CondVar4WaitEPNS0_5MutexE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, mu);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, mu);
   RelockScope scope(mu);
   real(this, mu);
 }
@@ -329,14 +369,18 @@ void CondVar::Wait(Mutex* mu) {
 bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
   KVINDEX_REAL(bool (*)(CondVar*, Mutex*, Duration), "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE",
                false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, mu, timeout);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, mu, timeout);
   RelockScope scope(mu);
   return real(this, mu, timeout);
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
   KVINDEX_REAL(bool (*)(CondVar*, Mutex*, Time), "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, mu, deadline);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, mu, deadline);
   RelockScope scope(mu);
   return real(this, mu, deadline);
 }
@@ -345,7 +389,9 @@ bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
 
 void Notification::Notify() {
   KVINDEX_REAL(void (*)(Notification*), "12Notification6NotifyEv", false);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   __tsan_release(this);
   __tsan_release(NotifiedFlag(this));
   real(this);
@@ -353,7 +399,9 @@ void Notification::Notify() {
 
 void Notification::WaitForNotification() const {
   KVINDEX_REAL(void (*)(const Notification*), "12Notification19WaitForNotificationEv", true);
-  if (FromAbsl(__builtin_return_address(0))) return real(this);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this);
   real(this);
   __tsan_acquire(const_cast<Notification*>(this));
 }
@@ -361,7 +409,9 @@ void Notification::WaitForNotification() const {
 bool Notification::WaitForNotificationWithTimeout(Duration timeout) const {
   KVINDEX_REAL(bool (*)(const Notification*, Duration), "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE",
                true);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, timeout);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, timeout);
   const bool notified = real(this, timeout);
   if (notified) __tsan_acquire(const_cast<Notification*>(this));
   return notified;
@@ -370,7 +420,9 @@ bool Notification::WaitForNotificationWithTimeout(Duration timeout) const {
 bool Notification::WaitForNotificationWithDeadline(Time deadline) const {
   KVINDEX_REAL(bool (*)(const Notification*, Time), "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE",
                true);
-  if (FromAbsl(__builtin_return_address(0))) return real(this, deadline);
+  const bool pass = Passthrough(__builtin_return_address(0));
+  DepthGuard depth;  // also for passed-through calls: real ones may reach another entry point
+  if (pass) return real(this, deadline);
   const bool notified = real(this, deadline);
   if (notified) __tsan_acquire(const_cast<Notification*>(this));
   return notified;

@@ -34,13 +34,6 @@ if(KVINDEX_SANITIZE STREQUAL "thread" OR KVINDEX_SANITIZE STREQUAL "address")
     target_sources(kvindex_sanitizer_support PRIVATE ${CMAKE_CURRENT_LIST_DIR}/absl_tsan_annotations.cc)
     target_compile_definitions(kvindex_sanitizer_support PRIVATE KVINDEX_SANITIZE_THREAD)
     target_link_libraries(kvindex_sanitizer_support PUBLIC absl::synchronization absl::time ${CMAKE_DL_LIBS})
-    # The executable exports its absl::Mutex/CondVar/Notification definitions so
-    # that shared libraries (gRPC) bind to the annotated ones too.
-    add_link_options(
-      "LINKER:--export-dynamic-symbol=_ZN4absl*5Mutex*"
-      "LINKER:--export-dynamic-symbol=_ZN4absl*7CondVar*"
-      "LINKER:--export-dynamic-symbol=_ZN4absl*12Notification*"
-      "LINKER:--export-dynamic-symbol=_ZNK4absl*12Notification*")
   else()
     target_compile_definitions(kvindex_sanitizer_support PRIVATE KVINDEX_SANITIZE_ADDRESS)
   endif()
