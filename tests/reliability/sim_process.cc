@@ -19,7 +19,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "proto/text_proto.h"
 #include "tests/server/server_process.h"
 
 namespace kvindex::testing {
@@ -65,7 +64,7 @@ std::string WorkerName(const std::string& pod, uint32_t rank) { return absl::Str
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::string> args) {
+absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::string> args, bool read_pods) {
   std::unique_ptr<SimProcess> sim(new SimProcess());
   static int serial = 0;
   sim->dir_ = (std::filesystem::temp_directory_path() /
@@ -73,7 +72,6 @@ absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::s
                   .string();
   std::filesystem::create_directories(sim->dir_);
   std::vector<std::string> argv = {BinPath("kvindex-sim"),
-                                   absl::StrCat("--pods_file=", sim->dir_, "/pods.textproto"),
                                    absl::StrCat("--truth_file=", sim->dir_, "/truth.json"),
                                    absl::StrCat("--prompts_file=", sim->dir_, "/prompts.json"),
                                    "--truth_interval=200ms", "--stats_interval=0"};
@@ -81,10 +79,26 @@ absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::s
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(std::move(argv));
   if (!process.ok()) return process.status();
   sim->process_ = *std::move(process);
+  if (!read_pods) return sim;
+  // The pods come from the truth file (JSON), not the pods text proto: TSan
+  // builds cannot parse text-format map fields with Debian's protobuf.
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (absl::Now() < deadline) {
-    if (absl::StatusOr<std::string> text = Slurp(sim->dir_ + "/pods.textproto"); text.ok() && !text->empty()) {
-      if (absl::Status s = ParseTextProto(*text, &sim->pods_); !s.ok()) return s;
+    if (absl::StatusOr<nlohmann::json> truth = ReadJson(sim->dir_ + "/truth.json"); truth.ok()) {
+      for (const auto& p : (*truth)["pods"]) {
+        v1::Pod* pod = sim->pods_.add_pods();
+        pod->set_namespace_(p["namespace"].get<std::string>());
+        pod->set_name(p["name"].get<std::string>());
+        pod->set_ip(p["ip"].get<std::string>());
+        pod->set_phase("Running");
+        pod->set_model(p["model"].get<std::string>());
+        pod->set_lora_name(p["lora_name"].get<std::string>());
+        pod->set_kv_events_enabled(true);
+        pod->set_events_port(p["events_port"].get<uint32_t>());
+        pod->set_replay_port(p["replay_port"].is_null() ? 0 : p["replay_port"].get<uint32_t>());
+        pod->set_dp_size(p["dp_size"].get<uint32_t>());
+        pod->set_topic(p["topic"].get<std::string>());
+      }
       return sim;
     }
     if (sim->process_->Wait(absl::ZeroDuration()).has_value()) break;

@@ -23,12 +23,14 @@ namespace kvindex::testing {
 // fresh temporary directory (removed with the object).
 class SimProcess {
  public:
-  // Starts kvindex-sim with `args` plus --pods_file/--truth_file/--prompts_file
-  // (--truth_interval=200ms) and waits (up to 30 s) for the pods file.
-  static absl::StatusOr<std::unique_ptr<SimProcess>> Start(std::vector<std::string> args);
+  // Starts kvindex-sim with `args` plus --truth_file/--prompts_file
+  // (--truth_interval=200ms unless `args` says otherwise) and waits (up to
+  // 30 s) for the first truth file, which names the pods and their ports.
+  // With `read_pods` false it returns once the process runs, and pods() is empty.
+  static absl::StatusOr<std::unique_ptr<SimProcess>> Start(std::vector<std::string> args, bool read_pods = true);
   ~SimProcess();
 
-  // The pods as the sim wrote them (a kvindex.v1.PodSnapshot).
+  // The sim's pods, as its truth file describes them.
   const v1::PodSnapshot& pods() const { return pods_; }
   Subprocess& process() { return *process_; }
 
