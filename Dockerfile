@@ -12,7 +12,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVINDEX_WERROR=OFF
  && strip build/bin/kvindex-server build/bin/kvindex
 # The runtime stage installs the packages owning the shared libraries the binaries load
 # (today: libgrpc++1.51 libgrpc29 libprotobuf32 libzmq5 libspdlog1.10 libfmt9 libxxhash0
-# libabsl20220623 libssl3 libre2-9 libc-ares2 zlib1g and their own dependencies).
+# libabsl20220623 libssl3 libre2-9 libc-ares2 zlib1g libcpp-httplib0.11 and their own dependencies).
 RUN ldd build/bin/kvindex-server build/bin/kvindex \
       | awk '$3 ~ /^\// {print $3}' | sort -u | xargs -n1 readlink -f \
       | while read -r f; do dpkg -S "$f" 2>/dev/null || dpkg -S "${f#/usr}"; done \
