@@ -111,6 +111,14 @@ void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vect
   ASSERT_TRUE(caught_up.ok()) << caught_up;
   absl::Status same = CompareWithTruth(client, *truth, *prompts, only_pods);
   EXPECT_TRUE(same.ok()) << same;
+  size_t blocks = 0, expected = 0;
+  for (const auto& pod : followed["pods"]) {
+    for (const auto& w : pod["workers"]) blocks += w["blocks"].get<size_t>();
+  }
+  for (const auto& p : (*prompts)["prompts"]) expected += p["expected"].size();
+  std::printf("compared with the truth: %zu pods, %zu blocks held, %zu prompts, %zu expected matches\n",
+              followed["pods"].size(), blocks, (*prompts)["prompts"].size(), expected);
+  EXPECT_GT(blocks, 0u) << "nothing to compare";
 }
 
 class FaultInjectionTest : public ::testing::Test {

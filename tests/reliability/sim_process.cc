@@ -118,10 +118,19 @@ absl::Status SimProcess::WaitTrafficDone(absl::Duration timeout) {
   while (absl::Now() < deadline) {
     // kvindex-sim logs to stdout (spdlog's default logger).
     if (absl::StrContains(process_->Stdout(), "traffic done") || absl::StrContains(process_->Stderr(), "traffic done")) {
-      // The truth is written right after that line; the periodic rewrite
-      // guarantees a fresh one within one interval.
-      absl::SleepFor(absl::Milliseconds(500));
-      return absl::OkStatus();
+      // The truth is written right after that line: wait for a document
+      // stamped after it.
+      const double seen = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+      while (absl::Now() < deadline) {
+        absl::StatusOr<nlohmann::json> truth = Truth();
+        absl::StatusOr<nlohmann::json> prompts = Prompts();
+        if (truth.ok() && prompts.ok() && (*truth)["time"].get<double>() >= seen &&
+            (*prompts)["time"].get<double>() >= seen) {
+          return absl::OkStatus();
+        }
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+      break;
     }
     if (process_->Wait(absl::ZeroDuration()).has_value()) {
       return absl::InternalError(absl::StrCat("kvindex-sim exited; stderr:\n", process_->Stderr()));
