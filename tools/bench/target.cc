@@ -1,0 +1,84 @@
+#include "tools/bench/target.h"
+
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "core/read_file.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+ABSL_FLAG(std::string, server, "", "kvindex-server host:port (empty with --spawn: the one started).");
+ABSL_FLAG(std::string, token, "", "Bearer token sent with every kvindex.v1 call.");
+ABSL_FLAG(std::string, token_file, "", "Read the bearer token from this file.");
+ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca_file).");
+ABSL_FLAG(std::string, tls_ca_file, "", "PEM roots that verify the server (implies --tls).");
+ABSL_FLAG(std::string, tls_cert_file, "", "Client certificate chain for mutual TLS (with --tls_key_file).");
+ABSL_FLAG(std::string, tls_key_file, "", "Private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_server_name, "", "Name expected in the server certificate instead of the host.");
+
+namespace kvindex::bench {
+
+absl::StatusOr<Target> TargetFromFlags() {
+  Target t;
+  t.server = absl::GetFlag(FLAGS_server);
+  t.token = absl::GetFlag(FLAGS_token);
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = ReadFileToString(path);
+    if (!token.ok()) return token.status();
+    t.token = std::string(absl::StripAsciiWhitespace(*token));
+  }
+  t.tls = absl::GetFlag(FLAGS_tls);
+  t.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  t.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  t.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  t.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  return t;
+}
+
+client::ClientOptions ToClientOptions(const Target& target) {
+  client::ClientOptions o;
+  o.server = target.server;
+  o.token = target.token;
+  o.tls = target.tls;
+  o.tls_ca_file = target.tls_ca_file;
+  o.tls_cert_file = target.tls_cert_file;
+  o.tls_key_file = target.tls_key_file;
+  o.tls_server_name = target.tls_server_name;
+  o.timeout = absl::Seconds(10);
+  return o;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const Target& target, int connection) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  const bool tls = target.tls || !target.tls_ca_file.empty() || !target.tls_cert_file.empty() ||
+                   !target.tls_key_file.empty();
+  if (!tls) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    if (target.tls_cert_file.empty() != target.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("a client certificate needs both --tls_cert_file and --tls_key_file");
+    }
+    grpc::SslCredentialsOptions ssl;
+    for (auto [path, out] : {std::pair{&target.tls_ca_file, &ssl.pem_root_certs},
+                             std::pair{&target.tls_cert_file, &ssl.pem_cert_chain},
+                             std::pair{&target.tls_key_file, &ssl.pem_private_key}}) {
+      if (path->empty()) continue;
+      absl::StatusOr<std::string> pem = ReadFileToString(*path);
+      if (!pem.ok()) return pem.status();
+      *out = *std::move(pem);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt("kvindex.bench.connection", connection);
+  if (!target.tls_server_name.empty()) args.SetSslTargetNameOverride(target.tls_server_name);
+  return grpc::CreateCustomChannel(target.server, credentials, args);
+}
+
+}  // namespace kvindex::bench
