@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Combines the raw outputs of scripts/bench into one JSON file and prints the summary
+table, each number beside the issue's target (issue 6).
+
+Raw files (any may be missing; its rows then say n/a):
+  prefix_index_bench.json, event_decoder_bench.json   Google Benchmark --benchmark_out JSON
+  index_memory_bench.txt                              index_memory_bench stdout
+  kvindex_bench_2048.json, kvindex_bench_2048_hashes.json, kvindex_bench_mix.json   kvindex-bench --json_file
+  ingest_bench.json                                   kvindex-ingest-bench --json_file
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def machine_info(args):
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    return {
+        "date_utc": args.stamp,
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_gib": round(mem_kb / 2**20, 1),
+        "kernel": " ".join(platform.uname()[i] for i in (0, 2, 4)),
+        "loadavg_start": args.loadavg_start,
+        "loadavg_end": args.loadavg_end,
+        "git_commit": run("git", "rev-parse", "HEAD"),
+        "git_dirty": bool(run("git", "status", "--porcelain", "--untracked-files=no")),
+        "compiler": run("c++", "--version").splitlines()[0] if run("c++", "--version") else "",
+        "build_dir": args.build_dir,
+        "build_type": args.build_type,
+        "quick": args.quick == "1",
+    }
+
+
+def benchmarks(doc):
+    return {b["name"]: b for b in (doc or {}).get("benchmarks", []) if b.get("run_type", "iteration") == "iteration"}
+
+
+def parse_memory(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = dict(re.findall(r"(\w+)=\s*([\d.]+)", line))
+                if "entries" in fields and "heap_bytes_per_entry" in fields:
+                    rows.append({k: float(v) for k, v in fields.items()})
+    except OSError:
+        pass
+    return rows
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, what, measured, target="", ok=None):
+        status = "" if ok is None else ("ok" if ok else "MISS")
+        self.rows.append((what, measured, target, status))
+
+    def render(self):
+        widths = [max(len(r[i]) for r in self.rows + [("what", "measured", "target", "")]) for i in range(3)]
+        out = []
+        header = ("what", "measured", "target", "")
+        for r in [header] + self.rows:
+            out.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip())
+        return "\n".join(out)
+
+
+def fmt_rate(v):
+    if v is None:
+        return "n/a"
+    if v >= 1e9:
+        return f"{v / 1e9:.2f} G/s"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M/s"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f} k/s"
+    return f"{v:.0f} /s"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--raw", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--stamp", default="")
+    p.add_argument("--build-dir", default="")
+    p.add_argument("--build-type", default="")
+    p.add_argument("--quick", default="0")
+    p.add_argument("--loadavg-start", default="")
+    p.add_argument("--loadavg-end", default="")
+    args = p.parse_args()
+
+    raw = args.raw
+    micro_doc = load_json(os.path.join(raw, "prefix_index_bench.json"))
+    decoder_doc = load_json(os.path.join(raw, "event_decoder_bench.json"))
+    micro = benchmarks(micro_doc)
+    decoder = benchmarks(decoder_doc)
+    memory = parse_memory(os.path.join(raw, "index_memory_bench.txt"))
+    grpc2k = load_json(os.path.join(raw, "kvindex_bench_2048.json"))
+    grpchashes = load_json(os.path.join(raw, "kvindex_bench_2048_hashes.json"))
+    grpcmix = load_json(os.path.join(raw, "kvindex_bench_mix.json"))
+    ingest = load_json(os.path.join(raw, "ingest_bench.json"))
+
+    t = Table()
+    summary = {}
+
+    # In-process Match, 8k tokens.
+    for holders, target in ((1, 30.0), (100, 60.0)):
+        for hit in (50, 100):
+            b = micro.get(f"BM_Match/tokens:8192/hit:{hit}/holders:{holders}")
+            p99 = b.get("p99_us") if b else None
+            key = f"match_8k_hit{hit}_holders{holders}_p99_us"
+            summary[key] = p99
+            t.add(f"in-process Match 8k tokens, {hit}% cached, {holders} holder(s): p99",
+                  "n/a" if p99 is None else f"{p99:.1f} us", f"<= {target:.0f} us",
+                  None if p99 is None else p99 <= target)
+    # Apply (in-process ingestion, one thread = one core).
+    for name, b in sorted(micro.items()):
+        if name.startswith("BM_Apply") and "items_per_second" in b:
+            v = b["items_per_second"]
+            summary[f"{name}_blocks_per_second"] = v
+            t.add(f"in-process ingestion {name.removeprefix('BM_')}", fmt_rate(v), ">= 5 M/s per core", v >= 5e6)
+    # Decoding and hashing (no targets).
+    dec = [b.get("blocks_per_second") for b in decoder.values() if b.get("blocks_per_second")]
+    dec_bytes = [b.get("bytes_per_second") for b in decoder.values() if b.get("bytes_per_second")]
+    if dec:
+        summary["decode_blocks_per_second_min"] = min(dec)
+        t.add("decoding, blocks/s (slowest..fastest case)", f"{fmt_rate(min(dec))}..{fmt_rate(max(dec))}")
+    if dec_bytes:
+        t.add("decoding, bytes/s (slowest..fastest case)",
+              f"{min(dec_bytes) / 1e6:.0f}..{max(dec_bytes) / 1e6:.0f} MB/s")
+    for name, b in sorted(micro.items()):
+        if name.startswith("BM_Hash") and "items_per_second" in b:
+            summary["hash_tokens_per_second"] = b["items_per_second"]
+            t.add(f"hashing ({name.removeprefix('BM_')}), tokens/s", fmt_rate(b["items_per_second"]))
+    # Memory.
+    for row in memory:
+        v = row["heap_bytes_per_entry"]
+        entries = int(row["entries"])
+        holders = int(row.get("holders", 0))
+        summary[f"memory_{entries}_holders{holders}_bytes_per_entry"] = v
+        t.add(f"memory per (block, worker) entry, {entries / 1e6:g}M entries, {holders} holder(s)",
+              f"{v:.1f} B (rss {row.get('rss_bytes_per_entry', 0):.1f})", "<= 40 B", v <= 40)
+    # gRPC.
+    if grpc2k:
+        ratio = grpc2k.get("match_to_health")
+        summary["grpc_match2k_to_health"] = ratio
+        t.add("gRPC Match 2k tokens / empty RPC throughput, same run",
+              "n/a" if ratio is None else f"{ratio:.2f}", ">= 0.80", None if ratio is None else ratio >= 0.8)
+        for phase, label in (("match", "gRPC Match 2k tokens"), ("health", "gRPC empty RPC (health Check)")):
+            ph = grpc2k.get(phase)
+            if ph:
+                l = ph["latency"]
+                srv = ph.get("server_cpu_us_per_call")
+                t.add(f"{label}: rps, p50/p99",
+                      f"{ph['rps']:.0f} rps, {l['p50_us']:.0f}/{l['p99_us']:.0f} us"
+                      + (f", server {srv:.0f} us CPU/call" if srv is not None else ""),
+                      f"concurrency {grpc2k['config']['concurrency']}")
+        summary["grpc_match2k_rps"] = (grpc2k.get("match") or {}).get("rps")
+        summary["grpc_health_rps"] = (grpc2k.get("health") or {}).get("rps")
+        if grpc2k.get("match"):
+            t.add("gRPC Match 2k tokens: hits", f"{100 * grpc2k['match'].get('hit_ratio', 0):.0f}% of calls, "
+                  f"{grpc2k['match'].get('pods_per_hit', 0):.1f} pods")
+    if grpchashes and grpchashes.get("match"):
+        m = grpchashes["match"]
+        ratio = grpchashes.get("match_to_health")
+        summary["grpc_match2k_hashes_to_health"] = ratio
+        srv = m.get("server_cpu_us_per_call")
+        t.add("gRPC Match 2k tokens sent as 128 block hashes / empty RPC",
+              "n/a" if ratio is None else f"{ratio:.2f}", ">= 0.80 (tokens are the target)")
+        t.add("gRPC Match 2k by hashes: rps, p50/p99",
+              f"{m['rps']:.0f} rps, {m['latency']['p50_us']:.0f}/{m['latency']['p99_us']:.0f} us"
+              + (f", server {srv:.0f} us CPU/call" if srv is not None else ""))
+    if grpcmix and grpcmix.get("match"):
+        m = grpcmix["match"]
+        mix = ",".join(f"{e['tokens']}:{e['weight']:g}" for e in grpcmix["config"]["prompt_mix"])
+        t.add(f"gRPC Match mix {mix}: rps, p50/p99",
+              f"{m['rps']:.0f} rps, {m['latency']['p50_us']:.0f}/{m['latency']['p99_us']:.0f} us",
+              f"ratio {grpcmix.get('match_to_health', 0):.2f}")
+        summary["grpc_mix_rps"] = m["rps"]
+    # Ingestion end to end.
+    if ingest and ingest.get("ramp"):
+        r = ingest["ramp"]
+        v = r.get("max_sustained_blocks_per_second")
+        summary["e2e_ingest_max_sustained_blocks_per_second"] = v
+        summary["e2e_ingest_peak_applied_blocks_per_second"] = r.get("peak_applied_blocks_per_second")
+        t.add("end-to-end ingestion over ZeroMQ, max sustained", fmt_rate(v), ">= 1 M/s", v >= 1e6)
+        t.add("end-to-end ingestion, peak applied (backlogged)", fmt_rate(r.get("peak_applied_blocks_per_second")))
+    if ingest and ingest.get("lag"):
+        lag = ingest["lag"]
+        p99 = lag["lag_upper"]["p99_us"] / 1e3
+        summary["e2e_lag_p99_ms"] = p99
+        summary["e2e_lag_p50_ms"] = lag["lag_upper"]["p50_us"] / 1e3
+        t.add(f"event lag p99 at {fmt_rate(lag['applied_blocks_per_second'])} blocks applied (upper bound)",
+              f"{p99:.2f} ms", "<= 1 ms", p99 <= 1.0)
+        t.add("event lag p50 (upper) / p99 (lower bound) / poll resolution p50",
+              f"{lag['lag_upper']['p50_us'] / 1e3:.2f} / {lag['lag_lower']['p99_us'] / 1e3:.2f} ms / "
+              f"{lag['poll_rtt']['p50_us']:.0f} us", f"{lag['visible']} probes, {lag['lost']} lost")
+
+    machine = machine_info(args)
+    doc = {
+        "machine": machine,
+        "summary": summary,
+        "raw": {
+            "prefix_index_bench": micro_doc,
+            "event_decoder_bench": decoder_doc,
+            "index_memory_bench": memory,
+            "kvindex_bench_2048": grpc2k,
+            "kvindex_bench_2048_hashes": grpchashes,
+            "kvindex_bench_mix": grpcmix,
+            "ingest_bench": ingest,
+        },
+    }
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+    print(f"machine: {machine['nproc']} x {machine['cpu_model']}, {machine['mem_total_gib']} GiB, "
+          f"{machine['kernel']}; {machine['compiler']}")
+    print(f"build: {machine['build_dir']} ({machine['build_type']}), commit {machine['git_commit'][:12]}"
+          f"{' (dirty tree)' if machine['git_dirty'] else ''}{'; QUICK run' if machine['quick'] else ''}")
+    print(f"load average: {machine['loadavg_start']} at start, {machine['loadavg_end']} at end "
+          f"(2 shared cores: other work on the machine shows in every number)")
+    print()
+    print(t.render())
+
+
+if __name__ == "__main__":
+    main()
