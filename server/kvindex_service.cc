@@ -8,11 +8,17 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/arena.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/proto_buffer_writer.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
 namespace kvindex::server {
 namespace {
+
+// Stack bytes that start each Match's protobuf arena.
+constexpr size_t kMatchArenaStackBytes = 24 << 10;
 
 constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
                                        PodOutcome::kIgnored, PodOutcome::kRejected};
@@ -48,7 +54,7 @@ KvIndexService::KvIndexService(PrefixIndex* index, SubscriptionManager* pods, co
                                ServiceOptions options, KvIndexMetrics* metrics)
     : index_(index), pods_(pods), auth_(auth), options_(options), metrics_(metrics), started_(absl::Now()) {}
 
-grpc::Status KvIndexService::Authorize(const grpc::ServerContext& context, bool sync_pods) const {
+grpc::Status KvIndexService::Authorize(const grpc::ServerContextBase& context, bool sync_pods) const {
   absl::string_view authorization;
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
@@ -57,18 +63,42 @@ grpc::Status KvIndexService::Authorize(const grpc::ServerContext& context, bool 
   return ToGrpcStatus(auth_->Check(authorization, sync_pods));
 }
 
-grpc::Status KvIndexService::Match(grpc::ServerContext* context, const v1::MatchRequest* request,
-                                   v1::MatchResponse* response) {
+grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* context,
+                                                const grpc::ByteBuffer* request_bytes,
+                                                grpc::ByteBuffer* response_bytes) {
   const absl::Time start = absl::Now();
-  grpc::Status status = AnswerMatch(*context, *request, response);
+  // The first block of the arena is on this stack: a 2k-token request and its
+  // answer fit, longer ones spill into heap blocks freed with the arena.
+  alignas(16) char first_block[kMatchArenaStackBytes];
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.initial_block = first_block;
+  arena_options.initial_block_size = sizeof(first_block);
+  google::protobuf::Arena arena(arena_options);
+  auto* request = google::protobuf::Arena::CreateMessage<v1::MatchRequest>(&arena);
+  auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
+  grpc::ByteBuffer input(*request_bytes);  // shares the slices
+  grpc::Status status = grpc::SerializationTraits<v1::MatchRequest>::Deserialize(&input, request);
+  if (!status.ok()) {
+    match_errors_.fetch_add(1, std::memory_order_relaxed);
+    status = InvalidArgument("MatchRequest does not parse (not a kvindex.v1.MatchRequest, or a string "
+                             "field holds invalid UTF-8)");
+  } else {
+    status = AnswerMatch(*context, *request, response);
+  }
+  if (status.ok()) {
+    bool own_buffer = false;
+    status = grpc::SerializationTraits<v1::MatchResponse>::Serialize(*response, response_bytes, &own_buffer);
+  }
   if (metrics_ != nullptr) {
     // grpc::StatusCode and absl::StatusCode share their numbers and names.
     metrics_->OnMatch(static_cast<absl::StatusCode>(status.error_code()), absl::Now() - start);
   }
-  return status;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
 }
 
-grpc::Status KvIndexService::AnswerMatch(const grpc::ServerContext& context, const v1::MatchRequest& request,
+grpc::Status KvIndexService::AnswerMatch(const grpc::ServerContextBase& context, const v1::MatchRequest& request,
                                          v1::MatchResponse* response) {
   if (grpc::Status status = Authorize(context, /*sync_pods=*/false); !status.ok()) return status;
   auto refuse = [this](std::string message) {
@@ -95,7 +125,7 @@ grpc::Status KvIndexService::AnswerMatch(const grpc::ServerContext& context, con
     return ToGrpcStatus(result.status());
   }
   matches_.fetch_add(1, std::memory_order_relaxed);
-  *response = MatchResultToProto(*result);
+  MatchResultToProto(*result, response);
   return grpc::Status::OK;
 }
 

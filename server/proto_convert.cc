@@ -77,12 +77,12 @@ MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std:
   return query;
 }
 
-v1::MatchResponse MatchResultToProto(const MatchResult& result) {
-  v1::MatchResponse proto;
-  proto.set_block_size(result.block_size);
-  proto.set_query_blocks(result.query_blocks);
+void MatchResultToProto(const MatchResult& result, v1::MatchResponse* proto) {
+  proto->set_block_size(result.block_size);
+  proto->set_query_blocks(result.query_blocks);
+  proto->mutable_pods()->Reserve(static_cast<int>(result.workers.size()));
   for (const WorkerMatch& match : result.workers) {
-    v1::PodMatch* pod = proto.add_pods();
+    v1::PodMatch* pod = proto->add_pods();
     pod->set_pod(match.worker.pod);
     pod->set_dp_rank(match.worker.dp_rank);
     pod->set_matched_blocks(match.matched_blocks);
@@ -90,7 +90,6 @@ v1::MatchResponse MatchResultToProto(const MatchResult& result) {
     pod->mutable_blocks_by_medium()->insert(match.blocks_by_medium.begin(), match.blocks_by_medium.end());
     pod->set_score(match.score);
   }
-  return proto;
 }
 
 v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional<WorkerStats>& stats) {

@@ -30,7 +30,7 @@ v1::PodAck PodAckToProto(const PodAck& ack);
 // `pods_storage` (which receives a copy of request.pods()); both must outlive it.
 MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std::string>* pods_storage);
 
-v1::MatchResponse MatchResultToProto(const MatchResult& result);
+void MatchResultToProto(const MatchResult& result, v1::MatchResponse* proto);
 
 // One worker of ListPods: its subscription status and, when the index knows
 // it, what the index holds for it.

@@ -274,7 +274,9 @@ TEST_F(KvIndexServiceTest, InvalidUtf8IsRefusedWithoutHarm) {
   StartServer();
   v1::MatchRequest request = TokensRequest(32);
   request.set_model("\xff\xfe");
-  EXPECT_EQ(Match(request).status().code(), absl::StatusCode::kInternal);  // gRPC: request does not parse
+  const absl::Status refused = Match(request).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), HasSubstr("does not parse"));
   v1::Pod pod = GoodPod("\xc3");
   absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({Upsert(pod)});
   EXPECT_FALSE(acks.ok());

@@ -66,7 +66,8 @@ TEST(ProtoConvertTest, MatchRequestAndResult) {
   result.query_blocks = 3;
   result.workers.push_back({.worker = {"a/b", 2}, .matched_blocks = 3, .matched_tokens = 48, .block_size = 16,
                             .blocks_by_medium = {{"GPU", 3}, {"CPU", 1}}, .score = 3});
-  const v1::MatchResponse response = MatchResultToProto(result);
+  v1::MatchResponse response;
+  MatchResultToProto(result, &response);
   EXPECT_EQ(response.block_size(), 16u);
   EXPECT_EQ(response.query_blocks(), 3u);
   ASSERT_EQ(response.pods_size(), 1);
