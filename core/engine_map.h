@@ -28,6 +28,9 @@ class EngineMap {
   size_t size() const { return table_.size(); }
   size_t MemoryBytes() const { return table_.MemoryBytes(); }
 
+  // Starts loading the slot of `engine` (see ProbeTable::Prefetch).
+  void Prefetch(uint64_t engine) const { table_.Prefetch(engine); }
+
   // The block stored under `engine`, if any.
   std::optional<Block> Find(uint64_t engine) const;
 

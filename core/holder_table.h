@@ -33,6 +33,10 @@ class HolderTable {
   size_t size() const { return table_.size(); }  // blocks
   size_t MemoryBytes() const { return table_.MemoryBytes() + heap_bytes_; }
 
+  // Starts loading x's slot; safe from any thread, without the table's lock
+  // (see ProbeTable::Prefetch).
+  void Prefetch(uint64_t x) const { table_.Prefetch(x); }
+
   // Holders of `x` sorted by worker; empty when nobody holds it. `scratch`
   // backs a single packed holder. Valid until the next Update.
   absl::Span<const Holder> Find(uint64_t x, Holder& scratch) const;

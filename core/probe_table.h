@@ -12,9 +12,11 @@
 // closer to its home than the key would be; a slot is free iff its tag is 0;
 // deletion shifts the rest of the run back (no tombstones). The load stays
 // <= 0.85 (growth x1.5) and the table shrinks when under 1/8 full.
-// Positions are valid until the next Insert or EraseAt. Not thread-safe.
+// Positions are valid until the next Insert or EraseAt. Not thread-safe,
+// except Prefetch.
 // A slot is 8 + sizeof(V) + 1 bytes, packed (x86 and ARMv8 load unaligned words natively).
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -31,6 +33,7 @@ class ProbeTable {
 
  public:
   static constexpr size_t kNpos = ~size_t{0};
+  static constexpr size_t kPrefetchLines = 4;
 
   ProbeTable() = default;
   ProbeTable(ProbeTable&& other) noexcept { *this = std::move(other); }
@@ -38,12 +41,26 @@ class ProbeTable {
     capacity_ = std::exchange(other.capacity_, 0);
     size_ = std::exchange(other.size_, 0);
     slots_ = std::move(other.slots_);
+    PublishLayout();
+    other.PublishLayout();
     return *this;
   }
 
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
   size_t MemoryBytes() const { return capacity_ * sizeof(Slot); }
+
+  // Starts loading the slot where a lookup of `key` begins, so that the cache
+  // misses of a batch of lookups overlap. Safe to call concurrently with any
+  // other call, from any thread: it reads the table's address atomically (a
+  // stale or torn pair only makes a useless prefetch), and a prefetch never
+  // faults. Callers prefetch a batch before taking the lock of the lookups.
+  void Prefetch(uint64_t key) const {
+    const size_t capacity = prefetch_capacity_.load(std::memory_order_relaxed);
+    if (capacity == 0) return;
+    const char* slot = prefetch_base_.load(std::memory_order_relaxed) + HomeIn(Mix(key), capacity) * sizeof(Slot);
+    for (size_t line = 0; line < kPrefetchLines; ++line) __builtin_prefetch(slot + 64 * line);
+  }
 
   // Position of `key`, or kNpos.
   size_t Find(uint64_t key) const {
@@ -114,9 +131,10 @@ class ProbeTable {
     return k ^ (k >> 33);
   }
   // Home slot of a mixed key, in [0, capacity).
-  size_t Home(uint64_t mixed) const {
-    return static_cast<size_t>(absl::Uint128High64(absl::uint128(mixed) * capacity_));
+  static size_t HomeIn(uint64_t mixed, size_t capacity) {
+    return static_cast<size_t>(absl::Uint128High64(absl::uint128(mixed) * capacity));
   }
+  size_t Home(uint64_t mixed) const { return HomeIn(mixed, capacity_); }
   size_t Next(size_t i) const { return i + 1 == capacity_ ? 0 : i + 1; }
   // How far the entry at `pos` sits from its home.
   size_t Distance(size_t pos) const {
@@ -156,6 +174,13 @@ class ProbeTable {
       const Slot& slot = old.slots_[i];
       if (slot.tag != 0) Place(slot.key, slot.value, slot.tag);
     }
+    PublishLayout();
+  }
+
+  // Makes the slots' address and capacity visible to Prefetch.
+  void PublishLayout() {
+    prefetch_base_.store(reinterpret_cast<const char*>(slots_.get()), std::memory_order_relaxed);
+    prefetch_capacity_.store(capacity_, std::memory_order_relaxed);
   }
 
   size_t capacity_ = 0;
@@ -168,6 +193,9 @@ class ProbeTable {
     uint8_t tag;
   };
   std::unique_ptr<Slot[]> slots_;
+  // slots_ and capacity_ for Prefetch, which may run on other threads.
+  std::atomic<const char*> prefetch_base_{nullptr};
+  std::atomic<size_t> prefetch_capacity_{0};
 };
 
 }  // namespace kvindex
