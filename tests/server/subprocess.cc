@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,23 +68,29 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(
   const std::string stem = argv[0].substr(argv[0].rfind('/') + 1);
   std::string out_path = UniquePath(stem + ".out");
   std::string err_path = UniquePath(stem + ".err");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  // The child starts with no blocked signals whatever the test thread blocks.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, c_argv[0], &actions, &attr, c_argv.data(), c_env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return absl::InternalError(absl::StrCat("posix_spawn ", argv[0], ": ", std::strerror(rc)));
+  const int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const int out_fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int err_fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const pid_t parent = getpid();
+  const pid_t pid = in_fd < 0 || out_fd < 0 || err_fd < 0 ? -1 : fork();
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec. It dies with the test
+    // (PR_SET_PDEATHSIG: a test killed by its timeout leaves nothing running),
+    // and starts with no blocked signals whatever the test thread blocks.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the test died before prctl
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(127);
+    execve(c_argv[0], c_argv.data(), c_env.data());
+    _exit(127);
+  }
+  const int fork_errno = errno;
+  for (int fd : {in_fd, out_fd, err_fd}) {
+    if (fd >= 0) close(fd);
+  }
+  if (pid < 0) return absl::InternalError(absl::StrCat("start ", argv[0], ": ", std::strerror(fork_errno)));
   return std::unique_ptr<Subprocess>(new Subprocess(pid, std::move(out_path), std::move(err_path)));
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 
 // Subprocess: a child process for end-to-end tests (kvindex-server, the
-// kvindex CLI, python3), its stdout and stderr captured to files.
+// kvindex CLI, python3), its stdout and stderr captured to files. The child
+// gets SIGKILL when the thread that started it exits (PR_SET_PDEATHSIG), so a
+// test killed by ctest's timeout leaves no servers or simulators behind.
 //
 // Thread safety: one thread at a time per Subprocess.
 
