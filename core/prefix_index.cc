@@ -585,7 +585,7 @@ class PrefixIndex::Impl {
     // credited in bulk, without a merge per block.
     std::vector<Holder> last;
     uint32_t repeats = 0;
-    Holder scratch;
+    HolderTable::Scratch scratch;
     auto credit = [&](RawMatch& m, MediumMask mask, uint32_t blocks) {
       m.blocks += blocks;
       for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += (mask >> b & 1) * blocks;
