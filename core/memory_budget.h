@@ -9,11 +9,14 @@
 
 namespace kvindex {
 
-// Upper bound of index memory per (block, worker) entry, bytes: the block
-// table slot, the worker's engine-hash map and holder lists, measured with
-// bench/index_memory_bench and GetStats memory_bytes / entries, plus the
-// slack of tables that grow by doubling.
-inline constexpr uint64_t kIndexBytesPerEntry = 160;
+// Upper bound of index memory per (block, worker) entry, bytes. The worst
+// layouts (bench/index_memory_bench measures 33-50 B/entry on average): a
+// block only its worker holds, both 17-byte slots at the tables' least load
+// after growth (0.85 / 1.3): 2 x 26 = 52 B; a block held by three, a 48-byte
+// malloc'd list shared three ways: 26 + 9 + 16 = 51 B. Add the transient of
+// the largest table's rehash (a worker holding all entries: old and new
+// engine-map slots, +20 B) and malloc slack: 96 B.
+inline constexpr uint64_t kIndexBytesPerEntry = 96;
 
 // Most entries an index may hold to stay within `budget_bytes` (at least 1024).
 uint64_t EntriesForMemoryBudget(uint64_t budget_bytes);
