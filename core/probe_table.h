@@ -65,25 +65,30 @@ class ProbeTable {
   // Position of `key`, or kNpos.
   size_t Find(uint64_t key) const {
     if (capacity_ == 0) return kNpos;
-    const uint64_t mixed = Mix(key);
-    size_t i = Home(mixed);
-    for (size_t dist = 0; slots_[i].tag != 0 && Distance(i) >= dist; i = Next(i), ++dist) {
-      if (slots_[i].key == mixed) return i;
-    }
-    return kNpos;
+    const Probe p = Locate(Mix(key));
+    return p.found ? p.pos : kNpos;
   }
 
   // Position of `key`; when absent, inserts it with a value-initialized V and
   // `tag` (non-zero) and sets *inserted. May move every entry.
   size_t Insert(uint64_t key, uint8_t tag, bool* inserted) {
-    if (const size_t pos = Find(key); pos != kNpos) {
-      *inserted = false;
-      return pos;
+    const uint64_t mixed = Mix(key);
+    if (capacity_ != 0) {
+      const Probe p = Locate(mixed);
+      if (p.found) {
+        *inserted = false;
+        return p.pos;
+      }
+      *inserted = true;
+      if ((size_ + 1) * 20 <= capacity_ * 17) {  // room: insert where the lookup stopped
+        ++size_;
+        return Place(mixed, V{}, tag, p.pos, p.dist);
+      }
     }
-    if ((size_ + 1) * 20 > capacity_ * 17) Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ * 3 / 10);
     *inserted = true;
+    Rehash(capacity_ < 8 ? 8 : capacity_ + capacity_ * 3 / 10);
     ++size_;
-    return Place(Mix(key), V{}, tag);
+    return Place(mixed, V{}, tag, Home(mixed), 0);
   }
 
   // Removes the entry at `pos`. May move every entry.
@@ -142,12 +147,29 @@ class ProbeTable {
     return pos >= home ? pos - home : pos + capacity_ - home;
   }
 
-  // Robin Hood insertion of an absent mixed key into a table with a free slot;
-  // returns where the key landed (entries it displaced move further along).
-  size_t Place(uint64_t key, V value, uint8_t tag) {  // key is mixed
+  // Where a lookup of a mixed key stopped: at the key (found), or at the slot
+  // where Robin Hood insertion of it starts (free, or held by an entry closer
+  // to its home than `dist`). Requires capacity_ > 0.
+  struct Probe {
+    size_t pos;
+    size_t dist;
+    bool found;
+  };
+  Probe Locate(uint64_t mixed) const {
+    size_t i = Home(mixed);
+    size_t dist = 0;
+    for (; slots_[i].tag != 0 && Distance(i) >= dist; i = Next(i), ++dist) {
+      if (slots_[i].key == mixed) return {i, dist, true};
+    }
+    return {i, dist, false};
+  }
+
+  // Robin Hood insertion of an absent mixed key into a table with a free slot,
+  // from slot `i` at distance `dist` from its home (where its lookup stopped,
+  // or its home); returns where the key landed (entries it displaced move further along).
+  size_t Place(uint64_t key, V value, uint8_t tag, size_t i, size_t dist) {  // key is mixed
     size_t landed = kNpos;
-    size_t i = Home(key);
-    for (size_t dist = 0;; i = Next(i), ++dist) {
+    for (;; i = Next(i), ++dist) {
       if (slots_[i].tag == 0) {
         slots_[i] = Slot{key, value, tag};
         return landed == kNpos ? i : landed;
@@ -172,7 +194,7 @@ class ProbeTable {
     slots_ = std::make_unique<Slot[]>(capacity);  // zeroed: all free
     for (size_t i = 0; i < old.capacity_; ++i) {
       const Slot& slot = old.slots_[i];
-      if (slot.tag != 0) Place(slot.key, slot.value, slot.tag);
+      if (slot.tag != 0) Place(slot.key, slot.value, slot.tag, Home(slot.key), 0);
     }
     PublishLayout();
   }
