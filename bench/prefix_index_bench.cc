@@ -55,6 +55,7 @@ void StoreChain(PrefixIndex& index, const WorkerKey& worker, const std::vector<u
 struct Corpus {
   PrefixIndex index{IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}};
   std::vector<uint32_t> hot;  // the shared prefix
+  std::vector<std::vector<uint32_t>> background;  // every 5th background chain's tokens
 };
 
 // One corpus per number of hot-prefix holders, built on first use.
@@ -67,7 +68,9 @@ const Corpus& CorpusWithHolders(int holders) {
     for (int w = 0; w < kWorkers; ++w) {
       const WorkerKey key{"bench/pod-" + std::to_string(w), 0};
       for (int chain = 0; chain < kBackgroundBlocksPerWorker / 100; ++chain) {
-        StoreChain(c->index, key, RandomTokens(rng, 100 * kBlockSize), rng);
+        std::vector<uint32_t> tokens = RandomTokens(rng, 100 * kBlockSize);
+        StoreChain(c->index, key, tokens, rng);
+        if (chain % 5 == 0) c->background.push_back(std::move(tokens));
       }
     }
     c->hot = RandomTokens(rng, kHotTokens);
@@ -111,6 +114,33 @@ BENCHMARK(BM_Match)
     ->ArgNames({"tokens", "hit", "holders"})
     ->ArgsProduct({{512, 2048, 8192, 32768}, {0, 50, 100}, {1, 100}})
     ->Unit(benchmark::kMicrosecond);
+
+// Match of prompts spread over the whole index, as a gateway sends them: each
+// call asks for a different background chain (1,600 tokens, 100 blocks, held
+// by one worker), so its blocks are scattered over the 1M-entry tables and
+// mostly not in cache — unlike BM_Match, which asks for the same hot prefix.
+void BM_MatchColdChain(benchmark::State& state) {
+  const Corpus& corpus = CorpusWithHolders(1);
+  std::vector<MatchQuery> queries;
+  for (const auto& tokens : corpus.background) queries.push_back({.model = "bench-model", .token_ids = tokens});
+  std::shuffle(queries.begin(), queries.end(), std::mt19937_64(3));
+  std::vector<double> ns;
+  ns.reserve(1 << 16);
+  size_t next = 0, full = 0, calls = 0;
+  for (auto _ : state) {
+    const MatchQuery& query = queries[next++ % queries.size()];
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = corpus.index.Match(query);
+    const auto t1 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(r);
+    full += !r->workers.empty() && r->workers[0].matched_blocks == 100;
+    ++calls;
+    if (ns.size() < ns.capacity()) ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+  }
+  state.counters["full_match_pct"] = 100.0 * static_cast<double>(full) / static_cast<double>(std::max<size_t>(calls, 1));
+  ReportPercentiles(state, ns);
+}
+BENCHMARK(BM_MatchColdChain)->Unit(benchmark::kMicrosecond);
 
 // Apply of decoded batches as a busy engine sends them: each batch stores
 // `blocks` new blocks chained to the worker's previous batch and removes the

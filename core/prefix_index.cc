@@ -574,8 +574,9 @@ class PrefixIndex::Impl {
     return scores;
   }
 
-  // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, only while
-  // someone is still matching) and appends each worker's contiguous run.
+  // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, at most
+  // kPrefetchAhead blocks beyond the last one someone still matches) and
+  // appends each worker's contiguous run.
   template <typename HashAt>
   void Walk(size_t n, HashAt hash_at, const std::vector<uint32_t>& candidates, const MaskScores& mask_score,
             uint32_t block_size, std::vector<RawMatch>& out) const {
@@ -597,8 +598,17 @@ class PrefixIndex::Impl {
       for (RawMatch& a : active) credit(a, a.last_mask, repeats);
       repeats = 0;
     };
+    // Hashes run kPrefetchAhead blocks ahead of the lookups, and each block's
+    // slot is prefetched once its hash is known: on an index larger than the
+    // cache, the lookups' misses overlap instead of queueing one per block.
+    std::array<uint64_t, kPrefetchAhead> ahead;
+    size_t hashed = 0;
     for (size_t i = 0; i < n; ++i) {
-      const uint64_t x = hash_at(i);
+      for (; hashed < std::min(n, i + kPrefetchAhead); ++hashed) {
+        ahead[hashed % kPrefetchAhead] = hash_at(hashed);
+        PrefetchHolder(ahead[hashed % kPrefetchAhead]);
+      }
+      const uint64_t x = ahead[i % kPrefetchAhead];
       const Shard& shard = ShardOf(x);
       absl::ReaderMutexLock lock(&shard.mu);
       const absl::Span<const Holder> holders = shard.blocks.Find(x, scratch);
