@@ -77,19 +77,25 @@ std::string Changes(const SubscriptionIdentity& a, const SubscriptionIdentity& b
 
 // Posts the removal of a subscription's sockets, then of the pod's blocks: on
 // the pod's thread, after the sockets are gone, so no batch of it lands later.
-void PostRemoval(IoThread& thread, std::vector<uint64_t> ids, std::string key, PrefixIndex* index,
-                 BindReceiver* receiver) {
-  thread.Post([ids = std::move(ids), key = std::move(key), index, receiver](IoThread& io) {
-    for (uint64_t id : ids) {
-      if (receiver != nullptr) {
-        if (auto* subscriber = static_cast<Subscriber*>(io.FindTask(id))) {
-          receiver->Unroute(subscriber);
+// The completion finishes once the blocks are gone.
+std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> ids, std::string key,
+                                        PrefixIndex* index, BindReceiver* receiver) {
+  auto completion = std::make_shared<Completion>();
+  const bool posted =
+      thread.Post([ids = std::move(ids), key = std::move(key), index, receiver, completion](IoThread& io) {
+        for (uint64_t id : ids) {
+          if (receiver != nullptr) {
+            if (auto* subscriber = static_cast<Subscriber*>(io.FindTask(id))) {
+              receiver->Unroute(subscriber);
+            }
+          }
+          io.RemoveTask(id);
         }
-      }
-      io.RemoveTask(id);
-    }
-    index->RemovePod(key);
-  });
+        index->RemovePod(key);
+        completion->Finish(absl::OkStatus());
+      });
+  if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
+  return completion;
 }
 
 PodAck Ack(std::string pod, PodOutcome outcome, std::string reason) {
@@ -144,6 +150,7 @@ class SubscriptionManager::Impl {
   // An Upsert decided under the lock, maybe waiting for its sockets.
   struct Pending {
     PodAck ack;
+    std::shared_ptr<Completion> removal;     // set when an old subscription's removal was posted
     std::shared_ptr<Completion> completion;  // set when a subscription was posted
     std::string key;
     uint64_t subscription = 0;
@@ -156,8 +163,10 @@ class SubscriptionManager::Impl {
   // Posts the creation of the entry's sockets; returns its completion.
   std::shared_ptr<Completion> SubscribeLocked(const std::string& key, PodEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Posts the removal of the entry's sockets and blocks.
-  void UnsubscribeLocked(const std::string& key, PodEntry& entry)
+  // Posts the removal of the entry's sockets and blocks; returns its
+  // completion (null when it was not subscribed). Acks wait for it outside the
+  // lock, so that a pod acked as removed or unsubscribed no longer matches.
+  std::shared_ptr<Completion> UnsubscribeLocked(const std::string& key, PodEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for a posted subscription and turns the result into the ack.
   PodAck Finish(Pending pending) ABSL_LOCKS_EXCLUDED(mu_);
@@ -364,14 +373,17 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
   return completion;
 }
 
-void SubscriptionManager::Impl::UnsubscribeLocked(const std::string& key, PodEntry& entry) {
-  if (!entry.subscribed) return;
+std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const std::string& key,
+                                                                         PodEntry& entry) {
+  if (!entry.subscribed) return nullptr;
   entry.subscribed = false;
   entry.subscription = 0;
-  PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_);
+  std::shared_ptr<Completion> removal =
+      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_);
   entry.task_ids.clear();
   entry.workers.clear();
   spdlog::info("pod {}: unsubscribed, blocks dropped", key);
+  return removal;
 }
 
 SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const Pod& pod) {
@@ -403,7 +415,7 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
 
   if (!want) {
     const bool was = entry.subscribed;
-    UnsubscribeLocked(out.key, entry);
+    out.removal = UnsubscribeLocked(out.key, entry);
     std::string why = !entry.plan.subscribable ? entry.plan.reason
                       : !options_.sync_enabled ? std::string("kv event sync disabled")
                                                : std::string("recorded; subscribed when the manager starts");
@@ -416,7 +428,7 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
     return out;
   }
   const bool resubscribe = entry.subscribed;
-  UnsubscribeLocked(out.key, entry);
+  out.removal = UnsubscribeLocked(out.key, entry);
   out.completion = SubscribeLocked(out.key, entry);
   out.subscription = entry.subscription;
   out.ack = resubscribe ? Ack(out.key, PodOutcome::kUpdated, absl::StrCat("resubscribed: ", changed, " changed"))
@@ -425,6 +437,7 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
 }
 
 PodAck SubscriptionManager::Impl::Finish(Pending pending) {
+  if (pending.removal != nullptr) pending.removal->Wait(options_.subscribe_timeout);
   if (pending.completion == nullptr) return std::move(pending.ack);
   std::optional<absl::Status> status = pending.completion->Wait(options_.subscribe_timeout);
   if (!status.has_value()) {
@@ -460,18 +473,23 @@ PodAck SubscriptionManager::Impl::Upsert(const Pod& pod) {
 
 PodAck SubscriptionManager::Impl::Delete(std::string_view pod_key) {
   const std::string key(pod_key);
-  absl::MutexLock lock(&mu_);
-  if (state_ == State::kStopped) return Ack(key, PodOutcome::kIgnored, "manager stopped");
-  auto it = pods_.find(key);
-  if (it == pods_.end()) return Ack(key, PodOutcome::kIgnored, "unknown pod");
-  UnsubscribeLocked(key, it->second);
-  pods_.erase(it);
+  std::shared_ptr<Completion> removal;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return Ack(key, PodOutcome::kIgnored, "manager stopped");
+    auto it = pods_.find(key);
+    if (it == pods_.end()) return Ack(key, PodOutcome::kIgnored, "unknown pod");
+    removal = UnsubscribeLocked(key, it->second);
+    pods_.erase(it);
+  }
+  if (removal != nullptr) removal->Wait(options_.subscribe_timeout);
   return Ack(key, PodOutcome::kRemoved, "");
 }
 
 std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<Pod>& pods) {
   std::vector<Pending> pending;
   std::vector<PodAck> acks;
+  std::vector<std::shared_ptr<Completion>> removals;
   {
     absl::MutexLock lock(&mu_);
     absl::flat_hash_set<std::string> present;
@@ -485,13 +503,14 @@ std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<P
           ++it;
           continue;
         }
-        UnsubscribeLocked(it->first, it->second);
+        if (auto removal = UnsubscribeLocked(it->first, it->second)) removals.push_back(std::move(removal));
         acks.push_back(Ack(it->first, PodOutcome::kRemoved, "not in snapshot"));
         it = pods_.erase(it);
       }
     }
   }
-  // Sockets of all pods are set up in parallel; wait for them together.
+  // Sockets of all pods are set up (and removed) in parallel; wait for them together.
+  for (const auto& removal : removals) removal->Wait(options_.subscribe_timeout);
   std::vector<PodAck> out;
   out.reserve(pending.size() + acks.size());
   for (Pending& p : pending) out.push_back(Finish(std::move(p)));

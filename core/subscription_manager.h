@@ -107,11 +107,14 @@ class SubscriptionManager {
   // most subscribe_timeout) only for this pod's own sockets to be set up.
   PodAck Upsert(const Pod& pod);
 
-  // Forgets a pod: unsubscribes and drops its blocks (asynchronously, on the
-  // pod's I/O thread, after its sockets are closed). Never waits.
+  // Forgets a pod: unsubscribes and drops its blocks (on the pod's I/O thread,
+  // after its sockets are closed, so no batch of it lands later). Waits (at
+  // most subscribe_timeout) until they are dropped: once acked, the pod no
+  // longer matches. An Upsert that unsubscribes a pod waits the same way.
   PodAck Delete(std::string_view pod_key);
 
-  // Replaces the known set: upserts every pod, deletes the known ones missing.
+  // Replaces the known set: upserts every pod, deletes the known ones missing
+  // (waiting for all of their sockets and removals together).
   // Acks: one per given pod in order, then one kRemoved per deleted pod.
   std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods);
 

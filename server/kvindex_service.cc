@@ -9,8 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/arena.h"
-#include "grpcpp/support/proto_buffer_reader.h"
-#include "grpcpp/support/proto_buffer_writer.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -76,14 +75,16 @@ grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* con
   google::protobuf::Arena arena(arena_options);
   auto* request = google::protobuf::Arena::CreateMessage<v1::MatchRequest>(&arena);
   auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
-  grpc::ByteBuffer input(*request_bytes);  // shares the slices
-  grpc::Status status = grpc::SerializationTraits<v1::MatchRequest>::Deserialize(&input, request);
-  if (!status.ok()) {
-    match_errors_.fetch_add(1, std::memory_order_relaxed);
-    status = InvalidArgument("MatchRequest does not parse (not a kvindex.v1.MatchRequest, or a string "
-                             "field holds invalid UTF-8)");
-  } else {
-    status = AnswerMatch(*context, *request, response);
+  grpc::Status status = Authorize(*context, /*sync_pods=*/false);
+  if (status.ok()) {
+    grpc::ByteBuffer input(*request_bytes);  // shares the slices
+    if (grpc::SerializationTraits<v1::MatchRequest>::Deserialize(&input, request).ok()) {
+      status = AnswerMatch(*request, response);
+    } else {
+      match_errors_.fetch_add(1, std::memory_order_relaxed);
+      status = InvalidArgument("MatchRequest does not parse (not a kvindex.v1.MatchRequest, or a string "
+                               "field holds invalid UTF-8)");
+    }
   }
   if (status.ok()) {
     bool own_buffer = false;
@@ -98,9 +99,7 @@ grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* con
   return reactor;
 }
 
-grpc::Status KvIndexService::AnswerMatch(const grpc::ServerContextBase& context, const v1::MatchRequest& request,
-                                         v1::MatchResponse* response) {
-  if (grpc::Status status = Authorize(context, /*sync_pods=*/false); !status.ok()) return status;
+grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response) {
   auto refuse = [this](std::string message) {
     match_errors_.fetch_add(1, std::memory_order_relaxed);
     return InvalidArgument(std::move(message));

@@ -59,9 +59,8 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
 
  private:
   grpc::Status Authorize(const grpc::ServerContextBase& context, bool sync_pods) const;
-  // Match on parsed messages, without the metrics.
-  grpc::Status AnswerMatch(const grpc::ServerContextBase& context, const v1::MatchRequest& request,
-                           v1::MatchResponse* response);
+  // Match of an authorized, parsed request, without the metrics.
+  grpc::Status AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response);
   v1::PodUpdateAck Apply(const v1::PodUpdate& update);
 
   // Constant after construction.
