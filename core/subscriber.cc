@@ -40,15 +40,6 @@ std::string_view View(const zmq::message_t& frame) {
   return std::string_view(static_cast<const char*>(frame.data()), frame.size());
 }
 
-std::string SeqFrame(uint64_t seq) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(seq & 0xff);
-    seq >>= 8;
-  }
-  return out;
-}
-
 }  // namespace
 
 void TuneSocket(zmq::socket_t& socket, const ZmqTuning& tuning) {
@@ -66,6 +57,15 @@ std::string TcpEndpoint(std::string_view ip, uint32_t port) {
   const bool v6 = ip.find(':') != std::string_view::npos;
   return v6 ? absl::StrCat("tcp://[", absl::string_view(ip.data(), ip.size()), "]:", port)
             : absl::StrCat("tcp://", absl::string_view(ip.data(), ip.size()), ":", port);
+}
+
+std::string SeqFrame(uint64_t seq) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<char>(seq & 0xff);
+    seq >>= 8;
+  }
+  return out;
 }
 
 std::optional<uint64_t> ParseSeqFrame(const zmq::message_t& frame) {

@@ -59,6 +59,9 @@ void TuneSocket(zmq::socket_t& socket, const ZmqTuning& tuning);
 // "tcp://<ip>:<port>", IPv6 addresses bracketed.
 std::string TcpEndpoint(std::string_view ip, uint32_t port);
 
+// seq -> 8 bytes big-endian, the seq frame of live and replay messages.
+std::string SeqFrame(uint64_t seq);
+
 // 8 bytes big-endian -> seq; nullopt for any other size.
 std::optional<uint64_t> ParseSeqFrame(const zmq::message_t& frame);
 

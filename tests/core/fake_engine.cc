@@ -7,22 +7,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "core/subscriber.h"
 #include "msgpack.hpp"
 #include "zmq_addon.hpp"
 
 namespace kvindex::testing {
 namespace {
-
-std::string SeqBytes(uint64_t seq) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(seq & 0xff);
-    seq >>= 8;
-  }
-  return out;
-}
-
-constexpr uint64_t kEndSeq = ~uint64_t{0};
 
 uint32_t PortOf(const std::string& endpoint) {
   uint32_t port = 0;
@@ -70,7 +60,7 @@ class FakeEngine::Task : public IoTask {
     while (buffer_.size() > options_.buffer_steps) buffer_.pop_front();
     if (send) {
       pub_.send(zmq::buffer(options_.topic), zmq::send_flags::sndmore);
-      pub_.send(zmq::buffer(SeqBytes(seq)), zmq::send_flags::sndmore);
+      pub_.send(zmq::buffer(SeqFrame(seq)), zmq::send_flags::sndmore);
       pub_.send(zmq::buffer(payload), zmq::send_flags::none);
     }
     return seq;
@@ -113,9 +103,9 @@ class FakeEngine::Task : public IoTask {
         }
         const std::string id = frames[0].to_string();
         for (const auto& [seq, payload] : buffer_) {
-          if (seq >= start) Reply(id, SeqBytes(seq), payload);
+          if (seq >= start) Reply(id, SeqFrame(seq), payload);
         }
-        Reply(id, SeqBytes(kEndSeq), "");
+        Reply(id, SeqFrame(kReplayEndSeq), "");
       }
       frames.clear();
     }
@@ -132,7 +122,7 @@ class FakeEngine::Task : public IoTask {
     router_->send(zmq::str_buffer(""), zmq::send_flags::sndmore);
     if (options_.replay_form == ReplayForm::kFourFrames) {
       // The end marker of the four-frame form has an empty topic.
-      router_->send(zmq::buffer(payload.empty() && seq == SeqBytes(kEndSeq) ? "" : options_.topic),
+      router_->send(zmq::buffer(payload.empty() && seq == SeqFrame(kReplayEndSeq) ? "" : options_.topic),
                     zmq::send_flags::sndmore);
     }
     router_->send(zmq::buffer(seq), zmq::send_flags::sndmore);

@@ -68,15 +68,6 @@ std::string GoodPayload(uint64_t seq) {
   return std::string(buffer.data(), buffer.size());
 }
 
-std::string SeqBytes(uint64_t seq) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(seq & 0xff);
-    seq >>= 8;
-  }
-  return out;
-}
-
 class CheckingSink : public FeedSink {
  public:
   explicit CheckingSink(PrefixIndex* index) : index_(index) {}
@@ -183,7 +174,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       } else {
         const std::string topic = shape == 1 ? "kv@127.0.0.1@m" : in.ConsumeRandomLengthString(48);
-        const std::string seq_frame = shape == 3 ? in.ConsumeRandomLengthString(10) : SeqBytes(seq);
+        const std::string seq_frame = shape == 3 ? in.ConsumeRandomLengthString(10) : SeqFrame(seq);
         if (shape == 3) sink.ours_ = false;  // the payload's ts no longer names its seq
         frames.emplace_back(topic.data(), topic.size());
         frames.emplace_back(seq_frame.data(), seq_frame.size());

@@ -21,15 +21,6 @@ constexpr size_t kMaxFrames = 4;
 constexpr int kBindAttempts = 100;
 constexpr auto kBindRetryDelay = std::chrono::milliseconds(20);
 
-std::string SeqFrame(uint64_t seq) {
-  std::string out(8, '\0');
-  for (int i = 7; i >= 0; --i) {
-    out[i] = static_cast<char>(seq & 0xff);
-    seq >>= 8;
-  }
-  return out;
-}
-
 // A message owning a reference to `payload`: ZeroMQ sends it without copying
 // and drops the reference (from its I/O thread) once sent.
 zmq::message_t Shared(const std::shared_ptr<const std::string>& payload) {

@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/subscriber.h"
 #include "zmq.hpp"
 
 namespace kvindex::sim {
@@ -35,7 +36,7 @@ enum class ReplyForm {
   kTopicSeqPayload,  // ["", topic, seq, payload]   (newer vLLM)
 };
 
-inline constexpr uint64_t kReplayEndSeq = ~uint64_t{0};
+using ::kvindex::kReplayEndSeq;  // the seq of replay's end marker
 
 struct PublisherOptions {
   std::string host = "127.0.0.1";  // interface to bind (IPv4 or IPv6 literal)
