@@ -31,6 +31,8 @@ if(KVINDEX_SANITIZE STREQUAL "thread" OR KVINDEX_SANITIZE STREQUAL "address")
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
       add_compile_options(-Wno-tsan)
     endif()
+    # MapFieldBase's layout as Debian's uninstrumented libprotobuf has it.
+    add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include ${CMAKE_CURRENT_LIST_DIR}/protobuf_tsan_layout.h>")
     target_sources(kvindex_sanitizer_support PRIVATE ${CMAKE_CURRENT_LIST_DIR}/absl_tsan_annotations.cc)
     target_compile_definitions(kvindex_sanitizer_support PRIVATE KVINDEX_SANITIZE_THREAD)
     target_link_libraries(kvindex_sanitizer_support PUBLIC absl::synchronization absl::time ${CMAKE_DL_LIBS})
