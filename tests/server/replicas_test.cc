@@ -256,7 +256,7 @@ TEST_F(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
   EXPECT_EQ((*sim)->Wait(absl::Seconds(20)), 0) << (*sim)->Stderr();
   for (ServerProcess& replica : replicas) {
     replica.process->Signal(SIGTERM);
-    EXPECT_EQ(replica.process->Wait(absl::Seconds(10)), 0);
+    EXPECT_EQ(replica.process->Wait(absl::Seconds(10)), 0) << replica.process->Stderr();
   }
 }
 
