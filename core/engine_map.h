@@ -6,14 +6,14 @@
 // finds, and evicts the first unmarked one. (A CLOCK hand sweeping the table
 // would empty one region of an open-addressing table and pack the rest into
 // long probe runs; random positions keep the load even.)
-// 17 bytes a slot (ProbeTable<uint64_t> with the media and the mark in the tag).
+// 17 bytes a slot (a tagged BucketTable: the media and the mark in the tag).
 // Not thread-safe.
 
 #include <cstdint>
 #include <optional>
 
 #include "core/medium_table.h"
-#include "core/probe_table.h"
+#include "core/bucket_table.h"
 
 namespace kvindex {
 
@@ -28,20 +28,20 @@ class EngineMap {
   size_t size() const { return table_.size(); }
   size_t MemoryBytes() const { return table_.MemoryBytes(); }
 
-  // Starts loading the slot of `engine` (see ProbeTable::Prefetch).
+  // Starts loading the slot of `engine` (see BucketTable::Prefetch).
   void Prefetch(uint64_t engine) const { table_.Prefetch(engine); }
 
   // The block stored under `engine`, if any.
   std::optional<Block> Find(uint64_t engine) const;
 
-  // Stores (engine -> index, media), replacing what was there, and marks it referenced.
-  void Put(uint64_t engine, uint64_t index, MediumMask media);
+  // Stores (engine -> index, media) and marks it referenced; returns the block
+  // it replaces, if any. A block already stored under `engine` with the same
+  // index keeps its media too (the union); with another index it is replaced.
+  std::optional<Block> Store(uint64_t engine, uint64_t index, MediumMask media);
 
-  // Changes the media of a present block without marking it (removal from a tier).
-  void SetMedia(uint64_t engine, MediumMask media);
-
-  // Forgets `engine`; returns whether it was present.
-  bool Erase(uint64_t engine);
+  // Takes `engine`'s block off medium `media` (forgetting it when that was its
+  // only one) and returns it as it was; nullopt when absent or not on `media`.
+  std::optional<Block> Remove(uint64_t engine, MediumMask media);
 
   // Removes and returns a block not stored since it was last looked at.
   // Requires size() > 0.
@@ -64,7 +64,7 @@ class EngineMap {
 
   size_t RandomPosition();
 
-  ProbeTable<uint64_t> table_;
+  BucketTable</*kTagged=*/true> table_;
   uint64_t rng_ = 0x9e3779b97f4a7c15ULL;  // xorshift64* state; deterministic per map
 };
 

@@ -81,16 +81,10 @@ absl::Span<const Holder> HolderTable::Find(uint64_t x, Scratch& scratch) const {
 }
 
 Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
-  size_t pos = table_.Find(x);
-  uint64_t v = 0;
-  if (pos == table_.kNpos) {
-    if (!create) return nullptr;
-    bool inserted;
-    pos = table_.Insert(x, /*tag=*/1, &inserted);
-    table_.SetValueAt(pos, 0);
-  } else {
-    v = table_.ValueAt(pos);
-  }
+  bool inserted = false;
+  const size_t pos = create ? table_.Insert(x, &inserted) : table_.Find(x);  // a new slot holds 0 until Release
+  if (pos == table_.kNpos) return nullptr;
+  const uint64_t v = table_.ValueAt(pos);
   pos_ = pos;
   Holder* begin;
   uint32_t size;

@@ -13,7 +13,7 @@
 
 #include "absl/types/span.h"
 #include "core/medium_table.h"
-#include "core/probe_table.h"
+#include "core/bucket_table.h"
 
 namespace kvindex {
 
@@ -39,7 +39,7 @@ class HolderTable {
   size_t MemoryBytes() const { return table_.MemoryBytes() + heap_bytes_; }
 
   // Starts loading x's slot; safe from any thread, without the table's lock
-  // (see ProbeTable::Prefetch).
+  // (see BucketTable::Prefetch).
   void Prefetch(uint64_t x) const { table_.Prefetch(x); }
 
   // Room for the holders packed in a slot.
@@ -86,7 +86,7 @@ class HolderTable {
   Holder* Acquire(uint64_t x, uint32_t worker, bool create);
   void Release();
 
-  ProbeTable<uint64_t> table_;
+  BucketTable</*kTagged=*/false> table_;
   size_t heap_bytes_ = 0;
   // The holders of the block between Acquire and Release: the heap list, or
   // (list_ == nullptr) the packed ones unpacked into inline_, with room for one more.

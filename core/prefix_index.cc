@@ -261,9 +261,9 @@ class PrefixIndex::Impl {
     for (const Shard& shard : shards_) {
       absl::ReaderMutexLock lock(&shard.mu);
       bytes += sizeof(Shard) + shard.blocks.MemoryBytes();
+      s.blocks += shard.blocks.size();
     }
     s.memory_bytes = bytes;
-    s.blocks = blocks_.load(std::memory_order_relaxed);
     s.entries = entries_.load(std::memory_order_relaxed);
     s.evictions = evictions_.load(std::memory_order_relaxed);
     s.unresolved_parents = unresolved_parents_.load(std::memory_order_relaxed);
@@ -333,7 +333,7 @@ class PrefixIndex::Impl {
   Shard& ShardOf(uint64_t x) { return shards_[ShardIndex(x)]; }
   const Shard& ShardOf(uint64_t x) const { return shards_[ShardIndex(x)]; }
 
-  // Starts loading X's slot in its shard, without the shard's lock (see ProbeTable::Prefetch).
+  // Starts loading X's slot in its shard, without the shard's lock (see BucketTable::Prefetch).
   void PrefetchHolder(uint64_t x) const ABSL_NO_THREAD_SAFETY_ANALYSIS { ShardOf(x).blocks.Prefetch(x); }
 
   // Runs fn(Holder&) on worker `w`'s holder of X under the shard lock (see HolderTable::Update).
@@ -341,9 +341,7 @@ class PrefixIndex::Impl {
   void WithHolder(uint64_t x, uint32_t worker, bool create, Fn fn) {
     Shard& shard = ShardOf(x);
     absl::MutexLock lock(&shard.mu);
-    const size_t before = shard.blocks.size();
     shard.blocks.Update(x, worker, create, fn);
-    if (shard.blocks.size() != before) blocks_.fetch_add(shard.blocks.size() - before, std::memory_order_relaxed);
   }
 
   // A new engine block of `w` maps to X on medium bit `m`.
@@ -403,18 +401,14 @@ class PrefixIndex::Impl {
   // Engine block `engine` of `w` is (now also) on medium `m` and maps to X.
   // Returns true when something changed in the index.
   bool Store(Worker& w, uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    if (auto old = w.blocks.Find(engine)) {
-      if (old->index == x) {
-        w.blocks.Put(engine, x, old->media | m);  // marks it recently stored
-        if (old->media & m) return false;
-        CountMedia(w, m, +1);
-        ChangeMedia(w, x, old->media, old->media | m);
-        return true;
-      }
-      w.blocks.Erase(engine);  // the engine reused a hash for other content: the new content wins
-      Forget(w, *old);
+    const std::optional<EngineMap::Block> old = w.blocks.Store(engine, x, m);  // marks it recently stored
+    if (old && old->index == x) {
+      if (old->media & m) return false;
+      CountMedia(w, m, +1);
+      ChangeMedia(w, x, old->media, old->media | m);
+      return true;
     }
-    w.blocks.Put(engine, x, m);
+    if (old) Forget(w, *old);  // the engine reused a hash for other content: the new content wins
     CountMedia(w, m, +1);
     AddRef(w, x, m);
     return true;
@@ -484,21 +478,17 @@ class PrefixIndex::Impl {
     for (size_t i = 0; i < n; ++i) {
       if (i + 2 * kPrefetchAhead < n) w.blocks.Prefetch(engines[i + 2 * kPrefetchAhead]);
       if (i + kPrefetchAhead < n) prefetch_holder(i + kPrefetchAhead);
-      const uint64_t engine = engines[i];
-      auto b = w.blocks.Find(engine);
-      if (!b || !(b->media & m)) {
+      const std::optional<EngineMap::Block> b = w.blocks.Remove(engines[i], m);
+      if (!b) {
         ++result.unknown_removals;
         continue;
       }
       ++result.blocks_removed;
       if (b->media == m) {
-        w.blocks.Erase(engine);
         Forget(w, *b);
       } else {
-        const MediumMask after = static_cast<MediumMask>(b->media & ~m);
-        w.blocks.SetMedia(engine, after);
         CountMedia(w, m, -1);
-        ChangeMedia(w, b->index, b->media, after);
+        ChangeMedia(w, b->index, b->media, static_cast<MediumMask>(b->media & ~m));
       }
     }
   }
@@ -727,7 +717,6 @@ class PrefixIndex::Impl {
       ABSL_GUARDED_BY(contexts_mu_);
 
   std::atomic<uint64_t> entries_{0};
-  std::atomic<uint64_t> blocks_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> unresolved_parents_{0};
 };
