@@ -73,10 +73,13 @@ void Run(size_t entries, int holders) {
     batch = {};
     const IndexStats stats = index.Stats();
     const size_t heap1 = HeapBytes(), rss1 = RssBytes();
+    malloc_trim(0);  // gives back the free pages the tables' growth left in the heap
+    const size_t rss_trimmed = RssBytes();
     std::printf("entries=%-9zu holders=%-3d heap_bytes_per_entry=%6.1f rss_bytes_per_entry=%6.1f "
-                "estimate_bytes_per_entry=%6.1f (blocks=%zu workers=%zu)\n",
+                "rss_trimmed_bytes_per_entry=%6.1f estimate_bytes_per_entry=%6.1f (blocks=%zu workers=%zu)\n",
                 static_cast<size_t>(stats.entries), holders, double(heap1 - heap0) / stats.entries,
-                double(rss1 - rss0) / stats.entries, double(stats.memory_bytes) / stats.entries,
+                double(rss1 - rss0) / stats.entries, double(rss_trimmed - rss0) / stats.entries,
+                double(stats.memory_bytes) / stats.entries,
                 static_cast<size_t>(stats.blocks), static_cast<size_t>(stats.workers));
     std::fflush(stdout);
   }

@@ -182,6 +182,44 @@ void BM_ApplySteadyState(benchmark::State& state) {
 }
 BENCHMARK(BM_ApplySteadyState)->Arg(16)->Arg(64)->ArgName("blocks");
 
+// Apply while an index fills from empty to 1M entries (100 workers, chains of
+// 16 blocks, no removals): blocks stored per second, the tables' growth
+// included. The index is rebuilt, untimed, once it is full.
+void BM_ApplyFill(benchmark::State& state) {
+  constexpr size_t kBlocks = 16;
+  constexpr size_t kBatchesPerWorker = kBackgroundBlocksPerWorker / kBlocks;
+  std::mt19937_64 rng(13);
+  std::vector<std::vector<uint32_t>> tokens(64);
+  for (auto& t : tokens) t = RandomTokens(rng, kBlocks * kBlockSize);
+  std::vector<WorkerKey> workers;
+  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  const WorkerContext context{"bench-model", ""};
+  EventBatch batch;
+  batch.events = {BlockStored{}};
+  auto& stored = std::get<BlockStored>(batch.events[0]);
+  stored.block_size = kBlockSize;
+  stored.block_hashes.resize(kBlocks);
+  auto index = std::make_unique<PrefixIndex>(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
+  size_t i = 0;
+  for (auto _ : state) {
+    if (i == kWorkers * kBatchesPerWorker) {
+      state.PauseTiming();
+      index = std::make_unique<PrefixIndex>(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
+      i = 0;
+      state.ResumeTiming();
+    }
+    const size_t w = i % kWorkers, n = i / kWorkers;
+    const uint64_t base = (n * kWorkers + w) * kBlocks;  // engine hashes unique across workers
+    stored.parent_block_hash = n == 0 ? std::nullopt : std::optional<uint64_t>(base - kWorkers * kBlocks + kBlocks - 1);
+    stored.token_ids = tokens[i % tokens.size()];
+    for (size_t b = 0; b < kBlocks; ++b) stored.block_hashes[b] = base + b;
+    index->Apply(workers[w], context, batch);
+    ++i;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBlocks));
+}
+BENCHMARK(BM_ApplyFill);
+
 // Apply when every stored block overflows the worker's cap (10k blocks, 100
 // workers): each block stored costs an eviction too. items = blocks stored.
 void BM_ApplyWithCapEviction(benchmark::State& state) {

@@ -65,7 +65,7 @@ TEST(BucketTableTest, AgreesWithStdMapThroughGrowthShrinkAndMoves) {
 }
 
 // The table runs up to 0.95 full before it grows (cuckoo paths free slots in
-// full buckets), and grows by ~15 %: its load never falls far.
+// full buckets), and grows by ~25 %: its load never falls far.
 TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
   BucketTable<false> table;
   bool inserted;
@@ -77,7 +77,7 @@ TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
     const double load = double(table.size()) / double(table.capacity());
     if (table.capacity() != capacity) {
       if (capacity > 1000) {
-        EXPECT_LE(table.capacity(), capacity * 6 / 5);
+        EXPECT_LE(table.capacity(), capacity * 5 / 4 + 4);
         lowest_after_growth = std::min(lowest_after_growth, load);
       }
       capacity = table.capacity();
@@ -85,7 +85,7 @@ TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
     if (table.capacity() > 1000) highest = std::max(highest, load);
   }
   EXPECT_GT(highest, 0.94);
-  EXPECT_GT(lowest_after_growth, 0.8);
+  EXPECT_GT(lowest_after_growth, 0.75);
   for (uint64_t k = 1; k <= 200000; ++k) ASSERT_NE(table.Find(k * 0x9e3779b97f4a7c15ULL), table.kNpos);
 }
 
