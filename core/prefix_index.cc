@@ -43,6 +43,9 @@ namespace {
 // to overlap ~8 cache misses, few enough that the lines are still in L1.
 constexpr size_t kPrefetchAhead = 8;
 
+// Most holder updates a worker queues before carrying them out (see FlushHolders).
+constexpr size_t kMaxPendingHolderOps = 256;
+
 struct Shard {
   mutable absl::Mutex mu;
   HolderTable blocks ABSL_GUARDED_BY(mu);
@@ -64,6 +67,21 @@ MediumMask MaskOf(const AliasCounts& counts) {
   return m;
 }
 
+// A change to one worker's holder of block X, queued while the worker's
+// events are applied and carried out by FlushHolders, shard by shard.
+struct HolderOp {
+  enum Kind : uint8_t {
+    kAddRef,       // a new engine block maps to X on medium `a`
+    kChangeMedia,  // an engine block mapping to X changed media from `a` to `b`
+    kDropRef,      // an engine block mapping to X with media `a` is gone
+    kClear,        // the worker holds X no more (all its blocks are cleared)
+  };
+  uint64_t x;
+  Kind kind;
+  MediumMask a = 0;
+  MediumMask b = 0;
+};
+
 // (model, lora, block size): one chain-hash namespace.
 using ContextKey = std::tuple<std::string, std::string, uint32_t>;
 
@@ -79,6 +97,10 @@ struct Worker {
   std::string default_lora ABSL_GUARDED_BY(mu);
   EngineMap blocks ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<uint64_t, AliasCounts> aliases ABSL_GUARDED_BY(mu);
+  // Holder updates not yet carried out (FlushHolders), and its scratch.
+  std::vector<HolderOp> pending ABSL_GUARDED_BY(mu);
+  std::vector<HolderOp> by_shard ABSL_GUARDED_BY(mu);
+  std::vector<uint32_t> shard_ends ABSL_GUARDED_BY(mu);
   std::array<uint64_t, kMaxMedia> blocks_by_medium ABSL_GUARDED_BY(mu) = {};
   absl::flat_hash_set<ContextKey> contexts ABSL_GUARDED_BY(mu);
   // Seed of the context last stored into (cache; ContextSeed allocates).
@@ -256,7 +278,9 @@ class PrefixIndex::Impl {
     for (const auto& w : workers) {
       absl::MutexLock lock(&w->mu);
       bytes += sizeof(Worker) + w->blocks.MemoryBytes() +
-               w->aliases.capacity() * (sizeof(std::pair<uint64_t, AliasCounts>) + 1);
+               w->aliases.capacity() * (sizeof(std::pair<uint64_t, AliasCounts>) + 1) +
+               (w->pending.capacity() + w->by_shard.capacity()) * sizeof(HolderOp) +
+               w->shard_ends.capacity() * sizeof(uint32_t);
     }
     for (const Shard& shard : shards_) {
       absl::ReaderMutexLock lock(&shard.mu);
@@ -336,52 +360,92 @@ class PrefixIndex::Impl {
   // Starts loading X's slot in its shard, without the shard's lock (see BucketTable::Prefetch).
   void PrefetchHolder(uint64_t x) const ABSL_NO_THREAD_SAFETY_ANALYSIS { ShardOf(x).blocks.Prefetch(x); }
 
-  // Runs fn(Holder&) on worker `w`'s holder of X under the shard lock (see HolderTable::Update).
-  template <typename Fn>
-  void WithHolder(uint64_t x, uint32_t worker, bool create, Fn fn) {
-    Shard& shard = ShardOf(x);
-    absl::MutexLock lock(&shard.mu);
-    shard.blocks.Update(x, worker, create, fn);
-  }
-
-  // A new engine block of `w` maps to X on medium bit `m`.
   void AddRef(Worker& w, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/true, [&](Holder& h) {
-      if (h.refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
-      if (h.refs == 1) {
-        AliasCounts counts{};
-        for (int b = 0; b < kMaxMedia; ++b) counts[b] = (h.media >> b) & 1;
-        w.aliases[x] = counts;
-      }
-      if (h.refs >= 1) ++w.aliases[x][std::countr_zero(m)];
-      ++h.refs;
-      h.media |= m;
-    });
+    Queue(w, {x, HolderOp::kAddRef, m});
   }
-
-  // An engine block of `w` mapping to X changed media from `before` to `after` (both non-zero).
   void ChangeMedia(Worker& w, uint64_t x, MediumMask before, MediumMask after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/false, [&](Holder& h) {
-      auto alias = w.aliases.find(x);
-      if (alias == w.aliases.end()) {
-        h.media = after;
-        return;
-      }
-      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] += ((after >> b) & 1) - ((before >> b) & 1);
-      h.media = MaskOf(alias->second);
-    });
+    Queue(w, {x, HolderOp::kChangeMedia, before, after});
+  }
+  void DropRef(Worker& w, uint64_t x, MediumMask media) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    Queue(w, {x, HolderOp::kDropRef, media});
+  }
+  // Queues a holder update; a full queue is carried out at once, so a worker's
+  // queue never holds more than kMaxPendingHolderOps.
+  void Queue(Worker& w, const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    w.pending.push_back(op);
+    if (w.pending.size() == kMaxPendingHolderOps) FlushHolders(w);
   }
 
-  // An engine block of `w` mapping to X with media `media` is gone.
-  void DropRef(Worker& w, uint64_t x, MediumMask media) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    WithHolder(x, w.id, /*create=*/false, [&](Holder& h) {
-      --h.refs;
-      auto alias = w.aliases.find(x);
-      if (alias == w.aliases.end()) return;
-      for (int b = 0; b < kMaxMedia; ++b) alias->second[b] -= (media >> b) & 1;
-      h.media = MaskOf(alias->second);
-      if (h.refs <= 1) w.aliases.erase(alias);
-    });
+  // Carries out w's queued holder updates: grouped by shard (a stable counting
+  // sort, so each block's updates keep their order), one lock per shard
+  // touched, each slot prefetched kPrefetchAhead updates ahead. Queuing saves
+  // locks and lets the misses of a batch overlap; Match sees a worker's
+  // batch shard by shard, as it always did block by block.
+  void FlushHolders(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const std::vector<HolderOp>& ops = w.pending;
+    if (ops.empty()) return;
+    std::vector<uint32_t>& ends = w.shard_ends;
+    ends.assign(shards_.size(), 0);
+    for (const HolderOp& op : ops) ++ends[ShardIndex(op.x)];
+    for (size_t i = 1; i < ends.size(); ++i) ends[i] += ends[i - 1];
+    std::vector<HolderOp>& sorted = w.by_shard;
+    sorted.resize(ops.size());
+    for (size_t i = ops.size(); i-- > 0;) sorted[--ends[ShardIndex(ops[i].x)]] = ops[i];
+    const size_t n = sorted.size();
+    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) PrefetchHolder(sorted[i].x);
+    for (size_t i = 0; i < n;) {
+      Shard& shard = ShardOf(sorted[i].x);
+      absl::MutexLock lock(&shard.mu);
+      do {
+        if (i + kPrefetchAhead < n) PrefetchHolder(sorted[i + kPrefetchAhead].x);
+        ApplyHolderOp(w, shard, sorted[i]);
+      } while (++i < n && &ShardOf(sorted[i].x) == &shard);
+    }
+    w.pending.clear();
+  }
+
+  void ApplyHolderOp(Worker& w, Shard& shard, const HolderOp& op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu, shard.mu) {
+    const uint64_t x = op.x;
+    switch (op.kind) {
+      case HolderOp::kAddRef:
+        shard.blocks.Update(x, w.id, /*create=*/true, [&](Holder& h) {
+          if (h.refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
+          if (h.refs == 1) {
+            AliasCounts counts{};
+            for (int b = 0; b < kMaxMedia; ++b) counts[b] = (h.media >> b) & 1;
+            w.aliases[x] = counts;
+          }
+          if (h.refs >= 1) ++w.aliases[x][std::countr_zero(op.a)];
+          ++h.refs;
+          h.media |= op.a;
+        });
+        return;
+      case HolderOp::kChangeMedia:
+        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) {
+          auto alias = w.aliases.find(x);
+          if (alias == w.aliases.end()) {
+            h.media = op.b;
+            return;
+          }
+          for (int b = 0; b < kMaxMedia; ++b) alias->second[b] += ((op.b >> b) & 1) - ((op.a >> b) & 1);
+          h.media = MaskOf(alias->second);
+        });
+        return;
+      case HolderOp::kDropRef:
+        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) {
+          --h.refs;
+          auto alias = w.aliases.find(x);
+          if (alias == w.aliases.end()) return;
+          for (int b = 0; b < kMaxMedia; ++b) alias->second[b] -= (op.a >> b) & 1;
+          h.media = MaskOf(alias->second);
+          if (h.refs <= 1) w.aliases.erase(alias);
+        });
+        return;
+      case HolderOp::kClear:
+        shard.blocks.Update(x, w.id, /*create=*/false, [](Holder& h) { h.refs = 0; });
+        return;
+    }
   }
 
   // ---- Per-worker engine blocks ----
@@ -449,35 +513,24 @@ class PrefixIndex::Impl {
     w.block_size.store(ev.block_size, std::memory_order_relaxed);
     const MediumMask m = media_.BitOf(ev.medium);
     const absl::Span<const uint32_t> tokens(ev.token_ids);
-    // The chain first (no memory traffic), then the stores, each kPrefetchAhead
-    // blocks behind the prefetch of its slots in both tables.
-    absl::InlinedVector<uint64_t, 64> chain(n);
-    for (size_t i = 0; i < n; ++i) chain[i] = x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
-    auto prefetch = [&](size_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      w.blocks.Prefetch(ev.block_hashes[i]);
-      PrefetchHolder(chain[i]);
-    };
-    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) prefetch(i);
+    // Each store kPrefetchAhead blocks behind the prefetch of its engine-map
+    // slot (its block-table slot is prefetched when the holders are flushed).
+    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) w.blocks.Prefetch(ev.block_hashes[i]);
     for (size_t i = 0; i < n; ++i) {
-      if (i + kPrefetchAhead < n) prefetch(i + kPrefetchAhead);
-      if (Store(w, ev.block_hashes[i], chain[i], m)) ++result.blocks_stored;
+      if (i + kPrefetchAhead < n) w.blocks.Prefetch(ev.block_hashes[i + kPrefetchAhead]);
+      x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
+      if (Store(w, ev.block_hashes[i], x, m)) ++result.blocks_stored;
     }
   }
 
   void ApplyRemoved(Worker& w, const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     const MediumMask m = media_.BitOf(ev.medium);
-    // Two-stage prefetch: the engine-map slot 2 * kPrefetchAhead blocks ahead,
-    // then, once it is in cache, the block-table slot it names kPrefetchAhead ahead.
+    // Each removal kPrefetchAhead blocks behind the prefetch of its engine-map slot.
     const absl::Span<const uint64_t> engines(ev.block_hashes);
     const size_t n = engines.size();
-    auto prefetch_holder = [&](size_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      if (auto b = w.blocks.Find(engines[i])) PrefetchHolder(b->index);
-    };
-    for (size_t i = 0; i < std::min(n, 2 * kPrefetchAhead); ++i) w.blocks.Prefetch(engines[i]);
-    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) prefetch_holder(i);
+    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) w.blocks.Prefetch(engines[i]);
     for (size_t i = 0; i < n; ++i) {
-      if (i + 2 * kPrefetchAhead < n) w.blocks.Prefetch(engines[i + 2 * kPrefetchAhead]);
-      if (i + kPrefetchAhead < n) prefetch_holder(i + kPrefetchAhead);
+      if (i + kPrefetchAhead < n) w.blocks.Prefetch(engines[i + kPrefetchAhead]);
       const std::optional<EngineMap::Block> b = w.blocks.Remove(engines[i], m);
       if (!b) {
         ++result.unknown_removals;
@@ -494,17 +547,18 @@ class PrefixIndex::Impl {
   }
 
   void ClearLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    w.blocks.ForEach([&](const EngineMap::Block& b) {
-      WithHolder(b.index, w.id, /*create=*/false, [](Holder& h) { h.refs = 0; });
-    });
+    w.blocks.ForEach([&](const EngineMap::Block& b) { Queue(w, {b.index, HolderOp::kClear}); });
+    FlushHolders(w);  // before the aliases go: updates queued before the clear use them
     w.blocks.Clear();
     w.aliases = {};
     w.blocks_by_medium = {};
   }
 
-  // Publishes the worker's size to `live` and its change to entries_ (once per
+  // Ends a mutation of `w`: carries out its queued holder updates, then
+  // publishes its size to `live` and its change to entries_ (once per
   // mutation, not per block: atomics are costly on the ingestion path).
   void Publish(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    FlushHolders(w);
     const uint64_t now = w.blocks.size();
     const uint64_t before = w.live.exchange(now, std::memory_order_relaxed);
     if (now != before) entries_.fetch_add(now - before, std::memory_order_relaxed);  // wraps when shrinking

@@ -84,6 +84,32 @@ TEST(PrefixIndexTest, LaterBlocksOfOneEventChainFromTheirPredecessor) {
   EXPECT_THAT(Runs(MatchTokens(index, other)), ElementsAre(Pair(kA, 1u)));
 }
 
+// A batch's holder updates are queued and carried out shard by shard, in
+// chunks when many: a batch of 1000 blocks (stored, one alias of block 0 with
+// another medium, some removed, more stored after a clear) ends exactly as
+// the same events applied one batch each.
+TEST(PrefixIndexTest, LargeBatchEndsAsItsEventsAppliedOneByOne) {
+  std::vector<uint64_t> hashes(1000), removed;
+  for (uint64_t i = 0; i < hashes.size(); ++i) hashes[i] = 100 + i;
+  for (uint64_t i = 500; i < hashes.size(); ++i) removed.push_back(100 + i);
+  const std::vector<Event> events = {
+      Stored({7}, std::nullopt, Tokens(2)), Stored(hashes, std::nullopt, Tokens(2000)),
+      Stored({8}, std::nullopt, Tokens(2), 2, "CPU"), BlockRemoved{removed, std::nullopt},
+      AllBlocksCleared{},  Stored(hashes, std::nullopt, Tokens(2000)),
+      BlockRemoved{removed, std::nullopt}, Stored({9}, std::nullopt, Tokens(2), 2, "CPU")};
+  PrefixIndex batched, one_by_one;
+  batched.Apply(kA, kModel, Batch(events));
+  for (const Event& e : events) one_by_one.Apply(kA, kModel, Batch({e}));
+  for (const PrefixIndex* index : {&batched, &one_by_one}) {
+    const MatchResult r = MatchTokens(*index, Tokens(2000));
+    ASSERT_EQ(r.workers.size(), 1u);
+    EXPECT_EQ(r.workers[0].matched_blocks, 500u);
+    EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 500u), Pair("CPU", 1u)));
+    EXPECT_EQ(index->Stats().blocks, 500u);
+    EXPECT_EQ(index->Stats().entries, 501u);
+  }
+}
+
 TEST(PrefixIndexTest, ParentIsResolvedThroughTheWorkersEngineHashes) {
   PrefixIndex index;
   index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
