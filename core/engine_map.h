@@ -3,9 +3,8 @@
 // EngineMap: one worker's engine blocks — engine hash -> (index hash, media) —
 // with second-chance eviction, an approximation of LRU: storing a block marks
 // it; EvictOne() looks at blocks at random positions, clearing the marks it
-// finds, and evicts the first unmarked one. (A CLOCK hand sweeping the table
-// would empty one region of an open-addressing table and pack the rest into
-// long probe runs; random positions keep the load even.)
+// finds, and evicts the first unmarked one (random positions keep the
+// buckets' load even, where a CLOCK hand would empty one region at a time).
 // 17 bytes a slot (a tagged BucketTable: the media and the mark in the tag).
 // Not thread-safe.
 

@@ -65,7 +65,7 @@ TEST(BucketTableTest, AgreesWithStdMapThroughGrowthShrinkAndMoves) {
 }
 
 // The table runs up to 0.95 full before it grows (cuckoo paths free slots in
-// full buckets), and grows by ~25 %: its load never falls far.
+// full buckets), and grows by ~20 %: its load never falls far.
 TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
   BucketTable<false> table;
   bool inserted;
@@ -77,7 +77,7 @@ TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
     const double load = double(table.size()) / double(table.capacity());
     if (table.capacity() != capacity) {
       if (capacity > 1000) {
-        EXPECT_LE(table.capacity(), capacity * 5 / 4 + 4);
+        EXPECT_LE(table.capacity(), capacity * 6 / 5 + 4);
         lowest_after_growth = std::min(lowest_after_growth, load);
       }
       capacity = table.capacity();
@@ -85,7 +85,7 @@ TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
     if (table.capacity() > 1000) highest = std::max(highest, load);
   }
   EXPECT_GT(highest, 0.94);
-  EXPECT_GT(lowest_after_growth, 0.75);
+  EXPECT_GT(lowest_after_growth, 0.78);
   for (uint64_t k = 1; k <= 200000; ++k) ASSERT_NE(table.Find(k * 0x9e3779b97f4a7c15ULL), table.kNpos);
 }
 
@@ -152,8 +152,9 @@ TEST(EngineMapTest, EvictOneSparesBlocksStoredAgain) {
     EXPECT_EQ(victim.index, victim.engine * 10);
     hot_victims += victim.engine <= kHot;
   }
-  EXPECT_EQ(map.size(), kBlocks - 5000);
   EXPECT_LT(hot_victims, 50u);
+  EXPECT_GE(map.size(), kBlocks - 5000);  // a hot victim comes back with the next round's stores
+  EXPECT_LE(map.size(), kBlocks - 5000 + hot_victims);
   // Keys come back intact (they are stored mixed).
   size_t seen = 0;
   map.ForEach([&](const EngineMap::Block& b) {
