@@ -3,14 +3,16 @@
 // BucketTable<kTagged>: a compact hash map from uint64 keys to uint64 values
 // (plus, when kTagged, one byte of tag per entry), built for the index's
 // memory budget and its cache misses: 16 bytes an entry (17 tagged) at loads
-// up to 0.95, no per-entry allocation, and a lookup touches at most two cache
-// lines (three tagged).
+// up to 0.95, no per-entry allocation, and a lookup touches at most three
+// cache lines (four tagged).
 //
 // Bucketized cuckoo hashing: a key lives in one of two buckets (both chosen by
-// its hash) of four slots; a bucket is one 64-byte cache line. A lookup reads
-// both buckets at most; an insert takes a free slot in either, or frees one
-// by moving entries, each to its other bucket, along the shortest path a
-// bounded breadth-first search finds; an erase clears the slot and moves
+// its hash) of eight slots; a bucket is two 64-byte cache lines, its keys and
+// then their values. A lookup reads the keys of both buckets at most, and the
+// found key's value; an insert takes a free slot in the emptier bucket, or
+// frees one by moving entries, each to its other bucket, along the shortest
+// path a bounded breadth-first search finds (eight-slot buckets need one far
+// less often than four-slot ones); an erase clears the slot and moves
 // nothing. The table grows by x1.2 when it would pass 0.95 full (or no path
 // is found) and shrinks when under 1/8 full, so its load stays in 0.79-0.95
 // (mean ~0.87); an entry moves ~5 times while a table grows to its size.
@@ -38,7 +40,7 @@ template <bool kTagged>
 class BucketTable {
  public:
   static constexpr size_t kNpos = ~size_t{0};
-  static constexpr size_t kSlots = 4;  // per bucket
+  static constexpr size_t kSlots = 8;  // per bucket
 
   BucketTable() = default;
   BucketTable(BucketTable&& other) noexcept { *this = std::move(other); }
@@ -68,8 +70,11 @@ class BucketTable {
     const uint64_t mixed = Mix(key);
     const Bucket* buckets = prefetch_buckets_.load(std::memory_order_relaxed);
     const size_t b1 = First(mixed, count);
-    __builtin_prefetch(buckets + b1);
-    __builtin_prefetch(buckets + Second(mixed, count));
+    const size_t b2 = Second(mixed, count);
+    __builtin_prefetch(buckets[b1].key);
+    __builtin_prefetch(buckets[b1].value);
+    __builtin_prefetch(buckets[b2].key);
+    __builtin_prefetch(buckets[b2].value);
     if constexpr (kTagged) __builtin_prefetch(prefetch_tags_.load(std::memory_order_relaxed) + b1 * kSlots);
   }
 
@@ -148,17 +153,17 @@ class BucketTable {
   }
 
  private:
-  struct alignas(64) Bucket {
+  struct alignas(128) Bucket {
     uint64_t key[kSlots];  // mixed; 0: free
     uint64_t value[kSlots];
   };
-  static_assert(sizeof(Bucket) == 64);
+  static_assert(sizeof(Bucket) == 128);
   struct Zero {
     uint64_t value = 0;
     uint8_t tag = 0;
     bool used = false;
   };
-  // Breadth-first search bound: ~4 levels of four-way fan-out from two buckets.
+  // Breadth-first search bound: ~3 levels of eight-way fan-out from two buckets.
   static constexpr size_t kMaxSearch = 160;
 
   static uint64_t Mix(uint64_t k) {  // MurmurHash3's fmix64
@@ -250,7 +255,7 @@ class BucketTable {
       for (uint32_t s = 0; s < kSlots && count < kMaxSearch; ++s) {
         const size_t next = Other(buckets_[nodes[n].bucket].key[s], nodes[n].bucket);
         if (OnPath(nodes, static_cast<int32_t>(n), next)) continue;  // a path visits a bucket once
-        __builtin_prefetch(&buckets_[next]);  // the level's buckets load in parallel
+        __builtin_prefetch(buckets_[next].key);  // the level's buckets load in parallel
         nodes[count++] = Node{static_cast<uint32_t>(next), static_cast<int32_t>(n), s};
       }
     }
