@@ -31,9 +31,6 @@ COPY --from=build /src/build/bin/kvindex-server /src/build/bin/kvindex /usr/loca
 # Fail the image build, not the pod, when a library is missing.
 RUN ! ldd /usr/local/bin/kvindex-server /usr/local/bin/kvindex | grep "not found"
 USER 65532:65532
-# malloc asks for transparent huge pages (with THP in "madvise" mode, the common default): the
-# index's tables take a TLB miss per random lookup on 4 KiB pages (ingestion +8-12 %).
-ENV GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 # gRPC (kvindex.v1.KvIndex, health, reflection) and Prometheus /metrics.
 EXPOSE 50051 9090
 ENTRYPOINT ["/usr/local/bin/kvindex-server"]

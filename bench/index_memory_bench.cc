@@ -1,6 +1,8 @@
 // Bytes per (block, worker) entry of a PrefixIndex, measured from the process:
-// heap bytes in use (glibc mallinfo2) and resident set size before and after
-// indexing, divided by entries. Prints the index's own estimate beside them.
+// the growth of its resident set size while indexing, divided by entries, as
+// it is and after malloc_trim (which gives back the free pages of the heap;
+// the tables themselves are mappings of their own, see core/table_memory.h).
+// Prints the index's own estimate beside them.
 //
 //   build/bin/index_memory_bench [--entries=1000000,10000000] [--holders=1,10,100]
 //
@@ -35,11 +37,6 @@ constexpr int kWorkers = 100;
 constexpr uint32_t kBlockSize = 16;
 constexpr size_t kBlocksPerEvent = 64;
 
-size_t HeapBytes() {
-  const struct mallinfo2 mi = mallinfo2();
-  return mi.uordblks + mi.hblkhd;
-}
-
 size_t RssBytes() {
   std::ifstream statm("/proc/self/statm");
   size_t pages = 0, resident = 0;
@@ -49,7 +46,7 @@ size_t RssBytes() {
 
 void Run(size_t entries, int holders) {
   malloc_trim(0);
-  const size_t heap0 = HeapBytes(), rss0 = RssBytes();
+  const size_t rss0 = RssBytes();
   {
     PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
     std::mt19937_64 rng(entries + holders);
@@ -72,13 +69,12 @@ void Run(size_t entries, int holders) {
     }
     batch = {};
     const IndexStats stats = index.Stats();
-    const size_t heap1 = HeapBytes(), rss1 = RssBytes();
+    const size_t rss1 = RssBytes();
     malloc_trim(0);  // gives back the free pages the tables' growth left in the heap
     const size_t rss_trimmed = RssBytes();
-    std::printf("entries=%-9zu holders=%-3d heap_bytes_per_entry=%6.1f rss_bytes_per_entry=%6.1f "
+    std::printf("entries=%-9zu holders=%-3d rss_bytes_per_entry=%6.1f "
                 "rss_trimmed_bytes_per_entry=%6.1f estimate_bytes_per_entry=%6.1f (blocks=%zu workers=%zu)\n",
-                static_cast<size_t>(stats.entries), holders, double(heap1 - heap0) / stats.entries,
-                double(rss1 - rss0) / stats.entries, double(rss_trimmed - rss0) / stats.entries,
+                static_cast<size_t>(stats.entries), holders, double(rss1 - rss0) / stats.entries, double(rss_trimmed - rss0) / stats.entries,
                 double(stats.memory_bytes) / stats.entries,
                 static_cast<size_t>(stats.blocks), static_cast<size_t>(stats.workers));
     std::fflush(stdout);

@@ -17,7 +17,7 @@
 // is found) and shrinks when under 1/8 full, so its load stays in 0.79-0.95
 // (mean ~0.87); an entry moves ~5 times while a table grows to its size.
 // Tags live in an array of their own (one byte per slot, 1/16 of the buckets'
-// size: it stays in cache).
+// size: it stays in cache). The arrays are TableMemory: RSS follows the size.
 //
 // Keys are stored mixed (MurmurHash3's fmix64, a bijection, undone by KeyAt;
 // engine hashes may be small integers); a free slot holds mixed key 0, so the
@@ -29,10 +29,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <utility>
 
 #include "absl/numeric/int128.h"
+#include "core/table_memory.h"
 
 namespace kvindex {
 
@@ -45,8 +45,10 @@ class BucketTable {
   BucketTable() = default;
   BucketTable(BucketTable&& other) noexcept { *this = std::move(other); }
   BucketTable& operator=(BucketTable&& other) noexcept {
-    buckets_ = std::move(other.buckets_);
-    tags_ = std::move(other.tags_);
+    bucket_memory_ = std::move(other.bucket_memory_);
+    tag_memory_ = std::move(other.tag_memory_);
+    buckets_ = std::exchange(other.buckets_, nullptr);
+    tags_ = std::exchange(other.tags_, nullptr);
     bucket_count_ = std::exchange(other.bucket_count_, 0);
     size_ = std::exchange(other.size_, 0);
     zero_ = std::exchange(other.zero_, Zero{});
@@ -157,7 +159,7 @@ class BucketTable {
     uint64_t key[kSlots];  // mixed; 0: free
     uint64_t value[kSlots];
   };
-  static_assert(sizeof(Bucket) == 128);
+  static_assert(sizeof(Bucket) == 128 && alignof(Bucket) <= TableMemory::kAlignment);
   struct Zero {
     uint64_t value = 0;
     uint8_t tag = 0;
@@ -276,8 +278,12 @@ class BucketTable {
     size_ = old.size_;
     zero_ = old.zero_;
     for (;; bucket_count += std::max<size_t>(1, bucket_count / 8)) {
-      buckets_ = std::make_unique<Bucket[]>(bucket_count);  // zeroed: all free
-      if constexpr (kTagged) tags_ = std::make_unique<uint8_t[]>(bucket_count * kSlots);
+      bucket_memory_ = TableMemory(bucket_count * sizeof(Bucket));  // zeroed: all free
+      buckets_ = static_cast<Bucket*>(bucket_memory_.data());
+      if constexpr (kTagged) {
+        tag_memory_ = TableMemory(bucket_count * kSlots);
+        tags_ = static_cast<uint8_t*>(tag_memory_.data());
+      }
       bucket_count_ = bucket_count;
       if (Refill(old)) break;
     }
@@ -298,13 +304,15 @@ class BucketTable {
 
   // Makes the buckets' address and count visible to Prefetch.
   void PublishLayout() {
-    prefetch_buckets_.store(buckets_.get(), std::memory_order_relaxed);
-    if constexpr (kTagged) prefetch_tags_.store(tags_.get(), std::memory_order_relaxed);
+    prefetch_buckets_.store(buckets_, std::memory_order_relaxed);
+    if constexpr (kTagged) prefetch_tags_.store(tags_, std::memory_order_relaxed);
     prefetch_count_.store(bucket_count_, std::memory_order_relaxed);
   }
 
-  std::unique_ptr<Bucket[]> buckets_;
-  std::unique_ptr<uint8_t[]> tags_;  // kTagged: one per slot
+  TableMemory bucket_memory_;
+  TableMemory tag_memory_;
+  Bucket* buckets_ = nullptr;  // in bucket_memory_
+  uint8_t* tags_ = nullptr;    // in tag_memory_; kTagged: one per slot
   size_t bucket_count_ = 0;
   size_t size_ = 0;  // key 0 included
   Zero zero_;

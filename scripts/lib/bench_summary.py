@@ -71,7 +71,7 @@ def parse_memory(path):
         with open(path) as f:
             for line in f:
                 fields = dict(re.findall(r"(\w+)=\s*([\d.]+)", line))
-                if "entries" in fields and "heap_bytes_per_entry" in fields:
+                if "entries" in fields and "rss_bytes_per_entry" in fields:
                     rows.append({k: float(v) for k, v in fields.items()})
     except OSError:
         pass
@@ -164,12 +164,12 @@ def main():
             t.add(f"hashing ({name.removeprefix('BM_')}), tokens/s", fmt_rate(b["items_per_second"]))
     # Memory.
     for row in memory:
-        v = row["heap_bytes_per_entry"]
+        v = row["rss_bytes_per_entry"]
         entries = int(row["entries"])
         holders = int(row.get("holders", 0))
         summary[f"memory_{entries}_holders{holders}_bytes_per_entry"] = v
         t.add(f"memory per (block, worker) entry, {entries / 1e6:g}M entries, {holders} holder(s)",
-              f"{v:.1f} B (rss {row.get('rss_bytes_per_entry', 0):.1f})", "<= 40 B", v <= 40)
+              f"{v:.1f} B RSS ({row.get('rss_trimmed_bytes_per_entry', 0):.1f} trimmed)", "<= 40 B", v <= 40)
     # gRPC.
     if grpc2k:
         ratio = grpc2k.get("match_to_health")

@@ -1,0 +1,36 @@
+#pragma once
+
+// TableMemory: zeroed, 128-byte-aligned memory for a hash table's arrays.
+// From 64 KiB up it is a mapping of its own, unmapped when freed, so the
+// process's RSS follows the tables' size: from the heap, a table that grew
+// would leave its old array as a free hole the heap rarely gives back
+// (measured: 84-107 B per entry resident for 34 B in use). Mappings of 2 MiB
+// and more ask for transparent huge pages (fewer TLB misses on random
+// lookups). Below 64 KiB it comes from the heap.
+
+#include <cstddef>
+
+namespace kvindex {
+
+class TableMemory {
+ public:
+  static constexpr size_t kAlignment = 128;
+
+  TableMemory() = default;
+  explicit TableMemory(size_t bytes);  // throws std::bad_alloc when out of memory
+  ~TableMemory();
+  TableMemory(TableMemory&& other) noexcept;
+  TableMemory& operator=(TableMemory&& other) noexcept;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Release();
+
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  bool mapped_ = false;
+};
+
+}  // namespace kvindex
