@@ -142,6 +142,21 @@ void BM_MatchColdChain(benchmark::State& state) {
 }
 BENCHMARK(BM_MatchColdChain)->Unit(benchmark::kMicrosecond);
 
+// The workers of the Apply benchmarks.
+std::vector<WorkerKey> BenchWorkers() {
+  std::vector<WorkerKey> workers;
+  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  return workers;
+}
+
+// 64 random token sequences of `n` tokens (the Apply benchmarks cycle through them).
+std::vector<std::vector<uint32_t>> TokenPool(uint64_t seed, size_t n) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<uint32_t>> pool(64);
+  for (auto& t : pool) t = RandomTokens(rng, n);
+  return pool;
+}
+
 // Apply of decoded batches as a busy engine sends them: each batch stores
 // `blocks` new blocks chained to the worker's previous batch and removes the
 // blocks it stored 640 batches earlier, round robin over 100 workers: a steady
@@ -151,11 +166,8 @@ void BM_ApplySteadyState(benchmark::State& state) {
   const size_t blocks = state.range(0);
   constexpr size_t kKeep = 640;  // batches each worker keeps
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
-  std::mt19937_64 rng(11);
-  std::vector<std::vector<uint32_t>> tokens(64);
-  for (auto& t : tokens) t = RandomTokens(rng, blocks * kBlockSize);
-  std::vector<WorkerKey> workers;
-  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  const std::vector<std::vector<uint32_t>> tokens = TokenPool(11, blocks * kBlockSize);
+  const std::vector<WorkerKey> workers = BenchWorkers();
   const WorkerContext context{"bench-model", ""};
   EventBatch batch;
   batch.events = {BlockStored{}, BlockRemoved{}};
@@ -191,11 +203,8 @@ BENCHMARK(BM_ApplySteadyState)->Arg(16)->Arg(64)->ArgName("blocks");
 void BM_ApplyFill(benchmark::State& state) {
   constexpr size_t kBlocks = 16;
   constexpr size_t kBatchesPerWorker = kBackgroundBlocksPerWorker / kBlocks;
-  std::mt19937_64 rng(13);
-  std::vector<std::vector<uint32_t>> tokens(64);
-  for (auto& t : tokens) t = RandomTokens(rng, kBlocks * kBlockSize);
-  std::vector<WorkerKey> workers;
-  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  const std::vector<std::vector<uint32_t>> tokens = TokenPool(13, kBlocks * kBlockSize);
+  const std::vector<WorkerKey> workers = BenchWorkers();
   const WorkerContext context{"bench-model", ""};
   EventBatch batch;
   batch.events = {BlockStored{}};
@@ -237,8 +246,7 @@ void BM_ApplyWithCapEviction(benchmark::State& state) {
     s.block_hashes.resize(blocks_per_event);
     b.events.push_back(std::move(s));
   }
-  std::vector<WorkerKey> workers;
-  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  const std::vector<WorkerKey> workers = BenchWorkers();
   const WorkerContext context{"bench-model", ""};
   uint64_t next_hash = 1;
   size_t i = 0;
