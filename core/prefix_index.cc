@@ -360,6 +360,7 @@ class PrefixIndex::Impl {
   // Starts loading X's slot in its shard, without the shard's lock (see BucketTable::Prefetch).
   void PrefetchHolder(uint64_t x) const ABSL_NO_THREAD_SAFETY_ANALYSIS { ShardOf(x).blocks.Prefetch(x); }
 
+  // The holder updates that follow from changes to w's engine blocks (see HolderOp).
   void AddRef(Worker& w, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     Queue(w, {x, HolderOp::kAddRef, m});
   }
