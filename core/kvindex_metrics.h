@@ -31,8 +31,8 @@ class SubscriptionManager;
 // Upper bounds, seconds.
 inline constexpr double kMatchLatencyBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                  0.01,    0.025,  0.05,    0.1,    0.25,  1};
-inline constexpr double kEventLagBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                             0.25,  0.5,    1,     2.5,  5,    10,   30, 60};
+inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                             0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
 
 // Every metric, sorted by name:
 //   COUNTER(member, name, label, help) / GAUGE(member, name, label, help) /
