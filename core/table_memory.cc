@@ -9,7 +9,7 @@
 namespace kvindex {
 namespace {
 
-constexpr size_t kMapFrom = 64 * 1024;
+constexpr size_t kMapFrom = 16 * 1024;
 constexpr size_t kHugePage = 2 * 1024 * 1024;
 
 }  // namespace
