@@ -65,19 +65,23 @@ class BucketTable {
   // Starts loading the lines a lookup of `key` reads, so that the cache misses
   // of a batch of lookups overlap. Safe to call concurrently with any other
   // call, from any thread: it reads the table's address atomically (a stale or
-  // torn pair only makes a useless prefetch), and a prefetch never faults.
+  // torn pair only makes a useless prefetch), computes addresses as integers
+  // (no pointer into a table that may be gone), and a prefetch never faults.
   void Prefetch(uint64_t key) const {
     const size_t count = prefetch_count_.load(std::memory_order_relaxed);
-    if (count == 0) return;
+    const uintptr_t buckets = prefetch_buckets_.load(std::memory_order_relaxed);
+    if (count == 0 || buckets == 0) return;
     const uint64_t mixed = Mix(key);
-    const Bucket* buckets = prefetch_buckets_.load(std::memory_order_relaxed);
     const size_t b1 = First(mixed, count);
     const size_t b2 = Second(mixed, count);
-    __builtin_prefetch(buckets[b1].key);
-    __builtin_prefetch(buckets[b1].value);
-    __builtin_prefetch(buckets[b2].key);
-    __builtin_prefetch(buckets[b2].value);
-    if constexpr (kTagged) __builtin_prefetch(prefetch_tags_.load(std::memory_order_relaxed) + b1 * kSlots);
+    auto line = [](uintptr_t address) { __builtin_prefetch(reinterpret_cast<const void*>(address)); };
+    line(buckets + b1 * sizeof(Bucket));                            // keys
+    line(buckets + b1 * sizeof(Bucket) + offsetof(Bucket, value));  // values
+    line(buckets + b2 * sizeof(Bucket));
+    line(buckets + b2 * sizeof(Bucket) + offsetof(Bucket, value));
+    if constexpr (kTagged) {
+      if (const uintptr_t tags = prefetch_tags_.load(std::memory_order_relaxed); tags != 0) line(tags + b1 * kSlots);
+    }
   }
 
   // Position of `key`, or kNpos.
@@ -304,8 +308,8 @@ class BucketTable {
 
   // Makes the buckets' address and count visible to Prefetch.
   void PublishLayout() {
-    prefetch_buckets_.store(buckets_, std::memory_order_relaxed);
-    if constexpr (kTagged) prefetch_tags_.store(tags_, std::memory_order_relaxed);
+    prefetch_buckets_.store(reinterpret_cast<uintptr_t>(buckets_), std::memory_order_relaxed);
+    if constexpr (kTagged) prefetch_tags_.store(reinterpret_cast<uintptr_t>(tags_), std::memory_order_relaxed);
     prefetch_count_.store(bucket_count_, std::memory_order_relaxed);
   }
 
@@ -317,8 +321,8 @@ class BucketTable {
   size_t size_ = 0;  // key 0 included
   Zero zero_;
   // buckets_, tags_ and bucket_count_ for Prefetch, which may run on other threads.
-  std::atomic<const Bucket*> prefetch_buckets_{nullptr};
-  std::atomic<const uint8_t*> prefetch_tags_{nullptr};
+  std::atomic<uintptr_t> prefetch_buckets_{0};
+  std::atomic<uintptr_t> prefetch_tags_{0};
   std::atomic<size_t> prefetch_count_{0};
 };
 
