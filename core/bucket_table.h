@@ -26,6 +26,7 @@
 // Insert (EraseAt moves nothing unless it shrinks the table). Not thread-safe,
 // except Prefetch.
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -153,7 +154,7 @@ class BucketTable {
     for (size_t pos = 0; pos < capacity(); ++pos) {
       const Bucket& b = buckets_[pos / kSlots];
       if (b.key[pos % kSlots] == 0) continue;
-      fn(Unmix(b.key[pos % kSlots]), uint64_t(b.value[pos % kSlots]), kTagged ? uint8_t(TagOf(pos)) : uint8_t{0});
+      fn(Unmix(b.key[pos % kSlots]), uint64_t(b.value[pos % kSlots]), TagOf(pos));
     }
     if (zero_.used) fn(uint64_t{0}, uint64_t(zero_.value), uint8_t(zero_.tag));
   }
