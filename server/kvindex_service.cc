@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/arena.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/match_request_parser.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -77,8 +78,7 @@ grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* con
   auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
   grpc::Status status = Authorize(*context, /*sync_pods=*/false);
   if (status.ok()) {
-    grpc::ByteBuffer input(*request_bytes);  // shares the slices
-    if (grpc::SerializationTraits<v1::MatchRequest>::Deserialize(&input, request).ok()) {
+    if (ParseMatchRequest(*request_bytes, request)) {
       status = AnswerMatch(*request, response);
     } else {
       match_errors_.fetch_add(1, std::memory_order_relaxed);
