@@ -35,8 +35,9 @@ class IngestMetrics {
  public:
   virtual ~IngestMetrics() = default;
 
-  // `batch` was decoded and applied to the index. `lag`: now minus the batch's
-  // engine timestamp, for batches of the live stream; nullopt for replayed ones.
+  // `batch` was decoded and applied to the index. `lag`: the time after the
+  // apply (the batch visible in Match) minus the batch's engine timestamp, for
+  // batches of the live stream; nullopt for replayed ones.
   virtual void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) = 0;
   // A payload did not decode; its seq was consumed.
   virtual void OnDecodeError(DecodeErrorReason reason) = 0;

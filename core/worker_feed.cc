@@ -71,7 +71,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   if (s == last_applied_ + 1 ||
       (first && (!options_.has_replay || !replay_reachable_))) {
     live_last_ = s;
-    Apply(seq, payload, now);
+    Apply(seq, payload, /*live=*/true);
     return;
   }
   // Gap: batches last+1 .. s-1 were lost by the live stream.
@@ -80,14 +80,14 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   if (!options_.has_replay) {
     ClearUncovered();
     live_last_ = s;
-    Apply(seq, payload, now);
+    Apply(seq, payload, /*live=*/true);
     return;
   }
   backlog_.emplace_front(seq, std::string(payload));
   StartReplay(static_cast<uint64_t>(last_applied_ + 1), s, now);
 }
 
-void WorkerFeed::Apply(uint64_t seq, std::string_view payload, std::optional<absl::Time> received) {
+void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
   last_applied_ = static_cast<int64_t>(seq);
   status_.last_seq = last_applied_;
   absl::StatusOr<EventBatch> batch = DecodeEventBatch(payload);
@@ -98,8 +98,8 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, std::optional<abs
   }
   sink_->ApplyBatch(*batch);
   std::optional<absl::Duration> lag;
-  if (received.has_value() && std::isfinite(batch->ts)) {
-    lag = (*received - absl::UnixEpoch()) - absl::Seconds(batch->ts);
+  if (live && std::isfinite(batch->ts)) {
+    lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);
   }
   metrics_.OnBatchApplied(*batch, lag);
   ++status_.batches;
@@ -133,7 +133,7 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
         replay_->failed = true;
         ClearUncovered();
       }
-      Apply(seq, payload, std::nullopt);
+      Apply(seq, payload, /*live=*/false);
       return;
     }
   }
@@ -147,7 +147,7 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
     replay_->failed = true;
     ClearUncovered();
   }
-  Apply(seq, payload, std::nullopt);
+  Apply(seq, payload, /*live=*/false);
 }
 
 void WorkerFeed::OnReplayEnd(absl::Time now) {

@@ -31,6 +31,7 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/event_batch.h"
 #include "core/ingest_metrics.h"
@@ -57,6 +58,8 @@ struct FeedOptions {
   bool has_replay = false;
   absl::Duration replay_timeout = absl::Seconds(2);
   size_t max_backlog = 100000;  // live batches held during a replay
+  // Read after a live batch is applied, for its lag (ts -> visible in Match).
+  absl::Time (*clock)() = &absl::Now;
 };
 
 class WorkerFeed {
@@ -96,8 +99,8 @@ class WorkerFeed {
 
   // Handles a live batch outside a replay; may start one.
   void Process(uint64_t seq, std::string_view payload, absl::Time now);
-  // `received`: when a live batch arrived (for the lag metric); nullopt for replayed ones.
-  void Apply(uint64_t seq, std::string_view payload, std::optional<absl::Time> received);
+  // `live`: from the live stream (its lag is reported), not from a replay.
+  void Apply(uint64_t seq, std::string_view payload, bool live);
   void StartReplay(uint64_t from, int64_t target, absl::Time now);
   void FinishReplay(bool timed_out, absl::Time now);
   // Clears the worker after an uncoverable gap.

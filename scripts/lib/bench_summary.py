@@ -220,8 +220,18 @@ def main():
         p99 = lag["lag_upper"]["p99_us"] / 1e3
         summary["e2e_lag_p99_ms"] = p99
         summary["e2e_lag_p50_ms"] = lag["lag_upper"]["p50_us"] / 1e3
-        t.add(f"event lag p99 at {fmt_rate(lag['applied_blocks_per_second'])} blocks applied (upper bound)",
-              f"{p99:.2f} ms", "<= 1 ms", p99 <= 1.0)
+        server_lag = lag.get("server_lag")
+        if server_lag:
+            # Exact per batch (ts -> applied), every pod's batches; interpolated within buckets.
+            summary["e2e_server_lag_p99_ms"] = server_lag["p99_ms"]
+            summary["e2e_server_lag_within_1ms"] = server_lag["within_1ms"]
+            t.add(f"event lag p99 at {fmt_rate(lag['applied_blocks_per_second'])} blocks applied (server, all batches)",
+                  f"{server_lag['p99_ms']:.2f} ms", "<= 1 ms", server_lag["within_1ms"] >= 0.99)
+            t.add("event lag at the server: p50, share <= 1 ms",
+                  f"{server_lag['p50_ms']:.2f} ms, {100 * server_lag['within_1ms']:.2f} %",
+                  f"{server_lag['batches']} batches")
+        t.add(f"event lag p99, probe pod (upper bound: first seeing Match reply)",
+              f"{p99:.2f} ms", "<= 1 ms", None if server_lag else p99 <= 1.0)
         t.add("event lag p50 (upper) / p99 (lower bound) / poll resolution p50",
               f"{lag['lag_upper']['p50_us'] / 1e3:.2f} / {lag['lag_lower']['p99_us'] / 1e3:.2f} ms / "
               f"{lag['poll_rtt']['p50_us']:.0f} us", f"{lag['visible']} probes, {lag['lost']} lost")

@@ -313,14 +313,16 @@ TEST_F(WorkerFeedTest, MetricsAgreeWithTheStatus) {
   EXPECT_GT(status.duplicates, 0u);
 }
 
-// Lag (now - the batch's engine ts) is reported for live batches only.
+// Lag (the clock after the apply - the batch's engine ts) is reported for live batches only.
 TEST_F(WorkerFeedTest, LagIsReportedForLiveBatchesOnly) {
   RecordingMetrics metrics;
-  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), 100}, 0, &metrics);
+  FeedOptions options{true, absl::Seconds(2), 100};
+  options.clock = [] { return absl::FromUnixSeconds(1000); };
+  WorkerFeed feed(&sink_, options, 0, &metrics);
   feed.Start(now_);
   Replayed(feed, 0);  // ts 0
   feed.OnReplayEnd(now_);
-  Live(feed, 1);  // ts 1, received at 1000
+  Live(feed, 1);  // ts 1, applied at 1000
   ASSERT_EQ(metrics.lags.size(), 2u);
   EXPECT_EQ(metrics.lags[0], std::nullopt);
   EXPECT_EQ(metrics.lags[1], absl::Seconds(999));

@@ -148,6 +148,14 @@ TEST_F(KvindexBenchTest, IngestBenchMeasuresLagAndRamp) {
   ExpectSaneLatency(lag["poll_rtt"], "poll_rtt");
   EXPECT_LE(lag["lag_lower"].value("p50_us", 0.0), lag["lag_upper"].value("p50_us", 0.0));
   EXPECT_GT(lag.value("applied_blocks_per_second", 0.0), 0.0);
+  // The spawned server's own histogram of the same window: every pod's batches.
+  ASSERT_TRUE(lag.contains("server_lag"));
+  const nlohmann::json& server_lag = lag["server_lag"];
+  EXPECT_GT(server_lag.value("batches", 0), 0);
+  EXPECT_GE(server_lag.value("within_1ms", -1.0), 0.0);
+  EXPECT_LE(server_lag.value("within_1ms", 2.0), 1.0);
+  EXPECT_GT(server_lag.value("p99_ms", 0.0), 0.0);
+  EXPECT_LE(server_lag.value("p50_ms", 1.0), server_lag.value("p99_ms", 0.0));
   ASSERT_TRUE(report.contains("ramp"));
   ASSERT_EQ(report["ramp"]["steps"].size(), 1u);
   const nlohmann::json& step = report["ramp"]["steps"][0];

@@ -13,22 +13,36 @@
 
 namespace kvindex::bench {
 
+namespace {
+
+// The port after `marker` in `log`, 0 when not (yet) there.
+int PortAfter(const std::string& log, std::string_view marker) {
+  const size_t at = log.find(marker);
+  if (at == std::string::npos) return 0;
+  const size_t start = at + marker.size();
+  const size_t end = log.find_first_not_of("0123456789", start);
+  int port = 0;
+  if (end == std::string::npos || !absl::SimpleAtoi(log.substr(start, end - start), &port)) return 0;
+  return port;
+}
+
+}  // namespace
+
 absl::StatusOr<ServerChild> StartServer(const std::string& bin_dir, const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {bin_dir + "/kvindex-server", "--listen=127.0.0.1:0", "--metrics_listen="};
+  std::vector<std::string> argv = {bin_dir + "/kvindex-server", "--listen=127.0.0.1:0",
+                                   "--metrics_listen=127.0.0.1:0"};
   argv.insert(argv.end(), args.begin(), args.end());
   absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start("server", std::move(argv));
   if (!process.ok()) return process.status();
-  constexpr std::string_view kMarker = "listening on 127.0.0.1:";
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (absl::Now() < deadline) {
+    // main() logs the gRPC port, then the metrics one (or that there is none).
     const std::string log = (*process)->Log();
-    if (size_t at = log.find(kMarker); at != std::string::npos) {
-      const size_t start = at + kMarker.size();
-      const size_t end = log.find_first_not_of("0123456789", start);
-      int port = 0;
-      if (end != std::string::npos && absl::SimpleAtoi(log.substr(start, end - start), &port) && port > 0) {
-        return ServerChild{*std::move(process), absl::StrCat("127.0.0.1:", port)};
-      }
+    const int port = PortAfter(log, "listening on 127.0.0.1:");
+    const int metrics_port = PortAfter(log, "metrics on http://127.0.0.1:");
+    if (port > 0 && (metrics_port > 0 || log.find("metrics endpoint disabled") != std::string::npos)) {
+      return ServerChild{*std::move(process), absl::StrCat("127.0.0.1:", port),
+                         metrics_port > 0 ? absl::StrCat("127.0.0.1:", metrics_port) : ""};
     }
     if ((*process)->Wait(absl::ZeroDuration()).has_value()) break;
     absl::SleepFor(absl::Milliseconds(10));

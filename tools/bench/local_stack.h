@@ -18,11 +18,13 @@ namespace kvindex::bench {
 
 struct ServerChild {
   std::unique_ptr<ChildProcess> process;
-  std::string address;  // "127.0.0.1:port"
+  std::string address;          // "127.0.0.1:port"
+  std::string metrics_address;  // of its /metrics; empty when `args` turned it off
 };
 
-// Starts `bin_dir`/kvindex-server --listen=127.0.0.1:0 --metrics_listen= plus
-// `args`, and waits (up to 30 s) for its "listening on" log line.
+// Starts `bin_dir`/kvindex-server --listen=127.0.0.1:0
+// --metrics_listen=127.0.0.1:0 plus `args`, and waits (up to 30 s) for the log
+// lines that name its ports.
 absl::StatusOr<ServerChild> StartServer(const std::string& bin_dir, const std::vector<std::string>& args);
 
 struct SimChild {

@@ -69,6 +69,9 @@ ABSL_FLAG(uint32_t, vocab_size, 32000, "Token ids are drawn from [0, vocab_size)
 
 // Traffic.
 ABSL_FLAG(double, rate, 10, "Requests per second per engine; 0: as fast as possible (load generation).");
+ABSL_FLAG(bool, stagger, true,
+          "Offset each engine's request schedule by a fraction of the interval, as independent pods are; "
+          "false: all engines publish at the same instants.");
 ABSL_FLAG(uint64_t, requests, 0, "Requests per engine, then the traffic stops; 0: no limit.");
 ABSL_FLAG(uint64_t, requests_per_batch, 1, "Requests whose events share one batch (message).");
 ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(), "Traffic time; 0: until SIGINT/SIGTERM or --requests.");
@@ -294,6 +297,7 @@ int Main() {
 
   RunnerOptions run;
   run.rate = absl::GetFlag(FLAGS_rate);
+  run.stagger = absl::GetFlag(FLAGS_stagger);
   run.max_requests = absl::GetFlag(FLAGS_requests);
   run.duration = absl::GetFlag(FLAGS_duration);
   run.restart_every = absl::GetFlag(FLAGS_restart_every);

@@ -23,6 +23,7 @@ constexpr uint64_t kMaxLoggedErrors = 20;
 
 struct EngineState {
   size_t index = 0;
+  absl::Time start;  // of its request schedule
   uint64_t served = 0;
   bool done = false;
   absl::Time next_restart = absl::InfiniteFuture();
@@ -68,6 +69,10 @@ void SimRunner::Run(std::stop_token stop, std::vector<size_t> mine) {
   for (size_t index : mine) {
     EngineState s;
     s.index = index;
+    s.start = start;
+    if (options_.stagger && options_.rate > 0) {
+      s.start += absl::Seconds(static_cast<double>(index) / static_cast<double>(engines_.size()) / options_.rate);
+    }
     if (options_.restart_every > absl::ZeroDuration()) {
       // Staggered, so that engines do not all restart at once.
       s.next_restart = start + options_.restart_every +
@@ -100,8 +105,9 @@ void SimRunner::Run(std::stop_token stop, std::vector<size_t> mine) {
         due = s.served + kBatchesPerTurn * std::max<size_t>(engine.options().requests_per_batch, 1);
         busy = true;
       } else {
-        // The first request goes out at once, then one every 1/rate seconds.
-        due = static_cast<uint64_t>(std::floor(absl::ToDoubleSeconds(now - start) * options_.rate)) + 1;
+        // The first request goes out at the engine's start, then one every 1/rate seconds.
+        due = now < s.start ? 0
+                            : static_cast<uint64_t>(std::floor(absl::ToDoubleSeconds(now - s.start) * options_.rate)) + 1;
       }
       if (options_.max_requests > 0) due = std::min(due, options_.max_requests);
       if (due > s.served) {
@@ -111,7 +117,7 @@ void SimRunner::Run(std::stop_token stop, std::vector<size_t> mine) {
         if (s.served < due) busy = true;
       }
       if (options_.rate > 0) {
-        next_due = std::min(next_due, start + absl::Seconds(static_cast<double>(s.served) / options_.rate));
+        next_due = std::min(next_due, s.start + absl::Seconds(static_cast<double>(s.served) / options_.rate));
       }
       next_due = std::min(next_due, s.next_restart);
     }

@@ -2,7 +2,8 @@
 
 // SimRunner: drives simulated engines on a few threads. Each thread owns a
 // share of the engines (round robin): it serves their requests at the
-// configured rate, restarts them on schedule, and answers their replay
+// configured rate (each engine's schedule offset by a fraction of the interval
+// unless RunnerOptions::stagger is off), restarts them on schedule, and answers their replay
 // requests, waiting in zmq::poll between requests. After an engine's traffic
 // ends (duration or request count), its replay socket is still served until
 // Stop().
@@ -26,6 +27,9 @@ namespace kvindex::sim {
 
 struct RunnerOptions {
   double rate = 10;                 // requests per second per engine; <= 0: as fast as possible
+  // Engine i's schedule starts i/N of a request interval late, as independent
+  // pods' would; false: every engine's requests fall due at the same instants.
+  bool stagger = true;
   uint64_t max_requests = 0;        // requests per engine; 0: no limit
   absl::Duration duration = absl::ZeroDuration();       // traffic time; zero: until Stop()
   absl::Duration restart_every = absl::ZeroDuration();  // per engine, staggered; zero: never
