@@ -9,25 +9,9 @@
 #include <string>
 
 #include "google/protobuf/stubs/logging.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "kvindex/v1/kvindex.pb.h"
 #include "server/match_request_parser.h"
-
-namespace {
-
-std::string Bytes(const kvindex::v1::MatchRequest& request) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    request.SerializeToCodedStream(&coded);
-  }  // flushed
-  return out;
-}
-
-}  // namespace
+#include "tests/server/deterministic_bytes.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static google::protobuf::LogSilencer* quiet = new google::protobuf::LogSilencer;  // invalid UTF-8 logs
@@ -42,7 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
   // Compared as deterministic bytes: a NaN weight is not equal to itself.
-  if (expected_ok && Bytes(got) != Bytes(expected)) {
+  using kvindex::testing::DeterministicBytes;
+  if (expected_ok && DeterministicBytes(got) != DeterministicBytes(expected)) {
     std::fprintf(stderr, "ParseMatchRequest's message differs from protobuf's:\n%s\nvs\n%s\n",
                  got.DebugString().c_str(), expected.DebugString().c_str());
     std::abort();

@@ -1,12 +1,11 @@
 #include "server/match_request_parser.h"
+#include "tests/server/deterministic_bytes.h"
 
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -40,18 +39,6 @@ std::string UnpackedToken(uint64_t v) {
   return out;
 }
 
-// Deterministic bytes of `request`: a NaN weight is not equal to itself, its bytes are.
-std::string Bytes(const v1::MatchRequest& request) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    request.SerializeToCodedStream(&coded);
-  }  // flushed
-  return out;
-}
-
 // Parses `wire` both ways and expects the same verdict and, on success, the same message.
 void ExpectSameAsProtobuf(const std::string& wire) {
   v1::MatchRequest expected;
@@ -60,7 +47,8 @@ void ExpectSameAsProtobuf(const std::string& wire) {
   got.set_model("stale");  // the parser clears what was there
   ASSERT_EQ(ParseMatchRequest(wire, &got), expected_ok) << "input of " << wire.size() << " bytes";
   if (expected_ok) {
-    EXPECT_EQ(Bytes(got), Bytes(expected)) << "got:\n" << got.DebugString() << "\nexpected:\n" << expected.DebugString();
+    EXPECT_EQ(testing::DeterministicBytes(got), testing::DeterministicBytes(expected))
+        << "got:\n" << got.DebugString() << "\nexpected:\n" << expected.DebugString();
   }
 }
 
