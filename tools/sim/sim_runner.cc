@@ -132,7 +132,9 @@ void SimRunner::Run(std::stop_token stop, std::vector<size_t> mine) {
     }
     const absl::Duration wait = busy ? absl::ZeroDuration() : std::clamp(next_due - absl::Now(), absl::ZeroDuration(), kMaxWait);
     try {
-      if (items.empty()) {
+      // zmq::poll counts whole milliseconds: under one it would return at once
+      // and this loop would spin (a core's worth at ~1k batches/s) until due.
+      if (items.empty() || (wait > absl::ZeroDuration() && wait < absl::Milliseconds(1))) {
         if (wait > absl::ZeroDuration()) absl::SleepFor(wait);
         continue;
       }
