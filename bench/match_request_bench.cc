@@ -39,8 +39,8 @@ void BM_ParseMatchRequest(benchmark::State& state) {
 
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"tokens", "vocab"});
-  for (int64_t tokens : {2048, 8192}) {
-    for (int64_t vocab : {16384, 131072}) b->Args({tokens, vocab});
+  for (int64_t tokens : {16, 2048, 8192}) {
+    for (int64_t vocab : {16384, 32000, 131072}) b->Args({tokens, vocab});
   }
 }
 

@@ -101,11 +101,39 @@ size_t CountVarints(const char* begin, const char* end) {
 // The low 8 * n bytes of a word, for a varint of n = 1..5 bytes.
 constexpr uint64_t kVarintMask[6] = {0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff};
 
-// The value of a varint of up to 5 bytes in the low bytes of `w` (bytes past
-// it masked off), truncated to 32 bits as protobuf does for uint32.
-inline uint32_t VarintValue(uint64_t w) {
+// The value of the varint of `length` (1..5) bytes at the bottom of `w`,
+// truncated to 32 bits as protobuf does for uint32. Ids under 2^21 (up to 3
+// bytes: every id of a vocabulary up to 2M) take the short branch.
+inline uint32_t VarintValue(uint64_t w, size_t length) {
+  w &= kVarintMask[length];
+  if (length <= 3) return static_cast<uint32_t>((w & 0x7f) | ((w >> 1) & 0x3f80) | ((w >> 2) & 0x1fc000));
   return static_cast<uint32_t>((w & 0x7f) | ((w >> 1) & (0x7fULL << 7)) | ((w >> 2) & (0x7fULL << 14)) |
                                ((w >> 3) & (0x7fULL << 21)) | ((w >> 4) & (0x7fULL << 28)));
+}
+
+// Decodes the varints ending in `stops` (bits of the 64 bytes from `base`) of
+// the run at `begin`, the first starting at *start; `kDirect`: every 8-byte
+// load from one of them stays inside the run. Returns the end of what it
+// wrote, or nullptr on a varint longer than 5 bytes.
+template <bool kDirect>
+inline uint32_t* DecodeChunk(const char* begin, const char* tail, size_t tail_start, size_t base, uint64_t stops,
+                             size_t* start, uint32_t* out) {
+  size_t next = *start;
+  for (; stops != 0; stops &= stops - 1) {
+    const size_t last = base + static_cast<size_t>(std::countr_zero(stops));
+    const size_t length = last - next + 1;
+    if (length > 5) return nullptr;
+    uint64_t w;
+    if constexpr (kDirect) {
+      std::memcpy(&w, begin + next, 8);
+    } else {
+      std::memcpy(&w, next < tail_start ? begin + next : tail + (next - tail_start), 8);
+    }
+    *out++ = VarintValue(w, length);
+    next = last + 1;
+  }
+  *start = next;
+  return out;
 }
 
 // Decodes the varints of [begin, end), whose last byte ends one, into `out`
@@ -120,17 +148,16 @@ uint32_t* DecodeVarints(const char* begin, const char* end, uint32_t* out) {
   char tail[16] = {};
   std::memcpy(tail, begin + tail_start, n - tail_start);
   size_t start = 0;  // of the next varint
-  for (size_t base = 0; base < n; base += 64) {
-    uint64_t stops = n - base >= 64 ? StopMask(begin + base) : StopMask(begin + base, n - base);
-    for (; stops != 0; stops &= stops - 1) {
-      const size_t last = base + static_cast<size_t>(std::countr_zero(stops));
-      const size_t length = last - start + 1;
-      if (length > 5) return nullptr;
-      uint64_t w;
-      std::memcpy(&w, start < tail_start ? begin + start : tail + (start - tail_start), 8);
-      *out++ = VarintValue(w & kVarintMask[length]);
-      start = last + 1;
-    }
+  size_t base = 0;
+  // Whole chunks whose varints all start at least 8 bytes before the end.
+  for (; base + 64 + 8 <= n; base += 64) {
+    out = DecodeChunk<true>(begin, tail, tail_start, base, StopMask(begin + base), &start, out);
+    if (out == nullptr) return nullptr;
+  }
+  for (; base < n; base += 64) {
+    const uint64_t stops = n - base >= 64 ? StopMask(begin + base) : StopMask(begin + base, n - base);
+    out = DecodeChunk<false>(begin, tail, tail_start, base, stops, &start, out);
+    if (out == nullptr) return nullptr;
   }
   return out;
 }

@@ -117,6 +117,10 @@ TEST(MatchRequestParserTest, OverlongAndWideVarintsTruncateTo32BitsLikeProtobuf)
                      (uint64_t{1} << 63) + 5, UINT64_MAX}) {
     ExpectSameAsProtobuf(PackedTokens({1, v, 2}));
     ExpectSameAsProtobuf(UnpackedToken(v));
+    // Deep inside a long run, where the decoder reads whole chunks directly.
+    std::vector<uint64_t> long_run(200, 300000);
+    long_run[100] = v;
+    ExpectSameAsProtobuf(PackedTokens(long_run));
   }
 }
 
