@@ -133,6 +133,7 @@ TEST_F(KvindexBenchTest, SpawnsItsOwnServerAndSimulatorAndPrintsTables) {
 TEST_F(KvindexBenchTest, IngestBenchMeasuresLagAndRamp) {
   const CommandResult r =
       RunCommand({BinPath("kvindex-ingest-bench"), "--pods=2", "--turn_tokens=1024", "--lag_rate=20000",
+                  "--capacity_blocks=1024", "--lag_fill_timeout=20s",
                   "--lag_duration=3s", "--lag_warmup=300ms", "--ramp=50k", "--step_duration=1500ms",
                   "--step_warmup=300ms", "--json"},
                  absl::Seconds(90));
@@ -148,6 +149,9 @@ TEST_F(KvindexBenchTest, IngestBenchMeasuresLagAndRamp) {
   ExpectSaneLatency(lag["poll_rtt"], "poll_rtt");
   EXPECT_LE(lag["lag_lower"].value("p50_us", 0.0), lag["lag_upper"].value("p50_us", 0.0));
   EXPECT_GT(lag.value("applied_blocks_per_second", 0.0), 0.0);
+  // Probing began once the engines' caches were full (3 engines x 1024 blocks).
+  EXPECT_TRUE(lag.value("index_filled", false));
+  EXPECT_GE(lag.value("blocks_held", 0), 2900);
   // The spawned server's own histogram of the same window: every pod's batches.
   ASSERT_TRUE(lag.contains("server_lag"));
   const nlohmann::json& server_lag = lag["server_lag"];
