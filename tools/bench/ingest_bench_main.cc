@@ -44,9 +44,9 @@
 #include "spdlog/spdlog.h"
 #include "tools/bench/child_process.h"
 #include "tools/bench/lag_probe.h"
-#include "tools/bench/server_lag_histogram.h"
 #include "tools/bench/latency_summary.h"
 #include "tools/bench/local_stack.h"
+#include "tools/bench/server_lag_histogram.h"
 #include "tools/bench/target.h"
 
 ABSL_FLAG(std::string, mode, "all", "all (lag, then ramp), lag or ramp.");
