@@ -19,6 +19,11 @@ std::string Metrics(uint64_t le100us, uint64_t le1ms, uint64_t le10ms, uint64_t 
          "kvindex_other_bucket{le=\"1\"} 99\n";
 }
 
+// The histogram a scrape of Metrics(...) reads.
+LagHistogram Scraped(uint64_t le100us, uint64_t le1ms, uint64_t le10ms, uint64_t inf) {
+  return *ParseLagHistogram(Metrics(le100us, le1ms, le10ms, inf));
+}
+
 TEST(ServerLagHistogramTest, ReadsTheBucketsOfTheLagFamilyOnly) {
   absl::StatusOr<LagHistogram> h = ParseLagHistogram(Metrics(1, 2, 3, 4));
   ASSERT_TRUE(h.ok()) << h.status();
@@ -33,9 +38,7 @@ TEST(ServerLagHistogramTest, ReadsTheBucketsOfTheLagFamilyOnly) {
 
 TEST(ServerLagHistogramTest, SummarizesOnlyTheBatchesBetweenTwoScrapes) {
   // Before: 100 batches all under 100 us. Then 100 more: 50 under 100 us, 49 in (0.1, 1] ms, 1 in (1, 10] ms.
-  const LagHistogram before = *ParseLagHistogram(Metrics(100, 100, 100, 100));
-  const LagHistogram after = *ParseLagHistogram(Metrics(150, 199, 200, 200));
-  const LagHistogramSummary s = SummarizeBetween(before, after);
+  const LagHistogramSummary s = SummarizeBetween(Scraped(100, 100, 100, 100), Scraped(150, 199, 200, 200));
   EXPECT_EQ(s.batches, 100u);
   EXPECT_DOUBLE_EQ(s.within_1ms, 0.99);
   EXPECT_NEAR(s.p50_ms, 0.1, 1e-9);                    // the 50th batch: the top of the first bucket
@@ -44,13 +47,11 @@ TEST(ServerLagHistogramTest, SummarizesOnlyTheBatchesBetweenTwoScrapes) {
 }
 
 TEST(ServerLagHistogramTest, AQuantileInTheInfiniteBucketIsTheLastFiniteBound) {
-  const LagHistogram before = *ParseLagHistogram(Metrics(0, 0, 0, 0));
-  const LagHistogram after = *ParseLagHistogram(Metrics(0, 0, 0, 10));
-  const LagHistogramSummary s = SummarizeBetween(before, after);
+  const LagHistogramSummary s = SummarizeBetween(Scraped(0, 0, 0, 0), Scraped(0, 0, 0, 10));
   EXPECT_EQ(s.batches, 10u);
   EXPECT_DOUBLE_EQ(s.p99_ms, 10.0);
   EXPECT_DOUBLE_EQ(s.within_1ms, 0.0);
-  EXPECT_EQ(SummarizeBetween(after, after).batches, 0u);
+  EXPECT_EQ(SummarizeBetween(Scraped(0, 0, 0, 10), Scraped(0, 0, 0, 10)).batches, 0u);
 }
 
 }  // namespace

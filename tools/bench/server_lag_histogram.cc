@@ -18,16 +18,16 @@ constexpr absl::string_view kBucketPrefix = "kvindex_event_lag_seconds_bucket{le
 // linearly inside its bucket; the last finite bound when it falls in +Inf.
 double Quantile(const std::vector<std::pair<double, uint64_t>>& counts, uint64_t total, double q) {
   const double rank = q * static_cast<double>(total);
-  double below = 0, lower = 0, last_finite = 0;
+  double below = 0, lower = 0;  // batches in the buckets before; the bound those end at
   for (const auto& [le, n] : counts) {
-    if (std::isinf(le)) return last_finite;
+    if (std::isinf(le)) return lower;
     if (below + static_cast<double>(n) >= rank && n > 0) {
       return lower + (le - lower) * (rank - below) / static_cast<double>(n);
     }
     below += static_cast<double>(n);
-    lower = last_finite = le;
+    lower = le;
   }
-  return last_finite;
+  return lower;
 }
 
 }  // namespace
