@@ -167,7 +167,7 @@ bool ParseSplit(absl::string_view wire, v1::MatchRequest* request) {
   const char* p = wire.data();
   const char* const end = p + wire.size();
   absl::InlinedVector<Run, 2> token_runs;  // packed payloads and single unpacked varints, in order
-  std::string rest;                        // every other field, in order
+  absl::InlinedVector<Run, 2> other_runs;  // every other field, in order; adjacent ones joined
   while (p < end) {
     const char* const field_start = p;
     uint64_t tag = 0;
@@ -175,7 +175,11 @@ bool ParseSplit(absl::string_view wire, v1::MatchRequest* request) {
     const auto wire_type = static_cast<uint32_t>(tag & 7);
     if ((tag >> 3) != kTokenIdsField) {
       if (!SkipField(wire_type, &p, end)) return false;
-      rest.append(field_start, p);
+      if (!other_runs.empty() && other_runs.back().end == field_start) {
+        other_runs.back().end = p;
+      } else {
+        other_runs.push_back({field_start, p});
+      }
       continue;
     }
     const char* const payload = p;
@@ -199,6 +203,15 @@ bool ParseSplit(absl::string_view wire, v1::MatchRequest* request) {
     tokens += CountVarints(run.begin, run.end);
   }
   if (tokens > static_cast<size_t>(INT32_MAX)) return false;
+  // The other fields: in place when they are one run (or none), else joined.
+  std::string joined;
+  absl::string_view rest;
+  if (other_runs.size() == 1) {
+    rest = absl::string_view(other_runs[0].begin, static_cast<size_t>(other_runs[0].end - other_runs[0].begin));
+  } else if (other_runs.size() > 1) {
+    for (const Run& run : other_runs) joined.append(run.begin, run.end);
+    rest = joined;
+  }
   if (!request->ParseFromArray(rest.data(), static_cast<int>(rest.size()))) return false;
   google::protobuf::RepeatedField<uint32_t>* ids = request->mutable_token_ids();
   ids->Reserve(static_cast<int>(tokens));
