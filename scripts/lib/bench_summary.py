@@ -232,7 +232,7 @@ def main():
             t.add("event lag at the server: p50, share <= 1 ms",
                   f"{server_lag['p50_ms']:.2f} ms, {100 * server_lag['within_1ms']:.2f} %",
                   f"{server_lag['batches']} batches")
-        t.add(f"event lag p99, probe pod (upper bound: first seeing Match reply)",
+        t.add("event lag p99, probe pod (upper bound: first seeing Match reply)",
               f"{p99:.2f} ms", "<= 1 ms", None if server_lag else p99 <= 1.0)
         t.add("event lag p50 (upper) / p99 (lower bound) / poll resolution p50",
               f"{lag['lag_upper']['p50_us'] / 1e3:.2f} / {lag['lag_lower']['p99_us'] / 1e3:.2f} ms / "
