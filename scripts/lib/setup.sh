@@ -38,7 +38,8 @@ kvindex_build() {
   if [ ! -f "$build_dir/build.ninja" ]; then
     cmake -S "$root" -B "$build_dir" -G Ninja \
       -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
-      -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" -DKVINDEX_FUZZ="${KVINDEX_FUZZ:-OFF}" >/dev/null
+      -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" -DKVINDEX_FUZZ="${KVINDEX_FUZZ:-OFF}" \
+      ${KVINDEX_WIRE_DIR:+-DKVINDEX_WIRE_DIR="$KVINDEX_WIRE_DIR"} >/dev/null
   fi
   cmake --build "$build_dir" -j "$(nproc)"
 }
