@@ -111,6 +111,23 @@ TEST_F(CliEndToEndTest, ApplyPublishMatchDelete) {
   EXPECT_THAT(table.out, HasSubstr("default/vllm-0"));
   EXPECT_THAT(table.out, HasSubstr(absl::StrCat("  ", kBlocks * kBlockSize, "  ")));
 
+  // --weight, --pods and --lora reach the server (tests/client/cli_args_test.cc covers them in depth).
+  const CommandResult weighted = Cli({"match", "--model", "llama-3-8b", "--tokens", PromptTokenList(0), "--weight",
+                                      "GPU=0.5,CPU=2", "--pods", "default/vllm-0,default/other", "--json"});
+  ASSERT_EQ(weighted.exit_code, 0) << weighted.err;
+  const nlohmann::json weighted_json = nlohmann::json::parse(weighted.out);
+  ASSERT_EQ(weighted_json["pods"].size(), 1u) << weighted.out;
+  EXPECT_EQ(weighted_json["pods"][0]["score"], 0.5 * kBlocks);
+  const CommandResult elsewhere =
+      Cli({"match", "--model", "llama-3-8b", "--tokens", PromptTokenList(0), "--pods", "default/other"});
+  ASSERT_EQ(elsewhere.exit_code, 0) << elsewhere.err;
+  EXPECT_THAT(elsewhere.out, HasSubstr("0 pods match"));
+  const CommandResult adapter =
+      Cli({"match", "--model", "llama-3-8b", "--lora", "sql-adapter", "--tokens", PromptTokenList(0)});
+  ASSERT_EQ(adapter.exit_code, 0) << adapter.err;
+  EXPECT_THAT(adapter.out, HasSubstr("model llama-3-8b (lora sql-adapter)"));
+  EXPECT_THAT(adapter.out, HasSubstr("0 pods match")) << "the engine's blocks are the base model's";
+
   // A prompt that shares only the first two blocks matches two blocks.
   std::vector<uint32_t> diverging = PromptTokens(kBlocks, kBlockSize);
   diverging[2 * kBlockSize] = 999999;

@@ -224,6 +224,34 @@ TEST(PrefixIndexTest, MediumWeightsScoreAndOrderWorkers) {
   EXPECT_DOUBLE_EQ(r->workers[1].score, 0.5);
 }
 
+// A tier without a weight weighs 1.0; a block held on several tiers scores the heaviest.
+TEST(PrefixIndexTest, UnweightedTiersWeighOneAndABlockScoresItsHeaviestTier) {
+  const WorkerKey kC{"ns/c", 0};
+  PrefixIndex index;
+  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "GPU")}));
+  index.Apply(kB, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
+  index.Apply(kC, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "DISK"),
+                                 Stored({1}, std::nullopt, Tokens(2), 2, "CPU")}));  // block 0 on DISK and CPU
+  const std::vector<uint32_t> tokens = Tokens(6);
+  auto scored = [&](absl::flat_hash_map<std::string, double> weights) {
+    absl::StatusOr<MatchResult> r =
+        index.Match(MatchQuery{.model = "llama", .token_ids = tokens, .medium_weights = std::move(weights)});
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<std::pair<WorkerKey, double>> out;
+    if (r.ok()) {
+      for (const WorkerMatch& m : r->workers) out.emplace_back(m.worker, m.score);
+    }
+    return out;
+  };
+  // GPU 3 blocks x 1 (unlisted); CPU 2 x 2.5; DISK 0.5, but C's block 0 is also on CPU: 2.5 + 2 x 0.5.
+  EXPECT_THAT(scored({{"CPU", 2.5}, {"DISK", 0.5}}),
+              ElementsAre(Pair(kB, 5.0), Pair(kC, 3.5), Pair(kA, 3.0)));
+  // Only DISK listed: GPU and CPU weigh 1.0, C's CPU block scores DISK's 4.
+  EXPECT_THAT(scored({{"DISK", 4.0}}), ElementsAre(Pair(kC, 12.0), Pair(kA, 3.0), Pair(kB, 2.0)));
+  // Only GPU listed, below the others' 1.0.
+  EXPECT_THAT(scored({{"GPU", 0.25}}), ElementsAre(Pair(kC, 3.0), Pair(kB, 2.0), Pair(kA, 0.75)));
+}
+
 TEST(PrefixIndexTest, CandidatePodsFilterTheAnswer) {
   PrefixIndex index;
   index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));

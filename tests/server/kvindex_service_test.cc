@@ -1,6 +1,7 @@
 // In-process tests of every kvindex.v1.KvIndex RPC and every error code: a
 // real KvIndexServer on 127.0.0.1:0, called over gRPC.
 
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -166,6 +167,57 @@ TEST_F(KvIndexServiceTest, MatchHonoursPodFilterWeightsAndHashes) {
   ASSERT_EQ(response->pods_size(), 2);
   EXPECT_EQ(response->pods(0).pod(), "default/long");
   EXPECT_EQ(response->pods(0).matched_blocks(), 3u);
+}
+
+// README: a block scores the highest weight among the tiers holding it; a tier
+// without a weight weighs 1.0; best first by score, then matched blocks, then key.
+TEST_F(KvIndexServiceTest, MatchWeighsUnlistedTiersOneAndOrdersByScore) {
+  StartServer();
+  server_->index().Apply({"default/gpu", 0}, {"m", ""}, StoredBatch(4, "GPU"));
+  server_->index().Apply({"default/cpu", 0}, {"m", ""}, StoredBatch(3, "CPU"));
+  server_->index().Apply({"default/disk", 0}, {"m", ""}, StoredBatch(2, "DISK"));
+  server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "GPU"));
+  server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "CPU"));  // the same blocks, offloaded
+
+  // (pod, score) in answer order.
+  auto scores = [this](const std::map<std::string, double>& weights) {
+    v1::MatchRequest request = TokensRequest(4 * kBlockSize);
+    for (const auto& [medium, weight] : weights) (*request.mutable_medium_weights())[medium] = weight;
+    absl::StatusOr<v1::MatchResponse> response = Match(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    std::vector<std::pair<std::string, double>> out;
+    if (response.ok()) {
+      for (const v1::PodMatch& pod : response->pods()) out.emplace_back(pod.pod(), pod.score());
+    }
+    return out;
+  };
+
+  // No weights: every tier weighs 1.0; "both" and "gpu" tie on score and blocks, the key decides.
+  EXPECT_THAT(scores({}), ElementsAre(Pair("default/both", 4.0), Pair("default/gpu", 4.0),
+                                      Pair("default/cpu", 3.0), Pair("default/disk", 2.0)));
+  // CPU above GPU; GPU and DISK unlisted weigh 1.0. A block on GPU and CPU scores its best tier.
+  EXPECT_THAT(scores({{"CPU", 2.0}}), ElementsAre(Pair("default/both", 8.0), Pair("default/cpu", 6.0),
+                                                  Pair("default/gpu", 4.0), Pair("default/disk", 2.0)));
+  // Fewer blocks on a heavier tier beat more blocks on a lighter one; CPU unlisted weighs 1.0.
+  EXPECT_THAT(scores({{"GPU", 0.5}, {"DISK", 3.0}}), ElementsAre(Pair("default/disk", 6.0), Pair("default/both", 4.0),
+                                                                 Pair("default/cpu", 3.0), Pair("default/gpu", 2.0)));
+  // Zero is a weight too: at equal scores more matched blocks come first.
+  EXPECT_THAT(scores({{"GPU", 0.0}, {"CPU", 0.0}}), ElementsAre(Pair("default/disk", 2.0), Pair("default/both", 0.0),
+                                                                Pair("default/gpu", 0.0), Pair("default/cpu", 0.0)));
+  // A weight for a tier nobody holds changes nothing.
+  EXPECT_THAT(scores({{"NVME", 9.0}}), ElementsAre(Pair("default/both", 4.0), Pair("default/gpu", 4.0),
+                                                   Pair("default/cpu", 3.0), Pair("default/disk", 2.0)));
+
+  // The tiers themselves are reported whatever the weights.
+  v1::MatchRequest request = TokensRequest(4 * kBlockSize);
+  (*request.mutable_medium_weights())["CPU"] = 2.0;
+  absl::StatusOr<v1::MatchResponse> response = Match(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->pods_size(), 4);
+  EXPECT_THAT(response->pods(0).blocks_by_medium(), UnorderedElementsAre(Pair("GPU", 4u), Pair("CPU", 4u)));
+  EXPECT_EQ(response->pods(0).matched_blocks(), 4u);
+  EXPECT_THAT(response->pods(1).blocks_by_medium(), UnorderedElementsAre(Pair("CPU", 3u)));
+  EXPECT_THAT(response->pods(3).blocks_by_medium(), UnorderedElementsAre(Pair("DISK", 2u)));
 }
 
 TEST_F(KvIndexServiceTest, MatchOfUnknownModelIsEmptyOk) {
