@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <memory>
 #include <set>
 #include <string>
@@ -144,12 +145,11 @@ class FaultInjectionTest : public ::testing::Test {
 };
 
 TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
-  const uint32_t base = FreePortRange(4);
-  ASSERT_NE(base, 0u);
-  const std::string base_flag = absl::StrCat("--base_port=", base);
   absl::StatusOr<std::unique_ptr<SimProcess>> first =
-      SimProcess::Start(SimArgs({"--pods=2", base_flag, "--seed=1", "--rate=200", "--requests=4000"}));
+      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=1", "--rate=200", "--requests=4000"}));
   ASSERT_TRUE(first.ok()) << first.status();
+  // The restarted engines bind the ports the kernel gave the first ones.
+  const std::string same_ports = (*first)->SamePortsFlag();
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*first)->pods()));
   // Mid-stream: both engines well into their traffic.
@@ -170,7 +170,7 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
   // A new process on the same ports, with other engine hashes, slower: its seq
   // restarts at 0 and stays below the old one's until kvindex reconnects.
   absl::StatusOr<std::unique_ptr<SimProcess>> second =
-      SimProcess::Start(SimArgs({"--pods=2", base_flag, "--seed=2", "--rate=20", "--requests=80"}));
+      SimProcess::Start(SimArgs({"--pods=2", same_ports, "--seed=2", "--rate=20", "--requests=80"}));
   ASSERT_TRUE(second.ok()) << second.status();
   ExpectTruth(**second, *client_);
   for (const v1::Pod& pod : (*second)->pods().pods()) {
@@ -451,17 +451,74 @@ class MatchLoad {
   std::vector<std::thread> threads_;
 };
 
+// What the churn tests rely on: while a DeadPort lives, connecting to it is
+// refused, and nobody can bind its port, not even with SO_REUSEADDR as ZeroMQ does.
+TEST(DeadPortTest, RefusesConnectionsAndCannotBeTaken) {
+  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  ASSERT_NE((*dead)->port(), 0u);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>((*dead)->port()));
+
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(client, 0);
+  EXPECT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), -1);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  close(client);
+
+  const int taker = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(taker, 0);
+  const int one = 1;
+  ASSERT_EQ(setsockopt(taker, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+  EXPECT_EQ(bind(taker, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), -1);
+  EXPECT_EQ(errno, EADDRINUSE);
+  close(taker);
+}
+
+// The ports a sim reports without its truth (the pods file, for the floods'
+// huge truths) are the ones it bound, the ones its truth names.
+TEST(SimProcessTest, PodsFileNamesTheBoundPorts) {
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
+      SimArgs({"--pods=2", "--base_port=0", "--lora_name=l", "--topic=kv@{pod}", "--rate=10", "--requests=1"}),
+      /*read_pods=*/false);
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  ASSERT_EQ((*sim)->pods().pods_size(), 2);
+  absl::StatusOr<nlohmann::json> truth;
+  ASSERT_TRUE(WaitUntil([&] { return (truth = (*sim)->Truth()).ok(); }, absl::Seconds(30)));
+  ASSERT_EQ((*truth)["pods"].size(), 2u);
+  std::vector<std::string> ports;
+  for (int i = 0; i < 2; ++i) {
+    const v1::Pod& pod = (*sim)->pods().pods(i);
+    const nlohmann::json& want = (*truth)["pods"][i];
+    EXPECT_EQ(absl::StrCat(pod.namespace_(), "/", pod.name()), want["key"].get<std::string>());
+    EXPECT_EQ(pod.ip(), "127.0.0.1");
+    EXPECT_EQ(pod.model(), want["model"].get<std::string>());
+    EXPECT_EQ(pod.lora_name(), "l");
+    EXPECT_EQ(pod.topic(), want["topic"].get<std::string>());
+    EXPECT_EQ(pod.dp_size(), 1u);
+    EXPECT_EQ(pod.events_port(), want["events_port"].get<uint32_t>());
+    EXPECT_EQ(pod.replay_port(), want["replay_port"].get<uint32_t>());
+    EXPECT_NE(pod.events_port(), 0u);
+    ports.push_back(absl::StrCat(pod.events_port(), ":", pod.replay_port()));
+  }
+  EXPECT_EQ((*sim)->SamePortsFlag(), absl::StrCat("--ports=", ports[0], ",", ports[1]));
+}
+
 TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim =
       SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=8", "--rate=40", "--requests=400"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
-  const uint32_t dead_port = FreePortRange(1);
+  // Churn pods point at an endpoint held dead for the whole test.
+  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
+  ASSERT_TRUE(dead.ok()) << dead.status();
 
   std::vector<v1::PodUpdate> updates;
   for (int i = 0; i < 1000; ++i) {
-    *updates.emplace_back().mutable_upsert() = ChurnPod(i % 50, dead_port);
+    *updates.emplace_back().mutable_upsert() = ChurnPod(i % 50, (*dead)->port());
     updates.emplace_back().set_delete_(absl::StrCat("churn/p-", i % 50));
   }
   std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(900));

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,10 +15,12 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "tests/server/server_process.h"
@@ -62,6 +66,52 @@ bool CanBind(uint32_t port) {
 
 std::string WorkerName(const std::string& pod, uint32_t rank) { return absl::StrCat(pod, "#", rank); }
 
+// The pods of kvindex-sim's --pods_file (tools/sim/pod_snapshot_text.cc: one
+// "field: value" a line, one "pods { ... }" block per pod). Read by hand, not
+// by TextFormat: TSan builds cannot parse its map fields with Debian's protobuf.
+absl::StatusOr<v1::PodSnapshot> ParsePodsFile(const std::string& text) {
+  v1::PodSnapshot pods;
+  v1::Pod* pod = nullptr;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line == "pods {") {
+      pod = pods.add_pods();
+      continue;
+    }
+    if (line == "}") {
+      pod = nullptr;
+      continue;
+    }
+    if (pod == nullptr || line.empty() || line[0] == '#' || absl::StartsWith(line, "labels ")) continue;
+    const size_t colon = line.find(": ");
+    if (colon == absl::string_view::npos) return absl::DataLossError(absl::StrCat("pods file line: ", line));
+    const absl::string_view field = line.substr(0, colon);
+    absl::string_view value = line.substr(colon + 2);
+    std::string text_value;
+    if (absl::ConsumePrefix(&value, "\"") && absl::ConsumeSuffix(&value, "\"")) {
+      if (!absl::CUnescape(value, &text_value)) return absl::DataLossError(absl::StrCat("pods file line: ", line));
+    }
+    uint32_t number = 0;
+    const bool numeric = absl::SimpleAtoi(value, &number);
+    if (field == "namespace") pod->set_namespace_(text_value);
+    else if (field == "name") pod->set_name(text_value);
+    else if (field == "ip") pod->set_ip(text_value);
+    else if (field == "phase") pod->set_phase(text_value);
+    else if (field == "model") pod->set_model(text_value);
+    else if (field == "lora_name") pod->set_lora_name(text_value);
+    else if (field == "topic") pod->set_topic(text_value);
+    else if (field == "events_port" && numeric) pod->set_events_port(number);
+    else if (field == "replay_port" && numeric) pod->set_replay_port(number);
+    else if (field == "dp_size" && numeric) pod->set_dp_size(number);
+    else return absl::DataLossError(absl::StrCat("pods file line: ", line));
+  }
+  for (v1::Pod& p : *pods.mutable_pods()) {
+    p.set_kv_events_enabled(true);
+    if (p.dp_size() == 0) p.set_dp_size(1);
+  }
+  return pods;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::string> args, bool read_pods) {
@@ -74,15 +124,34 @@ absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::s
   std::vector<std::string> argv = {BinPath("kvindex-sim"),
                                    absl::StrCat("--truth_file=", sim->dir_, "/truth.json"),
                                    absl::StrCat("--prompts_file=", sim->dir_, "/prompts.json"),
+                                   absl::StrCat("--pods_file=", sim->dir_, "/pods.textproto"),
                                    "--truth_interval=200ms", "--stats_interval=0"};
   argv.insert(argv.end(), args.begin(), args.end());
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(std::move(argv));
   if (!process.ok()) return process.status();
   sim->process_ = *std::move(process);
-  if (!read_pods) return sim;
-  // The pods come from the truth file (JSON), not the pods text proto: TSan
-  // builds cannot parse text-format map fields with Debian's protobuf.
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  if (!read_pods) {
+    // The pods file is written once, atomically, as soon as every socket is bound.
+    while (absl::Now() < deadline) {
+      if (absl::StatusOr<std::string> text = Slurp(sim->dir_ + "/pods.textproto"); text.ok()) {
+        absl::StatusOr<v1::PodSnapshot> pods = ParsePodsFile(*text);
+        if (!pods.ok()) return pods.status();
+        sim->pods_ = *std::move(pods);
+        for (const v1::Pod& pod : sim->pods_.pods()) {
+          // kvindex's convention, which the sim follows with --base_port (rank r on port + r).
+          for (uint32_t r = 0; r < pod.dp_size(); ++r) {
+            sim->engine_ports_.emplace_back(pod.events_port() + r, pod.replay_port() == 0 ? 0 : pod.replay_port() + r);
+          }
+        }
+        return sim;
+      }
+      if (sim->process_->Wait(absl::ZeroDuration()).has_value()) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return absl::UnavailableError(absl::StrCat("kvindex-sim did not come up; stderr:\n", sim->process_->Stderr()));
+  }
+  // The pods come from the truth file (JSON), which also has every worker's ports.
   while (absl::Now() < deadline) {
     if (absl::StatusOr<nlohmann::json> truth = ReadJson(sim->dir_ + "/truth.json"); truth.ok()) {
       for (const auto& p : (*truth)["pods"]) {
@@ -98,6 +167,10 @@ absl::StatusOr<std::unique_ptr<SimProcess>> SimProcess::Start(std::vector<std::s
         pod->set_replay_port(p["replay_port"].is_null() ? 0 : p["replay_port"].get<uint32_t>());
         pod->set_dp_size(p["dp_size"].get<uint32_t>());
         pod->set_topic(p["topic"].get<std::string>());
+        for (const auto& w : p["workers"]) {
+          sim->engine_ports_.emplace_back(w["events_port"].get<uint32_t>(),
+                                          w["replay_port"].is_null() ? 0 : w["replay_port"].get<uint32_t>());
+        }
       }
       return sim;
     }
@@ -142,6 +215,33 @@ absl::Status SimProcess::WaitTrafficDone(absl::Duration timeout) {
 
 absl::StatusOr<nlohmann::json> SimProcess::Truth() const { return ReadJson(dir_ + "/truth.json"); }
 absl::StatusOr<nlohmann::json> SimProcess::Prompts() const { return ReadJson(dir_ + "/prompts.json"); }
+
+std::string SimProcess::SamePortsFlag() const {
+  std::vector<std::string> parts;
+  for (const auto& [events, replay] : engine_ports_) {
+    parts.push_back(replay == 0 ? absl::StrCat(events) : absl::StrCat(events, ":", replay));
+  }
+  return absl::StrCat("--ports=", absl::StrJoin(parts, ","));
+}
+
+absl::StatusOr<std::unique_ptr<DeadPort>> DeadPort::Bind() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("bind 127.0.0.1:0: ", std::strerror(error)));
+  }
+  return std::unique_ptr<DeadPort>(new DeadPort(fd, ntohs(addr.sin_port)));
+}
+
+DeadPort::~DeadPort() { close(fd_); }
 
 uint32_t FreePortRange(uint32_t count) {
   std::mt19937 rng(static_cast<uint32_t>(getpid() ^ absl::ToUnixNanos(absl::Now())));

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,18 +22,27 @@ namespace kvindex::testing {
 
 // A kvindex-sim process writing its pods, truth and prompts files into a
 // fresh temporary directory (removed with the object).
+//
+// Ports: run it with --base_port=0 (every socket on a port the kernel picks)
+// and use the ports it reports (pods(), SamePortsFlag()), never a port probed
+// free beforehand: another test may take it in between.
 class SimProcess {
  public:
-  // Starts kvindex-sim with `args` plus --truth_file/--prompts_file
+  // Starts kvindex-sim with `args` plus --truth_file/--prompts_file/--pods_file
   // (--truth_interval=200ms unless `args` says otherwise) and waits (up to
   // 30 s) for the first truth file, which names the pods and their ports.
-  // With `read_pods` false it returns once the process runs, and pods() is empty.
+  // With `read_pods` false it waits only for the pods file (written once the
+  // sockets are bound, whatever --truth_interval), and pods() comes from it.
   static absl::StatusOr<std::unique_ptr<SimProcess>> Start(std::vector<std::string> args, bool read_pods = true);
   ~SimProcess();
 
-  // The sim's pods, as its truth file describes them.
+  // The sim's pods with the ports it bound, as its truth (or pods) file describes them.
   const v1::PodSnapshot& pods() const { return pods_; }
   Subprocess& process() { return *process_; }
+
+  // "--ports=..." naming every engine's bound ports: a kvindex-sim started
+  // with it (after this one is gone) restarts the same engines on the same ports.
+  std::string SamePortsFlag() const;
 
   // Waits until the sim logs that its traffic is done (run it with --keep_running).
   absl::Status WaitTrafficDone(absl::Duration timeout);
@@ -47,9 +57,31 @@ class SimProcess {
   std::string dir_;
   std::unique_ptr<Subprocess> process_;
   v1::PodSnapshot pods_;
+  std::vector<std::pair<uint32_t, uint32_t>> engine_ports_;  // (events, replay or 0) per engine, in the sim's order
 };
 
-// A TCP port nothing listens on right now, with `count` - 1 free ports after it.
+// A TCP endpoint that is dead for as long as the object lives: a socket bound
+// to 127.0.0.1 on a port the kernel picks, never listening, so connections are
+// refused and nobody else can bind the port (it has no SO_REUSEADDR).
+class DeadPort {
+ public:
+  // UNAVAILABLE with errno's text when no socket can be bound.
+  static absl::StatusOr<std::unique_ptr<DeadPort>> Bind();
+  ~DeadPort();
+  DeadPort(const DeadPort&) = delete;
+  DeadPort& operator=(const DeadPort&) = delete;
+
+  uint32_t port() const { return port_; }
+
+ private:
+  DeadPort(int fd, uint32_t port) : fd_(fd), port_(port) {}
+  const int fd_;
+  const uint32_t port_;
+};
+
+// Deprecated, racy: a port range nothing listened on when probed, released
+// before the caller binds it, so a concurrent test may take it. Only
+// memory_bound_test still uses it; use SimProcess's reported ports or DeadPort.
 uint32_t FreePortRange(uint32_t count);
 
 // Waits until the server has applied, for every worker of `truth`, the engine's

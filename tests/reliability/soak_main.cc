@@ -189,9 +189,15 @@ int Main() {
   Load load(client.get());
   std::vector<std::thread> threads;
   for (int i = 0; i < absl::GetFlag(FLAGS_match_threads); ++i) threads.emplace_back([&load, i] { load.RunMatches(i); });
+  // Churn pods point at an endpoint held dead until the process exits.
+  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
+  if (!dead.ok()) {
+    std::fprintf(stderr, "kvindex-soak: %s\n", dead.status().ToString().c_str());
+    return 1;
+  }
   if (absl::GetFlag(FLAGS_churn_every) > absl::ZeroDuration()) {
-    const uint32_t dead_port = FreePortRange(1);
-    threads.emplace_back([&load, dead_port] { load.RunChurn(absl::GetFlag(FLAGS_churn_every), dead_port); });
+    threads.emplace_back(
+        [&load, dead_port = (*dead)->port()] { load.RunChurn(absl::GetFlag(FLAGS_churn_every), dead_port); });
   }
 
   const absl::Time start = absl::Now();

@@ -90,6 +90,37 @@ TEST_F(SimMainTest, DataParallelPodsGetRankPortsAndNoReplayIsPortZero) {
   EXPECT_EQ(snapshot.pods(1).replay_port(), 0u);
 }
 
+// --ports puts a new process on a previous one's ports (the reliability tests
+// restart engines on the ports the kernel gave them); --print_pods binds nothing.
+TEST_F(SimMainTest, PortsNameEveryEnginesPortsInOrder) {
+  SimRun r = Sim("--print_pods --pods=2 --dp_size=2 --ports=41000:41100,41001:41101,42000:42100,42001:42101");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  kvindex::v1::PodSnapshot snapshot;
+  ASSERT_TRUE(ParseTextProto(r.out, &snapshot).ok()) << r.out;
+  ASSERT_EQ(snapshot.pods_size(), 2);
+  EXPECT_EQ(snapshot.pods(0).events_port(), 41000u);
+  EXPECT_EQ(snapshot.pods(0).replay_port(), 41100u);
+  EXPECT_EQ(snapshot.pods(1).events_port(), 42000u);
+  EXPECT_EQ(snapshot.pods(1).replay_port(), 42100u);
+
+  SimRun no_replay = Sim("--print_pods --pods=2 --replay=false --ports=41000,42000");
+  ASSERT_EQ(no_replay.exit_code, 0) << no_replay.out;
+  ASSERT_TRUE(ParseTextProto(no_replay.out, &snapshot).ok()) << no_replay.out;
+  EXPECT_EQ(snapshot.pods(1).events_port(), 42000u);
+  EXPECT_EQ(snapshot.pods(1).replay_port(), 0u);
+
+  SimRun too_few = Sim("--print_pods --pods=2 --ports=41000:41001 2>&1");
+  EXPECT_EQ(too_few.exit_code, 2);
+  EXPECT_THAT(too_few.out, ::testing::HasSubstr("--ports names 1 engines, not 2"));
+  SimRun no_replay_port = Sim("--print_pods --pods=1 --ports=41000 2>&1");
+  EXPECT_EQ(no_replay_port.exit_code, 2);
+  EXPECT_THAT(no_replay_port.out,
+              ::testing::HasSubstr("--ports: every engine needs a replay port (or --replay=false)"));
+  SimRun bad = Sim("--print_pods --pods=1 --ports=41000:x 2>&1");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.out, ::testing::HasSubstr("--ports: \"41000:x\" is not events[:replay] (ports 1-65535)"));
+}
+
 TEST_F(SimMainTest, BadFlagsExitWithUsageError) {
   SimRun r = Sim("--layout=json --pods=1 2>&1");
   EXPECT_EQ(r.exit_code, 2);

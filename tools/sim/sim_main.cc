@@ -10,6 +10,8 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -38,6 +40,9 @@ ABSL_FLAG(std::string, namespace, "default", "Kubernetes namespace of the pods."
 ABSL_FLAG(std::string, name_prefix, "sim-", "Pod i is named <name_prefix><i>.");
 ABSL_FLAG(std::string, ip, "127.0.0.1", "Address to bind and to report as the pods' IP.");
 ABSL_FLAG(uint32_t, base_port, 5557, "First port (see the file comment); 0: every socket on an ephemeral port.");
+ABSL_FLAG(std::string, ports, "",
+          "Explicit ports instead of --base_port: one events[:replay] per engine, comma-separated, in order "
+          "(pod 0 ranks 0..d-1, pod 1, ...), e.g. a previous run's from its truth file, to restart on the same ports.");
 ABSL_FLAG(bool, replay, true, "Give every engine a replay ROUTER socket.");
 ABSL_FLAG(std::string, replay_form, "seq", "Replay replies: seq ([\"\", seq, payload]), topic ([\"\", topic, seq, payload]) or mixed (per pod).");
 ABSL_FLAG(uint64_t, replay_buffer, 10000, "Batches kept for replay per engine (vLLM's buffer_steps).");
@@ -118,6 +123,25 @@ absl::StatusOr<std::vector<uint32_t>> ParseBlockSizes(const std::string& value) 
   return sizes;
 }
 
+// --ports: (events, replay) per engine; replay 0 when not given. Empty when the flag is.
+absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ParsePorts(const std::string& value, size_t engines) {
+  std::vector<std::pair<uint32_t, uint32_t>> ports;
+  if (value.empty()) return ports;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    std::vector<absl::string_view> fields = absl::StrSplit(part, ':');
+    uint32_t events = 0, replay = 0;
+    if (fields.size() > 2 || !absl::SimpleAtoi(fields[0], &events) || events == 0 || events > 65535 ||
+        (fields.size() == 2 && (!absl::SimpleAtoi(fields[1], &replay) || replay == 0 || replay > 65535))) {
+      return absl::InvalidArgumentError(absl::StrCat("--ports: \"", part, "\" is not events[:replay] (ports 1-65535)"));
+    }
+    ports.emplace_back(events, replay);
+  }
+  if (ports.size() != engines) {
+    return absl::InvalidArgumentError(absl::StrCat("--ports names ", ports.size(), " engines, not ", engines));
+  }
+  return ports;
+}
+
 // One SimEngineOptions per (pod, rank), pods' ranks adjacent.
 absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
   auto layouts = ParseChoices<PayloadLayout>("layout", absl::GetFlag(FLAGS_layout), ParsePayloadLayout,
@@ -138,6 +162,15 @@ absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
     return absl::InvalidArgumentError(absl::StrCat("--base_port ", base, " leaves no room for ", pods, " pods"));
   }
   if (absl::GetFlag(FLAGS_capacity_blocks) == 0) return absl::InvalidArgumentError("--capacity_blocks must be >= 1");
+  auto ports = ParsePorts(absl::GetFlag(FLAGS_ports), size_t{pods} * dp);
+  if (!ports.ok()) return ports.status();
+  if (!ports->empty() && absl::GetFlag(FLAGS_replay)) {
+    for (const auto& [events, replay] : *ports) {
+      if (replay == 0) {
+        return absl::InvalidArgumentError("--ports: every engine needs a replay port (or --replay=false)");
+      }
+    }
+  }
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   std::vector<SimEngineOptions> plan;
@@ -176,6 +209,7 @@ absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
       o.publisher.events_port = base == 0 ? 0 : base + 2 * dp * i + r;
       o.publisher.replay = absl::GetFlag(FLAGS_replay);
       o.publisher.replay_port = base == 0 ? 0 : base + 2 * dp * i + dp + r;
+      if (!ports->empty()) std::tie(o.publisher.events_port, o.publisher.replay_port) = (*ports)[index];
       o.publisher.topic = absl::StrReplaceAll(
           absl::GetFlag(FLAGS_topic),
           {{"{ip}", o.ip}, {"{model}", o.cache.model}, {"{pod}", o.pod_name}, {"{rank}", absl::StrCat(r)}});
@@ -242,8 +276,8 @@ int Main() {
   }
 
   if (absl::GetFlag(FLAGS_print_pods)) {
-    if (absl::GetFlag(FLAGS_base_port) == 0) {
-      std::cerr << "kvindex-sim: --print_pods needs a --base_port (use --pods_file with ephemeral ports)\n";
+    if (absl::GetFlag(FLAGS_base_port) == 0 && absl::GetFlag(FLAGS_ports).empty()) {
+      std::cerr << "kvindex-sim: --print_pods needs a --base_port or --ports (use --pods_file with ephemeral ports)\n";
       return 2;
     }
     std::vector<uint32_t> events;
