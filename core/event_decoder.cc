@@ -29,7 +29,10 @@
 namespace kvindex {
 namespace {
 
-constexpr size_t kMaxDepth = 32;
+// Deep enough for any real payload and for absurd extra_keys to be an event's
+// error (DecodeLimits::max_extra_keys_depth) rather than the batch's; the
+// scan's stack is 8 bytes a level.
+constexpr size_t kMaxDepth = 2048;
 // A data-parallel rank r publishes on port + r, so ranks fit a port number.
 constexpr uint64_t kMaxDpRank = 65535;
 
@@ -314,18 +317,23 @@ absl::Status ReadOptionalInt64(const msgpack::object* o, const Loc& loc,
 // Pass 2: events. An event's fields are first located (array position or map
 // key), then decoded by the same code whatever the layout.
 
-enum StoredField { kHashes, kParent, kTokens, kBlockSize, kLoraId, kMedium, kLoraName, kNumStored };
-enum RemovedField { kRemovedHashes, kRemovedMedium, kNumRemoved };
+// Fields in wire (array) order; those after kNumStoredArray exist only as map keys.
+enum StoredField {
+  kHashes, kParent, kTokens, kBlockSize, kLoraId, kMedium, kLoraName, kExtraKeys, kGroupIdx,
+  kSpecKind, kSlidingWindow, kNumStoredArray,
+  kLocality = kNumStoredArray, kOwnership, kSessionId, kCacheSalt, kNumStored
+};
+enum RemovedField { kRemovedHashes, kRemovedMedium, kRemovedGroupIdx, kNumRemovedArray,
+                    kRemovedLocality = kNumRemovedArray, kRemovedOwnership, kRemovedSessionId,
+                    kNumRemoved };
 
-// Map keys per field, in wire (array) order.
+// Map keys per field.
 constexpr std::string_view kStoredNames[kNumStored] = {
-    "block_hashes", "parent_block_hash", "token_ids", "block_size",
-    "lora_id",      "medium",            "lora_name"};
-constexpr std::string_view kRemovedNames[kNumRemoved] = {"block_hashes", "medium"};
-// Documented vLLM fields that kvindex does not use: ignored, not counted.
-constexpr std::string_view kIgnoredNames[] = {"type", "extra_keys", "group_idx",
-                                              "kv_cache_spec_kind",
-                                              "kv_cache_spec_sliding_window"};
+    "block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium",
+    "lora_name", "extra_keys", "group_idx", "kv_cache_spec_kind", "kv_cache_spec_sliding_window",
+    "locality", "ownership", "session_id", "cache_salt"};
+constexpr std::string_view kRemovedNames[kNumRemoved] = {
+    "block_hashes", "medium", "group_idx", "locality", "ownership", "session_id"};
 
 using Fields = std::array<const msgpack::object*, kNumStored>;
 
@@ -358,7 +366,10 @@ class BatchDecoder {
     batch_->events.reserve(events.via.array.size);
     for (uint32_t i = 0; i < events.via.array.size; ++i) {
       s = DecodeEvent(events.via.array.ptr[i], i);
-      if (!s.ok()) return s;
+      if (!s.ok()) {
+        batch_->bad_events.push_back(
+            {i, DecodeErrorReasonOf(s), std::string(s.message().data(), s.message().size())});
+      }
     }
     return absl::OkStatus();
   }
@@ -393,17 +404,17 @@ class BatchDecoder {
     const std::string_view name = StrOf(*tag);
     if (name == "BlockStored") {
       Fields f{};
-      LocateFields(ev, kStoredNames, &f);
+      LocateFields(ev, kStoredNames, kNumStoredArray, &f);
       return AddBlockStored(f, index);
     }
     if (name == "BlockRemoved") {
       Fields f{};
-      LocateFields(ev, kRemovedNames, &f);
+      LocateFields(ev, kRemovedNames, kNumRemovedArray, &f);
       return AddBlockRemoved(f, index);
     }
     if (name == "AllBlocksCleared") {
       Fields unused{};
-      LocateFields(ev, {}, &unused);  // counts unknown map keys
+      LocateFields(ev, {}, 0, &unused);  // counts unknown map keys
       batch_->events.emplace_back(AllBlocksCleared{});
       return absl::OkStatus();
     }
@@ -420,12 +431,13 @@ class BatchDecoder {
   }
 
   // Points (*out)[i] at the value of field names[i]; absent fields stay null.
-  // Arrays: field i is element i + 1; extra trailing elements are ignored.
-  // Maps: keys outside `names` and kIgnoredNames are counted in skipped_fields.
+  // Arrays: field i < array_fields is element i + 1; extra trailing elements
+  // are ignored. Maps: keys other than "type" and `names` are counted in
+  // skipped_fields.
   void LocateFields(const msgpack::object& ev, std::span<const std::string_view> names,
-                    Fields* out) {
+                    size_t array_fields, Fields* out) {
     if (ev.type == object_type::ARRAY) {
-      for (size_t i = 0; i < names.size() && i + 1 < ev.via.array.size; ++i) {
+      for (size_t i = 0; i < array_fields && i + 1 < ev.via.array.size; ++i) {
         (*out)[i] = &ev.via.array.ptr[i + 1];
       }
       return;
@@ -437,12 +449,9 @@ class BatchDecoder {
         continue;
       }
       const std::string_view key = StrOf(kv.key);
-      bool known = false;
+      bool known = key == "type";
       for (size_t i = 0; i < names.size() && !known; ++i) {
         if (key == names[i]) (*out)[i] = &kv.val, known = true;
-      }
-      for (size_t i = 0; i < std::size(kIgnoredNames) && !known; ++i) {
-        known = key == kIgnoredNames[i];
       }
       if (!known) ++batch_->skipped_fields;
     }
@@ -472,8 +481,12 @@ class BatchDecoder {
     e.block_size = static_cast<uint32_t>(block_size);
     const msgpack::object& tokens = *f[kTokens];
     if (tokens.type != object_type::ARRAY) return WrongType({index, "token_ids"}, "array", tokens);
+    // No tokens at all is an offloaded chunk (vLLM's OffloadingConnector):
+    // named by engine hashes only, of any block size.
     const uint64_t want = block_size * e.block_hashes.size();
-    if (tokens.via.array.size != want || (block_size == 0 && !e.block_hashes.empty())) {
+    const bool offload = tokens.via.array.size == 0;
+    if (!offload &&
+        (tokens.via.array.size != want || (block_size == 0 && !e.block_hashes.empty()))) {
       return Fail(DecodeErrorReason::kBadTokenCount, {index, "token_ids"},
                   Cat(tokens.via.array.size, " tokens for ", e.block_hashes.size(),
                                " blocks of ", block_size));
@@ -482,9 +495,102 @@ class BatchDecoder {
     if (s.ok()) s = ReadOptionalInt64(f[kLoraId], {index, "lora_id"}, &e.lora_id);
     if (s.ok()) s = ReadOptionalString(f[kMedium], {index, "medium"}, &e.medium);
     if (s.ok()) s = ReadOptionalString(f[kLoraName], {index, "lora_name"}, &e.lora_name);
+    if (s.ok() && !IsNil(f[kExtraKeys])) s = ReadExtraKeys(*f[kExtraKeys], index, &e);
+    if (s.ok()) s = ReadGroup(f[kGroupIdx], index, &e.group_idx);
+    if (s.ok()) {
+      s = ReadOptionalString(f[kSpecKind], {index, "kv_cache_spec_kind"}, &e.kv_cache_spec_kind);
+    }
+    if (s.ok() && !IsNil(f[kSlidingWindow])) {
+      uint64_t window = 0;
+      const Loc loc{index, "kv_cache_spec_sliding_window"};
+      s = ReadUint(*f[kSlidingWindow], loc, std::numeric_limits<uint32_t>::max(), &window);
+      if (s.ok() && window == 0) s = Fail(DecodeErrorReason::kBadValue, loc, "a window of 0 tokens");
+      if (s.ok()) e.kv_cache_spec_sliding_window = static_cast<uint32_t>(window);
+    }
+    if (s.ok()) s = ReadOptionalString(f[kLocality], {index, "locality"}, &e.locality);
+    if (s.ok()) s = ReadOptionalString(f[kOwnership], {index, "ownership"}, &e.ownership);
+    if (s.ok()) s = ReadOptionalString(f[kSessionId], {index, "session_id"}, &e.session_id);
+    if (s.ok()) s = ReadOptionalString(f[kCacheSalt], {index, "cache_salt"}, &e.cache_salt);
     if (!s.ok()) return s;
     batch_->events.emplace_back(std::move(e));
     return absl::OkStatus();
+  }
+
+  absl::Status ReadGroup(const msgpack::object* o, int64_t index, std::optional<uint32_t>* out) {
+    if (IsNil(o)) return absl::OkStatus();
+    uint64_t group = 0;
+    absl::Status s = ReadUint(*o, {index, "group_idx"}, limits_.max_group_idx, &group);
+    if (s.ok()) *out = static_cast<uint32_t>(group);
+    return s;
+  }
+
+  // extra_keys: nil, or one entry per block, each nil or an array of items.
+  absl::Status ReadExtraKeys(const msgpack::object& o, int64_t index, BlockStored* e) {
+    const Loc loc{index, "extra_keys"};
+    if (o.type != object_type::ARRAY) return WrongType(loc, "array or nil", o);
+    if (o.via.array.size != e->block_hashes.size()) {
+      return Fail(DecodeErrorReason::kBadValue, loc,
+                  Cat(o.via.array.size, " entries for ", e->block_hashes.size(), " blocks"));
+    }
+    size_t budget = limits_.max_extra_keys_bytes;
+    e->extra_keys.resize(o.via.array.size);
+    for (uint32_t i = 0; i < o.via.array.size; ++i) {
+      const msgpack::object& entry = o.via.array.ptr[i];
+      if (entry.type == object_type::NIL) continue;
+      if (entry.type != object_type::ARRAY) {
+        return Fail(DecodeErrorReason::kWrongType, loc,
+                    Cat("block ", i, ": expected array or nil, got ", TypeName(entry)));
+      }
+      absl::Status s = ReadExtraKey(entry, loc, 0, &budget, &e->extra_keys[i]);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // One item: str, int, bin, nil or an array of items nested at most
+  // max_extra_keys_depth deep; strs and bins draw on `budget` bytes.
+  absl::Status ReadExtraKey(const msgpack::object& o, const Loc& loc, size_t depth,
+                            size_t* budget, ExtraKey* out) {
+    using Kind = ExtraKey::Kind;
+    switch (o.type) {
+      case object_type::NIL: out->kind = Kind::kNil; return absl::OkStatus();
+      case object_type::POSITIVE_INTEGER:
+        out->kind = Kind::kInt;
+        out->number = static_cast<int64_t>(o.via.u64);
+        out->number_unsigned = o.via.u64 > uint64_t{std::numeric_limits<int64_t>::max()};
+        return absl::OkStatus();
+      case object_type::NEGATIVE_INTEGER:
+        out->kind = Kind::kInt;
+        out->number = o.via.i64;
+        return absl::OkStatus();
+      case object_type::STR:
+      case object_type::BIN: {
+        const uint32_t n = o.type == object_type::STR ? o.via.str.size : o.via.bin.size;
+        if (n > *budget) {
+          return Fail(DecodeErrorReason::kTooLarge, loc,
+                      Cat("more than ", limits_.max_extra_keys_bytes, " bytes of strs and bytes"));
+        }
+        *budget -= n;
+        out->kind = o.type == object_type::STR ? Kind::kStr : Kind::kBytes;
+        out->bytes.assign(o.type == object_type::STR ? o.via.str.ptr : o.via.bin.ptr, n);
+        return absl::OkStatus();
+      }
+      case object_type::ARRAY: {
+        if (depth >= limits_.max_extra_keys_depth) {
+          return Fail(DecodeErrorReason::kTooLarge, loc,
+                      Cat("lists nested deeper than ", limits_.max_extra_keys_depth));
+        }
+        out->kind = Kind::kList;
+        out->items.resize(o.via.array.size);
+        for (uint32_t i = 0; i < o.via.array.size; ++i) {
+          absl::Status s = ReadExtraKey(o.via.array.ptr[i], loc, depth + 1, budget, &out->items[i]);
+          if (!s.ok()) return s;
+        }
+        return absl::OkStatus();
+      }
+      default:
+        return WrongType(loc, "str, int, bytes, nil or array", o);
+    }
   }
 
   absl::Status AddBlockRemoved(const Fields& f, int64_t index) {
@@ -493,6 +599,9 @@ class BatchDecoder {
     absl::Status s = ReadHashes(*f[kRemovedHashes], {index, "block_hashes"},
                                 limits_.max_blocks_per_event, &e.block_hashes);
     if (s.ok()) s = ReadOptionalString(f[kRemovedMedium], {index, "medium"}, &e.medium);
+    if (s.ok()) s = ReadGroup(f[kRemovedGroupIdx], index, &e.group_idx);
+    if (s.ok()) s = ReadOptionalString(f[kRemovedLocality], {index, "locality"}, &e.locality);
+    if (s.ok()) s = ReadOptionalString(f[kRemovedOwnership], {index, "ownership"}, &e.ownership);
     if (!s.ok()) return s;
     batch_->events.emplace_back(std::move(e));
     return absl::OkStatus();
@@ -552,7 +661,9 @@ constexpr std::pair<DecodeErrorReason, std::string_view> kReasonNames[] = {
     {DecodeErrorReason::kBadTokenCount, "bad_token_count"},
     {DecodeErrorReason::kTooLarge, "too_large"},
     {DecodeErrorReason::kMalformed, "malformed"},
+    {DecodeErrorReason::kBadValue, "bad_value"},
 };
+static_assert(std::size(kReasonNames) == kNumDecodeErrorReasons);
 
 }  // namespace
 

@@ -10,16 +10,6 @@
 
 namespace kvindex {
 
-// Why a payload was rejected; used as the metrics label for decode errors.
-enum class DecodeErrorReason {
-  kTruncated,       // payload ends before the msgpack value does
-  kTrailingBytes,   // bytes after the batch value
-  kWrongType,       // a value has the wrong msgpack type (or the batch shape is wrong)
-  kBadTokenCount,   // len(token_ids) != block_size * len(block_hashes)
-  kTooLarge,        // a declared size or value is absurd (see DecodeLimits)
-  kMalformed,       // msgpack itself is invalid
-};
-
 // Stable lower_snake name of a reason ("truncated", "wrong_type", ...).
 std::string_view DecodeErrorReasonName(DecodeErrorReason reason);
 
@@ -34,11 +24,19 @@ struct DecodeLimits {
   size_t max_events = 1 << 20;
   size_t max_blocks_per_event = 1 << 20;
   uint32_t max_block_size = 1 << 20;  // tokens per block
+  uint32_t max_group_idx = 1023;      // KV cache groups (real models have a handful)
+  size_t max_extra_keys_bytes = 1 << 20;  // strs and bytes of one event's extra_keys
+  size_t max_extra_keys_depth = 8;    // lists nested inside one block's extra_keys
 };
 
-// Decodes one payload. Never throws. On malformed input returns
-// INVALID_ARGUMENT whose message starts with the reason name, e.g.
-// "bad_token_count: event 0: 3 tokens for 2 blocks of 2".
+// Decodes one payload. Never throws. Any thread.
+//
+// A payload whose envelope ([ts, events, dp_rank?], or msgpack itself) does not
+// parse returns INVALID_ARGUMENT whose message starts with the reason name,
+// e.g. "truncated: payload ends inside a value at byte 12". A known event that
+// does not decode (e.g. "bad_token_count: event 0: token_ids: 3 tokens for 2
+// blocks of 2") is skipped and listed in EventBatch::bad_events; the batch's
+// other events are kept.
 absl::StatusOr<EventBatch> DecodeEventBatch(std::string_view payload,
                                             const DecodeLimits& limits = {});
 

@@ -34,6 +34,40 @@ Json OrNull(const std::optional<T>& v) {
   return v.has_value() ? Json(*v) : Json(nullptr);
 }
 
+// Optional 2026 fields are printed under their wire name only when sent.
+template <typename T>
+void PutIfSent(Json& out, const char* name, const std::optional<T>& v) {
+  if (v.has_value()) out[name] = *v;
+}
+
+// "0x" + the bytes in lower-case hex.
+std::string BytesHex(const std::string& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out = "0x";
+  out.reserve(2 + 2 * bytes.size());
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 0xf]);
+  }
+  return out;
+}
+
+Json ToJson(const ExtraKey& key) {
+  switch (key.kind) {
+    case ExtraKey::Kind::kNil: return Json(nullptr);
+    case ExtraKey::Kind::kInt:
+      return key.number_unsigned ? Json(static_cast<uint64_t>(key.number)) : Json(key.number);
+    case ExtraKey::Kind::kStr: return Json(key.bytes);
+    case ExtraKey::Kind::kBytes: return Json(BytesHex(key.bytes));
+    case ExtraKey::Kind::kList: {
+      Json out = Json::array();
+      for (const ExtraKey& item : key.items) out.push_back(ToJson(item));
+      return out;
+    }
+  }
+  return Json(nullptr);
+}
+
 Json ToJson(const BlockStored& e) {
   Json out;
   out["type"] = "BlockStored";
@@ -45,6 +79,18 @@ Json ToJson(const BlockStored& e) {
   out["lora_id"] = OrNull(e.lora_id);
   out["lora_name"] = OrNull(e.lora_name);
   out["medium"] = OrNull(e.medium);
+  if (!e.extra_keys.empty()) {
+    Json keys = Json::array();
+    for (const ExtraKey& entry : e.extra_keys) keys.push_back(ToJson(entry));
+    out["extra_keys"] = std::move(keys);
+  }
+  PutIfSent(out, "group_idx", e.group_idx);
+  PutIfSent(out, "kv_cache_spec_kind", e.kv_cache_spec_kind);
+  PutIfSent(out, "kv_cache_spec_sliding_window", e.kv_cache_spec_sliding_window);
+  PutIfSent(out, "locality", e.locality);
+  PutIfSent(out, "ownership", e.ownership);
+  PutIfSent(out, "session_id", e.session_id);
+  PutIfSent(out, "cache_salt", e.cache_salt);
   return out;
 }
 
@@ -53,6 +99,9 @@ Json ToJson(const BlockRemoved& e) {
   out["type"] = "BlockRemoved";
   out["block_hashes"] = Hashes(e.block_hashes);
   out["medium"] = OrNull(e.medium);
+  PutIfSent(out, "group_idx", e.group_idx);
+  PutIfSent(out, "locality", e.locality);
+  PutIfSent(out, "ownership", e.ownership);
   return out;
 }
 
@@ -75,6 +124,11 @@ std::string EventBatchToJson(const EventBatch& batch, int indent) {
   doc["events"] = std::move(events);
   doc["skipped_events"] = batch.skipped_events;
   doc["skipped_fields"] = batch.skipped_fields;
+  if (!batch.bad_events.empty()) {
+    Json bad = Json::array();
+    for (const BadEvent& b : batch.bad_events) bad.push_back({{"index", b.index}, {"error", b.message}});
+    doc["bad_events"] = std::move(bad);
+  }
   // Engines may send invalid UTF-8 in medium or lora_name: replace, never throw.
   return doc.dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);
 }

@@ -17,7 +17,9 @@ namespace {
 
 constexpr DecodeErrorReason kDecodeReasons[] = {
     DecodeErrorReason::kTruncated, DecodeErrorReason::kTrailingBytes, DecodeErrorReason::kWrongType,
-    DecodeErrorReason::kBadTokenCount, DecodeErrorReason::kTooLarge, DecodeErrorReason::kMalformed};
+    DecodeErrorReason::kBadTokenCount, DecodeErrorReason::kTooLarge, DecodeErrorReason::kMalformed,
+    DecodeErrorReason::kBadValue};
+static_assert(std::size(kDecodeReasons) == kNumDecodeErrorReasons);
 
 constexpr WorkerState kWorkerStates[] = {WorkerState::kConnecting, WorkerState::kLive, WorkerState::kReplaying,
                                          WorkerState::kFailed};
@@ -53,6 +55,7 @@ KvIndexMetrics::KvIndexMetrics() {
   for (DecodeErrorReason reason : kDecodeReasons) {
     decode_errors_by_reason_[static_cast<size_t>(reason)] =
         &families_.decode_errors->Get({DecodeErrorReasonName(reason)});
+    bad_events_by_reason_[static_cast<size_t>(reason)] = &families_.bad_events->Get({DecodeErrorReasonName(reason)});
   }
   auto feed = [this](FeedEvent event) -> Counter*& { return feed_events_[static_cast<size_t>(event)]; };
   feed(FeedEvent::kBadFrame) = &families_.bad_frames->Get({});
@@ -110,6 +113,7 @@ void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, std::optional<absl:
   if (removed != 0) events_by_type_[1]->Increment(removed);
   if (cleared != 0) events_by_type_[2]->Increment(cleared);
   if (batch.skipped_events != 0) events_by_type_[3]->Increment(batch.skipped_events);
+  for (const BadEvent& bad : batch.bad_events) bad_events_by_reason_[static_cast<size_t>(bad.reason)]->Increment();
   batches_->Increment();
   // A clock behind the engine's is no negative lag: it lands in the first bucket.
   // An absurd engine timestamp (an infinite lag) would poison the sum: skipped.

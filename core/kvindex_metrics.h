@@ -39,6 +39,8 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
 //   HISTOGRAM(member, name, label, bounds, help); label "" means none.
 // clang-format off
 #define KVINDEX_METRICS(COUNTER, GAUGE, HISTOGRAM)                                                              \
+  COUNTER(bad_events, "kvindex_bad_events_total", "reason",                                                    \
+          "Known events that did not decode, by reason; skipped, the rest of their batch applied")             \
   COUNTER(bad_frames, "kvindex_bad_frames_total", "",                                                          \
           "Engine messages not shaped [topic, seq, payload] (or a replay reply form); skipped")               \
   COUNTER(batches, "kvindex_batches_total", "", "Event batches (engine messages) applied to the index")        \
@@ -115,7 +117,8 @@ class KvIndexMetrics final : public IngestMetrics {
 
   // Children resolved at construction: the hot paths only touch atomics.
   std::array<Counter*, 4> events_by_type_{};  // stored, removed, cleared, unknown
-  std::array<Counter*, 6> decode_errors_by_reason_{};
+  std::array<Counter*, kNumDecodeErrorReasons> decode_errors_by_reason_{};
+  std::array<Counter*, kNumDecodeErrorReasons> bad_events_by_reason_{};
   std::array<Counter*, kFeedEventCount> feed_events_{};
   std::array<Counter*, 17> match_by_code_{};  // absl::StatusCode 0..16 (the gRPC codes)
   Counter* batches_ = nullptr;

@@ -496,6 +496,7 @@ class PrefixIndex::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     const size_t n = ev.block_hashes.size();
     if (n == 0) return;
+    if (!ev.HasTokens()) return ApplyOffloaded(w, ev, result);
     std::optional<uint64_t> parent;
     if (ev.block_size != 0 && ev.token_ids.size() == size_t{ev.block_size} * n) {  // else: hand-built batch
       if (!ev.parent_block_hash) {
@@ -521,6 +522,21 @@ class PrefixIndex::Impl {
       if (i + kPrefetchAhead < n) w.blocks.Prefetch(ev.block_hashes[i + kPrefetchAhead]);
       x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
       if (Store(w, ev.block_hashes[i], x, m)) ++result.blocks_stored;
+    }
+  }
+
+  // An offloaded chunk (no tokens) names a block the worker stored before
+  // (its GPU copy): that block is now also on the event's medium. A hash the
+  // worker does not hold cannot be indexed (nothing says what it contains).
+  void ApplyOffloaded(Worker& w, const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    const MediumMask m = media_.BitOf(ev.medium);
+    for (uint64_t engine : ev.block_hashes) {
+      const std::optional<EngineMap::Block> b = w.blocks.Find(engine);
+      if (!b) {
+        ++result.unknown_chunks;
+        continue;
+      }
+      if (Store(w, engine, b->index, m)) ++result.blocks_stored;
     }
   }
 

@@ -50,6 +50,7 @@ struct ApplyResult {
   uint64_t unresolved_parents = 0;  // BlockStored events whose parent is unknown (not indexed)
   uint64_t blocks_unindexed = 0;    // blocks of those events
   uint64_t unknown_removals = 0;    // removed hashes the worker did not hold
+  uint64_t unknown_chunks = 0;      // offloaded chunks (no tokens) naming a block the worker did not hold
   uint64_t evictions = 0;           // entries evicted by this worker's cap
   bool worker_removed = false;      // the worker was removed concurrently; nothing applied
 };

@@ -2,7 +2,8 @@
 // it: DecodeEventBatch, EventBatchToJson, and PrefixIndex::Apply/Match/Remove.
 // Seeds: ../shared/wire/vectors. Invariants checked beyond "no crash, no
 // sanitizer report": the JSON rendering parses, a decoded BlockStored's token
-// count matches its blocks, a worker never holds more than its cap, Match of a
+// count matches its blocks (or it has none: an offloaded chunk), a bad
+// event's message names its reason, a worker never holds more than its cap, Match of a
 // stored prompt succeeds, and removing the worker leaves an empty index.
 
 #include <cstddef>
@@ -43,6 +44,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)DecodeErrorReasonName(DecodeErrorReasonOf(batch.status()));
     return 0;
   }
+  for (const kvindex::BadEvent& bad : batch->bad_events) {
+    Check(DecodeErrorReasonOf(absl::InvalidArgumentError(bad.message)) == bad.reason,
+          "a bad event's message starts with its reason");
+  }
   const std::string json = EventBatchToJson(*batch);
   Check(nlohmann::json::accept(json), "EventBatchToJson renders valid JSON");
 
@@ -57,8 +62,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const Event& event : batch->events) {
     const auto* stored = std::get_if<BlockStored>(&event);
     if (stored == nullptr) continue;
-    Check(stored->token_ids.size() == uint64_t{stored->block_size} * stored->block_hashes.size(),
-          "decoded BlockStored has block_size tokens per block");
+    Check(!stored->HasTokens() ||
+              stored->token_ids.size() == uint64_t{stored->block_size} * stored->block_hashes.size(),
+          "decoded BlockStored has block_size tokens per block, or none (an offloaded chunk)");
+    Check(stored->extra_keys.empty() || stored->extra_keys.size() == stored->block_hashes.size(),
+          "extra_keys has one entry per block");
     if (stored->token_ids.empty()) continue;
     const std::string lora = stored->lora_name.value_or("");
     MatchQuery query;

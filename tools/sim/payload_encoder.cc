@@ -64,10 +64,16 @@ class EventPacker {
  public:
   EventPacker(Packer& pk, PayloadLayout layout, HashEncoding hashes) : pk_(pk), layout_(layout), hashes_(hashes) {}
 
+  // vLLM's layouts carry extra_keys (nil per block when none), group_idx (0
+  // when the event names none) and kv_cache_spec_kind ("full_attention"), as
+  // vLLM 2026 sends them; the map omits the other fields left nil. The array
+  // has the 11 fields in wire order; SGLang's stops after lora_name.
   void operator()(const BlockStored& e) {
     const bool map = layout_ == PayloadLayout::kMap;
     if (map) {
-      pk_.pack_map(11);
+      const int optional = e.kv_cache_spec_sliding_window.has_value() + e.locality.has_value() +
+                           e.ownership.has_value() + e.session_id.has_value() + e.cache_salt.has_value();
+      pk_.pack_map(11 + optional);
       Key("type");
     } else {
       pk_.pack_array(layout_ == PayloadLayout::kSglang ? 8 : 12);
@@ -99,30 +105,46 @@ class EventPacker {
     if (layout_ == PayloadLayout::kSglang) return;
     Key("extra_keys");
     pk_.pack_array(static_cast<uint32_t>(e.block_hashes.size()));
-    for (size_t i = 0; i < e.block_hashes.size(); ++i) pk_.pack_nil();
+    for (size_t i = 0; i < e.block_hashes.size(); ++i) {
+      if (i < e.extra_keys.size()) {
+        PackExtraKey(e.extra_keys[i]);
+      } else {
+        pk_.pack_nil();
+      }
+    }
     Key("group_idx");
-    pk_.pack_uint32(0);
+    pk_.pack_uint32(e.group_idx.value_or(0));
     Key("kv_cache_spec_kind");
-    PackStr(pk_, kFullAttention);
-    if (!map) pk_.pack_nil();  // kv_cache_spec_sliding_window
+    PackStr(pk_, e.kv_cache_spec_kind.value_or(kFullAttention));
+    Optional("kv_cache_spec_sliding_window", e.kv_cache_spec_sliding_window);
+    if (!map) return;
+    Optional("locality", e.locality);
+    Optional("ownership", e.ownership);
+    Optional("session_id", e.session_id);
+    Optional("cache_salt", e.cache_salt);
   }
 
+  // The map carries group_idx (0 when the event names none); the array only when set.
   void operator()(const BlockRemoved& e) {
-    if (layout_ == PayloadLayout::kMap) {
-      pk_.pack_map(4);
+    const bool map = layout_ == PayloadLayout::kMap;
+    const bool array_group = layout_ == PayloadLayout::kArray && e.group_idx.has_value();
+    if (map) {
+      pk_.pack_map(4 + e.locality.has_value() + e.ownership.has_value());
       Key("type");
     } else {
-      pk_.pack_array(3);
+      pk_.pack_array(array_group ? 4 : 3);
     }
     PackStr(pk_, "BlockRemoved");
     Key("block_hashes");
     Hashes(e.block_hashes);
     Key("medium");
     PackOptStr(pk_, e.medium);
-    if (layout_ == PayloadLayout::kMap) {
-      Key("group_idx");
-      pk_.pack_uint32(0);
-    }
+    if (array_group) pk_.pack_uint32(*e.group_idx);
+    if (!map) return;
+    Key("group_idx");
+    pk_.pack_uint32(e.group_idx.value_or(0));
+    Optional("locality", e.locality);
+    Optional("ownership", e.ownership);
   }
 
   void operator()(const AllBlocksCleared&) {
@@ -139,6 +161,44 @@ class EventPacker {
   // A map key; nothing in the array layouts.
   void Key(std::string_view key) {
     if (layout_ == PayloadLayout::kMap) PackStr(pk_, key);
+  }
+
+  // A 2026 field: in a map only when set; in an array, nil when unset.
+  void Optional(std::string_view key, const std::optional<std::string>& v) {
+    if (layout_ == PayloadLayout::kMap && !v.has_value()) return;
+    Key(key);
+    PackOptStr(pk_, v);
+  }
+  void Optional(std::string_view key, const std::optional<uint32_t>& v) {
+    if (layout_ == PayloadLayout::kMap && !v.has_value()) return;
+    Key(key);
+    if (v.has_value()) {
+      pk_.pack_uint32(*v);
+    } else {
+      pk_.pack_nil();
+    }
+  }
+
+  void PackExtraKey(const ExtraKey& key) {
+    switch (key.kind) {
+      case ExtraKey::Kind::kNil: pk_.pack_nil(); return;
+      case ExtraKey::Kind::kInt:
+        if (key.number_unsigned) {
+          pk_.pack_uint64(static_cast<uint64_t>(key.number));
+        } else {
+          pk_.pack_int64(key.number);
+        }
+        return;
+      case ExtraKey::Kind::kStr: PackStr(pk_, key.bytes); return;
+      case ExtraKey::Kind::kBytes:
+        pk_.pack_bin(static_cast<uint32_t>(key.bytes.size()));
+        pk_.pack_bin_body(key.bytes.data(), static_cast<uint32_t>(key.bytes.size()));
+        return;
+      case ExtraKey::Kind::kList:
+        pk_.pack_array(static_cast<uint32_t>(key.items.size()));
+        for (const ExtraKey& item : key.items) PackExtraKey(item);
+        return;
+    }
   }
 
   void Hash(uint64_t h) {

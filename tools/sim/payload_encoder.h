@@ -30,6 +30,9 @@ std::string_view HashEncodingName(HashEncoding hashes);
 
 // Encodes `batch` as [ts, events, dp_rank] (nil when dp_rank is unset). Events
 // the layout cannot express do not exist: every Event alternative is encoded.
+// vLLM's layouts send every 2026 field the event sets, and for one that sets
+// none group 0, "full_attention" and nil extra keys (as vLLM does); SGLang's
+// array layout has none of them.
 std::string EncodePayload(const EventBatch& batch, PayloadLayout layout, HashEncoding hashes);
 
 }  // namespace kvindex::sim
