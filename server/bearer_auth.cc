@@ -34,13 +34,8 @@ absl::Status BearerAuth::Check(absl::string_view authorization, bool sync_pods) 
 }
 
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  // Walk all of `a` whatever happens; fold the length difference in.
-  volatile unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const unsigned char other = b.empty() ? 0 : static_cast<unsigned char>(b[i % b.size()]);
-    diff = diff | (static_cast<unsigned char>(a[i]) ^ other);
-  }
-  return diff == 0;
+  return internal::ConstantTimeEqualsWith(
+      a, b, [](absl::string_view s, size_t i) { return static_cast<unsigned char>(s[i]); });
 }
 
 }  // namespace kvindex::server

@@ -7,11 +7,12 @@
 //
 // Thread safety: immutable after construction; Check may run concurrently.
 
+#include <cstddef>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvindex::server {
 
@@ -43,5 +44,25 @@ class BearerAuth {
 
 // Whether `a` equals `b`, in time that depends on a's length only.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
+
+namespace internal {
+
+// The loop of ConstantTimeEquals, with every byte it reads fetched through
+// `read(s, i)` (returning s[i]) so that a test can record the reads. Whatever
+// the contents, it reads a[0], b[0 % b.size()], a[1], b[1 % b.size()], ... up
+// to a[a.size() - 1] (no b when b is empty), never stops early and never
+// branches on a byte: the sequence of reads depends on the lengths only.
+template <typename ReadByte>
+bool ConstantTimeEqualsWith(absl::string_view a, absl::string_view b, ReadByte&& read) {
+  volatile unsigned char diff = a.size() == b.size() ? 0 : 1;  // volatile: no early exit once it is non-zero
+  for (size_t i = 0; i < a.size(); ++i) {
+    const unsigned char mine = read(a, i);
+    const unsigned char other = b.empty() ? 0 : read(b, i % b.size());
+    diff = diff | (mine ^ other);
+  }
+  return diff == 0;
+}
+
+}  // namespace internal
 
 }  // namespace kvindex::server

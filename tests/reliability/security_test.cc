@@ -2,15 +2,16 @@
 // wrong, right; state untouched by refused streams), and the limits on what
 // callers may send (message size, pods, labels, tokens, absurd values). TLS and
 // mTLS end to end are tests/server/tls_test.cc; the constant-time comparison is
-// tests/server/bearer_auth_test.cc and ConstantTimeEqualsTakesTheSameTime here.
+// tests/server/bearer_auth_test.cc and ConstantTimeEqualsReadsEveryByteWhereverTheTokensDiffer here.
 
-#include <algorithm>
-#include <chrono>
 #include <memory>
+#include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "client/kvindex_client.h"
 #include "core/pod.h"
 #include "gtest/gtest.h"
@@ -149,32 +150,72 @@ TEST(SecurityTest, MessagePodAndTokenLimits) {
   EXPECT_EQ(client->Match(hashes).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// The token check's time does not depend on where a wrong token differs. A
-// coarse check (the unit test reads the code path): the median time of
-// comparisons that differ in the first byte and in the last byte are within a
-// factor of 3 of each other for a 4 KiB token.
-TEST(SecurityTest, ConstantTimeEqualsTakesTheSameTime) {
-  const std::string token(4096, 'a');
-  std::string first = token, last = token;
-  first.front() = 'b';
-  last.back() = 'b';
-  auto median_ns = [&token](const std::string& presented) {
-    std::vector<int64_t> samples;
-    for (int i = 0; i < 301; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      bool equal = false;
-      for (int k = 0; k < 20; ++k) equal |= server::ConstantTimeEquals(presented, token);
-      const auto end = std::chrono::steady_clock::now();
-      EXPECT_FALSE(equal);
-      samples.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
-    }
-    std::nth_element(samples.begin(), samples.begin() + 150, samples.end());
-    return samples[150];
+// The token check's time does not depend on where a wrong token differs,
+// checked by structure rather than by a clock: the comparison reads every byte
+// of the presented token (and the same bytes of the real one) whatever the
+// contents, so tokens that differ in their first byte, their last byte or not at
+// all make exactly the same reads, and a wrong length reads no less.
+struct Read {
+  bool presented;  // a byte of the presented token (else of the real one)
+  size_t index;
+  bool operator==(const Read&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& out, const Read& read) {
+  return out << (read.presented ? "presented[" : "token[") << read.index << "]";
+}
+
+TEST(SecurityTest, ConstantTimeEqualsReadsEveryByteWhereverTheTokensDiffer) {
+  // The reads comparing `presented` with `token`, and the answer.
+  auto trace = [](const std::string& presented, const std::string& token) {
+    std::vector<Read> reads;
+    const bool equal = server::internal::ConstantTimeEqualsWith(
+        presented, token, [&](absl::string_view s, size_t i) {
+          reads.push_back(Read{s.data() == presented.data(), i});
+          return static_cast<unsigned char>(s[i]);
+        });
+    EXPECT_EQ(equal, server::ConstantTimeEquals(presented, token)) << "the function is its loop";
+    return std::make_pair(equal, reads);
   };
-  const int64_t a = median_ns(first);
-  const int64_t b = median_ns(last);
-  EXPECT_LT(a, 3 * b) << a << " vs " << b;
-  EXPECT_LT(b, 3 * a) << a << " vs " << b;
+
+  const std::string token = "correct-horse-battery-staple";
+  std::vector<Read> every_byte;
+  for (size_t i = 0; i < token.size(); ++i) {
+    every_byte.push_back({true, i});
+    every_byte.push_back({false, i});
+  }
+  std::string first = token, middle = token, last = token, all = token;
+  first.front() = 'X';
+  middle[token.size() / 2] = 'X';
+  last.back() = 'X';
+  for (char& c : all) c = '?';
+  const std::string same = token;  // another buffer: reads tell the two apart by address
+  EXPECT_EQ(trace(same, token), std::make_pair(true, every_byte));
+  for (const std::string& wrong : {first, middle, last, all}) {
+    EXPECT_EQ(trace(wrong, token), std::make_pair(false, every_byte)) << wrong;
+  }
+
+  // A wrong length: every presented byte is still read, against the real one
+  // cyclically, so a prefix of the token is no faster to reject than junk.
+  const std::string longer = token + "!";
+  const auto [longer_equal, longer_reads] = trace(longer, token);
+  EXPECT_FALSE(longer_equal);
+  ASSERT_EQ(longer_reads.size(), 2 * longer.size());
+  for (size_t i = 0; i < longer.size(); ++i) {
+    EXPECT_EQ(longer_reads[2 * i], (Read{true, i}));
+    EXPECT_EQ(longer_reads[2 * i + 1], (Read{false, i % token.size()}));
+  }
+  const std::string prefix = token.substr(0, 10);
+  const std::string junk(10, '#');
+  EXPECT_EQ(trace(prefix, token), trace(junk, token));
+  EXPECT_FALSE(trace(prefix, token).first);
+  EXPECT_EQ(trace(prefix, token).second.size(), 20u);
+  // Nothing real to compare with: the presented bytes are still all read.
+  const auto [empty_equal, empty_reads] = trace("abc", "");
+  EXPECT_FALSE(empty_equal);
+  EXPECT_EQ(empty_reads, (std::vector<Read>{{true, 0}, {true, 1}, {true, 2}}));
+  EXPECT_TRUE(trace("", "").first);
+  EXPECT_FALSE(trace("", token).first);
 }
 
 }  // namespace

@@ -129,14 +129,17 @@ TEST_F(KvindexBenchTest, SpawnsItsOwnServerAndSimulatorAndPrintsTables) {
 }
 
 // Probes go out one at a time, each waited for: 3 s leaves room for several
-// even in a sanitizer build on a busy machine.
+// even in a sanitizer build on a busy machine. Probing starts once the index
+// holds the engines' full caches, a condition the bench waits for: its
+// deadline (--lag_fill_timeout) outlasts the engines' traffic (warmup +
+// duration + 30 s), so only an index that never fills misses it, not a slow one.
 TEST_F(KvindexBenchTest, IngestBenchMeasuresLagAndRamp) {
   const CommandResult r =
       RunCommand({BinPath("kvindex-ingest-bench"), "--pods=2", "--turn_tokens=1024", "--lag_rate=20000",
-                  "--capacity_blocks=1024", "--lag_fill_timeout=20s",
+                  "--capacity_blocks=1024", "--lag_fill_timeout=120s",
                   "--lag_duration=3s", "--lag_warmup=300ms", "--ramp=50k", "--step_duration=1500ms",
                   "--step_warmup=300ms", "--json"},
-                 absl::Seconds(90));
+                 absl::Seconds(300));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const nlohmann::json report = ParseReport(r);
   SCOPED_TRACE(report.dump(2));
@@ -149,8 +152,10 @@ TEST_F(KvindexBenchTest, IngestBenchMeasuresLagAndRamp) {
   ExpectSaneLatency(lag["poll_rtt"], "poll_rtt");
   EXPECT_LE(lag["lag_lower"].value("p50_us", 0.0), lag["lag_upper"].value("p50_us", 0.0));
   EXPECT_GT(lag.value("applied_blocks_per_second", 0.0), 0.0);
-  // Probing began once the engines' caches were full (3 engines x 1024 blocks).
-  EXPECT_TRUE(lag.value("index_filled", false));
+  // Probing began once the index held 95 % of the engines' full caches (2 sim
+  // pods and the probe pod, 1024 blocks each); the count when it began is a
+  // little lower at most (an engine's eviction applied before its store).
+  EXPECT_TRUE(lag.value("index_filled", false)) << "the index never filled";
   EXPECT_GE(lag.value("blocks_held", 0), 2900);
   // The spawned server's own histogram of the same window: every pod's batches.
   ASSERT_TRUE(lag.contains("server_lag"));
