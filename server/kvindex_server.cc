@@ -72,11 +72,16 @@ void KvIndexServer::Shutdown(absl::Time deadline) {
   shut_down_ = true;
   if (metrics_http_ != nullptr) metrics_http_->Stop();
   if (server_ != nullptr) {
+    // Refusing comes first: a client that sees NOT_SERVING finds new calls refused.
+    service_->StopAccepting();
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService(); health != nullptr) {
       health->Shutdown();  // NOT_SERVING, and no later change
     }
-    service_->CancelStreams();
-    server_->Shutdown(absl::ToChronoTime(deadline));
+    // gRPC's own shutdown closes the port at once, so health would stop answering
+    // (and Check could never say NOT_SERVING); until the in-flight calls are done
+    // it keeps answering, while the service refuses every new kvindex.v1 call.
+    if (!service_->AwaitIdle(deadline)) spdlog::warn("calls still in flight at the shutdown deadline: cancelling them");
+    server_->Shutdown(absl::ToChronoTime(deadline));  // cancels what is left at `deadline`
   }
   if (manager_ != nullptr) manager_->Stop();
 }

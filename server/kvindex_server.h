@@ -64,9 +64,11 @@ class KvIndexServer : private IndexProvider {
   SubscriptionManager& pods() { return *manager_; }
   KvIndexMetrics& metrics() { return metrics_; }
 
-  // The metrics endpoint stops, health turns NOT_SERVING, new calls are refused, SyncPods streams are
-  // cancelled, in-flight unary calls get until `deadline` to finish (then they
-  // are cancelled), and finally every subscription stops. Idempotent.
+  // The metrics endpoint stops; new kvindex.v1 calls are refused (UNAVAILABLE)
+  // and SyncPods streams are cancelled; then health turns NOT_SERVING. In-flight
+  // unary calls get until `deadline` to finish, and health keeps answering (NOT_SERVING)
+  // meanwhile; then the gRPC server stops, cancelling the calls still in
+  // flight, and finally every subscription stops. Idempotent.
   void Shutdown(absl::Time deadline);
 
  private:

@@ -1,6 +1,7 @@
 #include "server/kvindex_service.h"
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,7 +49,32 @@ grpc::Status InvalidArgument(std::string message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
 }
 
+grpc::Status ShuttingDown() { return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"); }
+
 }  // namespace
+
+// Counts one unary call in in_flight_ from construction to destruction;
+// refused() when the service had stopped accepting calls.
+class KvIndexService::InFlight {
+ public:
+  explicit InFlight(KvIndexService* service) : service_(service) {
+    service_->in_flight_.fetch_add(1);
+    refused_ = !service_->accepting_.load();
+  }
+  ~InFlight() {
+    if (service_->in_flight_.fetch_sub(1) == 1 && !service_->accepting_.load()) {
+      absl::MutexLock lock(&service_->mu_);  // its release re-evaluates AwaitIdle's condition
+    }
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+  bool refused() const { return refused_; }
+
+ private:
+  KvIndexService* const service_;
+  bool refused_;
+};
 
 KvIndexService::KvIndexService(PrefixIndex* index, SubscriptionManager* pods, const BearerAuth* auth,
                                ServiceOptions options, KvIndexMetrics* metrics)
@@ -66,6 +92,22 @@ grpc::Status KvIndexService::Authorize(const grpc::ServerContextBase& context, b
 grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* context,
                                                 const grpc::ByteBuffer* request_bytes,
                                                 grpc::ByteBuffer* response_bytes) {
+  if (options_.hold_match) {
+    // The held call stays in flight until the seam destroys `answer`.
+    auto call = std::make_shared<const InFlight>(this);
+    grpc::ServerUnaryReactor* held = options_.hold_match(context, [this, call, context, request_bytes, response_bytes] {
+      return AnswerMatchCall(*call, *context, *request_bytes, response_bytes);
+    });
+    if (held != nullptr) return held;
+  }
+  const InFlight call(this);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(AnswerMatchCall(call, *context, *request_bytes, response_bytes));
+  return reactor;
+}
+
+grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::CallbackServerContext& context,
+                                             const grpc::ByteBuffer& request_bytes, grpc::ByteBuffer* response_bytes) {
   const absl::Time start = absl::Now();
   // The first block of the arena is on this stack: a 2k-token request and its
   // answer fit, longer ones spill into heap blocks freed with the arena.
@@ -76,9 +118,9 @@ grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* con
   google::protobuf::Arena arena(arena_options);
   auto* request = google::protobuf::Arena::CreateMessage<v1::MatchRequest>(&arena);
   auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
-  grpc::Status status = Authorize(*context, /*sync_pods=*/false);
+  grpc::Status status = call.refused() ? ShuttingDown() : Authorize(context, /*sync_pods=*/false);
   if (status.ok()) {
-    if (ParseMatchRequest(*request_bytes, request)) {
+    if (ParseMatchRequest(request_bytes, request)) {
       status = AnswerMatch(*request, response);
     } else {
       match_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -94,9 +136,7 @@ grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* con
     // grpc::StatusCode and absl::StatusCode share their numbers and names.
     metrics_->OnMatch(static_cast<absl::StatusCode>(status.error_code()), absl::Now() - start);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(std::move(status));
-  return reactor;
+  return status;
 }
 
 grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response) {
@@ -133,7 +173,7 @@ grpc::Status KvIndexService::SyncPods(grpc::ServerContext* context,
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/true); !status.ok()) return status;
   {
     absl::MutexLock lock(&mu_);
-    if (streams_cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down");
+    if (streams_cancelled_) return ShuttingDown();
     streams_.insert(context);
   }
   absl::Cleanup forget = [this, context] {
@@ -191,6 +231,8 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
 
 grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::ListPodsRequest* request,
                                       v1::ListPodsResponse* response) {
+  const InFlight call(this);
+  if (call.refused()) return ShuttingDown();
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
   for (const PodStatus& pod : pods_->ListPods()) {
     v1::PodInfo* info = response->add_pods();
@@ -205,6 +247,8 @@ grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::Li
 
 grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
                                       v1::GetStatsResponse* response) {
+  const InFlight call(this);
+  if (call.refused()) return ShuttingDown();
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
   const IndexStats index = index_->Stats();
   response->set_workers(index.workers);
@@ -234,10 +278,18 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
   return grpc::Status::OK;
 }
 
-void KvIndexService::CancelStreams() {
+void KvIndexService::StopAccepting() {
+  accepting_.store(false);
   absl::MutexLock lock(&mu_);
   streams_cancelled_ = true;
   for (grpc::ServerContext* context : streams_) context->TryCancel();
+}
+
+bool KvIndexService::AwaitIdle(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithDeadline(
+      absl::Condition(+[](std::atomic<int64_t>* in_flight) { return in_flight->load() == 0; }, &in_flight_),
+      deadline);
 }
 
 }  // namespace kvindex::server

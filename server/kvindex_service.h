@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -31,6 +32,15 @@ namespace kvindex::server {
 struct ServiceOptions {
   // Most token_ids (or block_hashes) one Match may carry.
   uint32_t max_match_tokens = 1000000;
+  // Test seam, empty in production: sees each Match first. It returns null to
+  // let the Match go on at once, or a reactor of its own that holds the call
+  // (never blocking gRPC's thread) and later Finishes it, from any thread,
+  // with `answer()` (the Match, answered as usual) or a status of its own. The
+  // call counts as in flight (see AwaitIdle) until the seam destroys `answer`.
+  // kvindex-server sets it only with its hidden --testonly_match_latch_dir
+  // (server/match_latch.h).
+  std::function<grpc::ServerUnaryReactor*(grpc::CallbackServerContext* context, std::function<grpc::Status()> answer)>
+      hold_match;
 };
 
 class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1::KvIndex::Service> {
@@ -53,12 +63,24 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
   grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
                         v1::GetStatsResponse* response) override;
 
-  // Cancels every open SyncPods stream and refuses new ones (UNAVAILABLE), so
-  // that a server shutdown does not wait for control planes to hang up.
-  void CancelStreams() ABSL_LOCKS_EXCLUDED(mu_);
+  // The first step of a shutdown: from its return on, every new kvindex.v1
+  // call is refused with UNAVAILABLE, and every open SyncPods stream is
+  // cancelled (a shutdown does not wait for control planes to hang up).
+  // Unary calls already in flight go on. Idempotent.
+  void StopAccepting() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // After StopAccepting: waits until no unary call (Match, ListPods, GetStats)
+  // is in flight, or until `deadline`. True when none is.
+  [[nodiscard]] bool AwaitIdle(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  class InFlight;  // counts one unary call in in_flight_, or refuses it
+
   grpc::Status Authorize(const grpc::ServerContextBase& context, bool sync_pods) const;
+  // The Match of a call (counted in flight by `call`), metrics included: the
+  // status to finish the call with.
+  grpc::Status AnswerMatchCall(const InFlight& call, const grpc::CallbackServerContext& context,
+                               const grpc::ByteBuffer& request_bytes, grpc::ByteBuffer* response_bytes);
   // Match of an authorized, parsed request, without the metrics.
   grpc::Status AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response);
   v1::PodUpdateAck Apply(const v1::PodUpdate& update);
@@ -73,6 +95,14 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
 
   std::atomic<uint64_t> matches_{0};
   std::atomic<uint64_t> match_errors_{0};
+
+  // Unary calls between their start and their answer, and whether new calls are
+  // refused. Sequentially consistent: a call counts itself before it reads
+  // accepting_, and StopAccepting clears accepting_ before AwaitIdle reads the
+  // count, so AwaitIdle never misses a call that was let in. A call that ends
+  // after StopAccepting takes mu_ once, which wakes AwaitIdle.
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<bool> accepting_{true};
 
   absl::Mutex mu_;
   bool streams_cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -26,6 +26,7 @@
 #include "server/bearer_auth.h"
 #include "server/env_flags.h"
 #include "server/kvindex_server.h"
+#include "server/match_latch.h"
 #include "server/pods_file.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -103,6 +104,7 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   }
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.service.max_match_tokens = absl::GetFlag(FLAGS_max_match_tokens);
+  options.service.hold_match = kvindex::server::MatchLatchFromFlags();  // empty unless a test asks
   options.index.max_blocks_per_worker = absl::GetFlag(FLAGS_max_blocks_per_worker);
   options.index.max_entries = absl::GetFlag(FLAGS_max_index_entries);
   options.index = kvindex::WithMemoryBudget(options.index, absl::GetFlag(FLAGS_index_memory_mb) << 20);

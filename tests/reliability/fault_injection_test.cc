@@ -551,9 +551,10 @@ TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
   std::unique_ptr<client::KvIndexClient> caller = Connect(server_.address, absl::Seconds(10));
-  // During and after the stop, calls may be refused or cut, never hang or crash anything.
-  MatchLoad load(caller.get(), 3,
-                 {absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled, absl::StatusCode::kDeadlineExceeded});
+  // During and after the stop, calls are answered or refused, never left to run out their deadline:
+  // UNAVAILABLE from the draining service or a closed port, or CANCELLED for a call that reaches the
+  // connection while gRPC itself is closing it (its core resets such a stream without a status).
+  MatchLoad load(caller.get(), 3, {absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled});
   std::atomic<bool> churn_stop{false};
   std::thread churn([&] {
     std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(10));
@@ -566,16 +567,15 @@ TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {
     }
   });
   ASSERT_TRUE(WaitUntil([&] { return load.ok() > 50; }, absl::Seconds(30)));
-  const absl::Time stop_at = absl::Now();
+  const absl::Time signalled = absl::Now();
   ASSERT_TRUE(server_.process->Signal(SIGTERM));
-  const std::optional<int> exit_code = server_.process->Wait(absl::Seconds(15));
-  const absl::Duration took = absl::Now() - stop_at;
+  const std::optional<int> exit_code = server_.process->Wait(signalled + absl::Seconds(5) - absl::Now());
+  if (!exit_code.has_value()) server_.process->Signal(SIGKILL);
   churn_stop = true;
   churn.join();
   load.Stop();
-  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop";
+  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << server_.process->Stderr();
   EXPECT_EQ(*exit_code, 0) << server_.process->Stderr();
-  EXPECT_LT(took, absl::Seconds(6));
   EXPECT_EQ(load.errors(), 0u) << load.last_error();
 
   // A new server rebuilds the whole index from the engines' replay buffers.

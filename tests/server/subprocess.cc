@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -148,6 +149,15 @@ std::string WriteTempFile(const std::string& name, const std::string& contents) 
   const std::string path = UniquePath(name);
   std::ofstream(path, std::ios::binary) << contents;
   return path;
+}
+
+TempDirectory::TempDirectory(const std::string& name) : path_(UniquePath(name)) {
+  std::filesystem::create_directories(path_);
+}
+
+TempDirectory::~TempDirectory() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace kvindex::testing

@@ -66,4 +66,19 @@ CommandResult RunCommand(std::vector<std::string> argv, absl::Duration timeout =
 // Writes `contents` to a new file under the test temp dir; returns its path.
 std::string WriteTempFile(const std::string& name, const std::string& contents);
 
+// A new, empty directory under the test temp dir; removed, with everything in
+// it, on destruction.
+class TempDirectory {
+ public:
+  explicit TempDirectory(const std::string& name);
+  ~TempDirectory();
+  TempDirectory(const TempDirectory&) = delete;
+  TempDirectory& operator=(const TempDirectory&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace kvindex::testing
