@@ -389,31 +389,101 @@ TEST(PrefixIndexTest, StatsReportMemoryAndCounts) {
   EXPECT_DOUBLE_EQ(workers[0].last_event_ts, 1700000000.5);
 }
 
-// Ingestion for different workers and Match run in parallel (run under TSan by scripts/test --tsan).
-TEST(PrefixIndexTest, ConcurrentApplyRemoveAndMatchStayConsistent) {
-  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 64, .max_entries = 200});
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> writers;
-  for (uint32_t w = 0; w < 3; ++w) {
-    writers.emplace_back([&, w] {
-      const WorkerKey key{"ns/w" + std::to_string(w), 0};
-      for (uint64_t i = 0; i < 2000; ++i) {
-        index.Apply(key, kModel, Batch({Stored({i * 2 + 1, i * 2 + 2}, std::nullopt, Tokens(4, 1 + (i % 50) * 4))}));
-        if (i % 7 == 0) index.Apply(key, kModel, Batch({BlockRemoved{{i * 2 + 2}, std::nullopt}}));
-        if (i % 500 == 499) index.RemoveWorker(key);
-      }
-    });
+// What writer `w` of the concurrency tests applies, in order: 2000 two-block
+// chains (one in 50 starts with tokens 1..4), every 7th losing its second
+// block, the worker removed every 500 (not at the end: it ends holding blocks).
+void ApplyWriterBatches(PrefixIndex& index, uint32_t w) {
+  const WorkerKey key{"ns/w" + std::to_string(w), 0};
+  for (uint64_t i = 0; i < 2000; ++i) {
+    index.Apply(key, kModel, Batch({Stored({i * 2 + 1, i * 2 + 2}, std::nullopt, Tokens(4, 1 + (i % 50) * 4))}));
+    if (i % 7 == 0) index.Apply(key, kModel, Batch({BlockRemoved{{i * 2 + 2}, std::nullopt}}));
+    if (i % 500 == 250) index.RemoveWorker(key);
   }
+}
+
+// Runs the three writers in parallel while a reader matches a 4-block prompt
+// whose first two blocks some chains hold. Every answer must be one a serial
+// order could give: only the writers' workers, each once; 1 or 2 blocks (the
+// chains are two blocks long and none continues another, so block 2 never
+// matches); tokens, tiers and score agreeing with the blocks.
+void RunWritersAgainstAReader(PrefixIndex& index) {
+  std::atomic<bool> stop{false};
   std::thread reader([&] {
+    const std::vector<uint32_t> prompt = Tokens(8);
     while (!stop.load()) {
-      MatchResult r = MatchTokens(index, Tokens(4));
-      for (const WorkerMatch& m : r.workers) ASSERT_LE(m.matched_blocks, 2u);
+      const MatchResult r = MatchTokens(index, prompt);
+      if (r.block_size != 0) {  // 0: no worker of the model yet
+        EXPECT_EQ(r.block_size, 2u);
+        EXPECT_EQ(r.query_blocks, 4u);
+      }
+      std::vector<WorkerKey> seen;
+      for (const WorkerMatch& m : r.workers) {
+        EXPECT_THAT(m.worker.pod, ::testing::AnyOf("ns/w0", "ns/w1", "ns/w2"));
+        EXPECT_EQ(std::count(seen.begin(), seen.end(), m.worker), 0) << "a worker named twice";
+        seen.push_back(m.worker);
+        EXPECT_GE(m.matched_blocks, 1u);
+        EXPECT_LE(m.matched_blocks, 2u) << "a match ran past the end of a two-block chain";
+        EXPECT_EQ(m.matched_tokens, 2 * m.matched_blocks);
+        EXPECT_THAT(m.blocks_by_medium, ElementsAre(Pair("GPU", m.matched_blocks)));
+        EXPECT_DOUBLE_EQ(m.score, m.matched_blocks);
+      }
+      if (::testing::Test::HasFailure()) return;  // one report, not thousands
     }
   });
+  std::vector<std::thread> writers;
+  for (uint32_t w = 0; w < 3; ++w) writers.emplace_back([&index, w] { ApplyWriterBatches(index, w); });
   for (auto& t : writers) t.join();
   stop = true;
   reader.join();
-  EXPECT_LE(index.Stats().entries, 200u);
+}
+
+// Ingestion for different workers and Match run in parallel (run under TSan by
+// scripts/test --tsan). Consistent: every answer seen meanwhile is possible
+// (RunWritersAgainstAReader), and afterwards the index is exactly what
+// applying the same batches one worker after the other gives (with only the
+// per-worker cap, whose choices depend on the worker's own history).
+TEST(PrefixIndexTest, ConcurrentApplyRemoveAndMatchStayConsistent) {
+  const IndexOptions options{.max_blocks_per_worker = 64, .max_entries = 0};
+  PrefixIndex index(options);
+  RunWritersAgainstAReader(index);
+  PrefixIndex serial(options);
+  for (uint32_t w = 0; w < 3; ++w) ApplyWriterBatches(serial, w);
+
+  for (uint32_t w = 0; w < 3; ++w) {
+    const WorkerKey key{"ns/w" + std::to_string(w), 0};
+    SCOPED_TRACE(WorkerKeyString(key));
+    std::vector<uint64_t> concurrent_hashes = index.EngineHashes(key), serial_hashes = serial.EngineHashes(key);
+    std::sort(concurrent_hashes.begin(), concurrent_hashes.end());
+    std::sort(serial_hashes.begin(), serial_hashes.end());
+    EXPECT_EQ(concurrent_hashes, serial_hashes);
+    EXPECT_GT(concurrent_hashes.size(), 0u);
+    EXPECT_LE(concurrent_hashes.size(), 64u);
+    const std::optional<WorkerStats> concurrent_stats = index.GetWorkerStats(key), serial_stats = serial.GetWorkerStats(key);
+    ASSERT_TRUE(concurrent_stats.has_value());
+    ASSERT_TRUE(serial_stats.has_value());
+    EXPECT_EQ(concurrent_stats->blocks, serial_stats->blocks);
+    EXPECT_EQ(concurrent_stats->evictions, serial_stats->evictions);
+  }
+  EXPECT_EQ(index.Stats().entries, serial.Stats().entries);
+  EXPECT_EQ(index.Stats().blocks, serial.Stats().blocks);
+  EXPECT_EQ(index.Stats().evictions, serial.Stats().evictions);
+  // And so does every answer: each chain's first tokens, and each chain's start.
+  for (uint32_t k = 0; k < 50; ++k) {
+    EXPECT_EQ(Runs(MatchTokens(index, Tokens(8, 1 + k * 4))), Runs(MatchTokens(serial, Tokens(8, 1 + k * 4)))) << k;
+  }
+}
+
+// With the global cap binding (three workers of up to 64 blocks against 100
+// entries), concurrent ingestion still gives only possible answers and ends
+// within the cap.
+TEST(PrefixIndexTest, GlobalCapHoldsUnderConcurrentApply) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 64, .max_entries = 100});
+  RunWritersAgainstAReader(index);
+  uint64_t held = 0;
+  for (const WorkerStats& w : index.ListWorkers()) held += w.blocks;
+  EXPECT_LE(held, 100u);
+  EXPECT_EQ(index.Stats().entries, held);
+  EXPECT_GT(index.Stats().evictions, 0u);
 }
 
 }  // namespace

@@ -1,7 +1,14 @@
 #include "core/subscriber.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -238,23 +245,77 @@ TEST_F(SubscriberTest, MalformedFramesAndPayloadsAreSkipped) {
   EXPECT_EQ(status.state, WorkerState::kLive);
 }
 
+// A TCP port on 127.0.0.1 that is bound but not listening: connecting to it is
+// refused, and no one else can listen on it until a socket that also sets
+// SO_REUSEADDR (as ZeroMQ's listeners do) takes it over. Closed on destruction.
+class ReservedPort {
+ public:
+  ReservedPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    const int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+      port_ = ntohs(address.sin_port);
+    }
+  }
+  ~ReservedPort() { ::close(fd_); }
+  ReservedPort(const ReservedPort&) = delete;
+  ReservedPort& operator=(const ReservedPort&) = delete;
+  uint32_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  uint32_t port_ = 0;
+};
+
+// Without an engine the worker stays kConnecting however often ZeroMQ retries
+// (never kLive, never kFailed) and the subscription keeps trying: once an
+// engine appears on the port, it connects and indexes its blocks.
 TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
-  auto engine = StartEngine();
-  const uint32_t port = engine->events_port();
-  engine.reset();  // nothing listens on the port any more
+  const ReservedPort reserved;
+  ASSERT_NE(reserved.port(), 0u);
   SubscriberConfig config;
   config.worker = WorkerKey{kPod, 0};
   config.context = WorkerContext{kModel, ""};
-  config.events_endpoint = TcpEndpoint("127.0.0.1", port);
+  config.events_endpoint = TcpEndpoint("127.0.0.1", reserved.port());
+  ZmqTuning tuning;
+  tuning.reconnect_ivl_ms = 5;  // retry often, without backing off
+  tuning.reconnect_ivl_max_ms = 5;
   absl::Notification done;
   io_.Post([&](IoThread& io) {
-    auto subscriber = Subscriber::Create(io.context(), config, &index_, cell_);
-    ASSERT_TRUE(subscriber.ok());
+    auto subscriber = Subscriber::Create(io.context(), config, &index_, cell_, tuning);
+    ASSERT_TRUE(subscriber.ok()) << subscriber.status();
     io.AddTask(1, *std::move(subscriber));
     done.Notify();
   });
   done.WaitForNotification();
-  EXPECT_EQ(Status().state, WorkerState::kConnecting);
+  // Dozens of refused connections, each followed by a pass of the I/O thread
+  // (a task posted behind the subscriber's poll has run) that would publish
+  // any state change the monitor reported.
+  for (int i = 0; i < 40; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // two retry intervals
+    absl::Notification passed;
+    io_.Post([&](IoThread&) { passed.Notify(); });
+    ASSERT_TRUE(passed.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    const WorkerStatus status = Status();
+    ASSERT_EQ(status.state, WorkerState::kConnecting) << "after " << i + 1 << " passes";
+    EXPECT_EQ(status.batches, 0u);
+  }
+
+  FakeEngineOptions options;
+  options.events_port = reserved.port();
+  options.replay = false;
+  auto engine = StartEngine(options);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return Status().state == WorkerState::kLive; }));
+  engine->Publish(ChainBlockPayload(0, kBlockSize));
+  ASSERT_TRUE(WaitFor([&] { return Matched() == 1; }));
 }
 
 TEST(TuneSocketTest, ReconnectBackoffHeartbeatsAndLimits) {

@@ -247,16 +247,17 @@ TEST_F(KvIndexServiceTest, BadMatchRequestsAreInvalidArgument) {
   v1::MatchRequest bad_weight = TokensRequest(32);
   (*bad_weight.mutable_medium_weights())["GPU"] = -1;
 
-  for (const auto& [request, message] :
-       std::vector<std::pair<v1::MatchRequest, std::string>>{{empty_model, "model"},
-                                                             {no_tokens, ""},
-                                                             {both, ""},
-                                                             {too_many_tokens, "--max_match_tokens"},
-                                                             {too_many_hashes, "--max_match_tokens"},
-                                                             {bad_weight, "medium_weights"}}) {
+  constexpr char kOneInput[] = "exactly one of token_ids and block_hashes must be given";
+  for (const auto& [request, message] : std::vector<std::pair<v1::MatchRequest, std::string>>{
+           {empty_model, "model is required"},
+           {no_tokens, kOneInput},
+           {both, kOneInput},
+           {too_many_tokens, "Match carries 101 token_ids; the limit is 100 (--max_match_tokens)"},
+           {too_many_hashes, "Match carries 101 block_hashes; the limit is 100 (--max_match_tokens)"},
+           {bad_weight, "medium_weights[\"GPU\"] must be finite and >= 0"}}) {
     absl::StatusOr<v1::MatchResponse> response = Match(request);
     EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument) << request.ShortDebugString();
-    EXPECT_THAT(response.status().message(), HasSubstr(message));
+    EXPECT_EQ(response.status().message(), message) << request.ShortDebugString();
   }
   // Exactly at the limit is fine.
   EXPECT_TRUE(Match(TokensRequest(100)).ok());
@@ -357,10 +358,15 @@ TEST_F(KvIndexServiceTest, SyncPodsAcksEveryUpdateInOrder) {
   EXPECT_EQ(acks[2].pod(), "default/pending");
   EXPECT_EQ(acks[2].outcome(), v1::POD_OUTCOME_IGNORED);
   EXPECT_THAT(acks[2].reason(), HasSubstr("Pending"));
+  EXPECT_EQ(acks[3].pod(), "default/a");
   EXPECT_EQ(acks[3].outcome(), v1::POD_OUTCOME_REMOVED);
-  EXPECT_NE(acks[4].outcome(), v1::POD_OUTCOME_SUBSCRIBED);
+  EXPECT_EQ(acks[3].reason(), "");
+  EXPECT_EQ(acks[4].pod(), "default/never");
+  EXPECT_EQ(acks[4].outcome(), v1::POD_OUTCOME_IGNORED);
+  EXPECT_EQ(acks[4].reason(), "unknown pod");
+  EXPECT_EQ(acks[5].pod(), "");
   EXPECT_EQ(acks[5].outcome(), v1::POD_OUTCOME_REJECTED);
-  EXPECT_THAT(acks[5].reason(), HasSubstr("empty PodUpdate"));
+  EXPECT_EQ(acks[5].reason(), "empty PodUpdate: set one of upsert, delete, snapshot");
 }
 
 TEST_F(KvIndexServiceTest, BadPodsAreRejectedWithReasonAndServerStaysUp) {
