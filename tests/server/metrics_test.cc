@@ -3,14 +3,18 @@
 // 127.0.0.1 before and after traffic; and the kvindex-server process's
 // --metrics_listen. Every scrape must parse as Prometheus text.
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
+#include "core/memory_budget.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -65,6 +69,9 @@ double Value(const PrometheusScrape& scrape, const std::string& series) {
 
 class MetricsTest : public ::testing::Test {
  protected:
+  // Changes the in-process server's options before it starts.
+  virtual void Configure(server::ServerOptions& options) {}
+
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<FakeEngine>> engine = FakeEngine::Create({});
     ASSERT_TRUE(engine.ok()) << engine.status();
@@ -72,6 +79,7 @@ class MetricsTest : public ::testing::Test {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "127.0.0.1:0";
+    Configure(options);
     absl::StatusOr<std::unique_ptr<server::KvIndexServer>> server = server::KvIndexServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -194,6 +202,162 @@ TEST_F(MetricsTest, DecodeErrorsAndBadFramesAreCountedByReason) {
   EXPECT_EQ(Value(scrape, "kvindex_bad_frames_total"), 1);
 }
 
+// Block k of the canonical prompt, chained to block k-1, stored on `medium`.
+std::string BlockOn(uint32_t k, const std::string& medium) {
+  const std::vector<uint32_t> all = PromptTokens(k + 1, kBlockSize);
+  std::optional<uint64_t> parent;
+  if (k > 0) parent = kChainHashBase + k - 1;
+  return PayloadBuilder()
+      .Stored({kChainHashBase + k}, parent, std::vector<uint32_t>(all.begin() + k * kBlockSize, all.end()),
+              kBlockSize, medium)
+      .Build(NowSeconds());
+}
+
+// The replay that a gap starts brings back the batch that revealed the gap,
+// so that batch, held meanwhile, is skipped as already applied: one gap, one
+// duplicate, nothing lost.
+TEST_F(MetricsTest, CoveredGapCountsTheGapAndTheDuplicate) {
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.replays_ok == 1 && w.state == WorkerState::kLive; }));
+  engine_->Publish(ChainBlockPayload(0, kBlockSize, NowSeconds()));
+  engine_->Publish(ChainBlockPayload(1, kBlockSize, NowSeconds()));
+  engine_->PublishLost(ChainBlockPayload(2, kBlockSize, NowSeconds()));
+  engine_->Publish(ChainBlockPayload(3, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.duplicates == 1 && w.replays_ok == 2; }));
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(scrape, "kvindex_seq_gaps_total"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_duplicate_batches_total"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"ok\"}"), 2);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"incomplete\"}"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_uncovered_gaps_total"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_dropped_batches_total"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_batches_total"), 4);
+  EXPECT_EQ(Value(scrape, "kvindex_event_lag_seconds_count"), 2) << "replayed batches have no lag";
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 4);
+  EXPECT_EQ(Value(scrape, "kvindex_index_unresolved_parents_total"), 0);
+}
+
+// A gap the engine's buffer no longer holds: the worker is cleared and the
+// gap counted as uncovered; the batch after the hole chains to a block nobody
+// holds any more, so it is counted as an unresolved parent and not indexed.
+TEST_F(MetricsTest, UncoveredGapClearsTheWorkerAndIsCounted) {
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.replays_ok == 1 && w.state == WorkerState::kLive; }));
+  engine_->Publish(ChainBlockPayload(0, kBlockSize, NowSeconds()));
+  engine_->Publish(ChainBlockPayload(1, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitFor([&] { return server_->index().Stats().entries == 2; }));
+  engine_->PublishLost(ChainBlockPayload(2, kBlockSize, NowSeconds()));
+  engine_->ForgetBefore(3);  // seq 2 fell out of the engine's buffer
+  engine_->Publish(ChainBlockPayload(3, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) {
+    return w.uncovered_gaps == 1 && w.replays_failed == 1 && w.duplicates == 1;
+  }));
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(scrape, "kvindex_seq_gaps_total"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_uncovered_gaps_total"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"incomplete\"}"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"timeout\"}"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"ok\"}"), 1);  // the first subscription's
+  EXPECT_EQ(Value(scrape, "kvindex_duplicate_batches_total"), 1);       // seq 3, replayed then held
+  EXPECT_EQ(Value(scrape, "kvindex_index_unresolved_parents_total"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_batches_total"), 3);
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_index_blocks"), 0);
+}
+
+// A BlockStored whose parent the worker does not hold is counted, per event,
+// and indexes nothing; a chain from the seed afterwards is indexed as usual.
+TEST_F(MetricsTest, UnresolvedParentsAreCountedAndNotIndexed) {
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.replays_ok == 1 && w.state == WorkerState::kLive; }));
+  engine_->Publish(ChainBlockPayload(4, kBlockSize, NowSeconds()));  // parent: block 3, never stored
+  const std::vector<uint32_t> tokens = PromptTokens(2, kBlockSize);
+  engine_->Publish(PayloadBuilder()
+                       .Stored({0xdead01}, 0xbeef00, std::vector<uint32_t>(tokens.begin(), tokens.begin() + kBlockSize),
+                               kBlockSize)
+                       .Stored({0xdead02, 0xdead03}, 0xbeef01, tokens, kBlockSize)
+                       .Build(NowSeconds()));
+  engine_->Publish(ChainBlockPayload(0, kBlockSize, NowSeconds()));
+  engine_->Publish(ChainBlockPayload(1, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.batches == 4; }));
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(scrape, "kvindex_index_unresolved_parents_total"), 3);
+  EXPECT_EQ(Value(scrape, "kvindex_events_total{type=\"block_stored\"}"), 5);
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 2);
+  absl::StatusOr<v1::MatchResponse> match = client_->Match(CanonicalMatch());
+  ASSERT_TRUE(match.ok()) << match.status();
+  ASSERT_EQ(match->pods_size(), 1);
+  EXPECT_EQ(match->pods(0).matched_blocks(), 2u);
+}
+
+// The index names up to seven tiers: GPU, CPU, four more in order of arrival,
+// then "OTHER" for every further name (core/medium_table.h). Eight blocks on
+// eight tiers: the last two share "OTHER" in the gauge and in Match.
+TEST_F(MetricsTest, TiersBeyondTheTableCountAsOther) {
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.replays_ok == 1 && w.state == WorkerState::kLive; }));
+  const std::vector<std::string> tiers = {"GPU", "CPU", "NVME", "DISK", "REMOTE", "LMCACHE", "S3", "TAPE"};
+  for (uint32_t k = 0; k < tiers.size(); ++k) engine_->Publish(BlockOn(k, tiers[k]));
+  ASSERT_TRUE(WaitForWorker([&](const WorkerStatus& w) { return w.batches == tiers.size(); }));
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  for (const char* tier : {"GPU", "CPU", "NVME", "DISK", "REMOTE", "LMCACHE"}) {
+    EXPECT_EQ(Value(scrape, absl::StrCat("kvindex_index_medium_entries{medium=\"", tier, "\"}")), 1) << tier;
+  }
+  EXPECT_EQ(Value(scrape, "kvindex_index_medium_entries{medium=\"OTHER\"}"), 2);
+  EXPECT_FALSE(scrape.Get("kvindex_index_medium_entries{medium=\"S3\"}").has_value());
+  EXPECT_FALSE(scrape.Get("kvindex_index_medium_entries{medium=\"TAPE\"}").has_value());
+  EXPECT_EQ(scrape.Sum("kvindex_index_medium_entries"), 8);
+
+  v1::MatchRequest request;
+  request.set_model(kModel);
+  for (uint32_t t : PromptTokens(tiers.size(), kBlockSize)) request.add_token_ids(t);
+  absl::StatusOr<v1::MatchResponse> match = client_->Match(request);
+  ASSERT_TRUE(match.ok()) << match.status();
+  ASSERT_EQ(match->pods_size(), 1);
+  EXPECT_EQ(match->pods(0).matched_blocks(), tiers.size());
+  EXPECT_THAT(match->pods(0).blocks_by_medium(),
+              ::testing::UnorderedElementsAre(::testing::Pair("GPU", 1u), ::testing::Pair("CPU", 1u),
+                                              ::testing::Pair("NVME", 1u), ::testing::Pair("DISK", 1u),
+                                              ::testing::Pair("REMOTE", 1u), ::testing::Pair("LMCACHE", 1u),
+                                              ::testing::Pair("OTHER", 2u)));
+}
+
+// A worker holds at most ManagerOptions::max_backlog live batches while it
+// replays; the rest are dropped and counted. The engine never answers the
+// first subscription's replay, so the worker stays replaying throughout.
+class MetricsSmallBacklogTest : public MetricsTest {
+ protected:
+  void Configure(server::ServerOptions& options) override {
+    options.manager.max_backlog = 2;
+    options.manager.replay_timeout = absl::Hours(1);  // never within the test: no race with the drops
+  }
+};
+
+TEST_F(MetricsSmallBacklogTest, LiveBatchesBeyondTheBacklogAreDroppedAndCounted) {
+  engine_->SetReplayMuted(true);
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return engine_->replay_requests() == 1; }));
+  for (uint32_t k = 0; k < 5; ++k) engine_->Publish(ChainBlockPayload(k, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.dropped == 3; }));
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(scrape, "kvindex_dropped_batches_total"), 3);
+  EXPECT_EQ(Value(scrape, "kvindex_workers{state=\"replaying\"}"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_batches_total"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_seq_gaps_total"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"ok\"}"), 0);
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 0);
+}
+
 TEST_F(MetricsTest, HttpAnswersOnlyMetrics) {
   const HttpAnswer metrics = Get(server_->metrics_port(), "/metrics");
   EXPECT_EQ(metrics.status, 200);
@@ -210,19 +374,144 @@ TEST_F(MetricsTest, ShutdownStopsTheEndpoint) {
   EXPECT_EQ(Get(port, "/metrics").status, -1);
 }
 
-// The process: --metrics_listen picks a port and logs it; a taken port is a start failure.
-TEST(MetricsProcessTest, MetricsListenFlag) {
-  absl::StatusOr<ServerProcess> server = StartServerProcess({"--metrics_listen=127.0.0.1:0"});
-  ASSERT_TRUE(server.ok()) << server.status();
+// The metrics port a kvindex-server process started with --metrics_listen=127.0.0.1:0 logged; 0 when none.
+int MetricsPortOf(const ServerProcess& server) {
   int port = 0;
-  ASSERT_TRUE(WaitFor([&] {
-    const std::string log = server->process->Stderr();
+  WaitFor([&] {
+    const std::string log = server.process->Stderr();
     constexpr std::string_view kMarker = "metrics on http://127.0.0.1:";
     const size_t at = log.find(kMarker);
     if (at == std::string::npos) return false;
     const size_t start = at + kMarker.size();
     return absl::SimpleAtoi(log.substr(start, log.find('/', start) - start), &port);
-  }));
+  });
+  return port;
+}
+
+// A --pods_file naming one pod per engine ("default/<name>", model kModel).
+std::string PodsFile(const std::vector<std::pair<std::string, const FakeEngine*>>& engines) {
+  std::string text;
+  for (const auto& [name, engine] : engines) {
+    absl::StrAppend(&text, "pods { namespace: \"default\" name: \"", name, "\" ip: \"", engine->host(),
+                    "\" phase: \"Running\" labels { key: \"", kModelNameKey, "\" value: \"", kModel,
+                    "\" } labels { key: \"", kKvEventsEnabledLabel, "\" value: \"true\" } events_port: ",
+                    engine->events_port(), " replay_port: ", engine->replay_port(), " }\n");
+  }
+  return WriteTempFile("pods.textproto", text);
+}
+
+// Scrapes `port` until `pred` holds for a scrape (up to 20 s); the last scrape.
+PrometheusScrape ScrapeUntil(int port, const std::function<bool(const PrometheusScrape&)>& pred) {
+  PrometheusScrape scrape;
+  WaitFor(
+      [&] {
+        const HttpAnswer answer = Get(port, "/metrics");
+        absl::StatusOr<PrometheusScrape> parsed = ParsePrometheusText(answer.body);
+        if (!parsed.ok()) return false;
+        scrape = *std::move(parsed);
+        return pred(scrape);
+      },
+      absl::Seconds(20));
+  return scrape;
+}
+
+// Publishes blocks [first, first + n) of the canonical prompt (block `first`
+// chained to block first - 1, as in ChainBlockPayload) as one batch.
+void PublishChain(FakeEngine& engine, uint32_t first, uint32_t n) {
+  const std::vector<uint32_t> all = PromptTokens(first + n, kBlockSize);
+  std::vector<uint64_t> hashes;
+  for (uint32_t k = first; k < first + n; ++k) hashes.push_back(kChainHashBase + k);
+  std::optional<uint64_t> parent;
+  if (first > 0) parent = kChainHashBase + first - 1;
+  engine.Publish(PayloadBuilder()
+                     .Stored(hashes, parent, std::vector<uint32_t>(all.begin() + first * kBlockSize, all.end()),
+                             kBlockSize)
+                     .Build(NowSeconds()));
+}
+
+// Publishes block k of the canonical prompt with no parent (hashed from the
+// seed): which blocks a cap evicts never leaves a later block unresolved.
+void PublishRootBlock(FakeEngine& engine, uint32_t k) {
+  const std::vector<uint32_t> all = PromptTokens(k + 1, kBlockSize);
+  engine.Publish(PayloadBuilder()
+                     .Stored({kChainHashBase + k}, std::nullopt,
+                             std::vector<uint32_t>(all.begin() + k * kBlockSize, all.end()), kBlockSize)
+                     .Build(NowSeconds()));
+}
+
+// The caps as kvindex-server flags: --max_blocks_per_worker evicts from the
+// worker over it; --max_index_entries evicts from the worker holding the most
+// entries; both counted in kvindex_index_evictions_total.
+TEST(MetricsProcessTest, IndexCapFlagsEvictAndCount) {
+  absl::StatusOr<std::unique_ptr<FakeEngine>> a = FakeEngine::Create({});
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<std::unique_ptr<FakeEngine>> b = FakeEngine::Create({});
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<ServerProcess> server =
+      StartServerProcess({"--metrics_listen=127.0.0.1:0", "--max_blocks_per_worker=4", "--max_index_entries=6",
+                          "--pods_file=" + PodsFile({{"a", a->get()}, {"b", b->get()}})});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = MetricsPortOf(*server);
+  ASSERT_GT(port, 0);
+  ASSERT_TRUE((*a)->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE((*b)->WaitForSubscribers(1, absl::Seconds(20)));
+  PrometheusScrape scrape = ScrapeUntil(port, [](const PrometheusScrape& s) {
+    return s.Get("kvindex_replays_total{result=\"ok\"}") == 2;  // both first-subscribe replays are over
+  });
+  ASSERT_EQ(Value(scrape, "kvindex_replays_total{result=\"ok\"}"), 2);
+
+  // a stores 6 blocks, one batch each: it keeps 4, 2 are evicted by the per-worker cap.
+  // (Unchained: the cap may evict the block just stored, which would leave the
+  // next block of a chain unresolved.)
+  for (uint32_t k = 0; k < 6; ++k) PublishRootBlock(**a, k);
+  scrape = ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 6; });
+  EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), 2);
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 4);
+
+  // b stores 3 blocks: 7 entries exceed the global cap of 6; a, holding the most, loses one.
+  PublishChain(**b, 0, 3);
+  scrape = ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 7; });
+  EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), 3);
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 6);
+  EXPECT_EQ(Value(scrape, "kvindex_events_total{type=\"block_stored\"}"), 7);
+  EXPECT_EQ(Value(scrape, "kvindex_index_unresolved_parents_total"), 0);
+}
+
+// --index_memory_mb lowers both caps to what the budget holds
+// (EntriesForMemoryBudget: 1 MiB / 96 B = 10922 entries): one batch of 11000
+// blocks leaves 10922 and counts 78 evictions.
+TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
+  absl::StatusOr<std::unique_ptr<FakeEngine>> engine = FakeEngine::Create({});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  absl::StatusOr<ServerProcess> server = StartServerProcess(
+      {"--metrics_listen=127.0.0.1:0", "--index_memory_mb=1", "--pods_file=" + PodsFile({{"a", engine->get()}})});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = MetricsPortOf(*server);
+  ASSERT_GT(port, 0);
+  ASSERT_TRUE((*engine)->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_EQ(Value(ScrapeUntil(port,
+                              [](const PrometheusScrape& s) {
+                                return s.Get("kvindex_replays_total{result=\"ok\"}") == 1;
+                              }),
+                  "kvindex_replays_total{result=\"ok\"}"),
+            1);
+  constexpr uint32_t kStored = 11000;
+  constexpr uint64_t kCap = (1 << 20) / 96;
+  ASSERT_EQ(EntriesForMemoryBudget(1 << 20), kCap);
+  PublishChain(**engine, 0, kStored);
+  const PrometheusScrape scrape =
+      ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 1; });
+  EXPECT_EQ(Value(scrape, "kvindex_index_entries"), kCap);
+  EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), kStored - kCap);
+  EXPECT_EQ(Value(scrape, "kvindex_events_total{type=\"block_stored\"}"), 1);
+}
+
+// The process: --metrics_listen picks a port and logs it; a taken port is a start failure.
+TEST(MetricsProcessTest, MetricsListenFlag) {
+  absl::StatusOr<ServerProcess> server = StartServerProcess({"--metrics_listen=127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = MetricsPortOf(*server);
+  ASSERT_GT(port, 0);
   const PrometheusScrape scrape = Scrape(port);
   EXPECT_TRUE(scrape.types.contains("kvindex_events_total"));
   EXPECT_EQ(scrape.types.at("kvindex_match_latency_seconds"), "histogram");
