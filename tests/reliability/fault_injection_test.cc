@@ -3,7 +3,9 @@
 // in-test ZeroMQ/TCP middlemen that drop, corrupt, silence or cut traffic.
 // After each fault, once the engines have stopped and the server has caught up
 // with their last batch, every answer must equal the simulator's ground truth
-// (CompareWithTruth: blocks per worker, every held chain, every sample prompt).
+// (CompareWithTruth: blocks per worker and per tier, every held chain, every
+// sample prompt). The engines mix payload layouts, hash encodings and replay
+// forms, and offload to a CPU tier.
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
@@ -45,11 +48,15 @@ std::unique_ptr<client::KvIndexClient> Connect(const std::string& address,
   return client.ok() ? *std::move(client) : nullptr;
 }
 
-// Sim flags shared by the tests: small, quick, deterministic engines.
+// Sim flags shared by the tests: small, quick, deterministic engines whose
+// GPU cache offloads to a CPU tier and loads back from it; pods cycle through
+// the payload layouts (map, array, sglang), hash encodings (int, bytes) and
+// replay forms (later flags in `extra` win: a one-pod test names its own).
 std::vector<std::string> SimArgs(std::vector<std::string> extra) {
-  std::vector<std::string> args = {"--ip=127.0.0.1", "--block_size=16", "--capacity_blocks=256",
-                                   "--system_prompts=2", "--system_prompt_tokens=64", "--conversations=4",
-                                   "--turn_tokens=64", "--keep_running"};
+  std::vector<std::string> args = {"--ip=127.0.0.1", "--block_size=16", "--capacity_blocks=64",
+                                   "--cpu_capacity_blocks=64", "--layout=mixed", "--hash=mixed",
+                                   "--replay_form=mixed", "--system_prompts=2", "--system_prompt_tokens=64",
+                                   "--conversations=4", "--turn_tokens=64", "--keep_running"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -57,7 +64,8 @@ std::vector<std::string> SimArgs(std::vector<std::string> extra) {
 // A workload whose engine caches turn over completely (every prompt new, a
 // small cache): whatever an engine held before a fault is evicted later.
 std::vector<std::string> TurnoverArgs(std::vector<std::string> extra) {
-  std::vector<std::string> args = {"--system_prompts=0", "--max_turns=1", "--capacity_blocks=32"};
+  std::vector<std::string> args = {"--system_prompts=0", "--max_turns=1", "--capacity_blocks=32",
+                                   "--cpu_capacity_blocks=32"};
   args.insert(args.end(), extra.begin(), extra.end());
   return SimArgs(args);
 }
@@ -94,8 +102,10 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
 }
 
 // Waits for the sim's traffic to end and the server to catch up, then compares.
+// Every fault sim has a CPU tier: the comparison must have covered CPU blocks.
 void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vector<std::string>& only_pods = {}) {
-  ASSERT_TRUE(sim.WaitTrafficDone(kTraffic).ok()) << sim.process().Stderr();
+  absl::Status done = sim.WaitTrafficDone(kTraffic);
+  ASSERT_TRUE(done.ok()) << done << "\n" << sim.process().Stderr();
   absl::StatusOr<nlohmann::json> truth = sim.Truth();
   absl::StatusOr<nlohmann::json> prompts = sim.Prompts();
   ASSERT_TRUE(truth.ok() && prompts.ok());
@@ -110,16 +120,15 @@ void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vect
   }
   absl::Status caught_up = WaitForCatchUp(client, followed, kCatchUp);
   ASSERT_TRUE(caught_up.ok()) << caught_up;
-  absl::Status same = CompareWithTruth(client, *truth, *prompts, only_pods);
-  EXPECT_TRUE(same.ok()) << same;
-  size_t blocks = 0, expected = 0;
-  for (const auto& pod : followed["pods"]) {
-    for (const auto& w : pod["workers"]) blocks += w["blocks"].get<size_t>();
-  }
-  for (const auto& p : (*prompts)["prompts"]) expected += p["expected"].size();
-  std::printf("compared with the truth: %zu pods, %zu blocks held, %zu prompts, %zu expected matches\n",
-              followed["pods"].size(), blocks, (*prompts)["prompts"].size(), expected);
-  EXPECT_GT(blocks, 0u) << "nothing to compare";
+  absl::StatusOr<TruthComparison> same = CompareWithTruth(client, *truth, *prompts, only_pods);
+  ASSERT_TRUE(same.ok()) << same.status();
+  std::printf(
+      "compared with the truth: %zu workers, %zu blocks held (%zu on CPU), %zu chains (%zu partial matches), "
+      "%zu prompts, %zu expected matches\n",
+      same->workers, same->blocks, same->cpu_blocks, same->chains, same->partial_matches, same->prompts,
+      same->prompt_matches);
+  EXPECT_GT(same->blocks, 0u) << "nothing to compare";
+  EXPECT_GT(same->cpu_blocks, 0u) << "the CPU tier was never compared";
 }
 
 class FaultInjectionTest : public ::testing::Test {
@@ -181,7 +190,8 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
 
 TEST_F(FaultInjectionTest, DroppedMessagesAreReplayed) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim =
-      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=3", "--rate=60", "--requests=300"}));
+      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=3", "--rate=60", "--requests=300", "--layout=sglang",
+                                         "--hash=bytes", "--replay_form=topic"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   v1::PodSnapshot pods = (*sim)->pods();
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
@@ -202,7 +212,8 @@ TEST_F(FaultInjectionTest, DroppedMessagesAreReplayed) {
 
 TEST_F(FaultInjectionTest, DroppedMessagesWithoutReplayClearThenRecover) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=4", "--rate=80", "--requests=400", "--replay=false"}));
+      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=4", "--rate=80", "--requests=400", "--replay=false",
+                    "--layout=array", "--hash=bytes"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   v1::PodSnapshot pods = (*sim)->pods();
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
@@ -220,7 +231,7 @@ TEST_F(FaultInjectionTest, DroppedMessagesWithoutReplayClearThenRecover) {
 
 TEST_F(FaultInjectionTest, ReplaySocketThatNeverAnswers) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=5", "--rate=60", "--requests=500"}));
+      TurnoverArgs({"--pods=1", "--base_port=0", "--seed=5", "--rate=60", "--requests=500", "--layout=sglang"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   v1::PodSnapshot pods = (*sim)->pods();
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(
@@ -243,7 +254,7 @@ TEST_F(FaultInjectionTest, ReplaySocketThatNeverAnswers) {
 
 TEST_F(FaultInjectionTest, TenThousandMalformedMessagesAmongGoodTraffic) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim =
-      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=6", "--rate=100", "--requests=400"}));
+      SimProcess::Start(SimArgs({"--pods=1", "--base_port=0", "--seed=6", "--rate=100", "--requests=400", "--layout=map", "--hash=bytes"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   v1::PodSnapshot pods = (*sim)->pods();
   absl::StatusOr<std::unique_ptr<FaultProxy>> proxy =
@@ -406,16 +417,21 @@ v1::Pod ChurnPod(int i, uint32_t dead_port) {
 }
 
 // Match calls from `threads` threads until stopped; counts non-OK answers.
+// Each thread cycles through `requests` (by default one prompt of 256 made-up tokens).
 class MatchLoad {
  public:
-  MatchLoad(client::KvIndexClient* client, int threads, std::set<absl::StatusCode> tolerated = {}) {
+  MatchLoad(client::KvIndexClient* client, int threads, std::set<absl::StatusCode> tolerated = {},
+            std::vector<v1::MatchRequest> requests = {}) {
     for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, client, t, tolerated] {
-        v1::MatchRequest request;
+      std::vector<v1::MatchRequest> mine = requests;
+      if (mine.empty()) {
+        v1::MatchRequest& request = mine.emplace_back();
         request.set_model("sim-model");
         for (uint32_t i = 0; i < 256; ++i) request.add_token_ids((i * 7919u + t) % 32000u);
-        while (!stop_.load()) {
-          absl::StatusOr<v1::MatchResponse> r = client->Match(request);
+      }
+      threads_.emplace_back([this, client, t, tolerated, mine = std::move(mine)] {
+        for (size_t n = t; !stop_.load(); ++n) {
+          absl::StatusOr<v1::MatchResponse> r = client->Match(mine[n % mine.size()]);
           if (r.ok()) {
             ++ok_;
           } else if (tolerated.count(r.status().code()) > 0) {
@@ -506,31 +522,100 @@ TEST(SimProcessTest, PodsFileNamesTheBoundPorts) {
   EXPECT_EQ((*sim)->SamePortsFlag(), absl::StrCat("--ports=", ports[0], ",", ports[1]));
 }
 
+// The token prompts of a sim's prompts file whose label starts with `label_prefix`, as Match requests.
+std::vector<v1::MatchRequest> PromptRequests(const nlohmann::json& prompts, const std::string& label_prefix = "") {
+  std::vector<v1::MatchRequest> out;
+  for (const auto& p : prompts["prompts"]) {
+    if (!absl::StartsWith(p["label"].get<std::string>(), label_prefix)) continue;
+    v1::MatchRequest& request = out.emplace_back();
+    request.set_model(prompts["model"].get<std::string>());
+    for (const auto& t : p["tokens"]) request.add_token_ids(t.get<uint32_t>());
+  }
+  return out;
+}
+
+bool Names(const v1::MatchResponse& response, const std::string& pod) {
+  for (const v1::PodMatch& m : response.pods()) {
+    if (m.pod() == pod) return true;
+  }
+  return false;
+}
+
 TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
+  // The pods that stay: three (map/int, array/bytes, sglang/int) whose traffic
+  // is over before the churn starts, so their truth holds still meanwhile.
   absl::StatusOr<std::unique_ptr<SimProcess>> sim =
-      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=8", "--rate=40", "--requests=400"}));
+      SimProcess::Start(SimArgs({"--pods=3", "--base_port=0", "--seed=8", "--rate=100", "--requests=200"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
+  // The churned pods: four engines with the same workload seed (the same system
+  // prompts, so a deleted pod's leftover blocks would show in the survivors'
+  // answers), publishing all along the churn; each time one is added, the
+  // server replays its history from seq 0 while live batches arrive.
+  absl::StatusOr<std::unique_ptr<SimProcess>> churn_sim = SimProcess::Start(
+      SimArgs({"--pods=4", "--namespace=churn", "--base_port=0", "--seed=8", "--rate=10", "--requests=1000000"}));
+  ASSERT_TRUE(churn_sim.ok()) << churn_sim.status();
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
-  // Churn pods point at an endpoint held dead for the whole test.
-  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
-  ASSERT_TRUE(dead.ok()) << dead.status();
+  absl::Status done = (*sim)->WaitTrafficDone(kTraffic);
+  ASSERT_TRUE(done.ok()) << done;
+  const absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
+  const absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+  absl::Status caught_up = WaitForCatchUp(*client_, *truth, kCatchUp);
+  ASSERT_TRUE(caught_up.ok()) << caught_up;
 
-  std::vector<v1::PodUpdate> updates;
+  // Probes: the system prompts (plus a question), whose first blocks every engine holds.
+  const absl::StatusOr<nlohmann::json> churn_prompts = (*churn_sim)->Prompts();
+  ASSERT_TRUE(churn_prompts.ok());
+  const std::vector<v1::MatchRequest> probes = PromptRequests(*churn_prompts, "system-");
+  ASSERT_FALSE(probes.empty());
+  std::vector<v1::MatchRequest> load_requests = PromptRequests(*prompts);
+  load_requests.insert(load_requests.end(), probes.begin(), probes.end());
+  MatchLoad load(client_.get(), 2, {}, load_requests);
+
+  std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(30));
+  const v1::PodSnapshot& churn_pods = (*churn_sim)->pods();
+  ASSERT_EQ(churn_pods.pods_size(), 4);
+  auto named_by_a_probe = [&](const std::string& key) {
+    for (const v1::MatchRequest& probe : probes) {
+      absl::StatusOr<v1::MatchResponse> r = client_->Match(probe);
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok() && Names(*r, key)) return true;
+    }
+    return false;
+  };
+  size_t held_data = 0;
   for (int i = 0; i < 1000; ++i) {
-    *updates.emplace_back().mutable_upsert() = ChurnPod(i % 50, (*dead)->port());
-    updates.emplace_back().set_delete_(absl::StrCat("churn/p-", i % 50));
+    const v1::Pod& pod = churn_pods.pods(i % churn_pods.pods_size());
+    const std::string key = absl::StrCat(pod.namespace_(), "/", pod.name());
+    v1::PodUpdate up;
+    *up.mutable_upsert() = pod;
+    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = churner->SyncPods({up});
+    ASSERT_TRUE(acks.ok()) << "cycle " << i << ": " << acks.status();
+    ASSERT_EQ(acks->size(), 1u);
+    ASSERT_EQ((*acks)[0].outcome(), v1::POD_OUTCOME_SUBSCRIBED) << "cycle " << i << ": " << (*acks)[0].reason();
+    if (i % 10 == 0) {
+      // Every tenth pod is deleted only once it answers a probe: it holds data.
+      ASSERT_TRUE(WaitUntil([&] { return named_by_a_probe(key); }, absl::Seconds(30)))
+          << "cycle " << i << ": " << key << " never matched a probe";
+      ++held_data;
+    }
+    v1::PodUpdate down;
+    down.set_delete_(key);
+    acks = churner->SyncPods({down});
+    ASSERT_TRUE(acks.ok()) << "cycle " << i << ": " << acks.status();
+    ASSERT_EQ(acks->size(), 1u);
+    ASSERT_EQ((*acks)[0].outcome(), v1::POD_OUTCOME_REMOVED) << "cycle " << i << ": " << (*acks)[0].reason();
+    // Once the delete is acknowledged, no answer names the pod.
+    ASSERT_FALSE(named_by_a_probe(key)) << "cycle " << i << ": " << key << " deleted, still matched";
+    if (i % 100 == 99) {
+      // The pods that stay are still exactly their engines (nothing of the churned pods left).
+      absl::StatusOr<TruthComparison> same = CompareWithTruth(*client_, *truth, *prompts);
+      ASSERT_TRUE(same.ok()) << "after cycle " << i << ": " << same.status();
+    }
   }
-  std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(900));
-  MatchLoad load(client_.get(), 3);
-  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = churner->SyncPods(updates);
   load.Stop();
-  ASSERT_TRUE(acks.ok()) << acks.status();
-  ASSERT_EQ(acks->size(), 2000u);
-  for (size_t i = 0; i < acks->size(); ++i) {
-    const v1::PodOutcome want = i % 2 == 0 ? v1::POD_OUTCOME_SUBSCRIBED : v1::POD_OUTCOME_REMOVED;
-    ASSERT_EQ((*acks)[i].outcome(), want) << i << ": " << (*acks)[i].reason();
-  }
+  EXPECT_EQ(held_data, 100u);
   EXPECT_GT(load.ok(), 0u);
   EXPECT_EQ(load.errors(), 0u) << load.last_error();
 
@@ -540,8 +625,8 @@ TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
   ExpectTruth(**sim, *client_);
   absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->subscribed_pods(), 2u);
-  EXPECT_EQ(stats->workers(), 2u);
+  EXPECT_EQ(stats->subscribed_pods(), 3u);
+  EXPECT_EQ(stats->workers(), 3u);
 }
 
 TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {

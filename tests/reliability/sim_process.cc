@@ -10,9 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -291,9 +293,60 @@ absl::Status WaitForCatchUp(client::KvIndexClient& client, const nlohmann::json&
   }
 }
 
-absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
-                              const nlohmann::json& prompts, const std::vector<std::string>& only_pods,
-                              size_t max_chains) {
+namespace {
+
+// Media with at least one block, as the server reports them (a map without zeros).
+using Media = std::map<std::string, uint64_t>;
+
+template <typename Map>
+Media NonZero(const Map& media) {
+  Media out;
+  for (const auto& [medium, n] : media) {
+    if (n > 0) out[medium] = n;
+  }
+  return out;
+}
+
+std::string Show(const Media& media) {
+  std::vector<std::string> parts;
+  for (const auto& [medium, n] : media) parts.push_back(absl::StrCat(medium, ":", n));
+  return absl::StrCat("{", absl::StrJoin(parts, ","), "}");
+}
+
+// One worker's answer to a Match: (pod, rank) -> (blocks, tokens, blocks per medium).
+using Answer = std::map<std::pair<std::string, uint32_t>, std::tuple<uint32_t, uint32_t, Media>>;
+
+std::string Show(const Answer& answer) {
+  std::vector<std::string> parts;
+  for (const auto& [worker, value] : answer) {
+    const auto& [blocks, tokens, media] = value;
+    parts.push_back(absl::StrCat(worker.first, "#", worker.second, "=", blocks, "/", tokens, "t", Show(media)));
+  }
+  return absl::StrCat("{", absl::StrJoin(parts, " "), "}");
+}
+
+Answer AnswerOf(const v1::MatchResponse& response) {
+  Answer out;
+  for (const v1::PodMatch& m : response.pods()) {
+    out[{m.pod(), m.dp_rank()}] = {m.matched_blocks(), m.matched_tokens(), NonZero(m.blocks_by_medium())};
+  }
+  return out;
+}
+
+// A followed worker of the truth: its pod's identity and what its engine holds.
+struct TruthWorker {
+  std::string model, lora_name;
+  uint32_t block_size = 0;
+  std::map<uint64_t, std::vector<std::string>> media;  // index hash -> media holding it
+  std::vector<uint64_t> leaves;                        // held blocks no held block names as parent
+};
+
+}  // namespace
+
+absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
+                                                 const nlohmann::json& prompts,
+                                                 const std::vector<std::string>& only_pods) {
+  TruthComparison seen;
   std::vector<std::string> problems;
   auto problem = [&problems](std::string what) {
     if (problems.size() < 20) problems.push_back(std::move(what));
@@ -305,12 +358,46 @@ absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::jso
   if (!workers.ok()) return workers.status();
   std::map<std::string, v1::WorkerInfo> by_name(workers->begin(), workers->end());
 
+  // The truth's followed workers, and the parent of every index hash they hold
+  // (an index hash names its whole chain, so one map serves every worker).
+  std::map<std::pair<std::string, uint32_t>, TruthWorker> truth_workers;
+  std::map<uint64_t, std::optional<uint64_t>> parent_of;
+  std::set<std::string> truth_names;
   for (const auto& pod : truth["pods"]) {
     const std::string key = pod["key"].get<std::string>();
     if (!followed(key)) continue;
     for (const auto& w : pod["workers"]) {
       const uint32_t rank = w["dp_rank"].get<uint32_t>();
       const std::string name = WorkerName(key, rank);
+      truth_names.insert(name);
+      TruthWorker& worker = truth_workers[{key, rank}];
+      worker.model = pod["model"].get<std::string>();
+      worker.lora_name = pod["lora_name"].get<std::string>();
+      worker.block_size = pod["block_size"].get<uint32_t>();
+      Media tiers;
+      std::set<uint64_t> parents;
+      for (const auto& b : w["held"]) {
+        const uint64_t hash = ParseHex(b["hash"].get<std::string>());
+        const std::optional<uint64_t> up =
+            b["parent"].is_null() ? std::nullopt : std::optional<uint64_t>(ParseHex(b["parent"].get<std::string>()));
+        parent_of[hash] = up;
+        if (up.has_value()) parents.insert(*up);
+        for (const auto& m : b["media"]) {
+          worker.media[hash].push_back(m.get<std::string>());
+          ++tiers[m.get<std::string>()];
+        }
+      }
+      for (const auto& [hash, media] : worker.media) {
+        if (parents.count(hash) == 0) worker.leaves.push_back(hash);
+      }
+      ++seen.workers;
+      seen.blocks += w["blocks"].get<uint64_t>();
+      seen.cpu_blocks += w["cpu_blocks"].get<uint64_t>();
+      if (worker.media.size() != w["blocks"].get<uint64_t>()) {
+        problem(absl::StrCat(name, ": the truth lists ", worker.media.size(), " held blocks of ",
+                             w["blocks"].get<uint64_t>()));
+      }
+
       auto it = by_name.find(name);
       if (it == by_name.end()) {
         problem(absl::StrCat(name, ": not followed"));
@@ -319,42 +406,70 @@ absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::jso
       if (it->second.blocks() != w["blocks"].get<uint64_t>()) {
         problem(absl::StrCat(name, ": holds ", it->second.blocks(), " blocks, the engine ", w["blocks"].get<uint64_t>()));
       }
-      // Chains from block 0 to every leaf.
-      std::map<uint64_t, std::optional<uint64_t>> parent;
-      std::set<uint64_t> parents;
-      for (const auto& b : w["held"]) {
-        const uint64_t hash = ParseHex(b["hash"].get<std::string>());
-        parent[hash] = b["parent"].is_null() ? std::nullopt
-                                             : std::optional<uint64_t>(ParseHex(b["parent"].get<std::string>()));
-        if (parent[hash].has_value()) parents.insert(*parent[hash]);
+      const Media want_tiers = NonZero(Media{{"GPU", w["gpu_blocks"].get<uint64_t>()},
+                                             {"CPU", w["cpu_blocks"].get<uint64_t>()}});
+      if (NonZero(tiers) != want_tiers) {
+        problem(absl::StrCat(name, ": the truth's media ", Show(NonZero(tiers)), " disagree with its counts ",
+                             Show(want_tiers)));
       }
-      size_t checked = 0;
-      for (const auto& [hash, up] : parent) {
-        if (parents.count(hash) > 0 || checked >= max_chains) continue;
-        ++checked;
-        std::vector<uint64_t> chain = {hash};
-        for (std::optional<uint64_t> p = up; p.has_value() && chain.size() <= parent.size();) {
-          chain.push_back(*p);
-          auto next = parent.find(*p);
-          p = next == parent.end() ? std::nullopt : next->second;
-        }
-        std::reverse(chain.begin(), chain.end());
-        v1::MatchRequest request;
-        request.set_model(pod["model"].get<std::string>());
-        request.set_lora_name(pod["lora_name"].get<std::string>());
-        for (uint64_t h : chain) request.add_block_hashes(h);
-        request.add_pods(key);
-        absl::StatusOr<v1::MatchResponse> match = client.Match(request);
-        if (!match.ok()) return match.status();
-        uint32_t matched = 0;
-        for (const v1::PodMatch& m : match->pods()) {
-          if (m.pod() == key && m.dp_rank() == rank) matched = m.matched_blocks();
-        }
-        if (matched != chain.size()) {
-          problem(absl::StrCat(name, ": chain of ", chain.size(), " blocks to leaf 0x", absl::Hex(hash),
-                               " matches ", matched));
-        }
+      const Media got_tiers = NonZero(it->second.blocks_by_medium());
+      if (got_tiers != want_tiers) {
+        problem(absl::StrCat(name, ": holds ", Show(got_tiers), " by medium, the engine ", Show(want_tiers)));
       }
+    }
+  }
+
+  // Nobody else holds anything, and the index's entries are the engines' blocks.
+  for (const auto& [name, info] : by_name) {
+    if (truth_names.count(name) == 0 && info.blocks() > 0) {
+      problem(absl::StrCat(name, ": not in the truth, holds ", info.blocks(), " blocks"));
+    }
+  }
+  absl::StatusOr<v1::GetStatsResponse> stats = client.GetStats();
+  if (!stats.ok()) return stats.status();
+  if (stats->entries() != seen.blocks) {
+    problem(absl::StrCat("the index holds ", stats->entries(), " (block, worker) entries, the engines ", seen.blocks));
+  }
+
+  // Every held chain, asked once: the answer the truth implies, worker by worker.
+  std::set<std::tuple<std::string, std::string, uint64_t>> leaves;  // (model, lora, leaf)
+  for (const auto& [worker, t] : truth_workers) {
+    for (uint64_t leaf : t.leaves) leaves.emplace(t.model, t.lora_name, leaf);
+  }
+  for (const auto& [model, lora, leaf] : leaves) {
+    std::vector<uint64_t> chain;
+    for (std::optional<uint64_t> h = leaf; h.has_value() && chain.size() <= parent_of.size();) {
+      chain.push_back(*h);
+      auto up = parent_of.find(*h);
+      h = up == parent_of.end() ? std::nullopt : up->second;
+    }
+    std::reverse(chain.begin(), chain.end());
+    Answer want;
+    for (const auto& [worker, t] : truth_workers) {
+      if (t.model != model || t.lora_name != lora) continue;
+      uint32_t matched = 0;
+      Media media;
+      for (uint64_t h : chain) {
+        auto held = t.media.find(h);
+        if (held == t.media.end()) break;
+        ++matched;
+        for (const std::string& m : held->second) ++media[m];
+      }
+      if (matched == 0) continue;
+      want[worker] = {matched, matched * t.block_size, media};
+      if (matched < chain.size()) ++seen.partial_matches;
+    }
+    v1::MatchRequest request;
+    request.set_model(model);
+    request.set_lora_name(lora);
+    for (uint64_t h : chain) request.add_block_hashes(h);
+    absl::StatusOr<v1::MatchResponse> match = client.Match(request);
+    if (!match.ok()) return match.status();
+    ++seen.chains;
+    const Answer got = AnswerOf(*match);
+    if (got != want) {
+      problem(absl::StrCat("chain of ", chain.size(), " blocks to leaf 0x", absl::Hex(leaf), ": expected ", Show(want),
+                           " got ", Show(got)));
     }
   }
 
@@ -364,24 +479,23 @@ absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::jso
     for (const auto& t : prompt["tokens"]) request.add_token_ids(t.get<uint32_t>());
     absl::StatusOr<v1::MatchResponse> match = client.Match(request);
     if (!match.ok()) return match.status();
-    std::set<std::tuple<std::string, uint32_t, uint32_t>> want, got;
+    ++seen.prompts;
+    Answer want;
     for (const auto& e : prompt["expected"]) {
-      if (followed(e["pod"].get<std::string>())) {
-        want.emplace(e["pod"].get<std::string>(), e["dp_rank"].get<uint32_t>(), e["matched_blocks"].get<uint32_t>());
-      }
+      if (!followed(e["pod"].get<std::string>())) continue;
+      Media media;
+      for (const auto& [medium, n] : e["blocks_by_medium"].items()) media[medium] = n.get<uint64_t>();
+      want[{e["pod"].get<std::string>(), e["dp_rank"].get<uint32_t>()}] = {
+          e["matched_blocks"].get<uint32_t>(), e["matched_tokens"].get<uint32_t>(), NonZero(media)};
+      ++seen.prompt_matches;
     }
-    for (const v1::PodMatch& m : match->pods()) got.emplace(m.pod(), m.dp_rank(), m.matched_blocks());
+    const Answer got = AnswerOf(*match);
     if (want != got) {
-      auto show = [](const std::set<std::tuple<std::string, uint32_t, uint32_t>>& s) {
-        std::vector<std::string> parts;
-        for (const auto& [pod, rank, blocks] : s) parts.push_back(absl::StrCat(pod, "#", rank, "=", blocks));
-        return absl::StrJoin(parts, ",");
-      };
-      problem(absl::StrCat("prompt ", prompt["label"].get<std::string>(), ": expected {", show(want), "} got {",
-                           show(got), "}"));
+      problem(absl::StrCat("prompt ", prompt["label"].get<std::string>(), ": expected ", Show(want), " got ",
+                           Show(got)));
     }
   }
-  if (problems.empty()) return absl::OkStatus();
+  if (problems.empty()) return seen;
   return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
 }
 

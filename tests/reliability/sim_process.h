@@ -40,6 +40,9 @@ class SimProcess {
   const v1::PodSnapshot& pods() const { return pods_; }
   Subprocess& process() { return *process_; }
 
+  // The pods file kvindex-sim wrote (--pods_file), for `kvindex pods apply -f`.
+  std::string PodsFile() const { return dir_ + "/pods.textproto"; }
+
   // "--ports=..." naming every engine's bound ports: a kvindex-sim started
   // with it (after this one is gone) restarts the same engines on the same ports.
   std::string SamePortsFlag() const;
@@ -89,17 +92,34 @@ uint32_t FreePortRange(uint32_t count);
 // after `timeout`.
 absl::Status WaitForCatchUp(client::KvIndexClient& client, const nlohmann::json& truth, absl::Duration timeout);
 
-// Compares the server with the simulator's ground truth, for the pods of
-// `truth` whose key is in `only_pods` (every pod when empty):
-//  - each worker holds as many blocks as its engine;
-//  - Match of each held chain (block hashes, from block 0 to a leaf) credits
-//    that worker with the whole chain (up to `max_chains` chains per worker);
-//  - Match of each prompt of `prompts` returns exactly the expected
-//    (pod, dp rank, matched blocks) of the followed pods, nothing more.
-// OK or FAILED_PRECONDITION listing the first differences.
-absl::Status CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
-                              const nlohmann::json& prompts, const std::vector<std::string>& only_pods = {},
-                              size_t max_chains = 64);
+// What CompareWithTruth looked at, for tests to check their workload
+// exercised what they meant to (CPU blocks, partial matches, cached prompts).
+struct TruthComparison {
+  size_t workers = 0;          // followed workers
+  size_t blocks = 0;           // blocks they hold (any tier)
+  size_t cpu_blocks = 0;       // of which on CPU
+  size_t chains = 0;           // distinct held chains matched
+  size_t partial_matches = 0;  // workers credited with only part of a chain
+  size_t prompts = 0;
+  size_t prompt_matches = 0;   // (prompt, worker) pairs the truth expects
+};
+
+// Compares the server with the simulator's ground truth ("equal to the truth",
+// README "Guarantees"), for the pods of `truth` whose key is in `only_pods`
+// (every pod when empty), after the traffic stopped and WaitForCatchUp:
+//  - the server follows exactly the truth's workers of those pods; each holds
+//    as many blocks as its engine, per tier (blocks_by_medium) and in all;
+//    no other worker holds a block, and GetStats' entries are their sum;
+//  - Match of every held chain (block hashes from block 0 to a leaf of any
+//    followed worker) names exactly the followed workers holding its block 0,
+//    each with its leading held blocks, tokens and blocks per tier;
+//  - Match of each prompt of `prompts` names exactly the expected followed
+//    workers with their matched blocks, tokens and blocks per tier.
+// The counts looked at, or FAILED_PRECONDITION listing the first differences
+// (or the error of a call that failed).
+absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, const nlohmann::json& truth,
+                                                 const nlohmann::json& prompts,
+                                                 const std::vector<std::string>& only_pods = {});
 
 // Per-worker status of the server, keyed "namespace/name#rank".
 absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(client::KvIndexClient& client);

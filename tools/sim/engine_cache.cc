@@ -260,14 +260,17 @@ void EngineCache::Reset(uint64_t salt) {
   salt_ = salt;
 }
 
-size_t EngineCache::CachedPrefixBlocks(absl::Span<const uint32_t> tokens) const {
+CachedPrefix EngineCache::CachedPrefixMedia(absl::Span<const uint32_t> tokens) const {
   const uint32_t bs = options_.block_size;
   uint64_t parent = salt_;
-  size_t held = 0;
+  CachedPrefix held;
   for (size_t i = 0; i < tokens.size() / bs; ++i) {
     parent = EngineBlockHash(parent, tokens.subspan(i * bs, bs));
-    if (!slot_of_.contains(parent)) break;
-    ++held;
+    auto it = slot_of_.find(parent);
+    if (it == slot_of_.end()) break;
+    ++held.blocks;
+    held.gpu += slots_[it->second].on[kGpuTier] ? 1 : 0;
+    held.cpu += slots_[it->second].on[kCpuTier] ? 1 : 0;
   }
   return held;
 }

@@ -37,6 +37,14 @@ namespace kvindex::sim {
 inline constexpr char kGpu[] = "GPU";
 inline constexpr char kCpu[] = "CPU";
 
+// The leading full blocks of a prompt an engine holds, and on which tiers (a
+// block on both counts in both).
+struct CachedPrefix {
+  size_t blocks = 0;
+  size_t gpu = 0;
+  size_t cpu = 0;
+};
+
 struct EngineCacheOptions {
   uint32_t block_size = 16;          // tokens per block; >= 1
   size_t gpu_capacity_blocks = 4096; // >= 1
@@ -85,7 +93,9 @@ class EngineCache {
   void Reset(uint64_t salt);
 
   // Leading full blocks of `tokens` held in any tier.
-  size_t CachedPrefixBlocks(absl::Span<const uint32_t> tokens) const;
+  size_t CachedPrefixBlocks(absl::Span<const uint32_t> tokens) const { return CachedPrefixMedia(tokens).blocks; }
+  // The same blocks, counted per tier.
+  CachedPrefix CachedPrefixMedia(absl::Span<const uint32_t> tokens) const;
 
   // Every held block, parents before children. Index hashes are computed
   // here (not while serving), so this costs O(blocks held).

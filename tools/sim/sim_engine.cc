@@ -105,10 +105,10 @@ EngineTruth SimEngine::Truth() const {
   return TruthLocked();
 }
 
-EngineTruth SimEngine::Expected(absl::Span<const SamplePrompt> prompts, std::vector<uint32_t>* held) const {
+EngineTruth SimEngine::Expected(absl::Span<const SamplePrompt> prompts, std::vector<CachedPrefix>* held) const {
   absl::ReaderMutexLock lock(&mu_);
   held->clear();
-  for (const SamplePrompt& p : prompts) held->push_back(static_cast<uint32_t>(cache_.CachedPrefixBlocks(p.tokens)));
+  for (const SamplePrompt& p : prompts) held->push_back(cache_.CachedPrefixMedia(p.tokens));
   return TruthLocked();
 }
 

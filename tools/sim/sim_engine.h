@@ -79,9 +79,9 @@ class SimEngine {
   // What the engine holds now, and the identity to find it by in kvindex.
   EngineTruth Truth() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Truth() plus, for each prompt, the leading blocks this engine holds, taken
-  // at the same instant.
-  EngineTruth Expected(absl::Span<const SamplePrompt> prompts, std::vector<uint32_t>* held) const
+  // Truth() plus, for each prompt, the leading blocks this engine holds (and on
+  // which tiers), taken at the same instant.
+  EngineTruth Expected(absl::Span<const SamplePrompt> prompts, std::vector<CachedPrefix>* held) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Live conversations of the workload extended by a fresh turn; see Workload.

@@ -23,16 +23,20 @@ TruthWriter::Documents TruthWriter::Snapshot(absl::Span<SimEngine* const> engine
 
   std::vector<EngineTruth> truths;
   std::vector<nlohmann::json> expected(prompts.size(), nlohmann::json::array());
-  std::vector<uint32_t> held;
+  std::vector<CachedPrefix> held;
   for (SimEngine* engine : engines) {
     truths.push_back(engine->Expected(prompts, &held));
     const EngineTruth& t = truths.back();
     for (size_t i = 0; i < prompts.size(); ++i) {
-      if (held[i] == 0) continue;
+      if (held[i].blocks == 0) continue;
+      nlohmann::json media = nlohmann::json::object();
+      if (held[i].gpu > 0) media[kGpu] = held[i].gpu;
+      if (held[i].cpu > 0) media[kCpu] = held[i].cpu;
       expected[i].push_back({{"pod", t.pod},
                              {"dp_rank", t.dp_rank},
-                             {"matched_blocks", held[i]},
-                             {"matched_tokens", held[i] * t.block_size},
+                             {"matched_blocks", held[i].blocks},
+                             {"matched_tokens", held[i].blocks * t.block_size},
+                             {"blocks_by_medium", std::move(media)},
                              {"block_size", t.block_size},
                              {"last_seq", t.last_seq}});
     }
