@@ -105,6 +105,54 @@ TEST(ValidatePodTest, RejectsTooManyOrTooLargeLabels) {
   ExpectInvalid(pod, "annotations: entry", limits);
 }
 
+// Every limit README states is inclusive: a pod exactly at each one is valid
+// and planned as it says; one past it is not.
+TEST(ValidatePodTest, AcceptsPodsExactlyAtEveryLimit) {
+  Pod pod = GoodPod();
+  pod.name = std::string(253, 'n');
+  pod.ns = std::string(253, 's');
+  pod.dp_size = 1024;
+  pod.events_port = 65535 - 1023;  // the last rank on 65535
+  pod.replay_port = 65535 - 1023;
+  EXPECT_TRUE(ValidatePod(pod).ok()) << ValidatePod(pod);
+  PodPlan plan = PlanPod(pod);
+  EXPECT_TRUE(plan.subscribable) << plan.reason;
+  EXPECT_EQ(plan.dp_size, 1024u);
+  EXPECT_EQ(plan.events_port, 64512u);
+  EXPECT_EQ(plan.replay_port, 64512u);
+  EXPECT_EQ(PodKey(pod), std::string(253, 's') + "/" + std::string(253, 'n'));
+
+  pod.ns = std::string(254, 's');
+  ExpectInvalid(pod, "namespace: 254 bytes, limit 253");
+  pod.ns = "default";
+  pod.events_port = 64513;
+  ExpectInvalid(pod, "events_port: 64513 + dp_size 1024 - 1 exceeds 65535");
+  pod.events_port = 64512;
+  pod.replay_port = 64513;
+  ExpectInvalid(pod, "replay_port: 64513 + dp_size 1024 - 1 exceeds 65535");
+  pod.replay_port = 0;  // no replay: no range to check
+  EXPECT_TRUE(ValidatePod(pod).ok());
+
+  // Labels and annotations: 256 in all, each key and value up to 64 KiB.
+  pod = GoodPod();
+  for (int i = 0; pod.labels.size() < 200; ++i) pod.labels["l" + std::to_string(i)] = "v";
+  for (int i = 0; pod.annotations.size() < 56; ++i) pod.annotations["a" + std::to_string(i)] = "v";
+  pod.labels[std::string(64 << 10, 'k')] = std::string(64 << 10, 'v');
+  pod.labels.erase("l0");
+  EXPECT_TRUE(ValidatePod(pod).ok()) << ValidatePod(pod);
+  pod.annotations["one-more"] = "v";
+  ExpectInvalid(pod, "labels: 257 labels and annotations, limit 256");
+  pod.annotations.erase("one-more");
+  pod.labels[std::string(64 << 10, 'k')] = std::string((64 << 10) + 1, 'v');
+  ExpectInvalid(pod, "labels: entry");
+  // Strings (model, lora_name, phase, topic) up to 64 KiB.
+  pod = GoodPod();
+  pod.model = std::string(64 << 10, 'm');
+  EXPECT_TRUE(ValidatePod(pod).ok());
+  pod.model += "m";
+  ExpectInvalid(pod, "model: 65537 bytes, limit 65536");
+}
+
 TEST(PlanPodTest, DefaultsPortsAndDpSize) {
   PodPlan plan = PlanPod(GoodPod());
   EXPECT_TRUE(plan.subscribable) << plan.reason;
