@@ -33,13 +33,12 @@ absl::StatusOr<CliArgs> CliArgs::Parse(std::span<const std::string_view> args,
     const size_t eq = word.find('=');
     const std::string_view name = word.substr(0, eq);
     if (Contains(value_flags, name)) {
-      if (eq != std::string_view::npos) {
-        parsed.values_[std::string(name)] = std::string(word.substr(eq + 1));
-      } else if (i + 1 < args.size()) {
-        parsed.values_[std::string(name)] = std::string(args[++i]);
-      } else {
+      if (eq == std::string_view::npos && i + 1 >= args.size()) {
         return absl::InvalidArgumentError(absl::StrCat(std::string(name), " needs a value"));
       }
+      const std::string value(eq != std::string_view::npos ? word.substr(eq + 1) : args[++i]);
+      parsed.values_[std::string(name)] = value;
+      parsed.all_values_.emplace_back(name, value);
     } else if (Contains(switches, name) && eq == std::string_view::npos) {
       parsed.values_[std::string(name)] = "";
     } else {
@@ -53,6 +52,14 @@ std::optional<std::string> CliArgs::Get(std::string_view flag) const {
   auto it = values_.find(std::string(flag));
   if (it == values_.end()) return std::nullopt;
   return it->second;
+}
+
+std::vector<std::string> CliArgs::GetAll(std::string_view flag) const {
+  std::vector<std::string> out;
+  for (const auto& [name, value] : all_values_) {
+    if (name == flag) out.push_back(value);
+  }
+  return out;
 }
 
 bool CliArgs::Has(std::string_view flag) const { return values_.contains(std::string(flag)); }

@@ -47,12 +47,15 @@ class CliArgs {
 
   // The value of a value flag; nullopt when absent.
   std::optional<std::string> Get(std::string_view flag) const;
+  // Every value a repeatable value flag was given, in order.
+  std::vector<std::string> GetAll(std::string_view flag) const;
   // Whether a switch (or value flag) was given.
   bool Has(std::string_view flag) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:
   absl::flat_hash_map<std::string, std::string> values_;
+  std::vector<std::pair<std::string, std::string>> all_values_;  // (flag, value), in order
   std::vector<std::string> positional_;
 };
 

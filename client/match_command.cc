@@ -17,8 +17,11 @@ namespace {
 
 constexpr std::string_view kUsage =
     "usage: kvindex match --model M [--lora L] (--tokens 1,2,3 | --tokens-file F | --hashes H,...)\n"
-    "                     [--pods NS/NAME,...] [--weight MEDIUM=W,...] [connection flags]\n"
+    "                     [--pods NS/NAME,...] [--weight MEDIUM=W,...]\n"
+    "                     [--cache-salt S] [--mm IDENTIFIER:OFFSET:LENGTH]... [connection flags]\n"
     "  Which pods hold the longest cached prefix of the prompt, best first.\n"
+    "  --cache-salt: the request's cache salt; --mm (repeatable, in prompt order): a multimodal input\n"
+    "  whose placeholder tokens start at OFFSET (identifier as sent to the engine, e.g. multi_modal_uuids).\n"
     "  --tokens-file reads ids separated by commas, spaces or newlines (a JSON array works; '-': stdin).\n"
     "  --hashes takes index block hashes (decimal or 0x-hex), as computed by README \"Index hash\".\n";
 
@@ -77,7 +80,8 @@ absl::StatusOr<std::vector<uint64_t>> ParseHashList(std::string_view text) {
 
 int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, std::ostream& err) {
   absl::StatusOr<cli::CliArgs> parsed = cli::ParseWithConnectionFlags(
-      args, {"--model", "--lora", "--tokens", "--tokens-file", "--hashes", "--pods", "--weight"}, {});
+      args, {"--model", "--lora", "--tokens", "--tokens-file", "--hashes", "--pods", "--weight", "--cache-salt", "--mm"},
+      {});
   if (!parsed.ok()) {
     err << "kvindex match: " << parsed.status().message() << "\n" << kUsage << cli::kConnectionUsage;
     return 2;
@@ -123,6 +127,24 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
       }
       (*request.mutable_medium_weights())[kv.first] = weight;
     }
+  }
+
+  request.set_cache_salt(parsed->Get("--cache-salt").value_or(""));
+  for (const std::string& mm : parsed->GetAll("--mm")) {
+    // The identifier may hold ':' itself: offset and length are the last two fields.
+    const size_t length_at = mm.rfind(':');
+    const size_t offset_at = length_at == std::string::npos || length_at == 0 ? std::string::npos
+                                                                               : mm.rfind(':', length_at - 1);
+    uint32_t offset = 0, length = 0;
+    if (offset_at == std::string::npos || offset_at == 0 ||
+        !absl::SimpleAtoi(absl::string_view(mm).substr(offset_at + 1, length_at - offset_at - 1), &offset) ||
+        !absl::SimpleAtoi(absl::string_view(mm).substr(length_at + 1), &length) || length == 0) {
+      return usage_error(absl::StrCat("--mm wants IDENTIFIER:OFFSET:LENGTH (length >= 1), got '", mm, "'"));
+    }
+    v1::MultimodalInput* input = request.add_mm_inputs();
+    input->set_identifier(mm.substr(0, offset_at));
+    input->set_offset(offset);
+    input->set_length(length);
   }
 
   absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = cli::ConnectFromArgs(*parsed);

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/block_hash.h"
 #include "core/engine_map.h"
+#include "core/extra_keys_hash.h"
 #include "core/holder_table.h"
 #include "core/medium_table.h"
 
@@ -224,11 +225,22 @@ class PrefixIndex::Impl {
 
     std::vector<RawMatch> raw;
     if (!q.token_ids.empty()) {
+      const bool keyed = !q.cache_salt.empty() || !q.mm_inputs.empty();
+      ExtraKeysHasher keys;
       for (uint32_t bs : BlockSizes(q.model, q.lora_name)) {
         const uint64_t seed = ContextSeed(q.model, q.lora_name, bs);
         const size_t blocks = q.token_ids.size() / bs;
         uint64_t parent = seed;
-        Walk(blocks, [&](size_t i) { return parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs)); },
+        Walk(blocks,
+             [&](size_t i) {
+               parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs));
+               if (keyed) {
+                 keys.Clear();
+                 AddQueryExtraKeys(q.mm_inputs, q.cache_salt, uint64_t{i} * bs, bs, keys);
+                 parent = keys.Hash(parent);
+               }
+               return parent;
+             },
              candidates, scores, bs, raw);
       }
     } else {
@@ -510,8 +522,13 @@ class PrefixIndex::Impl {
       result.blocks_unindexed += n;
       return;
     }
-    const uint64_t seed = ContextSeedFor(w, ev.lora_name ? *ev.lora_name : w.default_lora, ev.block_size);
+    const std::string& lora = ev.lora_name ? *ev.lora_name : w.default_lora;
+    const uint64_t seed = ContextSeedFor(w, lora, ev.block_size);
     uint64_t x = ev.parent_block_hash ? *parent : seed;
+    // Extra keys per block, and SGLang's salt on a prompt's first block (extra_keys_hash.h).
+    const bool salted = ev.cache_salt.has_value() && !ev.cache_salt->empty() && !ev.parent_block_hash;
+    const bool keyed = !ev.extra_keys.empty() || salted;
+    ExtraKeysHasher keys;
     w.block_size.store(ev.block_size, std::memory_order_relaxed);
     const MediumMask m = media_.BitOf(ev.medium);
     const absl::Span<const uint32_t> tokens(ev.token_ids);
@@ -521,6 +538,12 @@ class PrefixIndex::Impl {
     for (size_t i = 0; i < n; ++i) {
       if (i + kPrefetchAhead < n) w.blocks.Prefetch(ev.block_hashes[i + kPrefetchAhead]);
       x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
+      if (keyed) {
+        keys.Clear();
+        if (i < ev.extra_keys.size()) AddEventExtraKeys(ev.extra_keys[i], lora, keys);
+        if (i == 0 && salted) keys.AddStr(*ev.cache_salt);
+        x = keys.Hash(x);
+      }
       if (Store(w, ev.block_hashes[i], x, m)) ++result.blocks_stored;
     }
   }

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/event_batch.h"
+#include "core/extra_keys_hash.h"
 #include "core/worker_key.h"
 
 namespace kvindex {
@@ -61,6 +62,10 @@ struct MatchQuery {
   // Exactly one of these is non-empty.
   absl::Span<const uint32_t> token_ids;
   absl::Span<const uint64_t> block_hashes;  // index hashes (block_hash.h)
+  // With token_ids: what vLLM folds into its block hashes besides the tokens
+  // (extra_keys_hash.h); a block they touch matches only blocks stored with the same keys.
+  std::string_view cache_salt;
+  absl::Span<const MultimodalInput> mm_inputs;
   // Candidate pods ("namespace/name"); empty means every pod.
   absl::Span<const std::string> pods;
   // Weight per medium for the score; a medium not listed weighs 1.0.

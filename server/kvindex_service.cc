@@ -20,6 +20,8 @@ namespace {
 
 // Stack bytes that start each Match's protobuf arena.
 constexpr size_t kMatchArenaStackBytes = 24 << 10;
+// Most mm_inputs in one Match (a prompt with more images than this is absurd).
+constexpr int kMaxMultimodalInputs = 4096;
 
 constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
                                        PodOutcome::kIgnored, PodOutcome::kRejected};
@@ -157,8 +159,23 @@ grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::Ma
       return refuse(absl::StrCat("medium_weights[\"", medium, "\"] must be finite and >= 0"));
     }
   }
-  std::vector<std::string> pods;
-  absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &pods));
+  if (!request.mm_inputs().empty() || !request.cache_salt().empty()) {
+    if (request.token_ids().empty()) {
+      return refuse("cache_salt and mm_inputs go with token_ids (block_hashes already include them)");
+    }
+    if (request.mm_inputs_size() > kMaxMultimodalInputs) {
+      return refuse(absl::StrCat("Match carries ", request.mm_inputs_size(), " mm_inputs; the limit is ",
+                                 kMaxMultimodalInputs));
+    }
+    for (int i = 0; i < request.mm_inputs_size(); ++i) {
+      const v1::MultimodalInput& input = request.mm_inputs(i);
+      if (input.identifier().empty() || input.length() == 0) {
+        return refuse(absl::StrCat("mm_inputs[", i, "] needs an identifier and a length of at least 1"));
+      }
+    }
+  }
+  MatchQueryStorage storage;
+  absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &storage));
   if (!result.ok()) {
     match_errors_.fetch_add(1, std::memory_order_relaxed);
     return ToGrpcStatus(result.status());

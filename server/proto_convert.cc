@@ -65,14 +65,20 @@ v1::PodAck PodAckToProto(const PodAck& ack) {
   return proto;
 }
 
-MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std::string>* pods_storage) {
-  pods_storage->assign(request.pods().begin(), request.pods().end());
+MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, MatchQueryStorage* storage) {
+  storage->pods.assign(request.pods().begin(), request.pods().end());
+  storage->mm_inputs.clear();
+  for (const v1::MultimodalInput& input : request.mm_inputs()) {
+    storage->mm_inputs.push_back({input.identifier(), input.offset(), input.length()});
+  }
   MatchQuery query;
   query.model = request.model();
   query.lora_name = request.lora_name();
   query.token_ids = absl::MakeConstSpan(request.token_ids().data(), request.token_ids().size());
   query.block_hashes = absl::MakeConstSpan(request.block_hashes().data(), request.block_hashes().size());
-  query.pods = absl::MakeConstSpan(*pods_storage);
+  query.pods = absl::MakeConstSpan(storage->pods);
+  query.cache_salt = request.cache_salt();
+  query.mm_inputs = absl::MakeConstSpan(storage->mm_inputs);
   query.medium_weights.insert(request.medium_weights().begin(), request.medium_weights().end());
   return query;
 }

@@ -26,9 +26,16 @@ v1::Pod PodToProto(const Pod& pod);
 v1::PodOutcome PodOutcomeToProto(PodOutcome outcome);
 v1::PodAck PodAckToProto(const PodAck& ack);
 
-// A MatchQuery whose spans point into `request` (token_ids, block_hashes) and
-// `pods_storage` (which receives a copy of request.pods()); both must outlive it.
-MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, std::vector<std::string>* pods_storage);
+// What a MatchQuery converted from a request points into besides the request.
+struct MatchQueryStorage {
+  std::vector<std::string> pods;
+  std::vector<MultimodalInput> mm_inputs;
+};
+
+// A MatchQuery whose spans point into `request` (token_ids, block_hashes,
+// cache_salt) and `storage` (which receives copies of request.pods() and
+// mm_inputs); both must outlive it.
+MatchQuery MatchQueryFromProto(const v1::MatchRequest& request, MatchQueryStorage* storage);
 
 void MatchResultToProto(const MatchResult& result, v1::MatchResponse* proto);
 

@@ -199,6 +199,45 @@ TEST_F(MatchCommandTest, WeightSetsTierWeightsAndUnlistedTiersWeighOne) {
   EXPECT_THAT(RowOf(run.out, "ns/gpu"), ElementsAre("ns/gpu", "0", "4", "16", "GPU:4", "4")) << run.out;
 }
 
+TEST_F(MatchCommandTest, MmAndCacheSaltSelectBlocksStoredWithThoseKeys) {
+  // ns/image: an image (identifier with colons) over tokens 4..11, i.e. blocks 1 and 2.
+  EventBatch image = Stored(4, "GPU");
+  auto& stored = std::get<BlockStored>(image.events[0]);
+  for (int64_t relative : {int64_t{-1}, int64_t{0}, int64_t{-4}, int64_t{-1}}) {
+    ExtraKey entry;  // nil for blocks 0 and 3
+    if (relative != -1) {
+      entry = ExtraKey{.kind = ExtraKey::Kind::kList,
+                       .items = {ExtraKey{.kind = ExtraKey::Kind::kList,
+                                          .items = {ExtraKey{.kind = ExtraKey::Kind::kStr, .bytes = "uuid:a:1"},
+                                                    ExtraKey{.kind = ExtraKey::Kind::kInt, .number = relative}}}}};
+    }
+    stored.extra_keys.push_back(entry);
+  }
+  (void)server_->index().Apply({"ns/image", 0}, {"m", ""}, image);
+  EventBatch salted = Stored(4, "GPU");
+  std::get<BlockStored>(salted.events[0]).cache_salt = "tenant";
+  (void)server_->index().Apply({"ns/salted", 0}, {"m", ""}, salted);
+
+  Run run = Match({"--mm", "uuid:a:1:4:8"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ASSERT_GE(run.response.pods_size(), 1);
+  EXPECT_EQ(run.response.pods(0).pod(), "ns/image");
+  EXPECT_EQ(run.response.pods(0).matched_blocks(), 4u);
+  for (int i = 1; i < run.response.pods_size(); ++i) EXPECT_EQ(run.response.pods(i).matched_blocks(), 1u);
+
+  run = Match({"--cache-salt", "tenant"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ASSERT_EQ(run.response.pods_size(), 1);
+  EXPECT_EQ(run.response.pods(0).pod(), "ns/salted");
+  EXPECT_EQ(run.response.pods(0).matched_blocks(), 4u);
+
+  for (const char* bad : {"img:4", "img:x:8", "img:4:0", ":4:8", "img:4:8x"}) {
+    run = Match({"--mm", bad});
+    EXPECT_EQ(run.exit_code, 2) << bad;
+    EXPECT_THAT(run.err, HasSubstr("--mm wants IDENTIFIER:OFFSET:LENGTH")) << bad;
+  }
+}
+
 TEST_F(MatchCommandTest, BadWeightsAreUsageOrServerErrors) {
   for (const char* bad : {"GPU", "=1", "GPU=", "GPU=much", "GPU=1,CPU"}) {
     const Run run = Match({"--weight", bad});

@@ -268,6 +268,69 @@ TEST_F(KvIndexServiceTest, BadMatchRequestsAreInvalidArgument) {
   EXPECT_EQ(stats->match_errors(), 6u);
 }
 
+TEST_F(KvIndexServiceTest, MatchWithMultimodalInputsAndSaltFindsOnlyThoseBlocks) {
+  StartServer();
+  // Two pods hold the same placeholder tokens for different images; one a salted prompt.
+  const std::vector<uint32_t> prompt = {9, 32000, 32000, 32000};
+  auto image = [](const std::string& id, int64_t relative) {
+    return ExtraKey{.kind = ExtraKey::Kind::kList,
+                    .items = {ExtraKey{.kind = ExtraKey::Kind::kList,
+                                       .items = {ExtraKey{.kind = ExtraKey::Kind::kStr, .bytes = id},
+                                                 ExtraKey{.kind = ExtraKey::Kind::kInt, .number = relative}}}}};
+  };
+  for (const std::string id : {"img-a", "img-b"}) {
+    BlockStored e{.block_hashes = {1, 2}, .token_ids = prompt, .block_size = 2, .medium = "GPU"};
+    e.extra_keys = {image(id, 1), image(id, -1)};
+    EventBatch batch;
+    batch.events.push_back(e);
+    (void)server_->index().Apply({"default/" + id, 0}, {"m", ""}, batch);
+  }
+  BlockStored salted{.block_hashes = {1, 2}, .token_ids = prompt, .block_size = 2, .medium = "GPU"};
+  salted.cache_salt = "tenant";
+  EventBatch batch;
+  batch.events.push_back(salted);
+  (void)server_->index().Apply({"default/salted", 0}, {"m", ""}, batch);
+
+  auto pods = [this, &prompt](const std::string& salt, const std::string& image_id) {
+    v1::MatchRequest request;
+    request.set_model("m");
+    request.mutable_token_ids()->Add(prompt.begin(), prompt.end());
+    request.set_cache_salt(salt);
+    if (!image_id.empty()) {
+      v1::MultimodalInput* input = request.add_mm_inputs();
+      input->set_identifier(image_id);
+      input->set_offset(1);
+      input->set_length(3);
+    }
+    absl::StatusOr<v1::MatchResponse> response = Match(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    std::vector<std::pair<std::string, uint32_t>> out;
+    if (response.ok()) {
+      for (const v1::PodMatch& pod : response->pods()) out.emplace_back(pod.pod(), pod.matched_blocks());
+    }
+    return out;
+  };
+  EXPECT_THAT(pods("", "img-a"), ElementsAre(Pair("default/img-a", 2)));
+  EXPECT_THAT(pods("", "img-b"), ElementsAre(Pair("default/img-b", 2)));
+  EXPECT_THAT(pods("tenant", ""), ElementsAre(Pair("default/salted", 2)));
+  EXPECT_THAT(pods("", ""), ElementsAre());
+  EXPECT_THAT(pods("other", ""), ElementsAre());
+
+  v1::MatchRequest by_hashes;
+  by_hashes.set_model("m");
+  by_hashes.add_block_hashes(1);
+  by_hashes.set_cache_salt("tenant");
+  v1::MatchRequest empty_input = TokensRequest(32);
+  empty_input.add_mm_inputs()->set_identifier("img-a");
+  for (const auto& [request, message] : std::vector<std::pair<v1::MatchRequest, std::string>>{
+           {by_hashes, "cache_salt and mm_inputs go with token_ids (block_hashes already include them)"},
+           {empty_input, "mm_inputs[0] needs an identifier and a length of at least 1"}}) {
+    absl::StatusOr<v1::MatchResponse> response = Match(request);
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(response.status().message(), message);
+  }
+}
+
 TEST_F(KvIndexServiceTest, OversizedMessageIsResourceExhausted) {
   ServerOptions options;
   options.max_message_bytes = 64 << 10;
