@@ -344,14 +344,4 @@ std::string ChainBlockPayload(uint32_t k, uint32_t block_size, double ts) {
   return PayloadBuilder().Stored({kChainHashBase + k}, parent, tokens, block_size).Build(ts);
 }
 
-bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!pred()) {
-    if (absl::Now() >= deadline) return pred();
-    // Polling interval of a condition check, not a synchronisation sleep.
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
-
 }  // namespace kvindex::testing

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/io_thread.h"
+#include "tests/testing/wait.h"
 #include "zmq.hpp"
 
 namespace kvindex::testing {
@@ -124,7 +125,7 @@ std::vector<uint32_t> PromptTokens(uint32_t blocks, uint32_t block_size);
 // A batch storing block k of the canonical prompt, chained to block k-1.
 std::string ChainBlockPayload(uint32_t k, uint32_t block_size, double ts = 1700000000.0);
 
-// Polls `pred` until it holds or `timeout` passes; true when it held.
-bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10));
+// The suite's one wait (tests/testing/wait.h), here for the tests that wait on a FakeEngine.
+using ::kvindex::testutil::WaitFor;
 
 }  // namespace kvindex::testing

@@ -1,10 +1,5 @@
 #include "core/subscriber.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <memory>
 #include <string>
@@ -18,6 +13,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/fake_engine.h"
+#include "tests/testing/dead_port.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex {
 namespace {
@@ -28,7 +25,8 @@ using ::kvindex::testing::FakeEngineOptions;
 using ::kvindex::testing::PayloadBuilder;
 using ::kvindex::testing::PromptTokens;
 using ::kvindex::testing::ReplayForm;
-using ::kvindex::testing::WaitFor;
+using ::kvindex::testutil::DeadPort;
+using ::kvindex::testutil::WaitFor;
 
 constexpr uint32_t kBlockSize = 4;
 constexpr char kModel[] = "llama";
@@ -245,44 +243,17 @@ TEST_F(SubscriberTest, MalformedFramesAndPayloadsAreSkipped) {
   EXPECT_EQ(status.state, WorkerState::kLive);
 }
 
-// A TCP port on 127.0.0.1 that is bound but not listening: connecting to it is
-// refused, and no one else can listen on it until a socket that also sets
-// SO_REUSEADDR (as ZeroMQ's listeners do) takes it over. Closed on destruction.
-class ReservedPort {
- public:
-  ReservedPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    const int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-      port_ = ntohs(address.sin_port);
-    }
-  }
-  ~ReservedPort() { ::close(fd_); }
-  ReservedPort(const ReservedPort&) = delete;
-  ReservedPort& operator=(const ReservedPort&) = delete;
-  uint32_t port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  uint32_t port_ = 0;
-};
-
 // Without an engine the worker stays kConnecting however often ZeroMQ retries
 // (never kLive, never kFailed) and the subscription keeps trying: once an
 // engine appears on the port, it connects and indexes its blocks.
 TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
-  const ReservedPort reserved;
-  ASSERT_NE(reserved.port(), 0u);
+  // Refused while the worker waits; the engine then takes the port over (ZeroMQ sets SO_REUSEADDR too).
+  absl::StatusOr<std::unique_ptr<DeadPort>> reserved = DeadPort::Bind(DeadPort::Takeover::kByReuseAddr);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
   SubscriberConfig config;
   config.worker = WorkerKey{kPod, 0};
   config.context = WorkerContext{kModel, ""};
-  config.events_endpoint = TcpEndpoint("127.0.0.1", reserved.port());
+  config.events_endpoint = TcpEndpoint("127.0.0.1", (*reserved)->port());
   ZmqTuning tuning;
   tuning.reconnect_ivl_ms = 5;  // retry often, without backing off
   tuning.reconnect_ivl_max_ms = 5;
@@ -308,7 +279,7 @@ TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   }
 
   FakeEngineOptions options;
-  options.events_port = reserved.port();
+  options.events_port = (*reserved)->port();
   options.replay = false;
   auto engine = StartEngine(options);
   ASSERT_NE(engine, nullptr);

@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/fake_engine.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex {
 namespace {
@@ -21,7 +22,7 @@ using ::kvindex::testing::ChainBlockPayload;
 using ::kvindex::testing::FakeEngine;
 using ::kvindex::testing::FakeEngineOptions;
 using ::kvindex::testing::PromptTokens;
-using ::kvindex::testing::WaitFor;
+using ::kvindex::testutil::WaitFor;
 using ::testing::HasSubstr;
 
 constexpr uint32_t kBlockSize = 4;
