@@ -31,22 +31,27 @@
 #include "tests/reliability/fault_proxy.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/dead_port.h"
+#include "tests/testing/pods.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex::testing {
 namespace {
 
 constexpr absl::Duration kCatchUp = absl::Seconds(90);
 constexpr absl::Duration kTraffic = absl::Seconds(120);
+// How often a wait re-checks its condition: each check calls the server.
+constexpr absl::Duration kPoll = absl::Milliseconds(20);
 
-std::unique_ptr<client::KvIndexClient> Connect(const std::string& address,
-                                               absl::Duration timeout = absl::Seconds(60)) {
-  client::ClientOptions options;
-  options.server = address;
-  options.timeout = timeout;
-  absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = client::KvIndexClient::Create(options);
-  EXPECT_TRUE(client.ok()) << client.status();
-  return client.ok() ? *std::move(client) : nullptr;
-}
+using ::kvindex::testutil::Connect;
+using ::kvindex::testutil::DeadPort;
+using ::kvindex::testutil::EnginePod;
+using ::kvindex::testutil::PendingPod;
+using ::kvindex::testutil::PodKey;
+using ::kvindex::testutil::SnapshotUpdate;
+using ::kvindex::testutil::Upsert;
+using ::kvindex::testutil::WaitFor;
 
 // Sim flags shared by the tests: small, quick, deterministic engines whose
 // GPU cache offloads to a CPU tier and loads back from it; pods cycle through
@@ -92,15 +97,6 @@ v1::WorkerInfo WorkerOf(client::KvIndexClient& client, const std::string& name) 
   return {};
 }
 
-bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return true;
-}
-
 // Waits for the sim's traffic to end and the server to catch up, then compares.
 // Every fault sim has a CPU tier: the comparison must have covered CPU blocks.
 void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vector<std::string>& only_pods = {}) {
@@ -137,7 +133,7 @@ class FaultInjectionTest : public ::testing::Test {
     absl::StatusOr<ServerProcess> server = StartServerProcess(std::move(args));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
-    client_ = Connect(server_.address);
+    client_ = Connect(server_.address, absl::Seconds(60));
     ASSERT_NE(client_, nullptr);
   }
 
@@ -162,7 +158,7 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*first)->pods()));
   // Mid-stream: both engines well into their traffic.
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(WaitFor(
       [&] {
         absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> w = Workers(*client_);
         if (!w.ok() || w->size() != 2) return false;
@@ -171,7 +167,7 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
         }
         return true;
       },
-      absl::Seconds(60)));
+      absl::Seconds(60), kPoll));
   (*first)->process().Signal(SIGKILL);
   ASSERT_TRUE((*first)->process().Wait(absl::Seconds(10)).has_value());
   first->reset();
@@ -183,7 +179,7 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
   ASSERT_TRUE(second.ok()) << second.status();
   ExpectTruth(**second, *client_);
   for (const v1::Pod& pod : (*second)->pods().pods()) {
-    const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pod.namespace_(), "/", pod.name(), "#0"));
+    const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(PodKey(pod), "#0"));
     EXPECT_GE(w.restarts(), 1u) << "the restart was not noticed";
   }
 }
@@ -202,7 +198,7 @@ TEST_F(FaultInjectionTest, DroppedMessagesAreReplayed) {
   ASSERT_NO_FATAL_FAILURE(Push(pods));
   ExpectTruth(**sim, *client_);
   EXPECT_EQ((*proxy)->dropped(), 6u);
-  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(PodKey(pods.pods(0)), "#0"));
   // Three lossy stretches; one that falls inside another's replay is covered by it.
   EXPECT_GE(w.gaps(), 1u);
   EXPECT_GE(w.replays_ok(), 1u);
@@ -224,7 +220,7 @@ TEST_F(FaultInjectionTest, DroppedMessagesWithoutReplayClearThenRecover) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push(pods));
   ExpectTruth(**sim, *client_);
-  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(PodKey(pods.pods(0)), "#0"));
   EXPECT_EQ(w.gaps(), 2u);
   EXPECT_EQ(w.uncovered_gaps(), w.gaps()) << "each loss clears the worker and is counted";
 }
@@ -244,7 +240,7 @@ TEST_F(FaultInjectionTest, ReplaySocketThatNeverAnswers) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push(pods));
   ExpectTruth(**sim, *client_);
-  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0"));
+  const v1::WorkerInfo w = WorkerOf(*client_, absl::StrCat(PodKey(pods.pods(0)), "#0"));
   EXPECT_GE((*silent)->requests(), 2u) << "first subscribe and every gap ask the replay socket";
   EXPECT_GE(w.replays_failed(), 2u);
   EXPECT_GE(w.uncovered_gaps(), 1u);
@@ -266,8 +262,8 @@ TEST_F(FaultInjectionTest, TenThousandMalformedMessagesAmongGoodTraffic) {
   ASSERT_NO_FATAL_FAILURE(Push(pods));
   ExpectTruth(**sim, *client_);
   ASSERT_EQ((*proxy)->malformed(), 10000u) << "the engine's traffic ended before every bad message was sent";
-  const std::string name = absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name(), "#0");
-  ASSERT_TRUE(WaitUntil([&] { return WorkerOf(*client_, name).bad_frames() == 10000; }, absl::Seconds(30)))
+  const std::string name = absl::StrCat(PodKey(pods.pods(0)), "#0");
+  ASSERT_TRUE(WaitFor([&] { return WorkerOf(*client_, name).bad_frames() == 10000; }, absl::Seconds(30), kPoll))
       << WorkerOf(*client_, name).bad_frames();
   const v1::WorkerInfo w = WorkerOf(*client_, name);
   EXPECT_EQ(w.decode_errors(), 0u);
@@ -353,12 +349,9 @@ class CuttingTcpProxy {
   std::thread thread_;
 };
 
+// Known, never subscribed.
 v1::Pod DummyPod(const std::string& name, size_t label_bytes) {
-  v1::Pod pod;
-  pod.set_namespace_("dummy");
-  pod.set_name(name);
-  pod.set_ip("127.0.0.1");
-  pod.set_phase("Pending");  // known, never subscribed
+  v1::Pod pod = PendingPod("dummy", name);
   (*pod.mutable_labels())["padding"] = std::string(label_bytes, 'p');
   return pod;
 }
@@ -394,7 +387,7 @@ TEST_F(FaultInjectionTest, ControlPlaneStreamCutInTheMiddleOfASnapshot) {
   *now.add_pods() = DummyPod("b", 10);
   absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({SnapshotUpdate(now)});
   ASSERT_TRUE(acks.ok()) << acks.status();
-  const std::string pod0 = absl::StrCat(pods.pods(0).namespace_(), "/", pods.pods(0).name());
+  const std::string pod0 = PodKey(pods.pods(0));
   EXPECT_EQ(PodKeys(*client_), (std::set<std::string>{pod0, "dummy/a", "dummy/b"}));
   // Pod 1's blocks went with it; pod 0's equal its engine's.
   ExpectTruth(**sim, *client_, {pod0});
@@ -404,16 +397,7 @@ TEST_F(FaultInjectionTest, ControlPlaneStreamCutInTheMiddleOfASnapshot) {
 }
 
 v1::Pod ChurnPod(int i, uint32_t dead_port) {
-  v1::Pod pod;
-  pod.set_namespace_("churn");
-  pod.set_name(absl::StrCat("p-", i));
-  pod.set_ip("127.0.0.1");
-  pod.set_phase("Running");
-  pod.set_model("sim-model");
-  pod.set_kv_events_enabled(true);
-  pod.set_events_port(dead_port);
-  pod.set_replay_port(0);
-  return pod;
+  return EnginePod("churn", absl::StrCat("p-", i), "sim-model", dead_port);
 }
 
 // Match calls from `threads` threads until stopped; counts non-OK answers.
@@ -502,13 +486,13 @@ TEST(SimProcessTest, PodsFileNamesTheBoundPorts) {
   ASSERT_TRUE(sim.ok()) << sim.status();
   ASSERT_EQ((*sim)->pods().pods_size(), 2);
   absl::StatusOr<nlohmann::json> truth;
-  ASSERT_TRUE(WaitUntil([&] { return (truth = (*sim)->Truth()).ok(); }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return (truth = (*sim)->Truth()).ok(); }, absl::Seconds(30), kPoll));
   ASSERT_EQ((*truth)["pods"].size(), 2u);
   std::vector<std::string> ports;
   for (int i = 0; i < 2; ++i) {
     const v1::Pod& pod = (*sim)->pods().pods(i);
     const nlohmann::json& want = (*truth)["pods"][i];
-    EXPECT_EQ(absl::StrCat(pod.namespace_(), "/", pod.name()), want["key"].get<std::string>());
+    EXPECT_EQ(PodKey(pod), want["key"].get<std::string>());
     EXPECT_EQ(pod.ip(), "127.0.0.1");
     EXPECT_EQ(pod.model(), want["model"].get<std::string>());
     EXPECT_EQ(pod.lora_name(), "l");
@@ -587,22 +571,18 @@ TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
   size_t held_data = 0;
   for (int i = 0; i < 1000; ++i) {
     const v1::Pod& pod = churn_pods.pods(i % churn_pods.pods_size());
-    const std::string key = absl::StrCat(pod.namespace_(), "/", pod.name());
-    v1::PodUpdate up;
-    *up.mutable_upsert() = pod;
-    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = churner->SyncPods({up});
+    const std::string key = PodKey(pod);
+    absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = churner->SyncPods({Upsert(pod)});
     ASSERT_TRUE(acks.ok()) << "cycle " << i << ": " << acks.status();
     ASSERT_EQ(acks->size(), 1u);
     ASSERT_EQ((*acks)[0].outcome(), v1::POD_OUTCOME_SUBSCRIBED) << "cycle " << i << ": " << (*acks)[0].reason();
     if (i % 10 == 0) {
       // Every tenth pod is deleted only once it answers a probe: it holds data.
-      ASSERT_TRUE(WaitUntil([&] { return named_by_a_probe(key); }, absl::Seconds(30)))
+      ASSERT_TRUE(WaitFor([&] { return named_by_a_probe(key); }, absl::Seconds(30), kPoll))
           << "cycle " << i << ": " << key << " never matched a probe";
       ++held_data;
     }
-    v1::PodUpdate down;
-    down.set_delete_(key);
-    acks = churner->SyncPods({down});
+    acks = churner->SyncPods({testutil::Delete(key)});
     ASSERT_TRUE(acks.ok()) << "cycle " << i << ": " << acks.status();
     ASSERT_EQ(acks->size(), 1u);
     ASSERT_EQ((*acks)[0].outcome(), v1::POD_OUTCOME_REMOVED) << "cycle " << i << ": " << (*acks)[0].reason();
@@ -620,7 +600,7 @@ TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
   EXPECT_EQ(load.errors(), 0u) << load.last_error();
 
   std::set<std::string> keys;
-  for (const v1::Pod& pod : (*sim)->pods().pods()) keys.insert(absl::StrCat(pod.namespace_(), "/", pod.name()));
+  for (const v1::Pod& pod : (*sim)->pods().pods()) keys.insert(PodKey(pod));
   EXPECT_EQ(PodKeys(*client_), keys);
   ExpectTruth(**sim, *client_);
   absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
@@ -640,18 +620,20 @@ TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {
   // UNAVAILABLE from the draining service or a closed port, or CANCELLED for a call that reaches the
   // connection while gRPC itself is closing it (its core resets such a stream without a status).
   MatchLoad load(caller.get(), 3, {absl::StatusCode::kUnavailable, absl::StatusCode::kCancelled});
+  // The churn pods' endpoint stays dead until the churn thread is joined.
+  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
+  ASSERT_TRUE(dead.ok()) << dead.status();
   std::atomic<bool> churn_stop{false};
-  std::thread churn([&] {
+  std::thread churn([&, dead_port = (*dead)->port()] {
     std::unique_ptr<client::KvIndexClient> churner = Connect(server_.address, absl::Seconds(10));
-    const uint32_t dead_port = FreePortRange(1);
+    if (churner == nullptr) return;
     for (int i = 0; !churn_stop.load(); ++i) {
-      v1::PodUpdate up, down;
-      *up.mutable_upsert() = ChurnPod(i % 10, dead_port);
-      down.set_delete_(absl::StrCat("churn/p-", i % 10));
+      const v1::PodUpdate up = Upsert(ChurnPod(i % 10, dead_port));
+      const v1::PodUpdate down = testutil::Delete(absl::StrCat("churn/p-", i % 10));
       if (!churner->SyncPods({up, down}).ok()) break;
     }
   });
-  ASSERT_TRUE(WaitUntil([&] { return load.ok() > 50; }, absl::Seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return load.ok() > 50; }, absl::Seconds(30), kPoll));
   const absl::Time signalled = absl::Now();
   ASSERT_TRUE(server_.process->Signal(SIGTERM));
   const std::optional<int> exit_code = server_.process->Wait(signalled + absl::Seconds(5) - absl::Now());

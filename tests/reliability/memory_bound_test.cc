@@ -22,6 +22,8 @@
 #include "gtest/gtest.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/pods.h"
 
 namespace kvindex::testing {
 namespace {
@@ -66,37 +68,23 @@ FloodResult Flood(const std::string& rate, uint64_t evictions) {
   absl::StatusOr<ServerProcess> server = StartServerProcess({absl::StrCat("--index_memory_mb=", kBudgetMb)});
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return result;
-  client::ClientOptions options;
-  options.server = server->address;
-  std::unique_ptr<client::KvIndexClient> client = *client::KvIndexClient::Create(options);
+  std::unique_ptr<client::KvIndexClient> client = testutil::Connect(server->address);
+  if (client == nullptr) return result;
   EXPECT_TRUE(client->GetStats().ok());
   result.baseline = ResidentBytes(server->process->pid());
 
-  // Ports by kvindex-sim's scheme (pod i on base + 2i, no replay): its truth
-  // file, which names them otherwise, is too big to write here.
-  const uint32_t base = FreePortRange(4);
-  EXPECT_NE(base, 0u);
-  v1::PodSnapshot pods;
-  for (uint32_t i = 0; i < 2; ++i) {
-    v1::Pod* pod = pods.add_pods();
-    pod->set_namespace_("default");
-    pod->set_name(absl::StrCat("sim-", i));
-    pod->set_ip("127.0.0.1");
-    pod->set_phase("Running");
-    pod->set_model("sim-model");
-    pod->set_kv_events_enabled(true);
-    pod->set_events_port(base + 2 * i);
-    pod->set_replay_port(0);
-  }
+  // The sim binds ports the kernel picks and names them in its pods file
+  // (written once they are bound); its truth file is too big to write here.
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      {"--pods=2", absl::StrCat("--base_port=", base), absl::StrCat("--rate=", rate), "--system_prompts=0", "--max_turns=1",
+      {"--pods=2", "--base_port=0", absl::StrCat("--rate=", rate), "--system_prompts=0", "--max_turns=1",
        "--turn_tokens=512", "--block_size=16", "--capacity_blocks=100000000", "--replay=false",
        "--truth_interval=1h", absl::StrCat("--duration=", absl::ToInt64Seconds(kFloodDeadline) + 60, "s"),
        "--keep_running", "--threads=1"},
       /*read_pods=*/false);
   EXPECT_TRUE(sim.ok()) << sim.status();
   if (!sim.ok()) return result;
-  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client->SyncPods({SnapshotUpdate(pods)});
+  EXPECT_EQ((*sim)->pods().pods_size(), 2);
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client->SyncPods({testutil::SnapshotUpdate((*sim)->pods())});
   EXPECT_TRUE(acks.ok()) << acks.status();
 
   uint64_t max_entries = 0;

@@ -18,36 +18,25 @@
 #include "server/bearer_auth.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/pods.h"
 
 namespace kvindex::testing {
 namespace {
 
+using ::kvindex::testutil::Upsert;
+
 std::unique_ptr<client::KvIndexClient> Client(const std::string& address, const std::string& token = "",
                                               int max_message_bytes = 64 << 20) {
-  client::ClientOptions options;
-  options.server = address;
-  options.token = token;
-  options.max_message_bytes = max_message_bytes;
-  options.timeout = absl::Seconds(60);
-  absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = client::KvIndexClient::Create(options);
-  EXPECT_TRUE(client.ok()) << client.status();
-  return *std::move(client);
+  return testutil::Connect(address, {.token = token, .max_message_bytes = max_message_bytes,
+                                     .timeout = absl::Seconds(60)});
 }
 
+// A valid pod the server records and never subscribes to (Pending).
 v1::Pod GoodPod(const std::string& name) {
-  v1::Pod pod;
-  pod.set_namespace_("sec");
-  pod.set_name(name);
-  pod.set_ip("127.0.0.1");
-  pod.set_phase("Pending");
+  v1::Pod pod = testutil::PendingPod("sec", name);
   pod.set_model("m");
   return pod;
-}
-
-v1::PodUpdate Upsert(const v1::Pod& pod) {
-  v1::PodUpdate update;
-  *update.mutable_upsert() = pod;
-  return update;
 }
 
 TEST(SecurityTest, SyncPodsWithoutOrWithAWrongTokenIsRefusedAndChangesNothing) {

@@ -1,17 +1,12 @@
 #include "tests/reliability/sim_process.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
-#include <random>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -52,18 +47,6 @@ uint64_t ParseHex(const std::string& hex) {
   absl::ConsumePrefix(&digits, "0x");
   (void)absl::SimpleHexAtoi(digits, &value);
   return value;
-}
-
-bool CanBind(uint32_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
 }
 
 std::string WorkerName(const std::string& pod, uint32_t rank) { return absl::StrCat(pod, "#", rank); }
@@ -224,36 +207,6 @@ std::string SimProcess::SamePortsFlag() const {
     parts.push_back(replay == 0 ? absl::StrCat(events) : absl::StrCat(events, ":", replay));
   }
   return absl::StrCat("--ports=", absl::StrJoin(parts, ","));
-}
-
-absl::StatusOr<std::unique_ptr<DeadPort>> DeadPort::Bind() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int error = errno;
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("bind 127.0.0.1:0: ", std::strerror(error)));
-  }
-  return std::unique_ptr<DeadPort>(new DeadPort(fd, ntohs(addr.sin_port)));
-}
-
-DeadPort::~DeadPort() { close(fd_); }
-
-uint32_t FreePortRange(uint32_t count) {
-  std::mt19937 rng(static_cast<uint32_t>(getpid() ^ absl::ToUnixNanos(absl::Now())));
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    const uint32_t base = 20000 + rng() % 30000;
-    bool ok = true;
-    for (uint32_t i = 0; i < count && ok; ++i) ok = CanBind(base + i);
-    if (ok) return base;
-  }
-  return 0;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(client::KvIndexClient& client) {
@@ -511,12 +464,6 @@ uint64_t ResidentBytes(int pid) {
     }
   }
   return 0;
-}
-
-v1::PodUpdate SnapshotUpdate(const v1::PodSnapshot& pods) {
-  v1::PodUpdate update;
-  *update.mutable_snapshot() = pods;
-  return update;
 }
 
 }  // namespace kvindex::testing

@@ -25,7 +25,8 @@ namespace kvindex::testing {
 //
 // Ports: run it with --base_port=0 (every socket on a port the kernel picks)
 // and use the ports it reports (pods(), SamePortsFlag()), never a port probed
-// free beforehand: another test may take it in between.
+// free beforehand: another test may take it in between. A dead endpoint is a
+// testutil::DeadPort (tests/testing/dead_port.h).
 class SimProcess {
  public:
   // Starts kvindex-sim with `args` plus --truth_file/--prompts_file/--pods_file
@@ -62,30 +63,6 @@ class SimProcess {
   v1::PodSnapshot pods_;
   std::vector<std::pair<uint32_t, uint32_t>> engine_ports_;  // (events, replay or 0) per engine, in the sim's order
 };
-
-// A TCP endpoint that is dead for as long as the object lives: a socket bound
-// to 127.0.0.1 on a port the kernel picks, never listening, so connections are
-// refused and nobody else can bind the port (it has no SO_REUSEADDR).
-class DeadPort {
- public:
-  // UNAVAILABLE with errno's text when no socket can be bound.
-  static absl::StatusOr<std::unique_ptr<DeadPort>> Bind();
-  ~DeadPort();
-  DeadPort(const DeadPort&) = delete;
-  DeadPort& operator=(const DeadPort&) = delete;
-
-  uint32_t port() const { return port_; }
-
- private:
-  DeadPort(int fd, uint32_t port) : fd_(fd), port_(port) {}
-  const int fd_;
-  const uint32_t port_;
-};
-
-// Deprecated, racy: a port range nothing listened on when probed, released
-// before the caller binds it, so a concurrent test may take it. Only
-// memory_bound_test still uses it; use SimProcess's reported ports or DeadPort.
-uint32_t FreePortRange(uint32_t count);
 
 // Waits until the server has applied, for every worker of `truth`, the engine's
 // last seq (and is not replaying); FAILED_PRECONDITION with the laggards' state
@@ -126,8 +103,5 @@ absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(clie
 
 // Resident set size of a process, bytes (VmRSS); 0 when unreadable.
 uint64_t ResidentBytes(int pid);
-
-// A PodUpdate carrying `pods` as a snapshot.
-v1::PodUpdate SnapshotUpdate(const v1::PodSnapshot& pods);
 
 }  // namespace kvindex::testing

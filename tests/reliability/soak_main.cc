@@ -30,6 +30,8 @@
 #include "nlohmann/json.hpp"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
+#include "tests/testing/dead_port.h"
+#include "tests/testing/pods.h"
 
 ABSL_FLAG(double, minutes, 2, "How long to run the load.");
 ABSL_FLAG(absl::Duration, warmup, absl::ZeroDuration(), "Warm-up before RSS must stay flat; 0: a third of the run, >= 30 s.");
@@ -87,17 +89,9 @@ class Load {
 
   void RunChurn(absl::Duration every, uint32_t dead_port) {
     for (uint64_t i = 0; !stop_.load(); ++i) {
-      v1::PodUpdate up, down;
-      v1::Pod* pod = up.mutable_upsert();
-      pod->set_namespace_("soak-churn");
-      pod->set_name(absl::StrCat("p-", i % 20));
-      pod->set_ip("127.0.0.1");
-      pod->set_phase("Running");
-      pod->set_model("sim-model");
-      pod->set_kv_events_enabled(true);
-      pod->set_events_port(dead_port);
-      pod->set_replay_port(0);
-      down.set_delete_(absl::StrCat("soak-churn/p-", i % 20));
+      const v1::PodUpdate up =
+          testutil::Upsert(testutil::EnginePod("soak-churn", absl::StrCat("p-", i % 20), "sim-model", dead_port));
+      const v1::PodUpdate down = testutil::Delete(absl::StrCat("soak-churn/p-", i % 20));
       absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client_->SyncPods({up, down});
       absl::MutexLock lock(&mu_);
       if (!acks.ok() || (*acks)[0].outcome() != v1::POD_OUTCOME_SUBSCRIBED ||
@@ -180,7 +174,7 @@ int Main() {
   options.server = server->address;
   options.timeout = absl::Seconds(10);
   std::unique_ptr<client::KvIndexClient> client = *client::KvIndexClient::Create(options);
-  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client->SyncPods({SnapshotUpdate((*sim)->pods())});
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client->SyncPods({testutil::SnapshotUpdate((*sim)->pods())});
   if (!acks.ok()) {
     std::fprintf(stderr, "kvindex-soak: SyncPods: %s\n", acks.status().ToString().c_str());
     return 1;
@@ -190,7 +184,7 @@ int Main() {
   std::vector<std::thread> threads;
   for (int i = 0; i < absl::GetFlag(FLAGS_match_threads); ++i) threads.emplace_back([&load, i] { load.RunMatches(i); });
   // Churn pods point at an endpoint held dead until the process exits.
-  absl::StatusOr<std::unique_ptr<DeadPort>> dead = DeadPort::Bind();
+  absl::StatusOr<std::unique_ptr<testutil::DeadPort>> dead = testutil::DeadPort::Bind();
   if (!dead.ok()) {
     std::fprintf(stderr, "kvindex-soak: %s\n", dead.status().ToString().c_str());
     return 1;

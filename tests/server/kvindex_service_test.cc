@@ -17,10 +17,13 @@
 #include "gtest/gtest.h"
 #include "server/kvindex_server.h"
 #include "server/proto_convert.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/pods.h"
 
 namespace kvindex::server {
 namespace {
 
+using ::kvindex::testutil::Upsert;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -50,24 +53,10 @@ EventBatch StoredBatch(uint32_t blocks, const std::string& medium = "GPU") {
 }
 
 // A pod that is valid and subscribable; its engine never answers (nothing
-// listens on the port), which SyncPods does not wait for.
+// listens on port 1: the subscription just keeps connecting), which SyncPods
+// does not wait for.
 v1::Pod GoodPod(const std::string& name) {
-  v1::Pod pod;
-  pod.set_namespace_("default");
-  pod.set_name(name);
-  pod.set_ip("127.0.0.1");
-  pod.set_phase("Running");
-  pod.set_model("m");
-  pod.set_events_port(1);  // nothing listens: the subscription just keeps connecting
-  pod.set_replay_port(0);
-  (*pod.mutable_labels())["model.aibrix.ai/kv-events-enabled"] = "true";
-  return pod;
-}
-
-v1::PodUpdate Upsert(const v1::Pod& pod) {
-  v1::PodUpdate update;
-  *update.mutable_upsert() = pod;
-  return update;
+  return testutil::EnginePod("default", name, "m", 1, testutil::KvEventsSwitch::kLabel);
 }
 
 class KvIndexServiceTest : public ::testing::Test {
@@ -83,11 +72,7 @@ class KvIndexServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<client::KvIndexClient> Client(const std::string& token) {
-    client::ClientOptions options;
-    options.server = address_;
-    options.token = token;
-    options.timeout = absl::Seconds(20);
-    return *client::KvIndexClient::Create(options);
+    return testutil::Connect(address_, {.token = token, .timeout = absl::Seconds(20)});
   }
 
   absl::StatusOr<v1::MatchResponse> Match(v1::MatchRequest request) { return client_->Match(request); }

@@ -22,6 +22,7 @@
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
+#include "tests/testing/clients.h"
 
 namespace kvindex::testing {
 namespace {
@@ -49,10 +50,9 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
     const CommandResult applied =
         RunCommand({BinPath("kvindex"), "pods", "apply", "-f", (*sim)->PodsFile(), "--server", server->address});
     ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
-    absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client =
-        client::KvIndexClient::Create({.server = server->address, .timeout = absl::Seconds(10)});
-    ASSERT_TRUE(client.ok()) << client.status();
-    clients.push_back(*std::move(client));
+    std::unique_ptr<client::KvIndexClient> client = testutil::Connect(server->address, absl::Seconds(10));
+    ASSERT_NE(client, nullptr);
+    clients.push_back(std::move(client));
     replicas.push_back(*std::move(server));
   }
 

@@ -23,28 +23,16 @@
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/pods.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex::testing {
 namespace {
 
+using ::kvindex::testutil::Connect;
+using ::kvindex::testutil::WaitFor;
 using ::testing::HasSubstr;
-
-// Polls `condition` until it holds (true) or `timeout` has passed (false).
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!condition()) {
-    if (absl::Now() >= deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return true;
-}
-
-std::unique_ptr<client::KvIndexClient> ClientFor(const ServerProcess& server, absl::Duration timeout) {
-  client::ClientOptions options;
-  options.server = server.address;
-  options.timeout = timeout;
-  return *client::KvIndexClient::Create(options);
-}
 
 v1::MatchRequest BigMatch(size_t tokens) {
   v1::MatchRequest request;
@@ -54,17 +42,7 @@ v1::MatchRequest BigMatch(size_t tokens) {
 }
 
 v1::PodUpdate UpsertPod(const std::string& name) {
-  v1::PodUpdate update;
-  v1::Pod* pod = update.mutable_upsert();
-  pod->set_namespace_("default");
-  pod->set_name(name);
-  pod->set_ip("127.0.0.1");
-  pod->set_phase("Running");
-  pod->set_model("m");
-  pod->set_events_port(1);
-  pod->set_replay_port(0);
-  (*pod->mutable_labels())["model.aibrix.ai/kv-events-enabled"] = "true";
-  return update;
+  return testutil::Upsert(testutil::EnginePod("default", name, "m", 1, testutil::KvEventsSwitch::kLabel));
 }
 
 // A Match that the server holds in flight with the latch `name` of
@@ -231,7 +209,7 @@ TEST(ServerProcessTest, EnvironmentFallbacksAndArgvWins) {
   {
     absl::StatusOr<ServerProcess> server = StartServerProcess({}, {{"KVINDEX_MAX_MATCH_TOKENS", "10"}});
     ASSERT_TRUE(server.ok()) << server.status();
-    auto client = ClientFor(*server, absl::Seconds(5));
+    auto client = Connect(server->address, absl::Seconds(5));
     EXPECT_EQ(client->Match(BigMatch(11)).status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_TRUE(client->Match(BigMatch(10)).ok());
   }
@@ -239,7 +217,7 @@ TEST(ServerProcessTest, EnvironmentFallbacksAndArgvWins) {
     absl::StatusOr<ServerProcess> server =
         StartServerProcess({"--max_match_tokens=20"}, {{"KVINDEX_MAX_MATCH_TOKENS", "10"}});
     ASSERT_TRUE(server.ok()) << server.status();
-    EXPECT_TRUE(ClientFor(*server, absl::Seconds(5))->Match(BigMatch(11)).ok());
+    EXPECT_TRUE(Connect(server->address, absl::Seconds(5))->Match(BigMatch(11)).ok());
   }
 }
 
@@ -249,7 +227,7 @@ TEST(ServerProcessTest, AibrixSyncSwitchIsHonouredAndKvindexEnvWins) {
         StartServerProcess({}, {{"AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "false"}});
     ASSERT_TRUE(server.ok()) << server.status();
     absl::StatusOr<std::vector<v1::PodUpdateAck>> acks =
-        ClientFor(*server, absl::Seconds(5))->SyncPods({UpsertPod("a")});
+        Connect(server->address, absl::Seconds(5))->SyncPods({UpsertPod("a")});
     ASSERT_TRUE(acks.ok()) << acks.status();
     EXPECT_EQ(acks->at(0).outcome(), v1::POD_OUTCOME_IGNORED);
     EXPECT_THAT(acks->at(0).reason(), HasSubstr("disabled"));
@@ -259,7 +237,7 @@ TEST(ServerProcessTest, AibrixSyncSwitchIsHonouredAndKvindexEnvWins) {
         {}, {{"AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "false"}, {"KVINDEX_KV_EVENT_SYNC", "true"}});
     ASSERT_TRUE(server.ok()) << server.status();
     absl::StatusOr<std::vector<v1::PodUpdateAck>> acks =
-        ClientFor(*server, absl::Seconds(5))->SyncPods({UpsertPod("a")});
+        Connect(server->address, absl::Seconds(5))->SyncPods({UpsertPod("a")});
     ASSERT_TRUE(acks.ok()) << acks.status();
     EXPECT_EQ(acks->at(0).outcome(), v1::POD_OUTCOME_SUBSCRIBED);
   }
@@ -277,7 +255,7 @@ TEST(ServerProcessTest, PodsFileIsAppliedAtStart) {
   )");
   absl::StatusOr<ServerProcess> server = StartServerProcess({"--pods_file=" + pods});
   ASSERT_TRUE(server.ok()) << server.status();
-  absl::StatusOr<v1::ListPodsResponse> listed = ClientFor(*server, absl::Seconds(5))->ListPods();
+  absl::StatusOr<v1::ListPodsResponse> listed = Connect(server->address, absl::Seconds(5))->ListPods();
   ASSERT_TRUE(listed.ok()) << listed.status();
   ASSERT_EQ(listed->pods_size(), 2);
   EXPECT_EQ(listed->pods(0).key(), "default/pending");
