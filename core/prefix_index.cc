@@ -395,15 +395,14 @@ class PrefixIndex::Impl {
   // locks and lets the misses of a batch overlap; Match sees a worker's
   // batch shard by shard, as it always did block by block.
   void FlushHolders(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    const std::vector<HolderOp>& ops = w.pending;
-    if (ops.empty()) return;
+    if (w.pending.empty()) return;
     std::vector<uint32_t>& ends = w.shard_ends;
     ends.assign(shards_.size(), 0);
-    for (const HolderOp& op : ops) ++ends[ShardIndex(op.x)];
+    for (const HolderOp& op : w.pending) ++ends[ShardIndex(op.x)];
     for (size_t i = 1; i < ends.size(); ++i) ends[i] += ends[i - 1];
     std::vector<HolderOp>& sorted = w.by_shard;
-    sorted.resize(ops.size());
-    for (size_t i = ops.size(); i-- > 0;) sorted[--ends[ShardIndex(ops[i].x)]] = ops[i];
+    sorted.resize(w.pending.size());
+    for (size_t i = w.pending.size(); i-- > 0;) sorted[--ends[ShardIndex(w.pending[i].x)]] = w.pending[i];
     const size_t n = sorted.size();
     for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) PrefetchHolder(sorted[i].x);
     for (size_t i = 0; i < n;) {
@@ -417,12 +416,16 @@ class PrefixIndex::Impl {
     w.pending.clear();
   }
 
+  // The callbacks given to HolderTable::Update run inside Update, on this
+  // thread, while w.mu and shard.mu are held; the analysis checks each lambda
+  // as a function of its own and cannot see that, hence
+  // ABSL_NO_THREAD_SAFETY_ANALYSIS on them (they touch only h and w.aliases).
   void ApplyHolderOp(Worker& w, Shard& shard, const HolderOp& op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu, shard.mu) {
     const uint64_t x = op.x;
     switch (op.kind) {
       case HolderOp::kAddRef:
-        shard.blocks.Update(x, w.id, /*create=*/true, [&](Holder& h) {
+        shard.blocks.Update(x, w.id, /*create=*/true, [&](Holder& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           if (h.refs == std::numeric_limits<uint16_t>::max()) return;  // absurd aliasing: keep the holder as is
           if (h.refs == 1) {
             AliasCounts counts{};
@@ -435,7 +438,7 @@ class PrefixIndex::Impl {
         });
         return;
       case HolderOp::kChangeMedia:
-        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) {
+        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           auto alias = w.aliases.find(x);
           if (alias == w.aliases.end()) {
             h.media = op.b;
@@ -446,7 +449,7 @@ class PrefixIndex::Impl {
         });
         return;
       case HolderOp::kDropRef:
-        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) {
+        shard.blocks.Update(x, w.id, /*create=*/false, [&](Holder& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           --h.refs;
           auto alias = w.aliases.find(x);
           if (alias == w.aliases.end()) return;
@@ -587,7 +590,10 @@ class PrefixIndex::Impl {
   }
 
   void ClearLocked(Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
-    w.blocks.ForEach([&](const EngineMap::Block& b) { Queue(w, {b.index, HolderOp::kClear}); });
+    // ForEach runs the callback here, under w.mu (see ApplyHolderOp).
+    w.blocks.ForEach([&](const EngineMap::Block& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      Queue(w, {b.index, HolderOp::kClear});
+    });
     FlushHolders(w);  // before the aliases go: updates queued before the clear use them
     w.blocks.Clear();
     w.aliases = {};

@@ -1,7 +1,8 @@
 # Shared by scripts/test, scripts/run, scripts/bench: installs what is missing
 # (Debian packages only), then configures and builds into $BUILD_DIR.
 # Knobs: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo), KVINDEX_SANITIZE,
-# KVINDEX_FUZZ (ON: libFuzzer targets only; with CXX=clang++).
+# KVINDEX_FUZZ (ON: libFuzzer targets only; with CXX=clang++), KVINDEX_THREAD_SAFETY (ON: clang
+# -Wthread-safety as errors; with CXX=clang++).
 
 KVINDEX_PACKAGES=(
   build-essential cmake ninja-build pkg-config
@@ -39,6 +40,7 @@ kvindex_build() {
     cmake -S "$root" -B "$build_dir" -G Ninja \
       -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" \
       -DKVINDEX_SANITIZE="${KVINDEX_SANITIZE:-}" -DKVINDEX_FUZZ="${KVINDEX_FUZZ:-OFF}" \
+      -DKVINDEX_THREAD_SAFETY="${KVINDEX_THREAD_SAFETY:-OFF}" \
       ${KVINDEX_WIRE_DIR:+-DKVINDEX_WIRE_DIR="$KVINDEX_WIRE_DIR"} >/dev/null
   fi
   cmake --build "$build_dir" -j "$(nproc)"

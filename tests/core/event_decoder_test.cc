@@ -394,7 +394,8 @@ TEST(EventDecoderTest, TsMayBeAnyNumber) {
       {[](Packer& pk) { pk.pack_float(0.5f); }, 0.5},
       {[](Packer& pk) { pk.pack_double(1700000000.25); }, 1700000000.25},
   };
-  for (const auto& [pack_ts, want] : cases) {
+  for (const auto& [pack, want] : cases) {
+    const std::function<void(Packer&)>& pack_ts = pack;  // clang 14 cannot capture a structured binding
     const std::string payload = Pack([&](Packer& pk) {
       pk.pack_array(2);
       pack_ts(pk);
