@@ -16,18 +16,19 @@
 #include "nlohmann/json.hpp"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex::testing {
 namespace {
 
+// True once `path` exists and is not empty (within `timeout`).
 bool WaitForFile(const std::filesystem::path& path, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  std::error_code ec;
-  while (absl::Now() < deadline) {
-    if (std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) > 0) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
+  return testutil::WaitFor(
+      [&] {
+        std::error_code ec;
+        return std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) > 0;
+      },
+      timeout, absl::Milliseconds(20));
 }
 
 nlohmann::json ParseReport(const CommandResult& r) {

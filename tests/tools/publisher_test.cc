@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/wait.h"
 #include "tests/tools/zmq_test_util.h"
 
 namespace kvindex::sim {
@@ -17,6 +18,7 @@ using ::kvindex::sim::testing::Recv;
 using ::kvindex::sim::testing::Replay;
 using ::kvindex::sim::testing::SeqBytes;
 using ::kvindex::sim::testing::SeqOf;
+using ::kvindex::testutil::WaitFor;
 using ::testing::ElementsAre;
 using ::testing::SizeIs;
 
@@ -126,11 +128,13 @@ TEST(PublisherTest, MalformedReplayRequestsAreDroppedAndCounted) {
   dealer.send(zmq::message_t(), zmq::send_flags::sndmore);
   dealer.send(zmq::str_buffer("abc"), zmq::send_flags::none);  // not 8 bytes
   dealer.send(zmq::str_buffer("no delimiter"), zmq::send_flags::none);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (p->counters().bad_requests < 2 && std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(p->ServeReplay().ok());
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  WaitFor(
+      [&] {
+        if (p->counters().bad_requests >= 2) return true;
+        EXPECT_TRUE(p->ServeReplay().ok());
+        return false;
+      },
+      absl::Seconds(5));
   EXPECT_EQ(p->counters().bad_requests, 2u);
   EXPECT_FALSE(Recv(dealer, kShort).has_value());
   EXPECT_THAT(Replay(dealer, 0, [&] { ASSERT_TRUE(p->ServeReplay().ok()); }), SizeIs(2));

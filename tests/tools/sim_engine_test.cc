@@ -17,6 +17,7 @@
 #include "core/prefix_index.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/wait.h"
 #include "tests/tools/zmq_test_util.h"
 #include "tools/sim/ground_truth.h"
 #include "tools/sim/sim_runner.h"
@@ -29,6 +30,7 @@ using ::kvindex::sim::testing::Frames;
 using ::kvindex::sim::testing::Recv;
 using ::kvindex::sim::testing::Replay;
 using ::kvindex::sim::testing::SeqOf;
+using ::kvindex::testutil::WaitFor;
 using ::testing::SizeIs;
 
 constexpr char kModel[] = "m";
@@ -368,11 +370,7 @@ TEST(SimRunnerTest, RunnerThreadsPublishAndServeReplay) {
   ro.threads = 2;
   SimRunner runner(ptrs, ro);
   runner.Start();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!runner.TrafficDone()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  ASSERT_TRUE(WaitFor([&] { return runner.TrafficDone(); }, absl::Seconds(10), absl::Milliseconds(5)));
   for (auto& f : followers) {
     f->CatchUp();
     if (::testing::Test::HasFatalFailure()) return;
@@ -383,16 +381,6 @@ TEST(SimRunnerTest, RunnerThreadsPublishAndServeReplay) {
   runner.Stop();
   EXPECT_TRUE(runner.status().ok()) << runner.status();
   for (SimEngine* e : ptrs) EXPECT_EQ(e->counters().requests, 150u);
-}
-
-// Waits (up to 10 s) until `done` holds.
-bool WaitUntil(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
 }
 
 // Returns once the runner thread serving the engine behind `replay` has gone
@@ -424,9 +412,9 @@ TEST(SimRunnerTest, RateHoldsBackRequestsNotYetDue) {
     ro.stagger = stagger;
     SimRunner runner({first->get(), second->get()}, ro);
     runner.Start();
-    ASSERT_TRUE(WaitUntil([&] { return (*first)->counters().requests >= 1; }));
+    ASSERT_TRUE(WaitFor([&] { return (*first)->counters().requests >= 1; }));
     if (!stagger) {
-      ASSERT_TRUE(WaitUntil([&] { return (*second)->counters().requests >= 1; }));
+      ASSERT_TRUE(WaitFor([&] { return (*second)->counters().requests >= 1; }));
     }
     for (int i = 0; i < 5; ++i) {
       LetTheRunnerLoop(replay);
@@ -453,7 +441,7 @@ TEST(SimRunnerTest, DurationEndsTraffic) {
   ro.duration = absl::Milliseconds(100);
   SimRunner runner({engine->get()}, ro);
   runner.Start();
-  ASSERT_TRUE(WaitUntil([&] { return runner.TrafficDone(); }));
+  ASSERT_TRUE(WaitFor([&] { return runner.TrafficDone(); }));
   const uint64_t requests = (*engine)->counters().requests;
   for (int i = 0; i < 5; ++i) {
     LetTheRunnerLoop(replay);

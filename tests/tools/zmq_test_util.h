@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
+#include "tests/testing/wait.h"
 #include "zmq.hpp"
 
 namespace kvindex::sim::testing {
@@ -67,15 +69,17 @@ inline std::vector<Frames> Replay(zmq::socket_t& dealer, uint64_t start, const s
   dealer.send(zmq::message_t(), zmq::send_flags::sndmore);
   dealer.send(zmq::message_t(SeqBytes(start)), zmq::send_flags::none);
   std::vector<Frames> replies;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < deadline) {
-    serve();
-    while (auto frames = Recv(dealer, std::chrono::milliseconds(5))) {
-      replies.push_back(*frames);
-      if (frames->size() >= 3 && SeqOf((*frames)[frames->size() - 2]) == ~uint64_t{0}) return replies;
-    }
-  }
-  return {};
+  const bool ended = testutil::WaitFor(
+      [&] {
+        serve();
+        while (auto frames = Recv(dealer, std::chrono::milliseconds(5))) {
+          replies.push_back(*frames);
+          if (frames->size() >= 3 && SeqOf((*frames)[frames->size() - 2]) == ~uint64_t{0}) return true;
+        }
+        return false;
+      },
+      absl::Seconds(5), absl::ZeroDuration());  // Recv paces the loop
+  return ended ? replies : std::vector<Frames>{};
 }
 
 }  // namespace kvindex::sim::testing
