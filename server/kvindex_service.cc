@@ -289,6 +289,10 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
       response->set_uncovered_gaps(response->uncovered_gaps() + w.uncovered_gaps);
     }
   }
+  const ManagerStats manager = pods_->GetStats();
+  response->set_bind_messages(manager.bind_messages);
+  response->set_bind_unrouted(manager.bind_unknown_senders);
+  response->set_bind_bad_frames(manager.bind_bad_frames);
   response->set_matches(matches_.load(std::memory_order_relaxed));
   response->set_match_errors(match_errors_.load(std::memory_order_relaxed));
   response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));

@@ -388,6 +388,26 @@ TEST(CliServerLimitsTest, EventsBindServesAPodAtTheLimits) {
   EXPECT_EQ(match["pods"][0]["pod"], "default/" + name);
   EXPECT_EQ(match["pods"][0]["dp_rank"], 1023);
   EXPECT_EQ(match["pods"][0]["matched_tokens"], kBlocks * kBlockSize);
+
+  // GetStats counts the routed messages, and a topic naming no known pod as unrouted.
+  options.topic = "kv@10.9.9.9:5557@llama-3-8b";
+  absl::StatusOr<std::unique_ptr<FakeEngine>> stranger = FakeEngine::Create(options);
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+  ASSERT_TRUE((*stranger)->WaitForSubscribers(1, absl::Seconds(20)));
+  auto stat = [](const nlohmann::json& stats, const char* field) {  // uint64 is a JSON string
+    return stats.contains(field) ? std::stoull(stats[field].get<std::string>()) : 0;
+  };
+  nlohmann::json stats;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        (*stranger)->Publish(ChainBlockPayload(0, kBlockSize));
+        stats = nlohmann::json::parse(cli({"stats", "--json"}).out, nullptr, /*allow_exceptions=*/false);
+        return stats.is_object() && stat(stats, "bind_unrouted") >= 1;
+      },
+      absl::Seconds(30)))
+      << stats.dump();
+  EXPECT_GE(stat(stats, "bind_messages"), kBlocks);
+  EXPECT_EQ(stat(stats, "bind_bad_frames"), 0u);
 }
 
 // --subscriber_threads: the subscriptions run on that many I/O threads (the
