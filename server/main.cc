@@ -24,6 +24,7 @@
 #include "core/manager_config.h"
 #include "core/memory_budget.h"
 #include "server/bearer_auth.h"
+#include "server/command_line.h"
 #include "server/env_flags.h"
 #include "server/kvindex_server.h"
 #include "server/match_latch.h"
@@ -157,6 +158,11 @@ int main(int argc, char** argv) {
   env_status.Update(kvindex::server::ApplyEnvFlagFallbacks("KVINDEX_", __FILE__));
   if (!env_status.ok()) {
     std::fprintf(stderr, "kvindex-server: %s\n", std::string(env_status.message()).c_str());
+    return 2;
+  }
+  // absl exits 1 on a bad flag; bad flags exit 2 (README).
+  if (absl::Status flags = kvindex::server::CheckCommandLineFlags(argc, argv); !flags.ok()) {
+    std::fprintf(stderr, "kvindex-server: %s\n", std::string(flags.message()).c_str());
     return 2;
   }
   absl::ParseCommandLine(argc, argv);

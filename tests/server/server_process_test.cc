@@ -283,6 +283,11 @@ TEST(ServerProcessTest, BadConfigurationExitsWithAMessage) {
            {{"--tls_cert_file=/x.crt"}, {}, 1, "go together"},
            {{"--log_level=loud"}, {}, 2, "log_level"},
            {{}, {{"KVINDEX_MAX_PODS", "many"}}, 2, "KVINDEX_MAX_PODS"},
+           {{"--max_pods=abc"}, {}, 2, "--max_pods=abc"},
+           {{"--max_pods", "-3"}, {}, 2, "--max_pods=-3"},
+           {{"--no_such_flag=1"}, {}, 2, "unknown flag --no_such_flag"},
+           {{"--listen"}, {}, 2, "--listen needs a value"},
+           {{"--kv_event_sync=maybe"}, {}, 2, "--kv_event_sync=maybe"},
            {{"--listen=256.0.0.1:1"}, {}, 1, "cannot serve"},
        }) {
     std::vector<std::string> argv = {BinPath("kvindex-server"), "--metrics_listen="};
