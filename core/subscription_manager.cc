@@ -1,6 +1,8 @@
 #include "core/subscription_manager.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <optional>
 #include <utility>
@@ -79,10 +81,11 @@ std::string Changes(const SubscriptionIdentity& a, const SubscriptionIdentity& b
 // the pod's thread, after the sockets are gone, so no batch of it lands later.
 // The completion finishes once the blocks are gone.
 std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> ids, std::string key,
-                                        PrefixIndex* index, BindReceiver* receiver) {
+                                        PrefixIndex* index, BindReceiver* receiver,
+                                        const std::function<void(std::string_view)>& before_removal) {
   auto completion = std::make_shared<Completion>();
-  const bool posted =
-      thread.Post([ids = std::move(ids), key = std::move(key), index, receiver, completion](IoThread& io) {
+  const bool posted = thread.Post([ids = std::move(ids), key = std::move(key), index, receiver, completion,
+                                   before_removal](IoThread& io) {
         for (uint64_t id : ids) {
           if (receiver != nullptr) {
             if (auto* subscriber = static_cast<Subscriber*>(io.FindTask(id))) {
@@ -91,6 +94,7 @@ std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> 
           }
           io.RemoveTask(id);
         }
+        if (before_removal) before_removal(key);
         index->RemovePod(key);
         completion->Finish(absl::OkStatus());
       });
@@ -116,6 +120,8 @@ std::string_view PodOutcomeName(PodOutcome outcome) {
       return "ignored";
     case PodOutcome::kRejected:
       return "rejected";
+    case PodOutcome::kRemovalPending:
+      return "removal_pending";
   }
   return "unknown";
 }
@@ -176,6 +182,18 @@ class SubscriptionManager::Impl {
   IndexProvider* const provider_;
   const ManagerOptions options_;
   BindCounters bind_counters_;  // outlives the threads that write it
+  std::atomic<uint64_t> removals_pending_{0};
+
+  // Waits (at most subscribe_timeout) for a posted removal; false, counted,
+  // when it is still running.
+  bool WaitForRemoval(Completion* removal) {
+    if (removal == nullptr || removal->Wait(options_.subscribe_timeout).has_value()) return true;
+    removals_pending_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  std::string PendingReason() const {
+    return absl::StrCat("blocks still being dropped after ", absl::FormatDuration(options_.subscribe_timeout));
+  }
 
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
@@ -379,7 +397,8 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const s
   entry.subscribed = false;
   entry.subscription = 0;
   std::shared_ptr<Completion> removal =
-      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_);
+      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_,
+                  options_.before_removal);
   entry.task_ids.clear();
   entry.workers.clear();
   spdlog::info("pod {}: unsubscribed, blocks dropped", key);
@@ -437,7 +456,9 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
 }
 
 PodAck SubscriptionManager::Impl::Finish(Pending pending) {
-  if (pending.removal != nullptr) pending.removal->Wait(options_.subscribe_timeout);
+  if (!WaitForRemoval(pending.removal.get())) {
+    absl::StrAppend(&pending.ack.reason, pending.ack.reason.empty() ? "" : "; ", "old ", PendingReason());
+  }
   if (pending.completion == nullptr) return std::move(pending.ack);
   std::optional<absl::Status> status = pending.completion->Wait(options_.subscribe_timeout);
   if (!status.has_value()) {
@@ -455,7 +476,7 @@ PodAck SubscriptionManager::Impl::Finish(Pending pending) {
       it->second.subscribed = false;
       it->second.subscription = 0;
       PostRemoval(*threads_[it->second.thread], std::move(it->second.task_ids), pending.key,
-                  index_, bind_receiver_);
+                  index_, bind_receiver_, options_.before_removal);
       it->second.task_ids.clear();  // the cells stay: ListPods shows the failed workers
     }
   }
@@ -482,14 +503,14 @@ PodAck SubscriptionManager::Impl::Delete(std::string_view pod_key) {
     removal = UnsubscribeLocked(key, it->second);
     pods_.erase(it);
   }
-  if (removal != nullptr) removal->Wait(options_.subscribe_timeout);
+  if (!WaitForRemoval(removal.get())) return Ack(key, PodOutcome::kRemovalPending, PendingReason());
   return Ack(key, PodOutcome::kRemoved, "");
 }
 
 std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<Pod>& pods) {
   std::vector<Pending> pending;
   std::vector<PodAck> acks;
-  std::vector<std::shared_ptr<Completion>> removals;
+  std::vector<std::shared_ptr<Completion>> removals;  // removals[i]: of acks[i], or null
   {
     absl::MutexLock lock(&mu_);
     absl::flat_hash_set<std::string> present;
@@ -503,14 +524,18 @@ std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<P
           ++it;
           continue;
         }
-        if (auto removal = UnsubscribeLocked(it->first, it->second)) removals.push_back(std::move(removal));
+        removals.push_back(UnsubscribeLocked(it->first, it->second));
         acks.push_back(Ack(it->first, PodOutcome::kRemoved, "not in snapshot"));
         it = pods_.erase(it);
       }
     }
   }
   // Sockets of all pods are set up (and removed) in parallel; wait for them together.
-  for (const auto& removal : removals) removal->Wait(options_.subscribe_timeout);
+  for (size_t i = 0; i < removals.size(); ++i) {
+    if (!WaitForRemoval(removals[i].get())) {
+      acks[i] = Ack(acks[i].pod, PodOutcome::kRemovalPending, absl::StrCat("not in snapshot; ", PendingReason()));
+    }
+  }
   std::vector<PodAck> out;
   out.reserve(pending.size() + acks.size());
   for (Pending& p : pending) out.push_back(Finish(std::move(p)));
@@ -543,6 +568,7 @@ ManagerStats SubscriptionManager::Impl::GetStats() const {
   stats.bind_messages = bind_counters_.messages.load(std::memory_order_relaxed);
   stats.bind_unknown_senders = bind_counters_.unknown_senders.load(std::memory_order_relaxed);
   stats.bind_bad_frames = bind_counters_.bad_frames.load(std::memory_order_relaxed);
+  stats.removals_pending = removals_pending_.load(std::memory_order_relaxed);
   return stats;
 }
 

@@ -8,6 +8,7 @@
 // wait for sockets of other pods.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,6 +47,9 @@ struct ManagerOptions {
   // Where ingestion is reported as it happens (events, gaps, replays, ...); not
   // owned, must outlive the manager. null: not reported.
   IngestMetrics* metrics = nullptr;
+  // Tests: runs on a pod's I/O thread just before its blocks are dropped (and
+  // may block there, to hold a removal up). Empty in production.
+  std::function<void(std::string_view pod)> before_removal;
 };
 
 // Totals for GetStats and metrics.
@@ -57,6 +61,7 @@ struct ManagerStats {
   uint64_t bind_messages = 0;         // bind mode: messages routed to a worker
   uint64_t bind_unknown_senders = 0;  // bind mode: messages whose topic names no known pod/rank
   uint64_t bind_bad_frames = 0;       // bind mode: messages not [topic, seq8, payload]
+  uint64_t removals_pending = 0;      // removals acked kRemovalPending (not done within subscribe_timeout)
 };
 
 // What an Upsert/Delete did:
@@ -64,11 +69,14 @@ struct ManagerStats {
 //  kUpdated:    a known, subscribed pod changed: "resubscribed: <fields> changed" (old blocks
 //               dropped) or "no subscription change";
 //  kRemoved:    the pod was forgotten, its subscription and blocks dropped;
+//  kRemovalPending: the pod was forgotten and unsubscribed, but its blocks were still being
+//               dropped when subscribe_timeout passed: a Match may name it until that ends
+//               (on its own); counted in ManagerStats::removals_pending;
 //  kIgnored:    recorded but not subscribed, reason = why (a PlanPod reason, "kv event sync
 //               disabled", "recorded; subscribed when the manager starts", "unsubscribed: ...")
 //               or the call came after Stop ("manager stopped") / named an unknown pod;
 //  kRejected:   invalid pod (ValidatePod's message), too many pods, or its sockets failed.
-enum class PodOutcome { kSubscribed, kUpdated, kRemoved, kIgnored, kRejected };
+enum class PodOutcome { kSubscribed, kUpdated, kRemoved, kIgnored, kRejected, kRemovalPending };
 
 // Lower-case name: "subscribed", "updated", ...
 std::string_view PodOutcomeName(PodOutcome outcome);
@@ -109,13 +117,15 @@ class SubscriptionManager {
 
   // Forgets a pod: unsubscribes and drops its blocks (on the pod's I/O thread,
   // after its sockets are closed, so no batch of it lands later). Waits (at
-  // most subscribe_timeout) until they are dropped: once acked, the pod no
-  // longer matches. An Upsert that unsubscribes a pod waits the same way.
+  // most subscribe_timeout) until they are dropped: once acked kRemoved, the
+  // pod no longer matches; kRemovalPending when the wait ran out first. An
+  // Upsert that unsubscribes a pod waits the same way (its reason says so
+  // when the wait ran out).
   PodAck Delete(std::string_view pod_key);
 
   // Replaces the known set: upserts every pod, deletes the known ones missing
   // (waiting for all of their sockets and removals together).
-  // Acks: one per given pod in order, then one kRemoved per deleted pod.
+  // Acks: one per given pod in order, then one kRemoved (or kRemovalPending) per deleted pod.
   std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods);
 
   // Every known pod, ordered by key.

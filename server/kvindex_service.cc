@@ -24,12 +24,14 @@ constexpr size_t kMatchArenaStackBytes = 24 << 10;
 constexpr int kMaxMultimodalInputs = 4096;
 
 constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
-                                       PodOutcome::kIgnored, PodOutcome::kRejected};
+                                       PodOutcome::kIgnored, PodOutcome::kRejected, PodOutcome::kRemovalPending};
 
 // The manager logs every subscribe and unsubscribe; this adds the outcomes it
 // does not log (rejected, ignored), so that each pod change is one line.
 void LogAck(const PodAck& ack) {
-  const spdlog::level::level_enum level = ack.outcome == PodOutcome::kRejected  ? spdlog::level::warn
+  const spdlog::level::level_enum level = ack.outcome == PodOutcome::kRejected ||
+                                                  ack.outcome == PodOutcome::kRemovalPending
+                                              ? spdlog::level::warn
                                           : ack.outcome == PodOutcome::kIgnored ? spdlog::level::info
                                                                                 : spdlog::level::debug;
   spdlog::log(level, "pod {}: {}{}{}", ack.pod.empty() ? "<no key>" : ack.pod, PodOutcomeName(ack.outcome),
@@ -290,6 +292,7 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
     }
   }
   const ManagerStats manager = pods_->GetStats();
+  response->set_removals_pending(manager.removals_pending);
   response->set_bind_messages(manager.bind_messages);
   response->set_bind_unrouted(manager.bind_unknown_senders);
   response->set_bind_bad_frames(manager.bind_bad_frames);

@@ -53,6 +53,7 @@ v1::PodOutcome PodOutcomeToProto(PodOutcome outcome) {
     case PodOutcome::kRemoved: return v1::POD_OUTCOME_REMOVED;
     case PodOutcome::kIgnored: return v1::POD_OUTCOME_IGNORED;
     case PodOutcome::kRejected: return v1::POD_OUTCOME_REJECTED;
+    case PodOutcome::kRemovalPending: return v1::POD_OUTCOME_REMOVAL_PENDING;
   }
   return v1::POD_OUTCOME_UNSPECIFIED;
 }

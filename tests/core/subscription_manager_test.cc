@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "core/manager_config.h"
 #include "core/prefix_index.h"
 #include "gmock/gmock.h"
@@ -622,6 +623,78 @@ TEST(SubscriptionManagerTest, SnapshotReplacesTheKnownSet) {
   ASSERT_TRUE(WaitFor([&] { return index.ListWorkers().size() == 1; }));
   EXPECT_EQ(Matched(index, "default/two"), 2u);
   ASSERT_EQ(manager.ListPods().size(), 1u);
+}
+
+// A removal that takes longer than the ack's wait is not acked kRemoved (the
+// pod would still match): kRemovalPending, counted; it then completes alone.
+TEST(SubscriptionManagerTest, ARemovalHeldPastTheTimeoutIsAckedPendingAndCounted) {
+  PrefixIndex index;
+  TestProvider provider(&index);
+  absl::Notification release;
+  std::atomic<int> held{0};
+  ManagerOptions options = FastOptions();
+  options.subscribe_timeout = absl::Milliseconds(200);
+  options.before_removal = [&](std::string_view pod) {
+    if (pod == "default/held" || pod == "default/snap") {
+      held.fetch_add(1);
+      release.WaitForNotification();
+    }
+  };
+  SubscriptionManager manager(&provider, options);
+  ASSERT_TRUE(manager.Start().ok());
+  auto engine = StartEngine();
+  ASSERT_EQ(manager.Upsert(EnginePod("held", *engine)).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
+  PublishChain(*engine, 3);
+  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/held") == 3; }));
+
+  const PodAck ack = manager.Delete("default/held");
+  EXPECT_EQ(ack.outcome, PodOutcome::kRemovalPending);
+  EXPECT_EQ(ack.reason, "blocks still being dropped after 200ms");
+  EXPECT_EQ(PodOutcomeName(ack.outcome), "removal_pending");
+  EXPECT_EQ(manager.GetStats().removals_pending, 1u);
+  EXPECT_EQ(held.load(), 1);
+  EXPECT_EQ(Matched(index, "default/held"), 3u);  // what the ack warns about
+  EXPECT_TRUE(manager.ListPods().empty());        // but the pod is forgotten
+
+  release.Notify();
+  ASSERT_TRUE(WaitFor([&] { return index.ListWorkers().empty(); }));
+  // Not held: an ordinary kRemoved, the counter unchanged.
+  auto other = StartEngine();
+  ASSERT_EQ(manager.Upsert(EnginePod("free", *other)).outcome, PodOutcome::kSubscribed);
+  EXPECT_EQ(manager.Delete("default/free").outcome, PodOutcome::kRemoved);
+  EXPECT_EQ(manager.GetStats().removals_pending, 1u);
+}
+
+TEST(SubscriptionManagerTest, ASnapshotRemovalHeldPastTheTimeoutIsAckedPending) {
+  PrefixIndex index;
+  TestProvider provider(&index);
+  absl::Notification release;
+  ManagerOptions options = FastOptions();
+  options.subscribe_timeout = absl::Milliseconds(200);
+  options.before_removal = [&](std::string_view pod) {
+    if (pod == "default/snap") release.WaitForNotification();
+  };
+  SubscriptionManager manager(&provider, options);
+  ASSERT_TRUE(manager.Start().ok());
+  auto held = StartEngine();
+  auto kept = StartEngine();
+  ASSERT_EQ(manager.Upsert(EnginePod("snap", *held)).outcome, PodOutcome::kSubscribed);
+  ASSERT_EQ(manager.Upsert(EnginePod("gone", *kept)).outcome, PodOutcome::kSubscribed);
+  const std::vector<PodAck> acks = manager.ApplySnapshot({});
+  ASSERT_EQ(acks.size(), 2u);
+  for (const PodAck& ack : acks) {
+    if (ack.pod == "default/snap") {
+      EXPECT_EQ(ack.outcome, PodOutcome::kRemovalPending);
+      EXPECT_EQ(ack.reason, "not in snapshot; blocks still being dropped after 200ms");
+    } else {
+      EXPECT_EQ(ack.pod, "default/gone");
+      EXPECT_EQ(ack.outcome, PodOutcome::kRemoved);
+      EXPECT_EQ(ack.reason, "not in snapshot");
+    }
+  }
+  EXPECT_EQ(manager.GetStats().removals_pending, 1u);
+  release.Notify();
 }
 
 }  // namespace
