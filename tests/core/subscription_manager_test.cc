@@ -179,11 +179,10 @@ TEST(SubscriptionManagerTest, StopCancelsAWaitingStart) {
   absl::Status status;
   std::thread starter([&] { status = manager.Start(); });
   ASSERT_TRUE(WaitFor([&] { return provider.calls.load() >= 1; }));
-  const absl::Time before = absl::Now();
   manager.Stop();
   starter.join();
-  EXPECT_LT(absl::Now() - before, absl::Seconds(5));
-  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  // Cancelled, not given up after provider_timeout (that would be DEADLINE_EXCEEDED).
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
 }
 
 TEST(SubscriptionManagerTest, SyncDisabledRecordsPodsButNeverSubscribes) {
