@@ -4,6 +4,7 @@
 // DecodeEventBatch(). Field meanings follow vLLM's kv_events.py and SGLang's;
 // see ../shared/wire/README.md for the wire layouts.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -111,7 +112,10 @@ struct EventBatch {
   std::vector<Event> events;        // known, well-formed events, in payload order
   uint32_t skipped_events = 0;      // events with an unknown tag (skipped, not fatal)
   uint32_t skipped_fields = 0;      // unknown map keys inside known events (ignored)
-  std::vector<BadEvent> bad_events; // known events that did not decode (skipped, counted)
+  // Known events that did not decode (skipped): the first 16 with their
+  // message, and every one counted by reason.
+  std::vector<BadEvent> bad_events;
+  std::array<uint32_t, kNumDecodeErrorReasons> bad_events_by_reason{};
 
   bool operator==(const EventBatch&) const = default;
 };

@@ -2,6 +2,7 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -35,6 +36,12 @@ namespace {
 constexpr size_t kMaxDepth = 2048;
 // A data-parallel rank r publishes on port + r, so ranks fit a port number.
 constexpr uint64_t kMaxDpRank = 65535;
+// Events reserved ahead per batch (an event may be a single byte).
+constexpr size_t kReserveEvents = 4096;
+// Bad events listed with their message per batch; the rest are only counted.
+constexpr size_t kMaxBadEventDetails = 16;
+// What one extra-keys list item costs of DecodeLimits::max_extra_keys_bytes.
+constexpr size_t kExtraKeyItemCost = 16;
 
 using msgpack::type::object_type;
 
@@ -363,12 +370,15 @@ class BatchDecoder {
                   Cat(events.via.array.size, " events exceed the limit of ",
                                limits_.max_events));
     }
-    batch_->events.reserve(events.via.array.size);
+    // An event may be one byte: reserve for what real payloads hold, grow beyond.
+    batch_->events.reserve(std::min<size_t>(events.via.array.size, kReserveEvents));
     for (uint32_t i = 0; i < events.via.array.size; ++i) {
       s = DecodeEvent(events.via.array.ptr[i], i);
-      if (!s.ok()) {
-        batch_->bad_events.push_back(
-            {i, DecodeErrorReasonOf(s), std::string(s.message().data(), s.message().size())});
+      if (s.ok()) continue;
+      const DecodeErrorReason reason = DecodeErrorReasonOf(s);
+      ++batch_->bad_events_by_reason[static_cast<size_t>(reason)];
+      if (batch_->bad_events.size() < kMaxBadEventDetails) {
+        batch_->bad_events.push_back({i, reason, std::string(s.message().data(), s.message().size())});
       }
     }
     return absl::OkStatus();
@@ -532,7 +542,7 @@ class BatchDecoder {
       return Fail(DecodeErrorReason::kBadValue, loc,
                   Cat(o.via.array.size, " entries for ", e->block_hashes.size(), " blocks"));
     }
-    size_t budget = limits_.max_extra_keys_bytes;
+    size_t budget = limits_.max_extra_keys_bytes;  // see ReadExtraKey
     e->extra_keys.resize(o.via.array.size);
     for (uint32_t i = 0; i < o.via.array.size; ++i) {
       const msgpack::object& entry = o.via.array.ptr[i];
@@ -547,8 +557,21 @@ class BatchDecoder {
     return absl::OkStatus();
   }
 
+  // Takes `bytes` from an event's extra-keys budget.
+  absl::Status Charge(size_t bytes, const Loc& loc, size_t* budget) {
+    if (bytes > *budget) {
+      return Fail(DecodeErrorReason::kTooLarge, loc,
+                  Cat("more than ", limits_.max_extra_keys_bytes, " bytes of extra keys (strs, bytes and ",
+                      kExtraKeyItemCost, " a list item)"));
+    }
+    *budget -= bytes;
+    return absl::OkStatus();
+  }
+
   // One item: str, int, bin, nil or an array of items nested at most
-  // max_extra_keys_depth deep; strs and bins draw on `budget` bytes.
+  // max_extra_keys_depth deep. Strs and bins draw their length on `budget`,
+  // list items kExtraKeyItemCost each (before they are allocated), so a
+  // payload of nils cannot become ExtraKeys many times its size.
   absl::Status ReadExtraKey(const msgpack::object& o, const Loc& loc, size_t depth,
                             size_t* budget, ExtraKey* out) {
     using Kind = ExtraKey::Kind;
@@ -566,11 +589,7 @@ class BatchDecoder {
       case object_type::STR:
       case object_type::BIN: {
         const uint32_t n = o.type == object_type::STR ? o.via.str.size : o.via.bin.size;
-        if (n > *budget) {
-          return Fail(DecodeErrorReason::kTooLarge, loc,
-                      Cat("more than ", limits_.max_extra_keys_bytes, " bytes of strs and bytes"));
-        }
-        *budget -= n;
+        if (absl::Status s = Charge(n, loc, budget); !s.ok()) return s;
         out->kind = o.type == object_type::STR ? Kind::kStr : Kind::kBytes;
         out->bytes.assign(o.type == object_type::STR ? o.via.str.ptr : o.via.bin.ptr, n);
         return absl::OkStatus();
@@ -580,6 +599,7 @@ class BatchDecoder {
           return Fail(DecodeErrorReason::kTooLarge, loc,
                       Cat("lists nested deeper than ", limits_.max_extra_keys_depth));
         }
+        if (absl::Status s = Charge(size_t{o.via.array.size} * kExtraKeyItemCost, loc, budget); !s.ok()) return s;
         out->kind = Kind::kList;
         out->items.resize(o.via.array.size);
         for (uint32_t i = 0; i < o.via.array.size; ++i) {

@@ -128,6 +128,9 @@ std::string EventBatchToJson(const EventBatch& batch, int indent) {
     Json bad = Json::array();
     for (const BadEvent& b : batch.bad_events) bad.push_back({{"index", b.index}, {"error", b.message}});
     doc["bad_events"] = std::move(bad);
+    uint64_t total = 0;
+    for (uint32_t n : batch.bad_events_by_reason) total += n;
+    if (total > batch.bad_events.size()) doc["bad_events_not_listed"] = total - batch.bad_events.size();
   }
   // Engines may send invalid UTF-8 in medium or lora_name: replace, never throw.
   return doc.dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace);

@@ -113,7 +113,9 @@ void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, std::optional<absl:
   if (removed != 0) events_by_type_[1]->Increment(removed);
   if (cleared != 0) events_by_type_[2]->Increment(cleared);
   if (batch.skipped_events != 0) events_by_type_[3]->Increment(batch.skipped_events);
-  for (const BadEvent& bad : batch.bad_events) bad_events_by_reason_[static_cast<size_t>(bad.reason)]->Increment();
+  for (size_t r = 0; r < batch.bad_events_by_reason.size(); ++r) {
+    if (batch.bad_events_by_reason[r] != 0) bad_events_by_reason_[r]->Increment(batch.bad_events_by_reason[r]);
+  }
   batches_->Increment();
   // A clock behind the engine's is no negative lag: it lands in the first bucket.
   // An absurd engine timestamp (an infinite lag) would poison the sum: skipped.

@@ -184,12 +184,17 @@ class SubscriptionManager::Impl {
   BindCounters bind_counters_;  // outlives the threads that write it
   std::atomic<uint64_t> removals_pending_{0};
 
-  // Waits (at most subscribe_timeout) for a posted removal; false, counted,
-  // when it is still running.
+  // Whether a posted removal dropped the blocks within subscribe_timeout
+  // (false also when it could not run: the manager is stopping).
   bool WaitForRemoval(Completion* removal) {
-    if (removal == nullptr || removal->Wait(options_.subscribe_timeout).has_value()) return true;
+    if (removal == nullptr) return true;
+    const std::optional<absl::Status> status = removal->Wait(options_.subscribe_timeout);
+    return status.has_value() && status->ok();
+  }
+  // The ack of a removal that did not finish in time (counted).
+  PodAck RemovalPending(std::string pod, std::string_view why) {
     removals_pending_.fetch_add(1, std::memory_order_relaxed);
-    return false;
+    return Ack(std::move(pod), PodOutcome::kRemovalPending, absl::StrCat(absl::string_view(why.data(), why.size()), PendingReason()));
   }
   std::string PendingReason() const {
     return absl::StrCat("blocks still being dropped after ", absl::FormatDuration(options_.subscribe_timeout));
@@ -503,7 +508,7 @@ PodAck SubscriptionManager::Impl::Delete(std::string_view pod_key) {
     removal = UnsubscribeLocked(key, it->second);
     pods_.erase(it);
   }
-  if (!WaitForRemoval(removal.get())) return Ack(key, PodOutcome::kRemovalPending, PendingReason());
+  if (!WaitForRemoval(removal.get())) return RemovalPending(key, "");
   return Ack(key, PodOutcome::kRemoved, "");
 }
 
@@ -532,9 +537,7 @@ std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<P
   }
   // Sockets of all pods are set up (and removed) in parallel; wait for them together.
   for (size_t i = 0; i < removals.size(); ++i) {
-    if (!WaitForRemoval(removals[i].get())) {
-      acks[i] = Ack(acks[i].pod, PodOutcome::kRemovalPending, absl::StrCat("not in snapshot; ", PendingReason()));
-    }
+    if (!WaitForRemoval(removals[i].get())) acks[i] = RemovalPending(acks[i].pod, "not in snapshot; ");
   }
   std::vector<PodAck> out;
   out.reserve(pending.size() + acks.size());

@@ -12,8 +12,8 @@ namespace kvindex::server {
 // absl::ParseCommandLine would reject: an unknown flag, a value that does not
 // parse for its flag's type, or a non-boolean flag without a value. Knows
 // --name=value, --name value, -name, --noname (booleans) and "--" (the end
-// of flags); absl's own flags (--help*, --version, --flagfile, --fromenv, ...)
-// are left to absl. Sets each flag it checks to the
+// of flags), --undefok; absl's own flags (--help, --version, --flagfile,
+// --fromenv, ...) are left to absl. Sets each flag it checks to the
 // value given (ParseCommandLine sets it again). Main thread, before parsing.
 absl::Status CheckCommandLineFlags(int argc, char** argv);
 

@@ -828,6 +828,14 @@ TEST(EventDecoderTest, AbsurdNewFieldsSkipTheirEventOnly) {
                               PackStr(pk, ten_mb);
                             }),
               DecodeErrorReason::kTooLarge, "too_large: event 0: extra_keys: more than 1048576 bytes");
+  // 200,000 nils (one byte each) would be 200,000 ExtraKeys: each list item costs 16 bytes of the budget.
+  ExpectError(StoredMapWith("extra_keys",
+                            [](Packer& pk) {
+                              pk.pack_array(1);
+                              pk.pack_array(200000);
+                              for (int i = 0; i < 200000; ++i) pk.pack_nil();
+                            }),
+              DecodeErrorReason::kTooLarge, "too_large: event 0: extra_keys: more than 1048576 bytes");
   ExpectError(StoredMapWith("extra_keys", [](Packer& pk) { pk.pack_array(2); pk.pack_nil(); pk.pack_nil(); }),
               DecodeErrorReason::kBadValue, "bad_value: event 0: extra_keys: 2 entries for 1 blocks");
   ExpectError(StoredMapWith("extra_keys", [](Packer& pk) { pk.pack_array(1); pk.pack_double(1.5); }),
@@ -869,9 +877,27 @@ TEST(EventDecoderTest, BadEventsAreListedWithTheirIndexAndTheRestIsApplied) {
   EXPECT_EQ(got->bad_events[0].message, "wrong_type: event 1: block_hashes: expected array, got str");
   EXPECT_EQ(got->bad_events[1].index, 3u);
   EXPECT_EQ(got->bad_events[1].reason, DecodeErrorReason::kWrongType);
+  EXPECT_EQ(got->bad_events_by_reason[static_cast<size_t>(DecodeErrorReason::kWrongType)], 2u);
   const Json json = Json::parse(EventBatchToJson(*got));
   EXPECT_EQ(json["bad_events"][0]["index"], 1);
   EXPECT_EQ(json["bad_events"][1]["error"], "wrong_type: event 3: type: expected str, got uint");
+  EXPECT_FALSE(json.contains("bad_events_not_listed"));
+}
+
+TEST(EventDecoderTest, ManyBadEventsAreCountedAndTheFirst16Listed) {
+  // 100,000 one-byte events (nil), then one good one.
+  const std::string payload = Batch(100001, [](Packer& pk) {
+    for (int i = 0; i < 100000; ++i) pk.pack_nil();
+    PackRemoved(pk, 9);
+  });
+  absl::StatusOr<EventBatch> got = DecodeEventBatch(payload);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->events.size(), 1u);
+  EXPECT_EQ(got->bad_events.size(), 16u);
+  EXPECT_EQ(got->bad_events[15].index, 15u);
+  EXPECT_EQ(got->bad_events_by_reason[static_cast<size_t>(DecodeErrorReason::kWrongType)], 100000u);
+  const Json json = Json::parse(EventBatchToJson(*got));
+  EXPECT_EQ(json["bad_events_not_listed"], 100000 - 16);
 }
 
 TEST(EventDecoderTest, InvalidMsgpackIsMalformed) {

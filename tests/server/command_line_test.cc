@@ -28,6 +28,8 @@ TEST(CheckCommandLineFlagsTest, AcceptsEveryFormAbslAccepts) {
                   .ok());
   EXPECT_TRUE(Check({"--help"}).ok());  // absl prints the help
   EXPECT_TRUE(Check({"--flagfile", "f", "--version"}).ok());
+  EXPECT_TRUE(Check({"--undefok=cl_gone,other", "--cl_gone=1", "--nocl_gone"}).ok());
+  EXPECT_TRUE(Check({"--cl_test_count=1", "--=x", "--anything"}).ok());  // "--=x" ends the flags, as in absl
 }
 
 TEST(CheckCommandLineFlagsTest, NamesTheFirstBadFlag) {
@@ -38,6 +40,9 @@ TEST(CheckCommandLineFlagsTest, NamesTheFirstBadFlag) {
            {{"--cl_test_switch=perhaps"}, "--cl_test_switch=perhaps: "},
            {{"--nocl_test_count"}, "unknown flag --nocl_test_count"},
            {{"--cl_test_count=1", "--cl_test_nope"}, "unknown flag --cl_test_nope"},
+           {{"--help", "--cl_test_count=x"}, "--cl_test_count=x: "},
+           {{"--helper"}, "unknown flag --helper"},
+           {{"--nocl_test_switch=1"}, "--nocl_test_switch takes no value"},
        }) {
     const absl::Status status = Check(args);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << args[0];
