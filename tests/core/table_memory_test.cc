@@ -56,12 +56,17 @@ TEST(TableMemoryTest, MoveHandsOverTheMemory) {
 TEST(TableMemoryTest, FreeingALargeTableGivesItsPagesBack) {
   constexpr size_t kBytes = 64 * 1024 * 1024;
   const size_t before = RssBytes();
+  size_t during = 0;
   {
     TableMemory m(kBytes);
     std::memset(m.data(), 1, kBytes);
-    EXPECT_GE(RssBytes(), before + kBytes * 9 / 10);
+    during = RssBytes();
+    EXPECT_GE(during, before + kBytes * 9 / 10);
   }
-  EXPECT_LT(RssBytes(), before + kBytes / 10);
+  // At least 90 % of the table's pages leave at once. (Measured against the
+  // peak rather than the start: the rest of the process, e.g. gRPC's threads
+  // under ASan, may grow by a few MiB meanwhile.)
+  EXPECT_LT(RssBytes(), during - kBytes * 9 / 10);
 }
 
 }  // namespace
