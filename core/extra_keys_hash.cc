@@ -55,15 +55,14 @@ void ExtraKeysHasher::AppendItem(const ExtraKey& key) {
   }
 }
 
-uint64_t ExtraKeysHasher::Hash(uint64_t h) const {
+uint64_t ExtraKeysHasher::Hash(uint64_t h) {
   if (count_ == 0) return h;
-  std::string buf;
-  buf.reserve(8 + 5 + items_.size());
-  PutLE64(h, &buf);
-  buf.push_back('l');
-  PutLE32(count_, &buf);
-  buf.append(items_);
-  return XXH3_64bits(buf.data(), buf.size());
+  std::string header;
+  PutLE64(h, &header);
+  header.push_back('l');
+  PutLE32(count_, &header);  // kHeader bytes, small-string: no allocation
+  items_.replace(0, kHeader, header);
+  return XXH3_64bits(items_.data(), items_.size());
 }
 
 void AddEventExtraKeys(const ExtraKey& entry, std::string_view lora_name, ExtraKeysHasher& hasher) {

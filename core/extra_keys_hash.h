@@ -42,7 +42,7 @@ struct MultimodalInput {
 class ExtraKeysHasher {
  public:
   void Clear() {
-    items_.clear();
+    items_.resize(kHeader);
     count_ = 0;
   }
   bool empty() const { return count_ == 0; }
@@ -54,12 +54,15 @@ class ExtraKeysHasher {
   void AddMultimodal(std::string_view identifier, int64_t relative_offset);
 
   // h' for block hash `h`; `h` itself when no item was added.
-  uint64_t Hash(uint64_t h) const;
+  uint64_t Hash(uint64_t h);
 
  private:
   void AppendItem(const ExtraKey& key);
 
-  std::string items_;  // enc of every item added, concatenated
+  // LE64(h) 'l' LE32(n), filled in by Hash, then enc of every item added:
+  // hashed in place, no copy per block.
+  static constexpr size_t kHeader = 13;
+  std::string items_ = std::string(kHeader, '\0');
   uint32_t count_ = 0;
 };
 
