@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
-#include "core/event_decoder.h"
+#include "core/events/event_decoder.h"
 #include "tools/sim/payload_encoder.h"
 
 namespace kvindex {

@@ -1,7 +1,7 @@
 // Bytes per (block, worker) entry of a PrefixIndex, measured from the process:
 // the growth of its resident set size while indexing, divided by entries, as
 // it is and after malloc_trim (which gives back the free pages of the heap;
-// the tables themselves are mappings of their own, see core/table_memory.h).
+// the tables themselves are mappings of their own, see core/index/internal/table_memory.h).
 // Prints the index's own estimate beside them.
 //
 //   build/bin/index_memory_bench [--entries=1000000,10000000] [--holders=1,10,100]
@@ -23,7 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
-#include "core/prefix_index.h"
+#include "core/index/prefix_index.h"
 
 ABSL_FLAG(std::vector<std::string>, entries, std::vector<std::string>({"1000000", "10000000"}),
           "(block, worker) entries to index, one run each");

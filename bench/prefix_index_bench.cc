@@ -15,8 +15,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
-#include "core/block_hash.h"
-#include "core/prefix_index.h"
+#include "core/index/block_hash.h"
+#include "core/index/prefix_index.h"
 
 namespace kvindex {
 namespace {

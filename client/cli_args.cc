@@ -9,7 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 
 namespace kvindex::cli {
 namespace {

@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/event_decoder.h"
-#include "core/event_json.h"
+#include "core/events/event_decoder.h"
+#include "core/events/event_json.h"
 
 namespace kvindex {
 namespace {

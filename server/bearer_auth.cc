@@ -5,7 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 
 namespace kvindex::server {
 

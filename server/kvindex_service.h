@@ -21,11 +21,11 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/kvindex_metrics.h"
-#include "core/prefix_index.h"
-#include "core/subscription_manager.h"
+#include "core/index/prefix_index.h"
+#include "core/ingest/subscription_manager.h"
 #include "kvindex/v1/kvindex.grpc.pb.h"
 #include "server/bearer_auth.h"
+#include "server/kvindex_metrics.h"
 
 namespace kvindex::server {
 

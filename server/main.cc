@@ -21,13 +21,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "core/manager_config.h"
-#include "core/memory_budget.h"
 #include "server/bearer_auth.h"
 #include "server/command_line.h"
 #include "server/env_flags.h"
 #include "server/kvindex_server.h"
+#include "server/manager_config.h"
 #include "server/match_latch.h"
+#include "server/memory_budget.h"
 #include "server/pods_file.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -58,7 +58,7 @@ ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
           "Most (block, worker) entries in the index; least recently stored are evicted. 0: unlimited.");
 ABSL_FLAG(uint64_t, index_memory_mb, 0,
           "Memory budget of the index, MiB: lowers --max_index_entries (and --max_blocks_per_worker) to what "
-          "fits (core/memory_budget.h). 0: only those caps apply.");
+          "fits (server/memory_budget.h). 0: only those caps apply.");
 ABSL_FLAG(std::string, events_bind, "",
           "Also bind a ZMQ SUB socket here (e.g. tcp://*:5557) for engines that connect instead of bind.");
 ABSL_FLAG(bool, kv_event_sync, true,

@@ -1,7 +1,7 @@
 #include "server/pods_file.h"
 
 #include "absl/strings/str_cat.h"
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 #include "kvindex/v1/kvindex.pb.h"
 #include "proto/text_proto.h"
 #include "server/proto_convert.h"

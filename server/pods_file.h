@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/pod.h"
+#include "core/ingest/pod.h"
 
 namespace kvindex::server {
 

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "core/pod.h"
-#include "core/prefix_index.h"
-#include "core/subscription_manager.h"
+#include "core/index/prefix_index.h"
+#include "core/ingest/pod.h"
+#include "core/ingest/subscription_manager.h"
 #include "grpcpp/support/status.h"
 #include "kvindex/v1/kvindex.pb.h"
 

@@ -2,7 +2,7 @@
 
 #include <utility>
 
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 
 namespace kvindex::server {
 

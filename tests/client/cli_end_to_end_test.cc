@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/core/fake_engine.h"
+#include "tests/core/ingest/fake_engine.h"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
 

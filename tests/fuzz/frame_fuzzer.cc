@@ -22,11 +22,11 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "core/bind_receiver.h"
-#include "core/prefix_index.h"
-#include "core/subscriber.h"
-#include "core/worker_feed.h"
-#include "core/worker_status.h"
+#include "core/index/prefix_index.h"
+#include "core/ingest/internal/bind_receiver.h"
+#include "core/ingest/internal/subscriber.h"
+#include "core/ingest/internal/worker_feed.h"
+#include "core/ingest/worker_status.h"
 #include "msgpack.hpp"
 #include "spdlog/spdlog.h"
 #include "zmq.hpp"

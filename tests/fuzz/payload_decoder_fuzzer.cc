@@ -14,9 +14,9 @@
 #include <variant>
 
 #include "absl/status/statusor.h"
-#include "core/event_decoder.h"
-#include "core/event_json.h"
-#include "core/prefix_index.h"
+#include "core/events/event_decoder.h"
+#include "core/events/event_json.h"
+#include "core/index/prefix_index.h"
 #include "nlohmann/json.hpp"
 
 namespace {

@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/bind_receiver.h"
-#include "core/pod.h"
-#include "core/subscriber.h"
+#include "core/ingest/internal/bind_receiver.h"
+#include "core/ingest/internal/subscriber.h"
+#include "core/ingest/pod.h"
 #include "kvindex/v1/kvindex.pb.h"
 #include "server/pods_file.h"
 #include "server/proto_convert.h"

@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "client/kvindex_client.h"
-#include "core/pod.h"
+#include "core/ingest/pod.h"
 #include "gtest/gtest.h"
 #include "server/bearer_auth.h"
 #include "tests/reliability/sim_process.h"

@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/kvindex_client.h"
-#include "core/block_hash.h"
+#include "core/index/block_hash.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"

@@ -14,13 +14,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
-#include "core/memory_budget.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "server/kvindex_server.h"
-#include "tests/core/fake_engine.h"
-#include "tests/core/prometheus_text.h"
+#include "server/memory_budget.h"
+#include "tests/core/ingest/fake_engine.h"
+#include "tests/server/prometheus_text.h"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
 
@@ -297,7 +297,7 @@ TEST_F(MetricsTest, UnresolvedParentsAreCountedAndNotIndexed) {
 }
 
 // The index names up to seven tiers: GPU, CPU, four more in order of arrival,
-// then "OTHER" for every further name (core/medium_table.h). Eight blocks on
+// then "OTHER" for every further name (core/index/internal/medium_table.h). Eight blocks on
 // eight tiers: the last two share "OTHER" in the gauge and in Match.
 TEST_F(MetricsTest, TiersBeyondTheTableCountAsOther) {
   ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "core/block_hash.h"
-#include "core/prefix_index.h"
+#include "core/index/block_hash.h"
+#include "core/index/prefix_index.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tools/sim/engine_hash.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <tuple>
 
-#include "core/event_decoder.h"
+#include "core/events/event_decoder.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tools/sim/engine_hash.h"

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "core/event_decoder.h"
-#include "core/prefix_index.h"
+#include "core/events/event_decoder.h"
+#include "core/index/prefix_index.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/wait.h"

@@ -27,7 +27,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvindex_client.h"
-#include "core/block_hash.h"
+#include "core/index/block_hash.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/slice.h"
 #include "kvindex/v1/kvindex.pb.h"

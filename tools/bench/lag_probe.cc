@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/event_batch.h"
+#include "core/events/event_batch.h"
 #include "grpcpp/client_context.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/payload_encoder.h"

@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 #include "proto/text_proto.h"
 
 namespace kvindex::bench {

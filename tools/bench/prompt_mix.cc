@@ -5,7 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/read_file.h"
+#include "core/util/read_file.h"
 #include "nlohmann/json.hpp"
 #include "tools/sim/rng.h"
 

@@ -6,7 +6,7 @@
 #include <utility>
 #include <variant>
 
-#include "core/block_hash.h"
+#include "core/index/block_hash.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/engine_hash.h"
 

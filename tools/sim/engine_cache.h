@@ -30,7 +30,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
-#include "core/event_batch.h"
+#include "core/events/event_batch.h"
 
 namespace kvindex::sim {
 

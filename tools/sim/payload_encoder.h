@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "core/event_batch.h"
+#include "core/events/event_batch.h"
 
 namespace kvindex::sim {
 

@@ -25,7 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/subscriber.h"
+#include "core/ingest/zmq_wire.h"
 #include "zmq.hpp"
 
 namespace kvindex::sim {

@@ -1,0 +1,153 @@
+#pragma once
+
+// PrefixIndex: which workers hold which blocks, fed by decoded engine events and
+// queried by Match. See DESIGN.md "Semantics" and README "Index hash".
+//
+// Thread safety: every public call may be made concurrently from any thread.
+// Apply calls for different workers run in parallel; Match never waits for a
+// whole batch to be applied (it takes short per-shard reader locks only).
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/events/event_batch.h"
+#include "core/index/extra_keys_hash.h"
+#include "core/index/worker_key.h"
+
+namespace kvindex {
+
+struct IndexOptions {
+  // Most engine blocks one worker may hold; beyond it the worker's blocks are
+  // evicted by second chance (an approximation of LRU: a block stored since it
+  // was last looked at is spared once). 0 means unlimited.
+  size_t max_blocks_per_worker = 4u << 20;
+  // Most (block, worker) entries in the whole index; beyond it blocks are
+  // evicted, by second chance, from the worker holding the most. 0 means unlimited.
+  size_t max_entries = 64u << 20;
+  // Number of lock shards of the block table (rounded up to a power of two).
+  size_t shards = 64;
+};
+
+// Where a worker's events come from: its model and the LoRA name used when an
+// event carries none (the pod's label).
+struct WorkerContext {
+  std::string model;
+  std::string default_lora;
+};
+
+// What one Apply() call did.
+struct ApplyResult {
+  uint64_t blocks_stored = 0;       // engine blocks newly stored or stored on another medium
+  uint64_t blocks_removed = 0;      // engine blocks removed from at least one medium
+  uint64_t clears = 0;              // AllBlocksCleared events
+  uint64_t unresolved_parents = 0;  // BlockStored events whose parent is unknown (not indexed)
+  uint64_t blocks_unindexed = 0;    // blocks of those events
+  uint64_t unknown_removals = 0;    // removed hashes the worker did not hold
+  uint64_t unknown_chunks = 0;      // offloaded chunks (no tokens) naming a block the worker did not hold
+  uint64_t evictions = 0;           // entries evicted by this worker's cap
+  bool worker_removed = false;      // the worker was removed concurrently; nothing applied
+};
+
+struct MatchQuery {
+  std::string_view model;
+  std::string_view lora_name;
+  // Exactly one of these is non-empty.
+  absl::Span<const uint32_t> token_ids;
+  absl::Span<const uint64_t> block_hashes;  // index hashes (block_hash.h)
+  // With token_ids: what vLLM folds into its block hashes besides the tokens
+  // (extra_keys_hash.h); a block they touch matches only blocks stored with the same keys.
+  std::string_view cache_salt;
+  absl::Span<const MultimodalInput> mm_inputs;
+  // Candidate pods ("namespace/name"); empty means every pod.
+  absl::Span<const std::string> pods;
+  // Weight per medium for the score; a medium not listed weighs 1.0.
+  absl::flat_hash_map<std::string, double> medium_weights;
+};
+
+struct WorkerMatch {
+  WorkerKey worker;
+  uint32_t matched_blocks = 0;  // leading blocks held, contiguous from block 0, any medium
+  uint32_t matched_tokens = 0;  // matched_blocks * the worker's block size
+  uint32_t block_size = 0;
+  // Matched blocks held on each medium (a block on GPU and CPU counts in both), by name.
+  std::vector<std::pair<std::string, uint32_t>> blocks_by_medium;
+  // Sum over matched blocks of the highest weight among the media holding it.
+  double score = 0;
+};
+
+struct MatchResult {
+  uint32_t block_size = 0;    // block size of the answer (best worker's, else smallest known)
+  uint32_t query_blocks = 0;  // full blocks in the query at that block size
+  std::vector<WorkerMatch> workers;  // best first: score, matched blocks, then key
+};
+
+struct WorkerStats {
+  WorkerKey worker;
+  std::string model;
+  uint64_t blocks = 0;  // engine blocks held
+  std::vector<std::pair<std::string, uint64_t>> blocks_by_medium;
+  uint64_t evictions = 0;
+  uint64_t unresolved_parents = 0;
+  double last_event_ts = 0;  // ts of the last applied batch
+};
+
+struct IndexStats {
+  uint64_t workers = 0;
+  uint64_t blocks = 0;          // distinct index hashes held by anyone
+  uint64_t entries = 0;         // (engine block, worker) entries
+  uint64_t memory_bytes = 0;    // bytes allocated by the index's tables
+  uint64_t evictions = 0;       // entries evicted by either cap
+  uint64_t unresolved_parents = 0;
+};
+
+class PrefixIndex {
+ public:
+  explicit PrefixIndex(IndexOptions options = {});
+  ~PrefixIndex();
+  PrefixIndex(const PrefixIndex&) = delete;
+  PrefixIndex& operator=(const PrefixIndex&) = delete;
+
+  // Applies every event of `batch` to `worker` (created on first use) in order.
+  // BlockRemoved/AllBlocksCleared affect only this worker. Events the worker
+  // cannot index (unknown parent) are counted in the result, not errors.
+  ApplyResult Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch);
+
+  // Drops every block of `worker` but keeps it known (engine restart, unrecoverable gap).
+  void ClearWorker(const WorkerKey& worker);
+
+  // Drops `worker` and all its blocks. No-op when unknown.
+  void RemoveWorker(const WorkerKey& worker);
+
+  // Removes every worker (every dp rank) of `pod`.
+  void RemovePod(std::string_view pod);
+
+  // For each worker holding block 0 of the query, how many leading blocks it
+  // holds. INVALID_ARGUMENT when the model is empty or not exactly one of
+  // token_ids / block_hashes is given. An unknown model is an empty OK result.
+  absl::StatusOr<MatchResult> Match(const MatchQuery& query) const;
+
+  // Stats of one worker; nullopt when unknown.
+  std::optional<WorkerStats> GetWorkerStats(const WorkerKey& worker) const;
+
+  // Stats of every worker, ordered by key.
+  std::vector<WorkerStats> ListWorkers() const;
+
+  // Engine hashes `worker` holds, unordered (debugging and tests).
+  std::vector<uint64_t> EngineHashes(const WorkerKey& worker) const;
+
+  IndexStats Stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvindex

@@ -1,0 +1,98 @@
+#pragma once
+
+// Subscriber: the sockets of one worker (a pod's dp rank) on one IoThread.
+//  - a SUB socket connected to the engine's PUB (absent in bind mode, where a
+//    BindReceiver hands it the worker's messages through OnLiveMessage);
+//  - a DEALER connected to the engine's replay ROUTER, when it has one;
+//  - a PAIR reading the SUB socket's monitor (connected / disconnected).
+// Live messages must be exactly [topic, 8-byte big-endian seq, payload]; replay
+// replies [""(, topic), seq, payload] with the end marker seq 0xff..ff. Anything
+// else is counted and skipped. Sequencing is WorkerFeed's; batches go to the
+// PrefixIndex. Reconnects (backoff to 30 s) and dead-peer detection (ZMTP
+// heartbeats) are ZeroMQ's.
+//
+// Thread safety: created, used and destroyed on its IoThread only. Its status
+// is published to a WorkerStatusCell that any thread may read.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/index/prefix_index.h"
+#include "core/index/worker_key.h"
+#include "core/ingest/ingest_metrics.h"
+#include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/worker_feed.h"
+#include "core/ingest/worker_status.h"
+#include "core/ingest/zmq_wire.h"
+#include "zmq.hpp"
+
+namespace kvindex {
+
+struct SubscriberConfig {
+  WorkerKey worker;
+  WorkerContext context;
+  std::string events_endpoint;  // "tcp://ip:port"; empty: bind mode (fed through OnLiveMessage)
+  std::string replay_endpoint;  // "tcp://ip:port"; empty: the engine has no replay socket
+  std::string topic;            // SUB prefix filter; empty: every topic
+  absl::Duration replay_timeout = absl::Seconds(2);
+  size_t max_backlog = 100000;
+  IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
+};
+
+class Subscriber : public IoTask, private FeedSink {
+ public:
+  // Creates and connects the sockets (connects never wait for the engine) and
+  // asks for replay from 0. UNAVAILABLE when a socket cannot be set up.
+  // `index` must outlive the subscriber.
+  static absl::StatusOr<std::unique_ptr<Subscriber>> Create(
+      zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
+      std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning = {});
+  ~Subscriber() override;
+
+  // IoTask.
+  void CollectPollItems(std::vector<zmq::pollitem_t>& items) override;
+  void OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) override;
+  absl::Time Deadline() const override { return feed_.Deadline(); }
+
+  // Bind mode: one live message routed to this worker.
+  void OnLiveMessage(uint64_t seq, std::string_view payload, absl::Time now);
+
+  const WorkerKey& worker() const { return config_.worker; }
+
+ private:
+  Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
+             std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning);
+  absl::Status Open();
+  void OpenReplay();  // throws zmq::error_t
+
+  void ReadLive(absl::Time now);
+  void ReadReplay(absl::Time now);
+  void ReadMonitor();
+  // Publishes the feed's status to the cell and logs state changes.
+  void Publish();
+
+  // FeedSink.
+  void ApplyBatch(const EventBatch& batch) override;
+  void ClearBlocks() override;
+  bool SendReplayRequest(uint64_t from_seq) override;
+  void ResetReplay() override;
+
+  zmq::context_t& context_;
+  const SubscriberConfig config_;
+  PrefixIndex* const index_;
+  const std::shared_ptr<WorkerStatusCell> status_;
+  const ZmqTuning tuning_;
+  WorkerFeed feed_;
+
+  std::optional<zmq::socket_t> sub_;
+  std::optional<zmq::socket_t> monitor_;
+  std::optional<zmq::socket_t> replay_;
+  WorkerStatus published_;  // last status written to status_
+};
+
+}  // namespace kvindex

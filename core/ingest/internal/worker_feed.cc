@@ -1,0 +1,197 @@
+#include "core/ingest/internal/worker_feed.h"
+
+#include <cmath>
+#include <utility>
+
+#include "core/events/event_decoder.h"
+
+namespace kvindex {
+
+WorkerFeed::WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics)
+    : sink_(sink), options_(options), metrics_(metrics != nullptr ? *metrics : NoIngestMetrics()) {
+  status_.dp_rank = dp_rank;
+}
+
+void WorkerFeed::Start(absl::Time now) {
+  if (options_.has_replay) StartReplay(0, -1, now);
+  UpdateState();
+}
+
+void WorkerFeed::OnBadFrame() {
+  ++status_.bad_frames;
+  metrics_.OnFeedEvent(FeedEvent::kBadFrame);
+}
+
+void WorkerFeed::OnConnected(bool connected) {
+  connected_ = connected;
+  UpdateState();
+}
+
+void WorkerFeed::UpdateState() {
+  if (replay_.has_value()) {
+    status_.state = WorkerState::kReplaying;
+  } else if (connected_ || status_.batches > 0 || last_applied_ >= 0) {
+    status_.state = WorkerState::kLive;
+  } else {
+    status_.state = WorkerState::kConnecting;
+  }
+}
+
+void WorkerFeed::OnLive(uint64_t seq, std::string_view payload, absl::Time now) {
+  if (replay_.has_value()) {
+    if (backlog_.size() >= options_.max_backlog) {
+      ++status_.dropped;  // shows up as a gap once the replay ends
+      metrics_.OnFeedEvent(FeedEvent::kDroppedBatch);
+      return;
+    }
+    backlog_.emplace_back(seq, std::string(payload));
+    return;
+  }
+  Process(seq, payload, now);
+}
+
+void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now) {
+  const auto s = static_cast<int64_t>(seq);
+  if (live_last_ >= 0 && s <= live_last_) {
+    // A PUB never repeats a seq: the engine restarted and counts from 0 again.
+    ++status_.restarts;
+    metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
+    sink_->ClearBlocks();
+    last_applied_ = -1;
+    live_last_ = -1;
+    status_.last_seq = -1;
+  }
+  if (s <= last_applied_) {
+    ++status_.duplicates;
+    metrics_.OnFeedEvent(FeedEvent::kDuplicateBatch);
+    live_last_ = s;
+    return;
+  }
+  const bool first = last_applied_ < 0;
+  if (s == last_applied_ + 1 ||
+      (first && (!options_.has_replay || !replay_reachable_))) {
+    live_last_ = s;
+    Apply(seq, payload, /*live=*/true);
+    return;
+  }
+  // Gap: batches last+1 .. s-1 were lost by the live stream.
+  ++status_.gaps;
+  metrics_.OnFeedEvent(FeedEvent::kSeqGap);
+  if (!options_.has_replay) {
+    ClearUncovered();
+    live_last_ = s;
+    Apply(seq, payload, /*live=*/true);
+    return;
+  }
+  backlog_.emplace_front(seq, std::string(payload));
+  StartReplay(static_cast<uint64_t>(last_applied_ + 1), s, now);
+}
+
+void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
+  last_applied_ = static_cast<int64_t>(seq);
+  status_.last_seq = last_applied_;
+  absl::StatusOr<EventBatch> batch = DecodeEventBatch(payload);
+  if (!batch.ok()) {
+    ++status_.decode_errors;
+    metrics_.OnDecodeError(DecodeErrorReasonOf(batch.status()));
+    return;
+  }
+  sink_->ApplyBatch(*batch);
+  std::optional<absl::Duration> lag;
+  if (live && std::isfinite(batch->ts)) {
+    lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);
+  }
+  metrics_.OnBatchApplied(*batch, lag);
+  ++status_.batches;
+  status_.events += batch->events.size();
+  status_.last_event_ts = batch->ts;
+  UpdateState();
+}
+
+void WorkerFeed::ClearUncovered() {
+  ++status_.uncovered_gaps;
+  metrics_.OnFeedEvent(FeedEvent::kUncoveredGap);
+  sink_->ClearBlocks();
+}
+
+void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
+  replay_ = Replay{from, target, now + options_.replay_timeout};
+  UpdateState();
+  if (!sink_->SendReplayRequest(from)) FinishReplay(/*timed_out=*/true, now);
+}
+
+void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
+  if (!replay_.has_value()) return;  // late reply to a finished replay
+  replay_reachable_ = true;
+  const auto s = static_cast<int64_t>(seq);
+  if (!replay_->got_any) {
+    replay_->got_any = true;
+    if (seq > replay_->from && s > last_applied_ + 1) {
+      // The engine's buffer no longer holds from..seq-1. That is only a loss
+      // when something was held or expected (not on a first warm start).
+      if (last_applied_ >= 0 || replay_->target >= 0) {
+        replay_->failed = true;
+        ClearUncovered();
+      }
+      Apply(seq, payload, /*live=*/false);
+      return;
+    }
+  }
+  if (s <= last_applied_) {
+    ++status_.duplicates;
+    metrics_.OnFeedEvent(FeedEvent::kDuplicateBatch);
+    return;
+  }
+  if (s > last_applied_ + 1 && last_applied_ >= 0) {
+    // A hole inside the replay itself.
+    replay_->failed = true;
+    ClearUncovered();
+  }
+  Apply(seq, payload, /*live=*/false);
+}
+
+void WorkerFeed::OnReplayEnd(absl::Time now) {
+  if (!replay_.has_value()) return;
+  replay_reachable_ = true;
+  FinishReplay(/*timed_out=*/false, now);
+}
+
+absl::Time WorkerFeed::Deadline() const {
+  return replay_.has_value() ? replay_->deadline : absl::InfiniteFuture();
+}
+
+void WorkerFeed::OnTimer(absl::Time now) {
+  if (replay_.has_value() && now >= replay_->deadline) FinishReplay(/*timed_out=*/true, now);
+}
+
+void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
+  Replay replay = *replay_;
+  replay_.reset();
+  if (timed_out) {
+    replay_reachable_ = false;
+    sink_->ResetReplay();
+  }
+  const bool reached = replay.target < 0 || last_applied_ >= replay.target - 1;
+  if (!reached) {
+    // Whatever the replay did not bring is lost for good.
+    if (!replay.failed) ClearUncovered();
+    last_applied_ = replay.target - 1;
+    status_.last_seq = last_applied_;
+  }
+  if (timed_out || replay.failed || !reached) {
+    ++status_.replays_failed;
+    metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);
+  } else {
+    ++status_.replays_ok;
+    metrics_.OnFeedEvent(FeedEvent::kReplayOk);
+  }
+  UpdateState();
+  // Apply the live batches held meanwhile, in order; one may start a new replay.
+  while (!backlog_.empty() && !replay_.has_value()) {
+    std::pair<uint64_t, std::string> next = std::move(backlog_.front());
+    backlog_.pop_front();
+    Process(next.first, next.second, now);
+  }
+}
+
+}  // namespace kvindex

@@ -1,0 +1,123 @@
+#pragma once
+
+// WorkerFeed: the ordered ingestion of one worker's (pod, dp rank) numbered
+// batches, independent of sockets. It decides, for every batch coming from the
+// live stream or from a replay, whether to apply, skip, ask for a replay, or
+// clear the worker, and keeps the worker's counters.
+//
+// Rules (see ../shared/wire/README.md):
+//  - Start() asks for replay from 0 (when there is a replay endpoint) so a new
+//    subscription starts warm.
+//  - Live seq <= last applied: duplicate or old, skipped. Live seq going
+//    backwards relative to the previous *live* seq: engine restart: the worker
+//    is cleared, then the batch is handled as the first of a new stream.
+//  - Live seq > last + 1: a gap: ask replay from last + 1 and hold live batches
+//    (bounded) until the replay ends, then apply them in order, skipping those
+//    the replay already applied.
+//  - The replay cannot cover the gap (its first seq is above the one asked,
+//    no end marker before the timeout, no replay endpoint, or it ends before
+//    the live batch that revealed the gap): the worker is cleared, counted in
+//    uncovered_gaps, and the stream goes on from there.
+//  - An undecodable payload is counted and its seq consumed (a replay would
+//    return the same bytes).
+// Every count is also reported, as it happens, to an IngestMetrics.
+//
+// Thread safety: none; owned and called by one I/O thread.
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/events/event_batch.h"
+#include "core/ingest/ingest_metrics.h"
+#include "core/ingest/worker_status.h"
+
+namespace kvindex {
+
+// What a WorkerFeed drives: the index and the replay socket.
+class FeedSink {
+ public:
+  virtual ~FeedSink() = default;
+  // Applies a decoded batch to the worker.
+  virtual void ApplyBatch(const EventBatch& batch) = 0;
+  // Drops every block the worker holds (it stays known).
+  virtual void ClearBlocks() = 0;
+  // Sends a replay request for batches >= `from_seq`. false: could not send.
+  virtual bool SendReplayRequest(uint64_t from_seq) = 0;
+  // Called when a replay timed out: drop whatever late replies may still come
+  // (e.g. reconnect the replay socket).
+  virtual void ResetReplay() = 0;
+};
+
+struct FeedOptions {
+  bool has_replay = false;
+  absl::Duration replay_timeout = absl::Seconds(2);
+  size_t max_backlog = 100000;  // live batches held during a replay
+  // Read after a live batch is applied, for its lag (ts -> visible in Match).
+  absl::Time (*clock)() = &absl::Now;
+};
+
+class WorkerFeed {
+ public:
+  // `sink` and `metrics` must outlive the feed; null `metrics`: NoIngestMetrics().
+  WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics = nullptr);
+
+  // Asks for replay from 0 when there is a replay endpoint.
+  void Start(absl::Time now);
+
+  // A live batch [seq, payload].
+  void OnLive(uint64_t seq, std::string_view payload, absl::Time now);
+  // One replayed batch.
+  void OnReplayBatch(uint64_t seq, std::string_view payload);
+  // The replay end marker.
+  void OnReplayEnd(absl::Time now);
+  // A malformed message on either socket.
+  void OnBadFrame();
+  // The live socket connected (true) or lost its engine (false).
+  void OnConnected(bool connected);
+
+  // When OnTimer must run (a replay timeout); InfiniteFuture when none.
+  absl::Time Deadline() const;
+  void OnTimer(absl::Time now);
+
+  bool replaying() const { return replay_.has_value(); }
+  const WorkerStatus& status() const { return status_; }
+
+ private:
+  struct Replay {
+    uint64_t from = 0;
+    int64_t target = -1;  // live seq that revealed the gap; -1: none (first subscribe)
+    absl::Time deadline;
+    bool got_any = false;
+    bool failed = false;  // the gap was found uncoverable while replaying
+  };
+
+  // Handles a live batch outside a replay; may start one.
+  void Process(uint64_t seq, std::string_view payload, absl::Time now);
+  // `live`: from the live stream (its lag is reported), not from a replay.
+  void Apply(uint64_t seq, std::string_view payload, bool live);
+  void StartReplay(uint64_t from, int64_t target, absl::Time now);
+  void FinishReplay(bool timed_out, absl::Time now);
+  // Clears the worker after an uncoverable gap.
+  void ClearUncovered();
+  void UpdateState();
+
+  FeedSink* const sink_;
+  const FeedOptions options_;
+  IngestMetrics& metrics_;
+
+  int64_t last_applied_ = -1;  // -1: nothing yet (or since a restart)
+  int64_t live_last_ = -1;     // last seq consumed from the live stream
+  bool replay_reachable_ = true;  // false after a replay timed out, until one answers
+  bool connected_ = false;
+  std::optional<Replay> replay_;
+  std::deque<std::pair<uint64_t, std::string>> backlog_;  // live batches held during a replay
+  WorkerStatus status_;
+};
+
+}  // namespace kvindex

@@ -1,0 +1,591 @@
+#include "core/ingest/subscription_manager.h"
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <map>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "core/ingest/internal/bind_receiver.h"
+#include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/subscriber.h"
+#include "spdlog/spdlog.h"
+#include "zmq.hpp"
+
+namespace kvindex {
+namespace {
+
+constexpr int kMaxIoThreads = 64;
+
+// The outcome of a command run on an I/O thread, awaited with a bound.
+class Completion {
+ public:
+  void Finish(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      status_ = std::move(status);
+    }
+    done_.Notify();
+  }
+  // nullopt when not finished within `timeout`.
+  std::optional<absl::Status> Wait(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (!done_.WaitForNotificationWithTimeout(timeout)) return std::nullopt;
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  absl::Notification done_;
+  absl::Mutex mu_;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// What a pod's subscription depends on; a change means unsubscribe + resubscribe.
+struct SubscriptionIdentity {
+  std::string ip;
+  uint32_t events_port = 0;
+  std::optional<uint32_t> replay_port;
+  uint32_t dp_size = 0;
+  std::string model;
+  std::string default_lora;
+  std::string topic;
+};
+
+SubscriptionIdentity IdentityOf(const Pod& pod, const PodPlan& plan) {
+  return {pod.ip, plan.events_port, plan.replay_port, plan.dp_size, plan.model, plan.default_lora,
+          pod.topic};
+}
+
+// Names of the fields that differ, e.g. "ip, dp_size".
+std::string Changes(const SubscriptionIdentity& a, const SubscriptionIdentity& b) {
+  std::vector<std::string> out;
+  if (a.ip != b.ip) out.push_back("ip");
+  if (a.events_port != b.events_port) out.push_back("events_port");
+  if (a.replay_port != b.replay_port) out.push_back("replay_port");
+  if (a.dp_size != b.dp_size) out.push_back("dp_size");
+  if (a.model != b.model) out.push_back("model");
+  if (a.default_lora != b.default_lora) out.push_back("lora");
+  if (a.topic != b.topic) out.push_back("topic");
+  return absl::StrJoin(out, ", ");
+}
+
+// Posts the removal of a subscription's sockets, then of the pod's blocks: on
+// the pod's thread, after the sockets are gone, so no batch of it lands later.
+// The completion finishes once the blocks are gone.
+std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> ids, std::string key,
+                                        PrefixIndex* index, BindReceiver* receiver,
+                                        const std::function<void(std::string_view)>& before_removal) {
+  auto completion = std::make_shared<Completion>();
+  const bool posted = thread.Post([ids = std::move(ids), key = std::move(key), index, receiver, completion,
+                                   before_removal](IoThread& io) {
+        for (uint64_t id : ids) {
+          if (receiver != nullptr) {
+            if (auto* subscriber = static_cast<Subscriber*>(io.FindTask(id))) {
+              receiver->Unroute(subscriber);
+            }
+          }
+          io.RemoveTask(id);
+        }
+        if (before_removal) before_removal(key);
+        index->RemovePod(key);
+        completion->Finish(absl::OkStatus());
+      });
+  if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
+  return completion;
+}
+
+PodAck Ack(std::string pod, PodOutcome outcome, std::string reason) {
+  return PodAck{std::move(pod), outcome, std::move(reason)};
+}
+
+}  // namespace
+
+std::string_view PodOutcomeName(PodOutcome outcome) {
+  switch (outcome) {
+    case PodOutcome::kSubscribed:
+      return "subscribed";
+    case PodOutcome::kUpdated:
+      return "updated";
+    case PodOutcome::kRemoved:
+      return "removed";
+    case PodOutcome::kIgnored:
+      return "ignored";
+    case PodOutcome::kRejected:
+      return "rejected";
+    case PodOutcome::kRemovalPending:
+      return "removal_pending";
+  }
+  return "unknown";
+}
+
+class SubscriptionManager::Impl {
+ public:
+  Impl(IndexProvider* provider, ManagerOptions options)
+      : provider_(provider), options_(std::move(options)) {}
+  ~Impl() { Stop(); }
+
+  absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  PodAck Upsert(const Pod& pod) ABSL_LOCKS_EXCLUDED(mu_);
+  PodAck Delete(std::string_view pod_key) ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods) ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<PodStatus> ListPods() const ABSL_LOCKS_EXCLUDED(mu_);
+  ManagerStats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  enum class State { kNew, kStarting, kRunning, kStopped };
+
+  struct PodEntry {
+    Pod pod;
+    PodPlan plan;
+    bool subscribed = false;
+    uint64_t subscription = 0;      // id of the current subscription (0: none)
+    std::vector<uint64_t> task_ids;  // one per dp rank, on thread `thread`
+    size_t thread = 0;
+    std::vector<std::shared_ptr<WorkerStatusCell>> workers;
+  };
+
+  // An Upsert decided under the lock, maybe waiting for its sockets.
+  struct Pending {
+    PodAck ack;
+    std::shared_ptr<Completion> removal;     // set when an old subscription's removal was posted
+    std::shared_ptr<Completion> completion;  // set when a subscription was posted
+    std::string key;
+    uint64_t subscription = 0;
+  };
+
+  bool WantSubscribed(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return state_ == State::kRunning && options_.sync_enabled && entry.plan.subscribable;
+  }
+  Pending UpsertLocked(const Pod& pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Posts the creation of the entry's sockets; returns its completion.
+  std::shared_ptr<Completion> SubscribeLocked(const std::string& key, PodEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Posts the removal of the entry's sockets and blocks; returns its
+  // completion (null when it was not subscribed). Acks wait for it outside the
+  // lock, so that a pod acked as removed or unsubscribed no longer matches.
+  std::shared_ptr<Completion> UnsubscribeLocked(const std::string& key, PodEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for a posted subscription and turns the result into the ack.
+  PodAck Finish(Pending pending) ABSL_LOCKS_EXCLUDED(mu_);
+  size_t ThreadFor(const std::string& key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  IndexProvider* const provider_;
+  const ManagerOptions options_;
+  BindCounters bind_counters_;  // outlives the threads that write it
+  std::atomic<uint64_t> removals_pending_{0};
+
+  // Whether a posted removal dropped the blocks within subscribe_timeout
+  // (false also when it could not run: the manager is stopping).
+  bool WaitForRemoval(Completion* removal) {
+    if (removal == nullptr) return true;
+    const std::optional<absl::Status> status = removal->Wait(options_.subscribe_timeout);
+    return status.has_value() && status->ok();
+  }
+  // The ack of a removal that did not finish in time (counted).
+  PodAck RemovalPending(std::string pod, std::string_view why) {
+    removals_pending_.fetch_add(1, std::memory_order_relaxed);
+    return Ack(std::move(pod), PodOutcome::kRemovalPending, absl::StrCat(absl::string_view(why.data(), why.size()), PendingReason()));
+  }
+  std::string PendingReason() const {
+    return absl::StrCat("blocks still being dropped after ", absl::FormatDuration(options_.subscribe_timeout));
+  }
+
+  mutable absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
+  std::map<std::string, PodEntry, std::less<>> pods_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::unique_ptr<zmq::context_t> context_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<IoThread>> threads_ ABSL_GUARDED_BY(mu_);
+  BindReceiver* bind_receiver_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned by threads_[0]
+  std::string bind_endpoint_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::Status SubscriptionManager::Impl::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return absl::FailedPreconditionError("manager stopped");
+    if (state_ != State::kNew) return absl::FailedPreconditionError("manager already started");
+    state_ = State::kStarting;
+  }
+  if (!options_.sync_enabled) {
+    spdlog::info("kv event sync is disabled: pods are recorded, never subscribed");
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return absl::CancelledError("manager stopped while starting");
+    state_ = State::kRunning;
+    return absl::OkStatus();
+  }
+
+  // Wait for the index, as the seed does (poll, bounded).
+  const absl::Time deadline = absl::Now() + options_.provider_timeout;
+  PrefixIndex* index = nullptr;
+  while ((index = provider_->GetIndex()) == nullptr) {
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return absl::CancelledError("manager stopped while starting");
+    if (now >= deadline) {
+      state_ = State::kNew;
+      return absl::DeadlineExceededError(absl::StrCat(
+          "index provider not ready after ", absl::FormatDuration(options_.provider_timeout)));
+    }
+    auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return state_ == State::kStopped;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&stopped), std::min(options_.provider_poll, deadline - now));
+  }
+
+  // I/O threads, and the bind endpoint when asked for.
+  const int n = std::clamp(options_.io_threads, 1, kMaxIoThreads);
+  auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
+  std::vector<std::unique_ptr<IoThread>> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
+  }
+  BindReceiver* receiver = nullptr;
+  std::string bound;
+  if (!options_.events_bind.empty()) {
+    auto completion = std::make_shared<Completion>();
+    threads[0]->Post([&receiver, &bound, completion, endpoint = options_.events_bind,
+                      counters = &bind_counters_](IoThread& io) {
+      absl::StatusOr<std::unique_ptr<BindReceiver>> created =
+          BindReceiver::Create(io.context(), endpoint, counters);
+      if (!created.ok()) {
+        completion->Finish(created.status());
+        return;
+      }
+      receiver = created->get();
+      bound = (*created)->endpoint();
+      io.AddTask(0, *std::move(created));  // id 0: destroyed after every subscriber
+      completion->Finish(absl::OkStatus());
+    });
+    // Waits without a bound: `receiver` and `bound` live on this stack frame.
+    std::optional<absl::Status> status = completion->Wait(absl::InfiniteDuration());
+    if (!status->ok()) {
+      for (auto& thread : threads) thread->Stop();
+      absl::MutexLock lock(&mu_);
+      if (state_ != State::kStopped) state_ = State::kNew;
+      return *status;
+    }
+    spdlog::info("kv events bind endpoint {}", bound);
+  }
+
+  std::vector<Pending> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) {
+      for (auto& thread : threads) thread->Stop();
+      return absl::CancelledError("manager stopped while starting");
+    }
+    index_ = index;
+    context_ = std::move(context);
+    threads_ = std::move(threads);
+    bind_receiver_ = receiver;
+    bind_endpoint_ = bound;
+    state_ = State::kRunning;
+    for (auto& [key, entry] : pods_) {
+      if (!WantSubscribed(entry)) continue;
+      Pending p;
+      p.key = key;
+      p.ack = Ack(key, PodOutcome::kSubscribed, "");
+      p.completion = SubscribeLocked(key, entry);
+      p.subscription = entry.subscription;
+      pending.push_back(std::move(p));
+    }
+  }
+  // Each pod's setup is bounded; one failure does not stop the others.
+  for (Pending& p : pending) {
+    PodAck ack = Finish(std::move(p));
+    if (ack.outcome == PodOutcome::kRejected) {
+      spdlog::error("pod {}: subscribe failed: {}", ack.pod, ack.reason);
+    }
+  }
+  spdlog::info("subscription manager started: {} pods subscribed, {} I/O threads", pending.size(),
+               n);
+  return absl::OkStatus();
+}
+
+void SubscriptionManager::Impl::Stop() {
+  std::vector<std::unique_ptr<IoThread>> threads;
+  std::unique_ptr<zmq::context_t> context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return;
+    state_ = State::kStopped;
+    threads.swap(threads_);
+    context.swap(context_);
+    bind_receiver_ = nullptr;
+  }
+  // Each thread runs what was posted (unsubscribes drop blocks), closes its
+  // sockets and joins; then the context can terminate.
+  for (auto& thread : threads) thread->Stop();
+  threads.clear();
+  context.reset();
+  spdlog::info("subscription manager stopped");
+}
+
+size_t SubscriptionManager::Impl::ThreadFor(const std::string& key) const {
+  // Bind mode routes on the receiver's thread; otherwise a pod always maps to
+  // the same thread, so its unsubscribe runs before its next subscribe.
+  if (bind_receiver_ != nullptr || threads_.size() <= 1) return 0;
+  return absl::Hash<std::string>{}(key) % threads_.size();
+}
+
+std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std::string& key,
+                                                                       PodEntry& entry) {
+  auto completion = std::make_shared<Completion>();
+  entry.subscribed = true;
+  entry.subscription = next_id_++;
+  entry.thread = ThreadFor(key);
+  entry.task_ids.clear();
+  entry.workers.clear();
+
+  std::vector<SubscriberConfig> configs;
+  for (uint32_t rank = 0; rank < entry.plan.dp_size; ++rank) {
+    SubscriberConfig config;
+    config.worker = WorkerKey{key, rank};
+    config.context = WorkerContext{entry.plan.model, entry.plan.default_lora};
+    if (bind_receiver_ == nullptr) {
+      config.events_endpoint = TcpEndpoint(entry.pod.ip, entry.plan.events_port + rank);
+      config.topic = entry.pod.topic;
+    }
+    if (entry.plan.replay_port.has_value()) {
+      config.replay_endpoint = TcpEndpoint(entry.pod.ip, *entry.plan.replay_port + rank);
+    }
+    config.replay_timeout = options_.replay_timeout;
+    config.max_backlog = options_.max_backlog;
+    config.metrics = options_.metrics;
+    configs.push_back(std::move(config));
+    entry.task_ids.push_back(next_id_++);
+    entry.workers.push_back(std::make_shared<WorkerStatusCell>(rank));
+  }
+
+  const bool posted = threads_[entry.thread]->Post(
+      [completion, configs = std::move(configs), ids = entry.task_ids, cells = entry.workers,
+       index = index_, receiver = bind_receiver_, ip = entry.pod.ip,
+       events_port = entry.plan.events_port](IoThread& io) mutable {
+        absl::Status result;
+        for (size_t rank = 0; rank < configs.size(); ++rank) {
+          absl::StatusOr<std::unique_ptr<Subscriber>> subscriber =
+              Subscriber::Create(io.context(), std::move(configs[rank]), index, cells[rank]);
+          if (!subscriber.ok()) {
+            result.Update(subscriber.status());
+            continue;
+          }
+          if (receiver != nullptr) {
+            receiver->Route(ip, events_port + static_cast<uint32_t>(rank), rank == 0,
+                            subscriber->get());
+          }
+          io.AddTask(ids[rank], *std::move(subscriber));
+        }
+        completion->Finish(std::move(result));
+      });
+  if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
+  spdlog::info("pod {}: subscribing ({} {}, model {}, dp_size {})", key,
+               bind_receiver_ != nullptr ? "bind mode, ip" : "ip", entry.pod.ip, entry.plan.model,
+               entry.plan.dp_size);
+  return completion;
+}
+
+std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const std::string& key,
+                                                                         PodEntry& entry) {
+  if (!entry.subscribed) return nullptr;
+  entry.subscribed = false;
+  entry.subscription = 0;
+  std::shared_ptr<Completion> removal =
+      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_,
+                  options_.before_removal);
+  entry.task_ids.clear();
+  entry.workers.clear();
+  spdlog::info("pod {}: unsubscribed, blocks dropped", key);
+  return removal;
+}
+
+SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const Pod& pod) {
+  Pending out;
+  out.key = PodKey(pod);
+  out.ack.pod = out.key;
+  if (state_ == State::kStopped) {
+    out.ack = Ack(out.key, PodOutcome::kIgnored, "manager stopped");
+    return out;
+  }
+  if (absl::Status valid = ValidatePod(pod, options_.pod_limits); !valid.ok()) {
+    out.ack = Ack(out.key, PodOutcome::kRejected, std::string(valid.message()));
+    return out;
+  }
+  auto it = pods_.find(out.key);
+  const bool known = it != pods_.end();
+  if (!known && pods_.size() >= options_.max_pods) {
+    out.ack = Ack(out.key, PodOutcome::kRejected,
+                  absl::StrCat("too many pods (limit ", options_.max_pods, ")"));
+    return out;
+  }
+  if (!known) it = pods_.emplace(out.key, PodEntry{}).first;
+  PodEntry& entry = it->second;
+  const SubscriptionIdentity old_identity = IdentityOf(entry.pod, entry.plan);
+  entry.pod = pod;
+  entry.plan = PlanPod(pod);
+  const bool want = WantSubscribed(entry);
+  const std::string changed = Changes(old_identity, IdentityOf(entry.pod, entry.plan));
+
+  if (!want) {
+    const bool was = entry.subscribed;
+    out.removal = UnsubscribeLocked(out.key, entry);
+    std::string why = !entry.plan.subscribable ? entry.plan.reason
+                      : !options_.sync_enabled ? std::string("kv event sync disabled")
+                                               : std::string("recorded; subscribed when the manager starts");
+    if (was) why = absl::StrCat("unsubscribed: ", why);
+    out.ack = Ack(out.key, PodOutcome::kIgnored, std::move(why));
+    return out;
+  }
+  if (entry.subscribed && changed.empty()) {
+    out.ack = Ack(out.key, PodOutcome::kUpdated, "no subscription change");
+    return out;
+  }
+  const bool resubscribe = entry.subscribed;
+  out.removal = UnsubscribeLocked(out.key, entry);
+  out.completion = SubscribeLocked(out.key, entry);
+  out.subscription = entry.subscription;
+  out.ack = resubscribe ? Ack(out.key, PodOutcome::kUpdated, absl::StrCat("resubscribed: ", changed, " changed"))
+                        : Ack(out.key, PodOutcome::kSubscribed, "");
+  return out;
+}
+
+PodAck SubscriptionManager::Impl::Finish(Pending pending) {
+  if (!WaitForRemoval(pending.removal.get())) {
+    absl::StrAppend(&pending.ack.reason, pending.ack.reason.empty() ? "" : "; ", "old ", PendingReason());
+  }
+  if (pending.completion == nullptr) return std::move(pending.ack);
+  std::optional<absl::Status> status = pending.completion->Wait(options_.subscribe_timeout);
+  if (!status.has_value()) {
+    pending.ack.reason = absl::StrCat("sockets still being set up after ",
+                                      absl::FormatDuration(options_.subscribe_timeout));
+    return std::move(pending.ack);
+  }
+  if (status->ok()) return std::move(pending.ack);
+  {
+    // Not subscribed after all: the next Upsert of this pod tries again.
+    absl::MutexLock lock(&mu_);
+    auto it = pods_.find(pending.key);
+    if (it != pods_.end() && it->second.subscription == pending.subscription &&
+        state_ == State::kRunning) {
+      it->second.subscribed = false;
+      it->second.subscription = 0;
+      PostRemoval(*threads_[it->second.thread], std::move(it->second.task_ids), pending.key,
+                  index_, bind_receiver_, options_.before_removal);
+      it->second.task_ids.clear();  // the cells stay: ListPods shows the failed workers
+    }
+  }
+  return Ack(pending.key, PodOutcome::kRejected, std::string(status->message()));
+}
+
+PodAck SubscriptionManager::Impl::Upsert(const Pod& pod) {
+  Pending pending;
+  {
+    absl::MutexLock lock(&mu_);
+    pending = UpsertLocked(pod);
+  }
+  return Finish(std::move(pending));
+}
+
+PodAck SubscriptionManager::Impl::Delete(std::string_view pod_key) {
+  const std::string key(pod_key);
+  std::shared_ptr<Completion> removal;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kStopped) return Ack(key, PodOutcome::kIgnored, "manager stopped");
+    auto it = pods_.find(key);
+    if (it == pods_.end()) return Ack(key, PodOutcome::kIgnored, "unknown pod");
+    removal = UnsubscribeLocked(key, it->second);
+    pods_.erase(it);
+  }
+  if (!WaitForRemoval(removal.get())) return RemovalPending(key, "");
+  return Ack(key, PodOutcome::kRemoved, "");
+}
+
+std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<Pod>& pods) {
+  std::vector<Pending> pending;
+  std::vector<PodAck> acks;
+  std::vector<std::shared_ptr<Completion>> removals;  // removals[i]: of acks[i], or null
+  {
+    absl::MutexLock lock(&mu_);
+    absl::flat_hash_set<std::string> present;
+    for (const Pod& pod : pods) {
+      present.insert(PodKey(pod));
+      pending.push_back(UpsertLocked(pod));
+    }
+    if (state_ != State::kStopped) {
+      for (auto it = pods_.begin(); it != pods_.end();) {
+        if (present.contains(it->first)) {
+          ++it;
+          continue;
+        }
+        removals.push_back(UnsubscribeLocked(it->first, it->second));
+        acks.push_back(Ack(it->first, PodOutcome::kRemoved, "not in snapshot"));
+        it = pods_.erase(it);
+      }
+    }
+  }
+  // Sockets of all pods are set up (and removed) in parallel; wait for them together.
+  for (size_t i = 0; i < removals.size(); ++i) {
+    if (!WaitForRemoval(removals[i].get())) acks[i] = RemovalPending(acks[i].pod, "not in snapshot; ");
+  }
+  std::vector<PodAck> out;
+  out.reserve(pending.size() + acks.size());
+  for (Pending& p : pending) out.push_back(Finish(std::move(p)));
+  for (PodAck& ack : acks) out.push_back(std::move(ack));
+  return out;
+}
+
+std::vector<PodStatus> SubscriptionManager::Impl::ListPods() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<PodStatus> out;
+  out.reserve(pods_.size());
+  for (const auto& [key, entry] : pods_) {
+    PodStatus status{entry.pod, entry.plan, entry.subscribed, {}};
+    for (const auto& cell : entry.workers) status.workers.push_back(cell->Get());
+    out.push_back(std::move(status));
+  }
+  return out;
+}
+
+ManagerStats SubscriptionManager::Impl::GetStats() const {
+  ManagerStats stats;
+  absl::MutexLock lock(&mu_);
+  stats.pods = pods_.size();
+  for (const auto& [key, entry] : pods_) {
+    if (!entry.subscribed) continue;
+    ++stats.subscribed_pods;
+    stats.workers += entry.task_ids.size();
+  }
+  stats.events_bind_endpoint = bind_endpoint_;
+  stats.bind_messages = bind_counters_.messages.load(std::memory_order_relaxed);
+  stats.bind_unknown_senders = bind_counters_.unknown_senders.load(std::memory_order_relaxed);
+  stats.bind_bad_frames = bind_counters_.bad_frames.load(std::memory_order_relaxed);
+  stats.removals_pending = removals_pending_.load(std::memory_order_relaxed);
+  return stats;
+}
+
+SubscriptionManager::SubscriptionManager(IndexProvider* provider, ManagerOptions options)
+    : impl_(std::make_unique<Impl>(provider, std::move(options))) {}
+SubscriptionManager::~SubscriptionManager() = default;
+absl::Status SubscriptionManager::Start() { return impl_->Start(); }
+void SubscriptionManager::Stop() { impl_->Stop(); }
+PodAck SubscriptionManager::Upsert(const Pod& pod) { return impl_->Upsert(pod); }
+PodAck SubscriptionManager::Delete(std::string_view pod_key) { return impl_->Delete(pod_key); }
+std::vector<PodAck> SubscriptionManager::ApplySnapshot(const std::vector<Pod>& pods) {
+  return impl_->ApplySnapshot(pods);
+}
+std::vector<PodStatus> SubscriptionManager::ListPods() const { return impl_->ListPods(); }
+ManagerStats SubscriptionManager::GetStats() const { return impl_->GetStats(); }
+
+}  // namespace kvindex

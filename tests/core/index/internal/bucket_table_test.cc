@@ -1,0 +1,192 @@
+#include "core/index/internal/bucket_table.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "core/index/internal/engine_map.h"
+#include "gtest/gtest.h"
+
+namespace kvindex {
+namespace {
+
+// Random inserts and erases (small keys, key 0 among them; the table grows
+// and shrinks, entries move along cuckoo paths) agree with std::map after
+// every step, tags included.
+TEST(BucketTableTest, AgreesWithStdMapThroughGrowthShrinkAndMoves) {
+  BucketTable<true> table;
+  std::map<uint64_t, std::pair<uint64_t, uint8_t>> ref;
+  std::mt19937_64 rng(5);
+  for (int step = 0; step < 200000; ++step) {
+    // Phases of mostly-insert and mostly-erase make the table grow and shrink.
+    const bool grow_phase = (step / 20000) % 2 == 0;
+    const uint64_t key = rng() % 5000;
+    if (rng() % 100 < (grow_phase ? 70u : 30u)) {
+      bool inserted;
+      const size_t pos = table.Insert(key, &inserted);
+      ASSERT_EQ(inserted, ref.count(key) == 0) << step;
+      if (inserted) {
+        ASSERT_EQ(table.ValueAt(pos), 0u);
+        ASSERT_EQ(table.TagAt(pos), 0u);
+      }
+      const uint8_t tag = static_cast<uint8_t>(step | 1);
+      table.SetValueAt(pos, key * 3 + step);
+      table.SetTagAt(pos, tag);
+      ref[key] = {key * 3 + step, tag};
+    } else {
+      const size_t pos = table.Find(key);
+      ASSERT_EQ(pos != table.kNpos, ref.count(key) == 1) << step;
+      if (pos != table.kNpos) {
+        ASSERT_EQ(table.KeyAt(pos), key);
+        table.EraseAt(pos);
+        ref.erase(key);
+      }
+    }
+    ASSERT_EQ(table.size(), ref.size());
+    ASSERT_LE(table.size() * 20, table.capacity() * 19 + 20);
+    if (step % 997 == 0) {
+      for (const auto& [k, v] : ref) {
+        const size_t pos = table.Find(k);
+        ASSERT_NE(pos, table.kNpos);
+        ASSERT_EQ(table.ValueAt(pos), v.first);
+        ASSERT_EQ(table.TagAt(pos), v.second);
+      }
+      size_t seen = 0;
+      table.ForEach([&](uint64_t k, uint64_t v, uint8_t tag) {
+        ++seen;
+        ASSERT_EQ(ref.at(k), std::make_pair(v, tag));
+      });
+      ASSERT_EQ(seen, ref.size());
+    }
+  }
+}
+
+// The table runs up to 0.95 full before it grows (cuckoo paths free slots in
+// full buckets), and grows by ~20 %: its load never falls far.
+TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
+  BucketTable<false> table;
+  bool inserted;
+  double highest = 0, lowest_after_growth = 1;
+  size_t capacity = 0;
+  for (uint64_t k = 1; k <= 200000; ++k) {
+    table.Insert(k * 0x9e3779b97f4a7c15ULL, &inserted);
+    ASSERT_TRUE(inserted);
+    const double load = double(table.size()) / double(table.capacity());
+    if (table.capacity() != capacity) {
+      if (capacity > 1000) {
+        EXPECT_LE(table.capacity(), capacity * 6 / 5 + 4);
+        lowest_after_growth = std::min(lowest_after_growth, load);
+      }
+      capacity = table.capacity();
+    }
+    if (table.capacity() > 1000) highest = std::max(highest, load);
+  }
+  EXPECT_GT(highest, 0.94);
+  EXPECT_GT(lowest_after_growth, 0.78);
+  for (uint64_t k = 1; k <= 200000; ++k) ASSERT_NE(table.Find(k * 0x9e3779b97f4a7c15ULL), table.kNpos);
+}
+
+TEST(BucketTableTest, EraseMovesNoOtherEntry) {
+  BucketTable<false> table;
+  bool inserted;
+  for (uint64_t k = 0; k < 1000; ++k) table.SetValueAt(table.Insert(k, &inserted), k + 7);
+  std::map<uint64_t, size_t> where;
+  for (uint64_t k = 0; k < 1000; ++k) where[k] = table.Find(k);
+  for (uint64_t k = 0; k < 1000; k += 3) {
+    table.EraseAt(where[k]);
+    where.erase(k);
+  }
+  for (const auto& [k, pos] : where) {
+    ASSERT_EQ(table.Find(k), pos);
+    ASSERT_EQ(table.KeyAt(pos), k);
+    ASSERT_EQ(table.ValueAt(pos), k + 7);
+  }
+}
+
+TEST(BucketTableTest, ShrinksWhenMostlyEmpty) {
+  BucketTable<false> table;
+  bool inserted;
+  for (uint64_t k = 0; k < 10000; ++k) table.Insert(k, &inserted);
+  const size_t big = table.capacity();
+  for (uint64_t k = 0; k < 9990; ++k) table.EraseAt(table.Find(k));
+  EXPECT_LT(table.capacity(), big / 8);
+  for (uint64_t k = 9990; k < 10000; ++k) EXPECT_NE(table.Find(k), table.kNpos);
+}
+
+// Prefetch runs without the owner's lock while the table grows, shrinks and
+// moves on another thread: no fault, no data race (the TSan suite checks the
+// latter), and the table's contents are untouched.
+TEST(BucketTableTest, PrefetchIsSafeWhileAnotherThreadRehashes) {
+  BucketTable<true> table;
+  std::atomic<bool> done{false};
+  std::thread prefetcher([&] {
+    for (uint64_t k = 0; !done.load(std::memory_order_relaxed); ++k) table.Prefetch(k);
+  });
+  bool inserted;
+  for (int round = 0; round < 20; ++round) {
+    for (uint64_t k = 0; k < 5000; ++k) table.Insert(k, &inserted);
+    for (uint64_t k = 0; k < 5000; ++k) table.EraseAt(table.Find(k));
+    table.Clear();
+  }
+  for (uint64_t k = 0; k < 100; ++k) table.Insert(k, &inserted);
+  done = true;
+  prefetcher.join();
+  EXPECT_EQ(table.size(), 100u);
+  for (uint64_t k = 0; k < 100; ++k) EXPECT_NE(table.Find(k), table.kNpos);
+}
+
+// Second chance: a block stored again since eviction last looked at it
+// survives while blocks nobody stored again remain. Random eviction would take
+// a hot block in ~10-20 % of these evictions.
+TEST(EngineMapTest, EvictOneSparesBlocksStoredAgain) {
+  EngineMap map;
+  constexpr uint64_t kBlocks = 10000, kHot = 1000;
+  for (uint64_t e = 1; e <= kBlocks; ++e) map.Store(e, e * 10, 1);
+  size_t hot_victims = 0;
+  for (int round = 0; round < 5000; ++round) {
+    for (uint64_t e = 1; e <= kHot; ++e) map.Store(e, e * 10, 1);  // engine blocks in use
+    const EngineMap::Block victim = map.EvictOne();
+    EXPECT_EQ(victim.index, victim.engine * 10);
+    hot_victims += victim.engine <= kHot;
+  }
+  EXPECT_LT(hot_victims, 50u);
+  EXPECT_GE(map.size(), kBlocks - 5000);  // a hot victim comes back with the next round's stores
+  EXPECT_LE(map.size(), kBlocks - 5000 + hot_victims);
+  // Keys come back intact (they are stored mixed).
+  size_t seen = 0;
+  map.ForEach([&](const EngineMap::Block& b) {
+    ++seen;
+    EXPECT_EQ(b.index, b.engine * 10);
+  });
+  EXPECT_EQ(seen, map.size());
+}
+
+TEST(EngineMapTest, StoreKeepsTheUnionOfMediaAndRemoveTakesOneMedium) {
+  EngineMap map;
+  EXPECT_FALSE(map.Store(7, 70, 1).has_value());
+  EXPECT_EQ(map.Store(7, 70, 2)->media, 1);   // same index: media 1|2
+  EXPECT_EQ(map.Find(7)->media, 3);
+  EXPECT_FALSE(map.Remove(7, 4).has_value());  // not on medium 4
+  EXPECT_EQ(map.Remove(7, 1)->media, 3);       // as it was
+  EXPECT_EQ(map.Find(7)->media, 2);
+  EXPECT_EQ(map.Store(7, 71, 1)->index, 70u);  // another index replaces it
+  EXPECT_EQ(map.Find(7)->media, 1);
+  EXPECT_EQ(map.Remove(7, 1)->index, 71u);
+  EXPECT_FALSE(map.Find(7).has_value());
+  EXPECT_EQ(map.size(), 0u);
+}
+
+TEST(EngineMapTest, EvictOneFindsEngineHashZero) {  // kept beside the buckets
+  EngineMap map;
+  map.Store(0, 42, 1);
+  const EngineMap::Block victim = map.EvictOne();
+  EXPECT_EQ(victim.engine, 0u);
+  EXPECT_EQ(victim.index, 42u);
+  EXPECT_EQ(map.size(), 0u);
+}
+
+}  // namespace
+}  // namespace kvindex

@@ -1,0 +1,332 @@
+#include "core/ingest/internal/worker_feed.h"
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/ingest/fake_engine.h"
+
+namespace kvindex {
+namespace {
+
+using ::kvindex::testing::ChainBlockPayload;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// Records what the feed does. A batch is identified by its ts, which the tests
+// set to its seq.
+class RecordingSink : public FeedSink {
+ public:
+  void ApplyBatch(const EventBatch& batch) override {
+    applied.push_back(static_cast<int>(batch.ts));
+  }
+  void ClearBlocks() override {
+    ++clears;
+    applied.push_back(-1);  // marks the clear's position
+  }
+  bool SendReplayRequest(uint64_t from_seq) override {
+    requests.push_back(from_seq);
+    return send_ok;
+  }
+  void ResetReplay() override { ++resets; }
+
+  std::vector<int> applied;
+  std::vector<uint64_t> requests;
+  int clears = 0;
+  int resets = 0;
+  bool send_ok = true;
+};
+
+std::string Batch(uint64_t seq) {
+  return ChainBlockPayload(static_cast<uint32_t>(seq), 4, static_cast<double>(seq));
+}
+
+class WorkerFeedTest : public ::testing::Test {
+ protected:
+  WorkerFeed MakeFeed(bool has_replay, size_t max_backlog = 100) {
+    return WorkerFeed(&sink_, FeedOptions{has_replay, absl::Seconds(2), max_backlog}, 0);
+  }
+  void Live(WorkerFeed& feed, uint64_t seq) { feed.OnLive(seq, Batch(seq), now_); }
+  void Replayed(WorkerFeed& feed, uint64_t seq) { feed.OnReplayBatch(seq, Batch(seq)); }
+
+  RecordingSink sink_;
+  absl::Time now_ = absl::FromUnixSeconds(1000);
+};
+
+TEST_F(WorkerFeedTest, WithoutReplayAppliesInOrder) {
+  WorkerFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  EXPECT_THAT(sink_.requests, IsEmpty());
+  for (uint64_t s : {0, 1, 2}) Live(feed, s);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2));
+  EXPECT_EQ(feed.status().last_seq, 2);
+  EXPECT_EQ(feed.status().batches, 3u);
+  EXPECT_EQ(feed.status().events, 3u);
+  EXPECT_EQ(feed.status().state, WorkerState::kLive);
+}
+
+TEST_F(WorkerFeedTest, FirstSubscribeReplaysFromZeroAndDropsDuplicates) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u));
+  EXPECT_EQ(feed.status().state, WorkerState::kReplaying);
+  Live(feed, 1);  // held while replaying
+  Live(feed, 2);
+  EXPECT_THAT(sink_.applied, IsEmpty());
+  Replayed(feed, 0);
+  Replayed(feed, 1);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2));
+  EXPECT_EQ(feed.status().duplicates, 1u);
+  EXPECT_EQ(feed.status().replays_ok, 1u);
+  EXPECT_EQ(feed.status().state, WorkerState::kLive);
+}
+
+TEST_F(WorkerFeedTest, WarmStartFromARolledBufferIsNotALoss) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  Replayed(feed, 500);  // the engine only still holds 500..
+  Replayed(feed, 501);
+  feed.OnReplayEnd(now_);
+  Live(feed, 502);
+  EXPECT_THAT(sink_.applied, ElementsAre(500, 501, 502));
+  EXPECT_EQ(sink_.clears, 0);
+  EXPECT_EQ(feed.status().replays_ok, 1u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+}
+
+TEST_F(WorkerFeedTest, GapIsReplayedAndAppliedInOrder) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);  // engine had nothing yet
+  Live(feed, 0);
+  Live(feed, 3);  // 1 and 2 were dropped by the PUB queue
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 1u));
+  Live(feed, 4);  // held
+  Replayed(feed, 1);
+  Replayed(feed, 2);
+  Replayed(feed, 3);
+  Replayed(feed, 4);
+  feed.OnReplayEnd(now_);
+  Live(feed, 5);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4, 5));
+  EXPECT_EQ(feed.status().gaps, 1u);
+  EXPECT_EQ(feed.status().duplicates, 2u);  // live 3 and 4, already replayed
+  EXPECT_EQ(feed.status().replays_ok, 2u);
+  EXPECT_EQ(sink_.clears, 0);
+}
+
+TEST_F(WorkerFeedTest, GapBeyondTheEngineBufferClearsTheWorker) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  Live(feed, 0);
+  Live(feed, 10);
+  Replayed(feed, 8);  // 1..7 fell out of the engine's buffer
+  Replayed(feed, 9);
+  Replayed(feed, 10);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, -1, 8, 9, 10));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  EXPECT_EQ(feed.status().replays_failed, 1u);
+}
+
+TEST_F(WorkerFeedTest, ReplayTimeoutClearsAndResumesWithHeldBatches) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  Live(feed, 0);
+  Live(feed, 5);
+  Live(feed, 6);
+  EXPECT_EQ(feed.Deadline(), now_ + absl::Seconds(2));
+  feed.OnTimer(now_ + absl::Seconds(1));  // not yet
+  EXPECT_TRUE(feed.replaying());
+  feed.OnTimer(now_ + absl::Seconds(2));
+  EXPECT_FALSE(feed.replaying());
+  EXPECT_THAT(sink_.applied, ElementsAre(0, -1, 5, 6));
+  EXPECT_EQ(sink_.resets, 1);
+  EXPECT_EQ(feed.status().replays_failed, 1u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  Replayed(feed, 1);  // a late reply is ignored
+  EXPECT_THAT(sink_.applied, ElementsAre(0, -1, 5, 6));
+}
+
+TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  Live(feed, 0);
+  Live(feed, 4);
+  Replayed(feed, 1);
+  feed.OnReplayEnd(now_);  // 2 and 3 never came
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, -1, 4));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+}
+
+TEST_F(WorkerFeedTest, GapWithoutReplayEndpointClears) {
+  WorkerFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  Live(feed, 7);  // first message: nothing to compare with
+  Live(feed, 8);
+  Live(feed, 12);
+  EXPECT_THAT(sink_.applied, ElementsAre(7, 8, -1, 12));
+  EXPECT_EQ(feed.status().gaps, 1u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+}
+
+TEST_F(WorkerFeedTest, EngineRestartClearsThenApplies) {
+  WorkerFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  for (uint64_t s : {0, 1, 2}) Live(feed, s);
+  Live(feed, 0);  // restarted
+  Live(feed, 1);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, -1, 0, 1));
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_EQ(feed.status().last_seq, 1);
+}
+
+TEST_F(WorkerFeedTest, RestartMissingItsFirstBatchesReplaysFromZero) {
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  for (uint64_t s : {0, 1, 2, 3}) Live(feed, s);
+  Live(feed, 2);  // restarted; 0 and 1 went out before we reconnected
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u));
+  Replayed(feed, 0);
+  Replayed(feed, 1);
+  Replayed(feed, 2);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, -1, 0, 1, 2));
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+}
+
+TEST_F(WorkerFeedTest, UndecodablePayloadIsCountedAndItsSeqConsumed) {
+  WorkerFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  Live(feed, 0);
+  feed.OnLive(1, "\xc1 not msgpack", now_);
+  Live(feed, 2);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 2));
+  EXPECT_EQ(feed.status().decode_errors, 1u);
+  EXPECT_EQ(feed.status().gaps, 0u);
+}
+
+TEST_F(WorkerFeedTest, BacklogOverflowDropsAndIsRecoveredAsAGap) {
+  WorkerFeed feed = MakeFeed(true, /*max_backlog=*/2);
+  feed.Start(now_);
+  for (uint64_t s : {0, 1, 2, 3}) Live(feed, s);  // 2 and 3 dropped
+  EXPECT_EQ(feed.status().dropped, 2u);
+  feed.OnReplayEnd(now_);  // engine had nothing when asked
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1));
+  Live(feed, 4);  // reveals the gap 2..3
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 2u));
+  Replayed(feed, 2);
+  Replayed(feed, 3);
+  Replayed(feed, 4);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4));
+}
+
+TEST_F(WorkerFeedTest, UnsendableReplayRequestFailsAtOnce) {
+  sink_.send_ok = false;
+  WorkerFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  EXPECT_FALSE(feed.replaying());
+  EXPECT_EQ(feed.status().replays_failed, 1u);
+  Live(feed, 3);  // replay unreachable: apply from where the stream is
+  EXPECT_THAT(sink_.applied, ElementsAre(3));
+}
+
+TEST_F(WorkerFeedTest, ConnectedStateWithoutTraffic) {
+  WorkerFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  EXPECT_EQ(feed.status().state, WorkerState::kConnecting);
+  feed.OnConnected(true);
+  EXPECT_EQ(feed.status().state, WorkerState::kLive);
+  feed.OnConnected(false);
+  EXPECT_EQ(feed.status().state, WorkerState::kConnecting);
+}
+
+// Tallies what the feed reports to its IngestMetrics.
+class RecordingMetrics : public IngestMetrics {
+ public:
+  void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) override {
+    ++batches;
+    events += batch.events.size();
+    lags.push_back(lag);
+  }
+  void OnDecodeError(DecodeErrorReason reason) override { decode_errors.push_back(reason); }
+  void OnFeedEvent(FeedEvent event) override { ++counts[static_cast<size_t>(event)]; }
+
+  uint64_t Count(FeedEvent event) const { return counts[static_cast<size_t>(event)]; }
+
+  uint64_t batches = 0;
+  uint64_t events = 0;
+  std::vector<std::optional<absl::Duration>> lags;
+  std::vector<DecodeErrorReason> decode_errors;
+  std::array<uint64_t, kFeedEventCount> counts{};
+};
+
+// Every counter of WorkerStatus is reported to the metrics as it happens, so
+// the metrics agree with the status through gaps, replays (ok, incomplete,
+// timed out), restarts, decode errors, bad frames, duplicates and drops.
+TEST_F(WorkerFeedTest, MetricsAgreeWithTheStatus) {
+  RecordingMetrics metrics;
+  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), /*max_backlog=*/2}, 0, &metrics);
+  feed.Start(now_);
+  Replayed(feed, 0);
+  feed.OnReplayEnd(now_);                                  // replay ok
+  Live(feed, 0);                                           // duplicate
+  Live(feed, 1);
+  feed.OnLive(2, "\xc1 not msgpack", now_);                // decode error
+  Live(feed, 5);                                           // gap: replay from 3
+  for (uint64_t s : {6, 7, 8}) Live(feed, s);              // 6 held (with 5), 7 and 8 dropped
+  Replayed(feed, 3);
+  feed.OnReplayEnd(now_);                                  // incomplete: 4 never came, cleared
+  Live(feed, 9);                                           // gap (7, 8 dropped): replay from 7
+  feed.OnTimer(now_ + absl::Seconds(3));                   // replay timed out, cleared
+  feed.OnBadFrame();
+  Live(feed, 0);                                           // engine restart
+  const WorkerStatus& status = feed.status();
+  EXPECT_EQ(status.replays_ok, 1u);
+  EXPECT_EQ(status.replays_failed, 2u);
+  EXPECT_GE(status.restarts, 1u);
+
+  EXPECT_EQ(metrics.batches, status.batches);
+  EXPECT_EQ(metrics.events, status.events);
+  EXPECT_EQ(metrics.decode_errors.size(), status.decode_errors);
+  EXPECT_THAT(metrics.decode_errors, ElementsAre(DecodeErrorReason::kMalformed));
+  EXPECT_EQ(metrics.Count(FeedEvent::kBadFrame), status.bad_frames);
+  EXPECT_EQ(metrics.Count(FeedEvent::kDuplicateBatch), status.duplicates);
+  EXPECT_EQ(metrics.Count(FeedEvent::kDroppedBatch), status.dropped);
+  EXPECT_EQ(metrics.Count(FeedEvent::kSeqGap), status.gaps);
+  EXPECT_EQ(metrics.Count(FeedEvent::kUncoveredGap), status.uncovered_gaps);
+  EXPECT_EQ(metrics.Count(FeedEvent::kEngineRestart), status.restarts);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayOk), status.replays_ok);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayTimeout), 1u);
+  EXPECT_EQ(metrics.Count(FeedEvent::kReplayIncomplete), 1u);
+  EXPECT_GT(status.dropped, 0u);
+  EXPECT_GT(status.duplicates, 0u);
+}
+
+// Lag (the clock after the apply - the batch's engine ts) is reported for live batches only.
+TEST_F(WorkerFeedTest, LagIsReportedForLiveBatchesOnly) {
+  RecordingMetrics metrics;
+  FeedOptions options{true, absl::Seconds(2), 100};
+  options.clock = [] { return absl::FromUnixSeconds(1000); };
+  WorkerFeed feed(&sink_, options, 0, &metrics);
+  feed.Start(now_);
+  Replayed(feed, 0);  // ts 0
+  feed.OnReplayEnd(now_);
+  Live(feed, 1);  // ts 1, applied at 1000
+  ASSERT_EQ(metrics.lags.size(), 2u);
+  EXPECT_EQ(metrics.lags[0], std::nullopt);
+  EXPECT_EQ(metrics.lags[1], absl::Seconds(999));
+}
+
+}  // namespace
+}  // namespace kvindex

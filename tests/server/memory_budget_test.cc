@@ -1,0 +1,97 @@
+// WithMemoryBudget: a budget lowers both index caps to
+// EntriesForMemoryBudget (kIndexBytesPerEntry a entry, at least 1024 entries),
+// never raises them, turns an unlimited cap (0) into the budget's, and a budget
+// of 0 changes nothing. kvindex-server's --index_memory_mb end to end:
+// tests/server/metrics_test.cc (MetricsProcessTest.IndexMemoryBudgetFlagCapsEntries).
+
+#include "server/memory_budget.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "core/events/event_batch.h"
+#include "core/index/prefix_index.h"
+#include "gtest/gtest.h"
+
+namespace kvindex {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+TEST(EntriesForMemoryBudgetTest, BudgetOverBytesPerEntryWithAFloor) {
+  EXPECT_EQ(kIndexBytesPerEntry, 96u);
+  EXPECT_EQ(EntriesForMemoryBudget(kMiB), 10922u);              // 1048576 / 96, rounded down
+  EXPECT_EQ(EntriesForMemoryBudget(1024 * kMiB), 11184810u);
+  EXPECT_EQ(EntriesForMemoryBudget(96 * 2000), 2000u);
+  EXPECT_EQ(EntriesForMemoryBudget(96 * 2000 + 95), 2000u);
+  EXPECT_EQ(EntriesForMemoryBudget(96 * 1024), 1024u);
+  EXPECT_EQ(EntriesForMemoryBudget(96 * 1024 - 1), 1024u);      // the floor
+  EXPECT_EQ(EntriesForMemoryBudget(1), 1024u);
+}
+
+TEST(WithMemoryBudgetTest, ZeroBudgetLeavesTheCaps) {
+  const IndexOptions in{.max_blocks_per_worker = 5, .max_entries = 0, .shards = 8};
+  const IndexOptions out = WithMemoryBudget(in, 0);
+  EXPECT_EQ(out.max_blocks_per_worker, 5u);
+  EXPECT_EQ(out.max_entries, 0u);
+  EXPECT_EQ(out.shards, 8u);
+}
+
+TEST(WithMemoryBudgetTest, LowersTheDefaultCapsToTheBudget) {
+  const IndexOptions out = WithMemoryBudget(IndexOptions{}, kMiB);
+  EXPECT_EQ(out.max_entries, 10922u);
+  EXPECT_EQ(out.max_blocks_per_worker, 10922u);
+  EXPECT_EQ(out.shards, IndexOptions{}.shards);
+}
+
+TEST(WithMemoryBudgetTest, NeverRaisesALowerCap) {
+  const IndexOptions out =
+      WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 100, .max_entries = 5000}, kMiB);
+  EXPECT_EQ(out.max_blocks_per_worker, 100u);
+  EXPECT_EQ(out.max_entries, 5000u);
+  // One lower, one higher than the budget's 10922: each judged on its own.
+  const IndexOptions mixed =
+      WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 20000, .max_entries = 3000}, kMiB);
+  EXPECT_EQ(mixed.max_blocks_per_worker, 10922u);
+  EXPECT_EQ(mixed.max_entries, 3000u);
+}
+
+TEST(WithMemoryBudgetTest, UnlimitedCapsTakeTheBudget) {
+  const IndexOptions out = WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}, kMiB);
+  EXPECT_EQ(out.max_blocks_per_worker, 10922u);
+  EXPECT_EQ(out.max_entries, 10922u);
+  const IndexOptions tiny = WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}, 1);
+  EXPECT_EQ(tiny.max_blocks_per_worker, 1024u);
+  EXPECT_EQ(tiny.max_entries, 1024u);
+}
+
+// An index built with a budget's caps and flooded by three workers past them
+// holds the budget's entries, and its tables (what kvindex_index_memory_bytes
+// reports) fit in the budget.
+TEST(WithMemoryBudgetTest, AFloodedIndexStaysWithinTheBudget) {
+  constexpr uint64_t kBudget = 4 * kMiB;
+  const uint64_t cap = EntriesForMemoryBudget(kBudget);
+  PrefixIndex index(WithMemoryBudget(IndexOptions{}, kBudget));
+  constexpr uint32_t kBlocksPerBatch = 1000;
+  uint64_t next_hash = 1;
+  uint32_t next_token = 1;
+  for (int batch = 0; batch < 60; ++batch) {
+    BlockStored stored;
+    stored.block_size = 4;
+    for (uint32_t b = 0; b < kBlocksPerBatch; ++b) {
+      stored.block_hashes.push_back(next_hash++);
+      for (int t = 0; t < 4; ++t) stored.token_ids.push_back(next_token++);
+    }
+    EventBatch events;
+    events.ts = 1700000000;
+    events.events.push_back(std::move(stored));
+    index.Apply(WorkerKey{"default/p", static_cast<uint32_t>(batch % 3)}, WorkerContext{"llama", ""}, events);
+  }
+  const IndexStats stats = index.Stats();
+  EXPECT_EQ(stats.entries, cap);
+  EXPECT_EQ(stats.evictions, 60 * kBlocksPerBatch - cap);
+  EXPECT_LE(stats.memory_bytes, kBudget);
+}
+
+}  // namespace
+}  // namespace kvindex
