@@ -72,6 +72,9 @@ KvIndexMetrics::KvIndexMetrics() {
         &families_.match_requests->Get({absl::StatusCodeToString(static_cast<absl::StatusCode>(code))});
   }
   batches_ = &families_.batches->Get({});
+  unknown_removals_ = &families_.apply_skips->Get({"unknown_removal"});
+  unindexed_blocks_ = &families_.apply_skips->Get({"unindexed_block"});
+  unknown_chunks_ = &families_.apply_skips->Get({"unknown_chunk"});
   event_lag_ = &families_.event_lag->Get({});
   match_latency_ = &families_.match_latency->Get({});
   for (WorkerState state : kWorkerStates) families_.workers->Get({WorkerStateName(state)});
@@ -98,7 +101,8 @@ void KvIndexMetrics::OnMatch(absl::StatusCode code, absl::Duration latency) {
   match_latency_->Observe(absl::ToDoubleSeconds(latency));
 }
 
-void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) {
+void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, const ApplyResult& applied,
+                                    std::optional<absl::Duration> lag) {
   uint64_t stored = 0, removed = 0, cleared = 0;
   for (const Event& event : batch.events) {
     if (std::holds_alternative<BlockStored>(event)) {
@@ -117,6 +121,9 @@ void KvIndexMetrics::OnBatchApplied(const EventBatch& batch, std::optional<absl:
     if (batch.bad_events_by_reason[r] != 0) bad_events_by_reason_[r]->Increment(batch.bad_events_by_reason[r]);
   }
   batches_->Increment();
+  if (applied.unknown_removals != 0) unknown_removals_->Increment(applied.unknown_removals);
+  if (applied.blocks_unindexed != 0) unindexed_blocks_->Increment(applied.blocks_unindexed);
+  if (applied.unknown_chunks != 0) unknown_chunks_->Increment(applied.unknown_chunks);
   // A clock behind the engine's is no negative lag: it lands in the first bucket.
   // An absurd engine timestamp (an infinite lag) would poison the sum: skipped.
   if (lag.has_value() && std::isfinite(absl::ToDoubleSeconds(*lag))) {

@@ -39,6 +39,10 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
 //   HISTOGRAM(member, name, label, bounds, help); label "" means none.
 // clang-format off
 #define KVINDEX_METRICS(COUNTER, GAUGE, HISTOGRAM)                                                              \
+  COUNTER(apply_skips, "kvindex_apply_skips_total", "reason",                                                  \
+          "What applying decoded events could not do, skipped: unknown_removal (a removed block the worker "      \
+          "did not hold), unindexed_block (a stored block whose parent was unknown), unknown_chunk (an "          \
+          "offloaded chunk naming a block the worker did not hold)")                                             \
   COUNTER(bad_events, "kvindex_bad_events_total", "reason",                                                    \
           "Known events that did not decode, by reason; skipped, the rest of their batch applied")             \
   COUNTER(bad_frames, "kvindex_bad_frames_total", "",                                                          \
@@ -91,7 +95,8 @@ class KvIndexMetrics final : public IngestMetrics {
   void OnMatch(absl::StatusCode code, absl::Duration latency);
 
   // IngestMetrics.
-  void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) override;
+  void OnBatchApplied(const EventBatch& batch, const ApplyResult& applied,
+                      std::optional<absl::Duration> lag) override;
   void OnDecodeError(DecodeErrorReason reason) override;
   void OnFeedEvent(FeedEvent event) override;
 
@@ -122,6 +127,9 @@ class KvIndexMetrics final : public IngestMetrics {
   std::array<Counter*, kFeedEventCount> feed_events_{};
   std::array<Counter*, 17> match_by_code_{};  // absl::StatusCode 0..16 (the gRPC codes)
   Counter* batches_ = nullptr;
+  Counter* unknown_removals_ = nullptr;  // apply_skips children
+  Counter* unindexed_blocks_ = nullptr;
+  Counter* unknown_chunks_ = nullptr;
   Histogram* event_lag_ = nullptr;
   Histogram* match_latency_ = nullptr;
 

@@ -280,15 +280,9 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
     response->set_pods(response->pods() + 1);
     response->set_subscribed_pods(response->subscribed_pods() + (pod.subscribed ? 1 : 0));
     for (const WorkerStatus& w : pod.workers) {
-      response->set_events(response->events() + w.events);
-      response->set_batches(response->batches() + w.batches);
-      response->set_decode_errors(response->decode_errors() + w.decode_errors);
-      response->set_bad_frames(response->bad_frames() + w.bad_frames);
-      response->set_gaps(response->gaps() + w.gaps);
-      response->set_replays_ok(response->replays_ok() + w.replays_ok);
-      response->set_replays_failed(response->replays_failed() + w.replays_failed);
-      response->set_restarts(response->restarts() + w.restarts);
-      response->set_uncovered_gaps(response->uncovered_gaps() + w.uncovered_gaps);
+#define KVINDEX_SUM_WORKER_COUNTER(name, help) response->set_##name(response->name() + w.name);
+      KVINDEX_WORKER_COUNTERS(KVINDEX_SUM_WORKER_COUNTER)
+#undef KVINDEX_SUM_WORKER_COUNTER
     }
   }
   const ManagerStats manager = pods_->GetStats();

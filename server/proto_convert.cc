@@ -104,18 +104,10 @@ v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional
   proto.set_dp_rank(status.dp_rank);
   proto.set_state(std::string(WorkerStateName(status.state)));
   proto.set_last_seq(status.last_seq);
-  proto.set_batches(status.batches);
-  proto.set_events(status.events);
-  proto.set_decode_errors(status.decode_errors);
-  proto.set_bad_frames(status.bad_frames);
-  proto.set_gaps(status.gaps);
-  proto.set_replays_ok(status.replays_ok);
-  proto.set_replays_failed(status.replays_failed);
-  proto.set_restarts(status.restarts);
   proto.set_last_event_time(status.last_event_ts);
-  proto.set_duplicates(status.duplicates);
-  proto.set_uncovered_gaps(status.uncovered_gaps);
-  proto.set_dropped(status.dropped);
+#define KVINDEX_SET_WORKER_COUNTER(name, help) proto.set_##name(status.name);
+  KVINDEX_WORKER_COUNTERS(KVINDEX_SET_WORKER_COUNTER)
+#undef KVINDEX_SET_WORKER_COUNTER
   if (stats.has_value()) {
     proto.set_blocks(stats->blocks);
     proto.mutable_blocks_by_medium()->insert(stats->blocks_by_medium.begin(), stats->blocks_by_medium.end());

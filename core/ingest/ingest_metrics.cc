@@ -5,7 +5,7 @@ namespace kvindex {
 IngestMetrics& NoIngestMetrics() {
   class Ignore final : public IngestMetrics {
    public:
-    void OnBatchApplied(const EventBatch&, std::optional<absl::Duration>) override {}
+    void OnBatchApplied(const EventBatch&, const ApplyResult&, std::optional<absl::Duration>) override {}
     void OnDecodeError(DecodeErrorReason) override {}
     void OnFeedEvent(FeedEvent) override {}
   };

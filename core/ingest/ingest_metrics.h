@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "core/events/event_batch.h"
 #include "core/events/event_decoder.h"
+#include "core/index/prefix_index.h"
 
 namespace kvindex {
 
@@ -35,10 +36,12 @@ class IngestMetrics {
  public:
   virtual ~IngestMetrics() = default;
 
-  // `batch` was decoded and applied to the index. `lag`: the time after the
-  // apply (the batch visible in Match) minus the batch's engine timestamp, for
-  // batches of the live stream; nullopt for replayed ones.
-  virtual void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) = 0;
+  // `batch` was decoded and applied to the index, which could not apply what
+  // `applied` counts. `lag`: the time after the apply (the batch visible in
+  // Match) minus the batch's engine timestamp, for batches of the live stream;
+  // nullopt for replayed ones.
+  virtual void OnBatchApplied(const EventBatch& batch, const ApplyResult& applied,
+                              std::optional<absl::Duration> lag) = 0;
   // A payload did not decode; its seq was consumed.
   virtual void OnDecodeError(DecodeErrorReason reason) = 0;
   virtual void OnFeedEvent(FeedEvent event) = 0;

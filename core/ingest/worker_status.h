@@ -20,22 +20,34 @@ enum class WorkerState { kConnecting, kLive, kReplaying, kFailed };
 // Lower-case name: "connecting", "live", "replaying", "failed".
 std::string_view WorkerStateName(WorkerState state);
 
+// Every counter of a WorkerStatus, in one list: X(name, help). ListPods shows
+// each (WorkerInfo.<name>), GetStats sums them (GetStatsResponse.<name>).
+// clang-format off
+#define KVINDEX_WORKER_COUNTERS(X)                                                                     \
+  X(batches, "batches applied to the index")                                                           \
+  X(events, "events in those batches")                                                                 \
+  X(decode_errors, "payloads DecodeEventBatch rejected (seq consumed, nothing applied)")               \
+  X(bad_frames, "messages not shaped [topic, seq8, payload] (or a replay reply form)")                 \
+  X(gaps, "seq jumps detected (seq > last + 1)")                                                       \
+  X(replays_ok, "replays that covered what was asked")                                                 \
+  X(replays_failed, "replays that timed out, fell short or were not answered")                         \
+  X(restarts, "engine restarts (live seq went backwards); worker cleared each time")                   \
+  X(duplicates, "batches skipped because their seq was already applied")                               \
+  X(uncovered_gaps, "gaps no replay could cover; worker cleared each time")                            \
+  X(dropped, "live batches dropped because the replay backlog was full")                               \
+  X(unknown_removals, "removed block hashes the worker did not hold")                                  \
+  X(blocks_unindexed, "stored blocks not indexed: their parent was unknown")                           \
+  X(unknown_chunks, "offloaded chunks (no tokens) naming a block the worker did not hold")
+// clang-format on
+
 struct WorkerStatus {
   uint32_t dp_rank = 0;
   WorkerState state = WorkerState::kConnecting;
-  int64_t last_seq = -1;        // last engine seq applied (or skipped as undecodable)
-  uint64_t batches = 0;         // batches applied to the index
-  uint64_t events = 0;          // events in those batches
-  uint64_t decode_errors = 0;   // payloads DecodeEventBatch rejected (seq consumed, nothing applied)
-  uint64_t bad_frames = 0;      // messages not shaped [topic, seq8, payload] (or a replay reply form)
-  uint64_t gaps = 0;            // seq jumps detected (seq > last + 1)
-  uint64_t replays_ok = 0;      // replays that covered what was asked
-  uint64_t replays_failed = 0;  // replays that timed out, fell short or were not answered
-  uint64_t restarts = 0;        // engine restarts (live seq went backwards); worker cleared each time
-  double last_event_ts = 0;     // engine ts of the last applied batch
-  uint64_t duplicates = 0;      // batches skipped because their seq was already applied
-  uint64_t uncovered_gaps = 0;  // gaps no replay could cover; worker cleared each time
-  uint64_t dropped = 0;         // live batches dropped because the replay backlog was full
+  int64_t last_seq = -1;     // last engine seq applied (or skipped as undecodable)
+  double last_event_ts = 0;  // engine ts of the last applied batch
+#define KVINDEX_WORKER_COUNTER_MEMBER(name, help) uint64_t name = 0;
+  KVINDEX_WORKER_COUNTERS(KVINDEX_WORKER_COUNTER_MEMBER)
+#undef KVINDEX_WORKER_COUNTER_MEMBER
 
   bool operator==(const WorkerStatus&) const = default;
 };

@@ -68,11 +68,11 @@ std::string GoodPayload(uint64_t seq) {
   return std::string(buffer.data(), buffer.size());
 }
 
-class CheckingSink : public FeedSink {
+class CheckingSink : public BlockWriter {
  public:
   explicit CheckingSink(PrefixIndex* index) : index_(index) {}
-  void ApplyBatch(const EventBatch& batch) override {
-    index_->Apply(worker_, context_, batch);
+  ApplyResult Apply(const EventBatch& batch) override {
+    const ApplyResult applied = index_->Apply(worker_, context_, batch);
     // Well-formed payloads carry their seq as ts; fuzzer bytes that decode may
     // carry anything, so only ours are checked.
     if (batch.dp_rank == 0 && batch.events.size() == 1 && batch.ts >= 0 && batch.ts < 1e15 &&
@@ -82,17 +82,23 @@ class CheckingSink : public FeedSink {
       if (ours_) Check(seq > last_applied_, "applied in increasing seq order between clears");
       last_applied_ = seq;
     }
+    return applied;
   }
-  void ClearBlocks() override {
+  void Clear() override {
     if (std::getenv("FRAME_FUZZER_TRACE") != nullptr) std::fprintf(stderr, "  clear\n");
     index_->ClearWorker(worker_);
     last_applied_ = -1;
   }
-  bool SendReplayRequest(uint64_t from_seq) override {
-    requests.push_back(from_seq);
-    return send_ok;
+  // Carries out the feed's replay ops as a Subscriber does, recording requests.
+  void CarryOut(WorkerFeed& feed, absl::Time now) {
+    for (std::vector<ReplayOp> ops = feed.TakeReplayOps(); !ops.empty(); ops = feed.TakeReplayOps()) {
+      for (const ReplayOp& op : ops) {
+        if (op.kind != ReplayOp::Kind::kRequest) continue;
+        requests.push_back(op.from_seq);
+        if (!send_ok) feed.OnReplayRequestFailed(now);
+      }
+    }
   }
-  void ResetReplay() override {}
 
   std::vector<uint64_t> requests;
   bool send_ok = true;
@@ -106,12 +112,11 @@ class CheckingSink : public FeedSink {
 };
 
 bool Monotone(const WorkerStatus& before, const WorkerStatus& after) {
-  return after.batches >= before.batches && after.events >= before.events &&
-         after.decode_errors >= before.decode_errors && after.bad_frames >= before.bad_frames &&
-         after.gaps >= before.gaps && after.replays_ok >= before.replays_ok &&
-         after.replays_failed >= before.replays_failed && after.restarts >= before.restarts &&
-         after.duplicates >= before.duplicates && after.uncovered_gaps >= before.uncovered_gaps &&
-         after.dropped >= before.dropped;
+  bool monotone = true;
+#define KVINDEX_CHECK_MONOTONE(name, help) monotone = monotone && after.name >= before.name;
+  KVINDEX_WORKER_COUNTERS(KVINDEX_CHECK_MONOTONE)
+#undef KVINDEX_CHECK_MONOTONE
+  return monotone;
 }
 
 }  // namespace
@@ -140,6 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                   0);
   absl::Time now = absl::FromUnixSeconds(1700000000);
   feed.Start(now);
+  sink.CarryOut(feed, now);
 
   uint64_t next_seq = 0;
   int64_t max_live_seq = -1;
@@ -204,6 +210,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       sink.send_ok = in.ConsumeBool();
     }
+    sink.CarryOut(feed, now);
     const WorkerStatus after = feed.status();
     if (std::getenv("FRAME_FUZZER_TRACE") != nullptr) {
       std::fprintf(stderr, "  -> last_seq %lld dups %llu restarts %llu gaps %llu bad %llu replaying %d\n",

@@ -164,10 +164,10 @@ TEST(KvIndexMetricsTest, IngestionAndMatchAreCounted) {
   EventBatch batch;
   batch.events = {BlockStored{}, BlockStored{}, BlockRemoved{}, AllBlocksCleared{}};
   batch.skipped_events = 1;
-  metrics.OnBatchApplied(batch, absl::Milliseconds(3));
-  metrics.OnBatchApplied(batch, std::nullopt);       // replayed: no lag
-  metrics.OnBatchApplied(batch, absl::Seconds(-1));  // engine clock ahead: first bucket
-  metrics.OnBatchApplied(batch, absl::InfiniteDuration());  // absurd engine ts: no lag
+  metrics.OnBatchApplied(batch, ApplyResult{}, absl::Milliseconds(3));
+  metrics.OnBatchApplied(batch, ApplyResult{}, std::nullopt);       // replayed: no lag
+  metrics.OnBatchApplied(batch, ApplyResult{}, absl::Seconds(-1));  // engine clock ahead: first bucket
+  metrics.OnBatchApplied(batch, ApplyResult{}, absl::InfiniteDuration());  // absurd engine ts: no lag
   metrics.OnDecodeError(DecodeErrorReason::kTruncated);
   metrics.OnFeedEvent(FeedEvent::kSeqGap);
   metrics.OnFeedEvent(FeedEvent::kReplayIncomplete);
@@ -192,6 +192,25 @@ TEST(KvIndexMetricsTest, IngestionAndMatchAreCounted) {
   EXPECT_EQ(s->Get("kvindex_match_requests_total{code=\"INVALID_ARGUMENT\"}"), 1.0);
   EXPECT_EQ(s->Get("kvindex_match_latency_seconds_count"), 2.0);
   EXPECT_EQ(s->Get("kvindex_match_latency_seconds_bucket{le=\"0.0001\"}"), 2.0);
+}
+
+// What the index could not apply reaches the metrics, by reason, zero until it happens.
+TEST(KvIndexMetricsTest, ApplySkipsAreCountedByReason) {
+  KvIndexMetrics metrics;
+  absl::StatusOr<PrometheusScrape> before = ParsePrometheusText(metrics.Render());
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->Get("kvindex_apply_skips_total{reason=\"unknown_removal\"}"), 0.0);
+  EXPECT_EQ(before->Get("kvindex_apply_skips_total{reason=\"unindexed_block\"}"), 0.0);
+  EXPECT_EQ(before->Get("kvindex_apply_skips_total{reason=\"unknown_chunk\"}"), 0.0);
+  EventBatch batch;
+  batch.events = {BlockRemoved{}};
+  metrics.OnBatchApplied(batch, ApplyResult{.blocks_unindexed = 3, .unknown_removals = 2}, std::nullopt);
+  metrics.OnBatchApplied(batch, ApplyResult{.unknown_removals = 1, .unknown_chunks = 4}, std::nullopt);
+  absl::StatusOr<PrometheusScrape> after = ParsePrometheusText(metrics.Render());
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->Get("kvindex_apply_skips_total{reason=\"unknown_removal\"}"), 3.0);
+  EXPECT_EQ(after->Get("kvindex_apply_skips_total{reason=\"unindexed_block\"}"), 3.0);
+  EXPECT_EQ(after->Get("kvindex_apply_skips_total{reason=\"unknown_chunk\"}"), 4.0);
 }
 
 TEST(PrometheusTextTest, RejectsWhatScrapersReject) {

@@ -1,5 +1,9 @@
 #include "server/proto_convert.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/pods_file.h"
@@ -116,6 +120,29 @@ TEST(PodsFileTest, ErrorsSayWhere) {
   EXPECT_THAT(pods.status().message(), HasSubstr("2:"));
   EXPECT_THAT(pods.status().message(), HasSubstr("nmae"));
   EXPECT_EQ(LoadPodsFile("/nonexistent/pods").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Every counter of KVINDEX_WORKER_COUNTERS reaches ListPods under its own name,
+// and GetStats has a field of that name to sum it into.
+TEST(ProtoConvertTest, EveryWorkerCounterReachesWorkerInfoByName) {
+  WorkerStatus status;
+  std::vector<std::pair<std::string, uint64_t>> counters;
+  uint64_t value = 100;
+#define KVINDEX_SET_DISTINCT(name, help) \
+  status.name = ++value;                 \
+  counters.emplace_back(#name, status.name);
+  KVINDEX_WORKER_COUNTERS(KVINDEX_SET_DISTINCT)
+#undef KVINDEX_SET_DISTINCT
+  ASSERT_GE(counters.size(), 14u);
+  const v1::WorkerInfo info = WorkerInfoToProto(status, std::nullopt);
+  const google::protobuf::Reflection* reflection = info.GetReflection();
+  for (const auto& [name, expected] : counters) {
+    const google::protobuf::FieldDescriptor* field = info.GetDescriptor()->FindFieldByName(name);
+    ASSERT_NE(field, nullptr) << "WorkerInfo has no field " << name;
+    EXPECT_EQ(reflection->GetUInt64(info, field), expected) << name;
+    EXPECT_NE(v1::GetStatsResponse::descriptor()->FindFieldByName(name), nullptr)
+        << "GetStatsResponse has no field " << name;
+  }
 }
 
 }  // namespace

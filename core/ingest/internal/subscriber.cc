@@ -53,7 +53,9 @@ absl::StatusOr<std::unique_ptr<Subscriber>> Subscriber::Create(
     subscriber->status_->Set(failed);
     return s;
   }
-  subscriber->feed_.Start(absl::Now());
+  const absl::Time now = absl::Now();
+  subscriber->feed_.Start(now);
+  subscriber->CarryOutReplayOps(now);
   subscriber->Publish();
   return subscriber;
 }
@@ -62,10 +64,10 @@ Subscriber::Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixI
                        std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning)
     : context_(context),
       config_(std::move(config)),
-      index_(index),
       status_(std::move(status)),
       tuning_(tuning),
-      feed_(this,
+      writer_(index, config_.worker, config_.context),
+      feed_(&writer_,
             FeedOptions{.has_replay = !config_.replay_endpoint.empty(),
                         .replay_timeout = config_.replay_timeout,
                         .max_backlog = config_.max_backlog},
@@ -125,8 +127,9 @@ void Subscriber::CollectPollItems(std::vector<zmq::pollitem_t>& items) {
 }
 
 void Subscriber::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) {
-  // Sockets may have been replaced since the items were collected: use the
-  // items only as a hint and always read from the current sockets.
+  // The replay socket may have been replaced since the items were collected
+  // (CarryOutReplayOps): use the items only as a hint and always read from
+  // the current sockets.
   bool any = false;
   for (const zmq::pollitem_t& item : items) any = any || (item.revents & ZMQ_POLLIN) != 0;
   try {
@@ -136,6 +139,7 @@ void Subscriber::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now)
       if (replay_.has_value()) ReadReplay(now);
     }
     feed_.OnTimer(now);
+    CarryOutReplayOps(now);
   } catch (const zmq::error_t& e) {
     spdlog::error("worker {}: socket error: {}", WorkerKeyString(config_.worker), e.what());
   }
@@ -147,6 +151,11 @@ void Subscriber::OnLiveMessage(uint64_t seq, std::string_view payload, absl::Tim
     feed_.OnBadFrame();
   } else {
     feed_.OnLive(seq, payload, now);
+  }
+  try {
+    CarryOutReplayOps(now);
+  } catch (const zmq::error_t& e) {
+    spdlog::error("worker {}: socket error: {}", WorkerKeyString(config_.worker), e.what());
   }
   Publish();
 }
@@ -167,9 +176,7 @@ void Subscriber::ReadLive(absl::Time now) {
 void Subscriber::ReadReplay(absl::Time now) {
   std::vector<zmq::message_t> frames;
   size_t total = 0;
-  for (int i = 0; i < kMaxMessagesPerTurn && replay_.has_value() &&
-                  RecvMessage(*replay_, frames, total);
-       ++i) {
+  for (int i = 0; i < kMaxMessagesPerTurn && RecvMessage(*replay_, frames, total); ++i) {
     // ["", seq, payload] or ["", topic, seq, payload].
     if ((total != 3 && total != 4) || frames[0].size() != 0) {
       feed_.OnBadFrame();
@@ -180,7 +187,7 @@ void Subscriber::ReadReplay(absl::Time now) {
     if (!seq.has_value()) {
       feed_.OnBadFrame();
     } else if (*seq == kReplayEndSeq) {
-      feed_.OnReplayEnd(now);  // may reset replay_
+      feed_.OnReplayEnd(now);
     } else if (*seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       feed_.OnBadFrame();
     } else {
@@ -220,11 +227,19 @@ void Subscriber::Publish() {
   published_ = now;
 }
 
-void Subscriber::ApplyBatch(const EventBatch& batch) {
-  index_->Apply(config_.worker, config_.context, batch);
+void Subscriber::CarryOutReplayOps(absl::Time now) {
+  // A request that cannot be sent fails its replay, which may start the next
+  // one (from the batches held meanwhile): until the feed asks nothing more.
+  for (std::vector<ReplayOp> ops = feed_.TakeReplayOps(); !ops.empty(); ops = feed_.TakeReplayOps()) {
+    for (const ReplayOp& op : ops) {
+      if (op.kind == ReplayOp::Kind::kReset) {
+        ReopenReplay();
+      } else if (!SendReplayRequest(op.from_seq)) {
+        feed_.OnReplayRequestFailed(now);
+      }
+    }
+  }
 }
-
-void Subscriber::ClearBlocks() { index_->ClearWorker(config_.worker); }
 
 bool Subscriber::SendReplayRequest(uint64_t from_seq) {
   if (!replay_.has_value()) return false;
@@ -242,7 +257,7 @@ bool Subscriber::SendReplayRequest(uint64_t from_seq) {
   }
 }
 
-void Subscriber::ResetReplay() {
+void Subscriber::ReopenReplay() {
   // A fresh socket: late replies to the abandoned request cannot be mistaken
   // for replies to the next one.
   try {

@@ -25,6 +25,7 @@
 #include "core/index/prefix_index.h"
 #include "core/index/worker_key.h"
 #include "core/ingest/ingest_metrics.h"
+#include "core/ingest/internal/block_writer.h"
 #include "core/ingest/internal/io_thread.h"
 #include "core/ingest/internal/worker_feed.h"
 #include "core/ingest/worker_status.h"
@@ -44,7 +45,7 @@ struct SubscriberConfig {
   IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
 };
 
-class Subscriber : public IoTask, private FeedSink {
+class Subscriber : public IoTask {
  public:
   // Creates and connects the sockets (connects never wait for the engine) and
   // asks for replay from 0. UNAVAILABLE when a socket cannot be set up.
@@ -73,20 +74,18 @@ class Subscriber : public IoTask, private FeedSink {
   void ReadLive(absl::Time now);
   void ReadReplay(absl::Time now);
   void ReadMonitor();
+  // Carries out the replay socket work the feed asked for (after the reads).
+  void CarryOutReplayOps(absl::Time now);
+  bool SendReplayRequest(uint64_t from_seq);
+  void ReopenReplay();
   // Publishes the feed's status to the cell and logs state changes.
   void Publish();
 
-  // FeedSink.
-  void ApplyBatch(const EventBatch& batch) override;
-  void ClearBlocks() override;
-  bool SendReplayRequest(uint64_t from_seq) override;
-  void ResetReplay() override;
-
   zmq::context_t& context_;
   const SubscriberConfig config_;
-  PrefixIndex* const index_;
   const std::shared_ptr<WorkerStatusCell> status_;
   const ZmqTuning tuning_;
+  IndexWriter writer_;
   WorkerFeed feed_;
 
   std::optional<zmq::socket_t> sub_;

@@ -7,14 +7,21 @@
 
 namespace kvindex {
 
-WorkerFeed::WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics)
-    : sink_(sink), options_(options), metrics_(metrics != nullptr ? *metrics : NoIngestMetrics()) {
+WorkerFeed::WorkerFeed(BlockWriter* writer, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics)
+    : writer_(writer), options_(options), metrics_(metrics != nullptr ? *metrics : NoIngestMetrics()) {
   status_.dp_rank = dp_rank;
 }
 
 void WorkerFeed::Start(absl::Time now) {
   if (options_.has_replay) StartReplay(0, -1, now);
   UpdateState();
+}
+
+std::vector<ReplayOp> WorkerFeed::TakeReplayOps() { return std::exchange(replay_ops_, {}); }
+
+void WorkerFeed::OnReplayRequestFailed(absl::Time now) {
+  // Requests go out one replay at a time: a failed one is the current replay's.
+  if (replay_.has_value()) FinishReplay(/*timed_out=*/true, now);
 }
 
 void WorkerFeed::OnBadFrame() {
@@ -56,7 +63,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
     // A PUB never repeats a seq: the engine restarted and counts from 0 again.
     ++status_.restarts;
     metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
-    sink_->ClearBlocks();
+    writer_->Clear();
     last_applied_ = -1;
     live_last_ = -1;
     status_.last_seq = -1;
@@ -96,12 +103,15 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
     metrics_.OnDecodeError(DecodeErrorReasonOf(batch.status()));
     return;
   }
-  sink_->ApplyBatch(*batch);
+  const ApplyResult applied = writer_->Apply(*batch);
   std::optional<absl::Duration> lag;
   if (live && std::isfinite(batch->ts)) {
     lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);
   }
-  metrics_.OnBatchApplied(*batch, lag);
+  metrics_.OnBatchApplied(*batch, applied, lag);
+  status_.unknown_removals += applied.unknown_removals;
+  status_.blocks_unindexed += applied.blocks_unindexed;
+  status_.unknown_chunks += applied.unknown_chunks;
   ++status_.batches;
   status_.events += batch->events.size();
   status_.last_event_ts = batch->ts;
@@ -111,13 +121,13 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
 void WorkerFeed::ClearUncovered() {
   ++status_.uncovered_gaps;
   metrics_.OnFeedEvent(FeedEvent::kUncoveredGap);
-  sink_->ClearBlocks();
+  writer_->Clear();
 }
 
 void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
   replay_ = Replay{from, target, now + options_.replay_timeout};
   UpdateState();
-  if (!sink_->SendReplayRequest(from)) FinishReplay(/*timed_out=*/true, now);
+  replay_ops_.push_back({ReplayOp::Kind::kRequest, from});
 }
 
 void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
@@ -169,7 +179,7 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
   replay_.reset();
   if (timed_out) {
     replay_reachable_ = false;
-    sink_->ResetReplay();
+    replay_ops_.push_back({ReplayOp::Kind::kReset});
   }
   const bool reached = replay.target < 0 || last_applied_ >= replay.target - 1;
   if (!reached) {

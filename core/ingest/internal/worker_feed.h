@@ -20,7 +20,10 @@
 //    uncovered_gaps, and the stream goes on from there.
 //  - An undecodable payload is counted and its seq consumed (a replay would
 //    return the same bytes).
-// Every count is also reported, as it happens, to an IngestMetrics.
+// Data flows one way: the owner's sockets -> this sequencing -> decode ->
+// BlockWriter (the index) -> the status and the IngestMetrics; what the index
+// could not apply (ApplyResult) is counted in both. Requests for the replay
+// socket go out as ReplayOps, never as calls back into the owner.
 //
 // Thread safety: none; owned and called by one I/O thread.
 
@@ -30,28 +33,31 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/events/event_batch.h"
+#include "core/ingest/internal/block_writer.h"
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/worker_status.h"
 
 namespace kvindex {
 
-// What a WorkerFeed drives: the index and the replay socket.
-class FeedSink {
- public:
-  virtual ~FeedSink() = default;
-  // Applies a decoded batch to the worker.
-  virtual void ApplyBatch(const EventBatch& batch) = 0;
-  // Drops every block the worker holds (it stays known).
-  virtual void ClearBlocks() = 0;
-  // Sends a replay request for batches >= `from_seq`. false: could not send.
-  virtual bool SendReplayRequest(uint64_t from_seq) = 0;
-  // Called when a replay timed out: drop whatever late replies may still come
-  // (e.g. reconnect the replay socket).
-  virtual void ResetReplay() = 0;
+// Work on the replay socket that a WorkerFeed asks of its owner. The feed never
+// touches sockets: it queues these, and its owner takes them (TakeReplayOps)
+// after each call, outside any socket read, carries them out in order, and
+// reports a request it could not send (OnReplayRequestFailed).
+struct ReplayOp {
+  enum class Kind {
+    kRequest,  // send a replay request for batches >= from_seq
+    kReset,    // a replay was abandoned: drop whatever late replies may still
+               // come (e.g. reconnect the replay socket)
+  };
+  Kind kind = Kind::kRequest;
+  uint64_t from_seq = 0;
+
+  bool operator==(const ReplayOp&) const = default;
 };
 
 struct FeedOptions {
@@ -64,11 +70,16 @@ struct FeedOptions {
 
 class WorkerFeed {
  public:
-  // `sink` and `metrics` must outlive the feed; null `metrics`: NoIngestMetrics().
-  WorkerFeed(FeedSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics = nullptr);
+  // `writer` and `metrics` must outlive the feed; null `metrics`: NoIngestMetrics().
+  WorkerFeed(BlockWriter* writer, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics = nullptr);
 
   // Asks for replay from 0 when there is a replay endpoint.
   void Start(absl::Time now);
+
+  // The replay socket work asked since the last call, oldest first.
+  [[nodiscard]] std::vector<ReplayOp> TakeReplayOps();
+  // A kRequest op could not be sent: the replay it asked for fails now.
+  void OnReplayRequestFailed(absl::Time now);
 
   // A live batch [seq, payload].
   void OnLive(uint64_t seq, std::string_view payload, absl::Time now);
@@ -107,7 +118,7 @@ class WorkerFeed {
   void ClearUncovered();
   void UpdateState();
 
-  FeedSink* const sink_;
+  BlockWriter* const writer_;
   const FeedOptions options_;
   IngestMetrics& metrics_;
 
@@ -117,6 +128,7 @@ class WorkerFeed {
   bool connected_ = false;
   std::optional<Replay> replay_;
   std::deque<std::pair<uint64_t, std::string>> backlog_;  // live batches held during a replay
+  std::vector<ReplayOp> replay_ops_;                      // not yet taken by the owner
   WorkerStatus status_;
 };
 

@@ -246,6 +246,20 @@ TEST_F(SubscriberTest, MalformedFramesAndPayloadsAreSkipped) {
 // Without an engine the worker stays kConnecting however often ZeroMQ retries
 // (never kLive, never kFailed) and the subscription keeps trying: once an
 // engine appears on the port, it connects and indexes its blocks.
+// What the index could not apply (removals of blocks the worker never held,
+// blocks whose parent it does not know) is counted in the worker's status.
+TEST_F(SubscriberTest, WhatTheIndexCouldNotApplyReachesTheStatus) {
+  auto engine = StartEngine();
+  Subscribe(*engine);
+  engine->Publish(PayloadBuilder().Removed({0x5eed, 0x5eee}).Build());
+  engine->Publish(PayloadBuilder().Stored({0x77}, /*parent=*/0x1234, PromptTokens(1, kBlockSize), kBlockSize).Build());
+  ASSERT_TRUE(WaitFor([&] { return Status().batches == 2; }));
+  const WorkerStatus status = Status();
+  EXPECT_EQ(status.unknown_removals, 2u);
+  EXPECT_EQ(status.blocks_unindexed, 1u);
+  EXPECT_EQ(status.unknown_chunks, 0u);
+}
+
 TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   // Refused while the worker waits; the engine then takes the port over (ZeroMQ sets SO_REUSEADDR too).
   absl::StatusOr<std::unique_ptr<DeadPort>> reserved = DeadPort::Bind(DeadPort::Takeover::kByReuseAddr);

@@ -18,26 +18,72 @@ using ::testing::IsEmpty;
 
 // Records what the feed does. A batch is identified by its ts, which the tests
 // set to its seq.
-class RecordingSink : public FeedSink {
+class RecordingSink : public BlockWriter {
  public:
-  void ApplyBatch(const EventBatch& batch) override {
+  ApplyResult Apply(const EventBatch& batch) override {
     applied.push_back(static_cast<int>(batch.ts));
+    return result;
   }
-  void ClearBlocks() override {
+  void Clear() override {
     ++clears;
     applied.push_back(-1);  // marks the clear's position
   }
-  bool SendReplayRequest(uint64_t from_seq) override {
-    requests.push_back(from_seq);
-    return send_ok;
+  // Carries out the feed's replay ops as a Subscriber does: records requests
+  // and resets, and reports requests that cannot be sent (send_ok false).
+  void CarryOut(WorkerFeed& feed, absl::Time now) {
+    for (std::vector<ReplayOp> ops = feed.TakeReplayOps(); !ops.empty(); ops = feed.TakeReplayOps()) {
+      for (const ReplayOp& op : ops) {
+        if (op.kind == ReplayOp::Kind::kReset) {
+          ++resets;
+          continue;
+        }
+        requests.push_back(op.from_seq);
+        if (!send_ok) feed.OnReplayRequestFailed(now);
+      }
+    }
   }
-  void ResetReplay() override { ++resets; }
 
   std::vector<int> applied;
   std::vector<uint64_t> requests;
   int clears = 0;
   int resets = 0;
   bool send_ok = true;
+  ApplyResult result;  // what every Apply returns
+};
+
+// A WorkerFeed whose replay ops the sink carries out after every call, as the
+// Subscriber does after each turn.
+class DrivenFeed {
+ public:
+  DrivenFeed(RecordingSink* sink, FeedOptions options, uint32_t dp_rank, IngestMetrics* metrics = nullptr)
+      : sink_(sink), feed_(sink, options, dp_rank, metrics) {}
+
+  void Start(absl::Time now) { Then(now, [&] { feed_.Start(now); }); }
+  void OnLive(uint64_t seq, std::string_view payload, absl::Time now) {
+    Then(now, [&] { feed_.OnLive(seq, payload, now); });
+  }
+  void OnReplayBatch(uint64_t seq, std::string_view payload) {
+    Then(now_, [&] { feed_.OnReplayBatch(seq, payload); });
+  }
+  void OnReplayEnd(absl::Time now) { Then(now, [&] { feed_.OnReplayEnd(now); }); }
+  void OnTimer(absl::Time now) { Then(now, [&] { feed_.OnTimer(now); }); }
+  void OnBadFrame() { feed_.OnBadFrame(); }
+  void OnConnected(bool connected) { feed_.OnConnected(connected); }
+  absl::Time Deadline() const { return feed_.Deadline(); }
+  bool replaying() const { return feed_.replaying(); }
+  const WorkerStatus& status() const { return feed_.status(); }
+
+ private:
+  template <typename Call>
+  void Then(absl::Time now, Call call) {
+    now_ = now;
+    call();
+    sink_->CarryOut(feed_, now);
+  }
+
+  RecordingSink* const sink_;
+  WorkerFeed feed_;
+  absl::Time now_;
 };
 
 std::string Batch(uint64_t seq) {
@@ -46,18 +92,18 @@ std::string Batch(uint64_t seq) {
 
 class WorkerFeedTest : public ::testing::Test {
  protected:
-  WorkerFeed MakeFeed(bool has_replay, size_t max_backlog = 100) {
-    return WorkerFeed(&sink_, FeedOptions{has_replay, absl::Seconds(2), max_backlog}, 0);
+  DrivenFeed MakeFeed(bool has_replay, size_t max_backlog = 100) {
+    return DrivenFeed(&sink_, FeedOptions{has_replay, absl::Seconds(2), max_backlog}, 0);
   }
-  void Live(WorkerFeed& feed, uint64_t seq) { feed.OnLive(seq, Batch(seq), now_); }
-  void Replayed(WorkerFeed& feed, uint64_t seq) { feed.OnReplayBatch(seq, Batch(seq)); }
+  void Live(DrivenFeed& feed, uint64_t seq) { feed.OnLive(seq, Batch(seq), now_); }
+  void Replayed(DrivenFeed& feed, uint64_t seq) { feed.OnReplayBatch(seq, Batch(seq)); }
 
   RecordingSink sink_;
   absl::Time now_ = absl::FromUnixSeconds(1000);
 };
 
 TEST_F(WorkerFeedTest, WithoutReplayAppliesInOrder) {
-  WorkerFeed feed = MakeFeed(false);
+  DrivenFeed feed = MakeFeed(false);
   feed.Start(now_);
   EXPECT_THAT(sink_.requests, IsEmpty());
   for (uint64_t s : {0, 1, 2}) Live(feed, s);
@@ -69,7 +115,7 @@ TEST_F(WorkerFeedTest, WithoutReplayAppliesInOrder) {
 }
 
 TEST_F(WorkerFeedTest, FirstSubscribeReplaysFromZeroAndDropsDuplicates) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   EXPECT_THAT(sink_.requests, ElementsAre(0u));
   EXPECT_EQ(feed.status().state, WorkerState::kReplaying);
@@ -86,7 +132,7 @@ TEST_F(WorkerFeedTest, FirstSubscribeReplaysFromZeroAndDropsDuplicates) {
 }
 
 TEST_F(WorkerFeedTest, WarmStartFromARolledBufferIsNotALoss) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   Replayed(feed, 500);  // the engine only still holds 500..
   Replayed(feed, 501);
@@ -99,7 +145,7 @@ TEST_F(WorkerFeedTest, WarmStartFromARolledBufferIsNotALoss) {
 }
 
 TEST_F(WorkerFeedTest, GapIsReplayedAndAppliedInOrder) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   feed.OnReplayEnd(now_);  // engine had nothing yet
   Live(feed, 0);
@@ -120,7 +166,7 @@ TEST_F(WorkerFeedTest, GapIsReplayedAndAppliedInOrder) {
 }
 
 TEST_F(WorkerFeedTest, GapBeyondTheEngineBufferClearsTheWorker) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   feed.OnReplayEnd(now_);
   Live(feed, 0);
@@ -135,7 +181,7 @@ TEST_F(WorkerFeedTest, GapBeyondTheEngineBufferClearsTheWorker) {
 }
 
 TEST_F(WorkerFeedTest, ReplayTimeoutClearsAndResumesWithHeldBatches) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   feed.OnReplayEnd(now_);
   Live(feed, 0);
@@ -155,7 +201,7 @@ TEST_F(WorkerFeedTest, ReplayTimeoutClearsAndResumesWithHeldBatches) {
 }
 
 TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   feed.OnReplayEnd(now_);
   Live(feed, 0);
@@ -167,7 +213,7 @@ TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
 }
 
 TEST_F(WorkerFeedTest, GapWithoutReplayEndpointClears) {
-  WorkerFeed feed = MakeFeed(false);
+  DrivenFeed feed = MakeFeed(false);
   feed.Start(now_);
   Live(feed, 7);  // first message: nothing to compare with
   Live(feed, 8);
@@ -178,7 +224,7 @@ TEST_F(WorkerFeedTest, GapWithoutReplayEndpointClears) {
 }
 
 TEST_F(WorkerFeedTest, EngineRestartClearsThenApplies) {
-  WorkerFeed feed = MakeFeed(false);
+  DrivenFeed feed = MakeFeed(false);
   feed.Start(now_);
   for (uint64_t s : {0, 1, 2}) Live(feed, s);
   Live(feed, 0);  // restarted
@@ -189,7 +235,7 @@ TEST_F(WorkerFeedTest, EngineRestartClearsThenApplies) {
 }
 
 TEST_F(WorkerFeedTest, RestartMissingItsFirstBatchesReplaysFromZero) {
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   feed.OnReplayEnd(now_);
   for (uint64_t s : {0, 1, 2, 3}) Live(feed, s);
@@ -205,7 +251,7 @@ TEST_F(WorkerFeedTest, RestartMissingItsFirstBatchesReplaysFromZero) {
 }
 
 TEST_F(WorkerFeedTest, UndecodablePayloadIsCountedAndItsSeqConsumed) {
-  WorkerFeed feed = MakeFeed(false);
+  DrivenFeed feed = MakeFeed(false);
   feed.Start(now_);
   Live(feed, 0);
   feed.OnLive(1, "\xc1 not msgpack", now_);
@@ -216,7 +262,7 @@ TEST_F(WorkerFeedTest, UndecodablePayloadIsCountedAndItsSeqConsumed) {
 }
 
 TEST_F(WorkerFeedTest, BacklogOverflowDropsAndIsRecoveredAsAGap) {
-  WorkerFeed feed = MakeFeed(true, /*max_backlog=*/2);
+  DrivenFeed feed = MakeFeed(true, /*max_backlog=*/2);
   feed.Start(now_);
   for (uint64_t s : {0, 1, 2, 3}) Live(feed, s);  // 2 and 3 dropped
   EXPECT_EQ(feed.status().dropped, 2u);
@@ -233,7 +279,7 @@ TEST_F(WorkerFeedTest, BacklogOverflowDropsAndIsRecoveredAsAGap) {
 
 TEST_F(WorkerFeedTest, UnsendableReplayRequestFailsAtOnce) {
   sink_.send_ok = false;
-  WorkerFeed feed = MakeFeed(true);
+  DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
   EXPECT_FALSE(feed.replaying());
   EXPECT_EQ(feed.status().replays_failed, 1u);
@@ -241,8 +287,48 @@ TEST_F(WorkerFeedTest, UnsendableReplayRequestFailsAtOnce) {
   EXPECT_THAT(sink_.applied, ElementsAre(3));
 }
 
+// The feed never touches the replay socket: it asks, in order, and its owner
+// carries the work out when it is not reading.
+TEST_F(WorkerFeedTest, ReplaySocketWorkIsAskedForInOrder) {
+  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), 100}, 0);
+  feed.Start(now_);
+  EXPECT_THAT(feed.TakeReplayOps(), ElementsAre(ReplayOp{ReplayOp::Kind::kRequest, 0}));
+  EXPECT_THAT(feed.TakeReplayOps(), IsEmpty());
+  EXPECT_TRUE(feed.replaying());
+  feed.OnLive(4, Batch(4), now_);  // held while the first replay is out
+  feed.OnTimer(now_ + absl::Seconds(2));
+  // The abandoned replay's socket is reset before anything else; the held
+  // batch then applies (replay unreachable: no new request).
+  EXPECT_THAT(feed.TakeReplayOps(), ElementsAre(ReplayOp{ReplayOp::Kind::kReset}));
+  EXPECT_THAT(sink_.applied, ElementsAre(4));
+  EXPECT_EQ(sink_.resets, 0);  // nothing was carried out behind the owner's back
+}
+
+// What the index reports it could not apply is counted in the status and
+// reported to the metrics with the batch.
+TEST_F(WorkerFeedTest, WhatTheIndexCouldNotApplyIsCounted) {
+  class Skips : public IngestMetrics {
+   public:
+    void OnBatchApplied(const EventBatch&, const ApplyResult& applied, std::optional<absl::Duration>) override {
+      unknown_removals += applied.unknown_removals;
+    }
+    void OnDecodeError(DecodeErrorReason) override {}
+    void OnFeedEvent(FeedEvent) override {}
+    uint64_t unknown_removals = 0;
+  } metrics;
+  sink_.result = ApplyResult{.blocks_unindexed = 2, .unknown_removals = 3, .unknown_chunks = 1};
+  DrivenFeed feed(&sink_, FeedOptions{false, absl::Seconds(2), 100}, 0, &metrics);
+  feed.Start(now_);
+  Live(feed, 0);
+  Live(feed, 1);
+  EXPECT_EQ(feed.status().unknown_removals, 6u);
+  EXPECT_EQ(feed.status().blocks_unindexed, 4u);
+  EXPECT_EQ(feed.status().unknown_chunks, 2u);
+  EXPECT_EQ(metrics.unknown_removals, 6u);
+}
+
 TEST_F(WorkerFeedTest, ConnectedStateWithoutTraffic) {
-  WorkerFeed feed = MakeFeed(false);
+  DrivenFeed feed = MakeFeed(false);
   feed.Start(now_);
   EXPECT_EQ(feed.status().state, WorkerState::kConnecting);
   feed.OnConnected(true);
@@ -254,7 +340,8 @@ TEST_F(WorkerFeedTest, ConnectedStateWithoutTraffic) {
 // Tallies what the feed reports to its IngestMetrics.
 class RecordingMetrics : public IngestMetrics {
  public:
-  void OnBatchApplied(const EventBatch& batch, std::optional<absl::Duration> lag) override {
+  void OnBatchApplied(const EventBatch& batch, const ApplyResult& applied,
+                      std::optional<absl::Duration> lag) override {
     ++batches;
     events += batch.events.size();
     lags.push_back(lag);
@@ -276,7 +363,7 @@ class RecordingMetrics : public IngestMetrics {
 // timed out), restarts, decode errors, bad frames, duplicates and drops.
 TEST_F(WorkerFeedTest, MetricsAgreeWithTheStatus) {
   RecordingMetrics metrics;
-  WorkerFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), /*max_backlog=*/2}, 0, &metrics);
+  DrivenFeed feed(&sink_, FeedOptions{true, absl::Seconds(2), /*max_backlog=*/2}, 0, &metrics);
   feed.Start(now_);
   Replayed(feed, 0);
   feed.OnReplayEnd(now_);                                  // replay ok
@@ -318,7 +405,7 @@ TEST_F(WorkerFeedTest, LagIsReportedForLiveBatchesOnly) {
   RecordingMetrics metrics;
   FeedOptions options{true, absl::Seconds(2), 100};
   options.clock = [] { return absl::FromUnixSeconds(1000); };
-  WorkerFeed feed(&sink_, options, 0, &metrics);
+  DrivenFeed feed(&sink_, options, 0, &metrics);
   feed.Start(now_);
   Replayed(feed, 0);  // ts 0
   feed.OnReplayEnd(now_);
