@@ -6,17 +6,11 @@
 #include "core/util/read_file.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "proto/grpc_status.h"
 
 namespace kvindex::client {
-namespace {
 
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  // grpc::StatusCode and absl::StatusCode share their numbering (0..16).
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
-
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(const ClientOptions& options) {
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientOptions& options) {
   const bool tls = options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
                    !options.tls_key_file.empty();
   if (!tls) return grpc::InsecureChannelCredentials();
@@ -35,16 +29,19 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(const 
   return grpc::SslCredentials(ssl);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<KvIndexClient>> KvIndexClient::Create(const ClientOptions& options) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = MakeCredentials(options);
-  if (!credentials.ok()) return credentials.status();
+grpc::ChannelArguments ChannelArgumentsFor(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(options.server, *credentials, args);
+  return args;
+}
+
+absl::StatusOr<std::unique_ptr<KvIndexClient>> KvIndexClient::Create(const ClientOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ChannelCredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(options.server, *credentials, ChannelArgumentsFor(options));
   return std::unique_ptr<KvIndexClient>(new KvIndexClient(options, std::move(channel)));
 }
 
@@ -60,7 +57,7 @@ absl::StatusOr<v1::MatchResponse> KvIndexClient::Match(const v1::MatchRequest& r
   grpc::ClientContext context;
   Prepare(&context);
   v1::MatchResponse response;
-  if (absl::Status status = FromGrpc(stub_->Match(&context, request, &response)); !status.ok()) return status;
+  if (absl::Status status = FromGrpcStatus(stub_->Match(&context, request, &response)); !status.ok()) return status;
   return response;
 }
 
@@ -68,7 +65,7 @@ absl::StatusOr<v1::ListPodsResponse> KvIndexClient::ListPods() {
   grpc::ClientContext context;
   Prepare(&context);
   v1::ListPodsResponse response;
-  if (absl::Status status = FromGrpc(stub_->ListPods(&context, {}, &response)); !status.ok()) return status;
+  if (absl::Status status = FromGrpcStatus(stub_->ListPods(&context, {}, &response)); !status.ok()) return status;
   return response;
 }
 
@@ -76,7 +73,7 @@ absl::StatusOr<v1::GetStatsResponse> KvIndexClient::GetStats() {
   grpc::ClientContext context;
   Prepare(&context);
   v1::GetStatsResponse response;
-  if (absl::Status status = FromGrpc(stub_->GetStats(&context, {}, &response)); !status.ok()) return status;
+  if (absl::Status status = FromGrpcStatus(stub_->GetStats(&context, {}, &response)); !status.ok()) return status;
   return response;
 }
 
@@ -95,7 +92,7 @@ absl::StatusOr<std::vector<v1::PodUpdateAck>> KvIndexClient::SyncPods(const std:
   stream->WritesDone();
   for (v1::PodUpdateAck extra; stream->Read(&extra);) {
   }
-  if (absl::Status status = FromGrpc(stream->Finish()); !status.ok()) return status;
+  if (absl::Status status = FromGrpcStatus(stream->Finish()); !status.ok()) return status;
   if (acks.size() != updates.size()) {
     return absl::InternalError(absl::StrCat("server sent ", acks.size(), " acks for ", updates.size(), " updates"));
   }

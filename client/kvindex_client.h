@@ -13,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "kvindex/v1/kvindex.grpc.pb.h"
 
 namespace kvindex::client {
@@ -33,6 +35,15 @@ struct ClientOptions {
   // Deadline of each call.
   absl::Duration timeout = absl::Seconds(30);
 };
+
+// The channel credentials `options` ask for: insecure, TLS (system roots or
+// tls_ca_file) or mutual TLS. INVALID_ARGUMENT when only one of cert/key is
+// named; NOT_FOUND when a TLS file is unreadable. Tools that build their own
+// channels (kvindex-bench) use it too.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientOptions& options);
+
+// The channel arguments `options` ask for (message sizes, TLS server name).
+grpc::ChannelArguments ChannelArgumentsFor(const ClientOptions& options);
 
 class KvIndexClient {
  public:

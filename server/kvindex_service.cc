@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/arena.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "proto/grpc_status.h"
 #include "server/match_request_parser.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
@@ -137,8 +138,7 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
     status = grpc::SerializationTraits<v1::MatchResponse>::Serialize(*response, response_bytes, &own_buffer);
   }
   if (metrics_ != nullptr) {
-    // grpc::StatusCode and absl::StatusCode share their numbers and names.
-    metrics_->OnMatch(static_cast<absl::StatusCode>(status.error_code()), absl::Now() - start);
+    metrics_->OnMatch(ToAbslCode(status.error_code()), absl::Now() - start);
   }
   return status;
 }

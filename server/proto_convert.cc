@@ -4,12 +4,6 @@
 
 namespace kvindex::server {
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  // absl::StatusCode and grpc::StatusCode share their numbering (0..16).
-  return grpc::Status(static_cast<grpc::StatusCode>(status.raw_code()), std::string(status.message()));
-}
-
 Pod PodFromProto(const v1::Pod& proto) {
   Pod pod;
   pod.ns = proto.namespace_();

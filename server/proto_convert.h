@@ -11,13 +11,9 @@
 #include "core/index/prefix_index.h"
 #include "core/ingest/pod.h"
 #include "core/ingest/subscription_manager.h"
-#include "grpcpp/support/status.h"
 #include "kvindex/v1/kvindex.pb.h"
 
 namespace kvindex::server {
-
-// The same code and message as a gRPC status.
-grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // v1.Pod -> Pod and back; every field carried over, optionals kept unset when unset.
 Pod PodFromProto(const v1::Pod& proto);

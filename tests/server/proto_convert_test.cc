@@ -91,14 +91,6 @@ TEST(ProtoConvertTest, MatchRequestAndResult) {
   EXPECT_THAT(response.pods(0).blocks_by_medium(), UnorderedElementsAre(Pair("GPU", 3u), Pair("CPU", 1u)));
 }
 
-TEST(ProtoConvertTest, StatusCodesCarryOver) {
-  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
-  const grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("bad"));
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "bad");
-  EXPECT_EQ(ToGrpcStatus(absl::UnauthenticatedError("x")).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-}
-
 TEST(PodsFileTest, ParsesTextFormatSnapshots) {
   absl::StatusOr<std::vector<Pod>> pods = ParsePodSnapshotText(R"(
     # the embedded default

@@ -52,33 +52,15 @@ client::ClientOptions ToClientOptions(const Target& target) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const Target& target, int connection) {
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
-  const bool tls = target.tls || !target.tls_ca_file.empty() || !target.tls_cert_file.empty() ||
-                   !target.tls_key_file.empty();
-  if (!tls) {
-    credentials = grpc::InsecureChannelCredentials();
-  } else {
-    if (target.tls_cert_file.empty() != target.tls_key_file.empty()) {
-      return absl::InvalidArgumentError("a client certificate needs both --tls_cert_file and --tls_key_file");
-    }
-    grpc::SslCredentialsOptions ssl;
-    for (auto [path, out] : {std::pair{&target.tls_ca_file, &ssl.pem_root_certs},
-                             std::pair{&target.tls_cert_file, &ssl.pem_cert_chain},
-                             std::pair{&target.tls_key_file, &ssl.pem_private_key}}) {
-      if (path->empty()) continue;
-      absl::StatusOr<std::string> pem = ReadFileToString(*path);
-      if (!pem.ok()) return pem.status();
-      *out = *std::move(pem);
-    }
-    credentials = grpc::SslCredentials(ssl);
-  }
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
+  client::ClientOptions options = ToClientOptions(target);
+  options.max_message_bytes = 64 << 20;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = client::ChannelCredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  grpc::ChannelArguments args = client::ChannelArgumentsFor(options);
+  // One connection per channel: channels with distinct arguments share no subchannel.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("kvindex.bench.connection", connection);
-  if (!target.tls_server_name.empty()) args.SetSslTargetNameOverride(target.tls_server_name);
-  return grpc::CreateCustomChannel(target.server, credentials, args);
+  return grpc::CreateCustomChannel(target.server, *credentials, args);
 }
 
 }  // namespace kvindex::bench
