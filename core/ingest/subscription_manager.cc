@@ -88,7 +88,7 @@ std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> 
                                    before_removal](IoThread& io) {
         for (uint64_t id : ids) {
           if (receiver != nullptr) {
-            if (auto* subscriber = static_cast<Subscriber*>(io.FindTask(id))) {
+            if (auto* subscriber = static_cast<WorkerSubscription*>(io.FindTask(id))) {
               receiver->Unroute(subscriber);
             }
           }
@@ -129,7 +129,9 @@ std::string_view PodOutcomeName(PodOutcome outcome) {
 class SubscriptionManager::Impl {
  public:
   Impl(IndexProvider* provider, ManagerOptions options)
-      : provider_(provider), options_(std::move(options)) {}
+      : provider_(provider),
+        options_(std::move(options)),
+        factory_(options_.subscription_factory != nullptr ? *options_.subscription_factory : ZmqSubscriptions()) {}
   ~Impl() { Stop(); }
 
   absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
@@ -181,6 +183,7 @@ class SubscriptionManager::Impl {
   // Constant after construction.
   IndexProvider* const provider_;
   const ManagerOptions options_;
+  SubscriptionFactory& factory_;
   BindCounters bind_counters_;  // outlives the threads that write it
   std::atomic<uint64_t> removals_pending_{0};
 
@@ -371,12 +374,12 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
 
   const bool posted = threads_[entry.thread]->Post(
       [completion, configs = std::move(configs), ids = entry.task_ids, cells = entry.workers,
-       index = index_, receiver = bind_receiver_, ip = entry.pod.ip,
-       events_port = entry.plan.events_port](IoThread& io) mutable {
+       index = index_, receiver = bind_receiver_, ip = entry.pod.ip, events_port = entry.plan.events_port,
+       &factory = factory_](IoThread& io) mutable {
         absl::Status result;
         for (size_t rank = 0; rank < configs.size(); ++rank) {
-          absl::StatusOr<std::unique_ptr<Subscriber>> subscriber =
-              Subscriber::Create(io.context(), std::move(configs[rank]), index, cells[rank]);
+          absl::StatusOr<std::unique_ptr<WorkerSubscription>> subscriber =
+              factory.Create(io.context(), std::move(configs[rank]), index, cells[rank]);
           if (!subscriber.ok()) {
             result.Update(subscriber.status());
             continue;

@@ -23,6 +23,8 @@
 
 namespace kvindex {
 
+class SubscriptionFactory;  // core/ingest/internal/worker_subscription.h
+
 // Returns the index once it is ready, nullptr before (the seed's "index provider").
 class IndexProvider {
  public:
@@ -50,6 +52,10 @@ struct ManagerOptions {
   // Tests: runs on a pod's I/O thread just before its blocks are dropped (and
   // may block there, to hold a removal up). Empty in production.
   std::function<void(std::string_view pod)> before_removal;
+  // Tests: makes each worker's subscription (the manager's own tests inject
+  // fakes without sockets); must outlive the manager. null: Subscribers with
+  // real ZeroMQ sockets.
+  SubscriptionFactory* subscription_factory = nullptr;
 };
 
 // Totals for GetStats and metrics.

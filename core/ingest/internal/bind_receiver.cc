@@ -129,14 +129,14 @@ std::string BindReceiver::RouteKey(const std::string& ip, std::optional<uint32_t
 }
 
 void BindReceiver::Route(const std::string& ip, uint32_t port, bool rank0,
-                         Subscriber* subscriber) {
+                         WorkerSubscription* subscriber) {
   std::optional<std::string> normal = NormalizeIp(ip);
   if (!normal.has_value()) return;
   routes_[RouteKey(*normal, port)] = subscriber;
   if (rank0) routes_[RouteKey(*normal, std::nullopt)] = subscriber;
 }
 
-void BindReceiver::Unroute(Subscriber* subscriber) {
+void BindReceiver::Unroute(WorkerSubscription* subscriber) {
   absl::erase_if(routes_, [subscriber](const auto& entry) { return entry.second == subscriber; });
 }
 
@@ -166,7 +166,7 @@ void BindReceiver::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time no
         continue;
       }
       std::optional<BindTopic> topic = ParseBindTopic(frames[0].to_string_view());
-      Subscriber* target = nullptr;
+      WorkerSubscription* target = nullptr;
       if (topic.has_value()) {
         auto it = routes_.find(RouteKey(topic->ip, topic->port));
         if (it != routes_.end()) target = it->second;

@@ -2,8 +2,8 @@
 
 // BindReceiver: bind mode. One SUB socket bound at a central endpoint (e.g.
 // "tcp://*:5557") where engines connect their PUB sockets; each message is
-// routed by its topic `kv@<pod-ip>[:<port>]@<model>` to the Subscriber of that
-// pod and dp rank (port = events_port + rank; no port: rank 0). Sequence
+// routed by its topic `kv@<pod-ip>[:<port>]@<model>` to the subscription of
+// that pod and dp rank (port = events_port + rank; no port: rank 0). Sequence
 // numbers are tracked by that Subscriber, i.e. per topic. Messages of unknown
 // senders or with a malformed shape are counted and dropped.
 //
@@ -20,7 +20,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "core/ingest/internal/io_thread.h"
-#include "core/ingest/internal/subscriber.h"
+#include "core/ingest/internal/worker_subscription.h"
+#include "core/ingest/zmq_wire.h"
 #include "zmq.hpp"
 
 namespace kvindex {
@@ -56,8 +57,8 @@ class BindReceiver : public IoTask {
 
   // Routes messages of (ip, port) -- and of (ip, no port) when `rank0` -- to
   // `subscriber` until Unroute(subscriber). The latest route for a key wins.
-  void Route(const std::string& ip, uint32_t port, bool rank0, Subscriber* subscriber);
-  void Unroute(Subscriber* subscriber);
+  void Route(const std::string& ip, uint32_t port, bool rank0, WorkerSubscription* subscriber);
+  void Unroute(WorkerSubscription* subscriber);
 
   // The endpoint actually bound (port resolved when bound to port 0 / "*").
   const std::string& endpoint() const { return endpoint_; }
@@ -73,7 +74,7 @@ class BindReceiver : public IoTask {
   zmq::socket_t socket_;
   const std::string endpoint_;
   BindCounters* const counters_;
-  absl::flat_hash_map<std::string, Subscriber*> routes_;
+  absl::flat_hash_map<std::string, WorkerSubscription*> routes_;
 };
 
 }  // namespace kvindex

@@ -269,4 +269,20 @@ void Subscriber::ReopenReplay() {
   }
 }
 
+SubscriptionFactory& ZmqSubscriptions() {
+  class Zmq final : public SubscriptionFactory {
+   public:
+    absl::StatusOr<std::unique_ptr<WorkerSubscription>> Create(zmq::context_t& context, SubscriberConfig config,
+                                                               PrefixIndex* index,
+                                                               std::shared_ptr<WorkerStatusCell> status) override {
+      absl::StatusOr<std::unique_ptr<Subscriber>> subscriber =
+          Subscriber::Create(context, std::move(config), index, std::move(status));
+      if (!subscriber.ok()) return subscriber.status();
+      return std::unique_ptr<WorkerSubscription>(*std::move(subscriber));
+    }
+  };
+  static Zmq* const factory = new Zmq();
+  return *factory;
+}
+
 }  // namespace kvindex

@@ -28,24 +28,15 @@
 #include "core/ingest/internal/block_writer.h"
 #include "core/ingest/internal/io_thread.h"
 #include "core/ingest/internal/worker_feed.h"
+#include "core/ingest/internal/worker_subscription.h"
 #include "core/ingest/worker_status.h"
 #include "core/ingest/zmq_wire.h"
 #include "zmq.hpp"
 
 namespace kvindex {
 
-struct SubscriberConfig {
-  WorkerKey worker;
-  WorkerContext context;
-  std::string events_endpoint;  // "tcp://ip:port"; empty: bind mode (fed through OnLiveMessage)
-  std::string replay_endpoint;  // "tcp://ip:port"; empty: the engine has no replay socket
-  std::string topic;            // SUB prefix filter; empty: every topic
-  absl::Duration replay_timeout = absl::Seconds(2);
-  size_t max_backlog = 100000;
-  IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
-};
 
-class Subscriber : public IoTask {
+class Subscriber : public WorkerSubscription {
  public:
   // Creates and connects the sockets (connects never wait for the engine) and
   // asks for replay from 0. UNAVAILABLE when a socket cannot be set up.
@@ -60,8 +51,8 @@ class Subscriber : public IoTask {
   void OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) override;
   absl::Time Deadline() const override { return feed_.Deadline(); }
 
-  // Bind mode: one live message routed to this worker.
-  void OnLiveMessage(uint64_t seq, std::string_view payload, absl::Time now);
+  // WorkerSubscription.
+  void OnLiveMessage(uint64_t seq, std::string_view payload, absl::Time now) override;
 
   const WorkerKey& worker() const { return config_.worker; }
 
@@ -93,5 +84,8 @@ class Subscriber : public IoTask {
   std::optional<zmq::socket_t> replay_;
   WorkerStatus published_;  // last status written to status_
 };
+
+// Subscribers with real ZeroMQ sockets: the SubscriptionManager's default.
+SubscriptionFactory& ZmqSubscriptions();
 
 }  // namespace kvindex

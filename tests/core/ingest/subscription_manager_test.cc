@@ -8,8 +8,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "core/events/event_decoder.h"
 #include "core/index/prefix_index.h"
+#include "core/ingest/internal/worker_subscription.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/ingest/fake_engine.h"
@@ -59,27 +63,6 @@ std::unique_ptr<FakeEngine> StartEngine(FakeEngineOptions options = {}) {
   return engine.ok() ? *std::move(engine) : nullptr;
 }
 
-// Engines for dp ranks 0..n-1 on consecutive events ports and replay ports.
-std::vector<std::unique_ptr<FakeEngine>> StartRankEngines(uint32_t n) {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    std::vector<std::unique_ptr<FakeEngine>> engines;
-    absl::StatusOr<std::unique_ptr<FakeEngine>> first = FakeEngine::Create({});
-    if (!first.ok()) continue;
-    engines.push_back(*std::move(first));
-    for (uint32_t rank = 1; rank < n; ++rank) {
-      FakeEngineOptions options;
-      options.events_port = engines[0]->events_port() + rank;
-      options.replay_port = engines[0]->replay_port() + rank;
-      absl::StatusOr<std::unique_ptr<FakeEngine>> next = FakeEngine::Create(options);
-      if (!next.ok()) break;
-      engines.push_back(*std::move(next));
-    }
-    if (engines.size() == n) return engines;
-  }
-  ADD_FAILURE() << "no consecutive free ports";
-  return {};
-}
-
 Pod BasePod(const std::string& name, const std::string& ip) {
   Pod pod;
   pod.ns = "default";
@@ -122,6 +105,95 @@ std::optional<PodStatus> FindPod(const SubscriptionManager& manager, const std::
 void PublishChain(FakeEngine& engine, uint32_t blocks) {
   for (uint32_t k = 0; k < blocks; ++k) engine.Publish(ChainBlockPayload(k, kBlockSize));
 }
+
+// Subscriptions without sockets, for the pod rules and the lifecycle: each
+// one records what it was asked to follow, and Store() writes blocks for a
+// worker as its engine would, while (and only while) it is subscribed.
+class FakeSubscriptions : public SubscriptionFactory {
+ public:
+  absl::StatusOr<std::unique_ptr<WorkerSubscription>> Create(zmq::context_t& context, SubscriberConfig config,
+                                                             PrefixIndex* index,
+                                                             std::shared_ptr<WorkerStatusCell> status) override {
+    absl::MutexLock lock(&mu_);
+    if (!fail_with_.empty()) {
+      WorkerStatus failed;
+      failed.dp_rank = config.worker.dp_rank;
+      failed.state = WorkerState::kFailed;
+      status->Set(failed);
+      return absl::UnavailableError(fail_with_);
+    }
+    WorkerStatus live;
+    live.dp_rank = config.worker.dp_rank;
+    live.state = WorkerState::kLive;
+    status->Set(live);
+    made_.push_back(config);
+    auto subscription = std::make_unique<Fake>(this, config, index);
+    live_[WorkerKeyString(config.worker)] = subscription.get();
+    return subscription;
+  }
+
+  // Stores blocks 0..n-1 of the canonical prompt on `worker`; false when it is not subscribed.
+  bool Store(const WorkerKey& worker, uint32_t n) {
+    absl::MutexLock lock(&mu_);
+    auto it = live_.find(WorkerKeyString(worker));
+    if (it == live_.end()) return false;
+    for (uint32_t k = 0; k < n; ++k) {
+      absl::StatusOr<EventBatch> batch = DecodeEventBatch(ChainBlockPayload(k, kBlockSize));
+      EXPECT_TRUE(batch.ok()) << batch.status();
+      if (batch.ok()) (void)it->second->index->Apply(worker, it->second->config.context, *batch);
+    }
+    return true;
+  }
+
+  // Every subscription made so far, in order, and how many are alive.
+  std::vector<SubscriberConfig> made() {
+    absl::MutexLock lock(&mu_);
+    return made_;
+  }
+  size_t alive() {
+    absl::MutexLock lock(&mu_);
+    return live_.size();
+  }
+  void FailWith(std::string reason) {
+    absl::MutexLock lock(&mu_);
+    fail_with_ = std::move(reason);
+  }
+
+ private:
+  struct Fake : WorkerSubscription {
+    Fake(FakeSubscriptions* owner, SubscriberConfig config, PrefixIndex* index)
+        : owner(owner), config(std::move(config)), index(index) {}
+    ~Fake() override {
+      absl::MutexLock lock(&owner->mu_);
+      owner->live_.erase(WorkerKeyString(config.worker));
+    }
+    void CollectPollItems(std::vector<zmq::pollitem_t>&) override {}
+    void OnPoll(absl::Span<const zmq::pollitem_t>, absl::Time) override {}
+    void OnLiveMessage(uint64_t, std::string_view, absl::Time) override {}
+
+    FakeSubscriptions* const owner;
+    const SubscriberConfig config;
+    PrefixIndex* const index;
+  };
+
+  absl::Mutex mu_;
+  std::vector<SubscriberConfig> made_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Fake*> live_ ABSL_GUARDED_BY(mu_);
+  std::string fail_with_ ABSL_GUARDED_BY(mu_);
+};
+
+// A manager whose subscriptions are FakeSubscriptions.
+struct FakeManager {
+  explicit FakeManager(ManagerOptions options = FastOptions()) : provider(&index), manager(&provider, [&] {
+    options.subscription_factory = &subscriptions;
+    return options;
+  }()) {}
+
+  PrefixIndex index;
+  TestProvider provider;
+  FakeSubscriptions subscriptions;
+  SubscriptionManager manager;
+};
 
 // Publishes the canonical prompt's blocks round and round on some engines until destroyed.
 class Pump {
@@ -292,108 +364,111 @@ TEST(SubscriptionManagerTest, SeedRuleTableIsRecordedNotSubscribed) {
 }
 
 TEST(SubscriptionManagerTest, DeleteUnsubscribesAndDropsBlocksBeforeItAcks) {
-  PrefixIndex index;
-  TestProvider provider(&index);
-  SubscriptionManager manager(&provider, FastOptions());
-  ASSERT_TRUE(manager.Start().ok());
-  auto engine = StartEngine();
-  EXPECT_EQ(manager.Upsert(EnginePod("p", *engine)).outcome, PodOutcome::kSubscribed);
-  ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
-  PublishChain(*engine, 3);
-  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/p") == 3; }));
-  PodAck ack = manager.Delete("default/p");
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  EXPECT_EQ(m.manager.Upsert(BasePod("p", "10.0.0.1")).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/p", 0}, 3));
+  EXPECT_EQ(Matched(m.index, "default/p"), 3u);
+  PodAck ack = m.manager.Delete("default/p");
   EXPECT_EQ(ack.outcome, PodOutcome::kRemoved);
-  EXPECT_TRUE(index.ListWorkers().empty());  // already, not eventually
-  ASSERT_TRUE(engine->WaitForSubscribers(0, absl::Seconds(10)));
-  ASSERT_TRUE(WaitFor([&] { return engine->subscribers() == 0; }));
-  PublishChain(*engine, 3);  // nobody listens any more
-  EXPECT_EQ(Matched(index, "default/p"), 0u);
-  EXPECT_TRUE(manager.ListPods().empty());
-  EXPECT_EQ(manager.Delete("default/p").outcome, PodOutcome::kIgnored);
+  EXPECT_TRUE(m.index.ListWorkers().empty());  // already, not eventually
+  EXPECT_EQ(m.subscriptions.alive(), 0u);      // its subscription is gone too
+  EXPECT_FALSE(m.subscriptions.Store(WorkerKey{"default/p", 0}, 3));  // nobody listens any more
+  EXPECT_EQ(Matched(m.index, "default/p"), 0u);
+  EXPECT_TRUE(m.manager.ListPods().empty());
+  EXPECT_EQ(m.manager.Delete("default/p").outcome, PodOutcome::kIgnored);
 }
 
 TEST(SubscriptionManagerTest, PodLeavingRunningIsUnsubscribedAndItsBlocksDropped) {
-  PrefixIndex index;
-  TestProvider provider(&index);
-  SubscriptionManager manager(&provider, FastOptions());
-  ASSERT_TRUE(manager.Start().ok());
-  auto engine = StartEngine();
-  Pod pod = EnginePod("p", *engine);
-  ASSERT_EQ(manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
-  EXPECT_EQ(manager.Upsert(pod).outcome, PodOutcome::kUpdated);  // nothing changed
-  ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
-  PublishChain(*engine, 2);
-  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/p") == 2; }));
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod pod = BasePod("p", "10.0.0.1");
+  ASSERT_EQ(m.manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
+  EXPECT_EQ(m.manager.Upsert(pod).outcome, PodOutcome::kUpdated);  // nothing changed
+  EXPECT_EQ(m.subscriptions.made().size(), 1u);                     // and nothing resubscribed
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/p", 0}, 2));
+  EXPECT_EQ(Matched(m.index, "default/p"), 2u);
   pod.phase = "Failed";
-  PodAck ack = manager.Upsert(pod);
+  PodAck ack = m.manager.Upsert(pod);
   EXPECT_EQ(ack.outcome, PodOutcome::kIgnored);
   EXPECT_EQ(ack.reason, "unsubscribed: phase is \"Failed\", not Running");
-  EXPECT_TRUE(index.ListWorkers().empty());
-  EXPECT_FALSE(FindPod(manager, "default/p")->subscribed);
+  EXPECT_TRUE(m.index.ListWorkers().empty());
+  EXPECT_FALSE(FindPod(m.manager, "default/p")->subscribed);
+  EXPECT_EQ(m.subscriptions.alive(), 0u);
 }
 
 TEST(SubscriptionManagerTest, PodIpChangeResubscribesAndDropsTheOldWorkersBlocks) {
-  PrefixIndex index;
-  TestProvider provider(&index);
-  SubscriptionManager manager(&provider, FastOptions());
-  ASSERT_TRUE(manager.Start().ok());
-  auto old_engine = StartEngine();
-  FakeEngineOptions moved;
-  moved.host = "127.0.0.2";  // same ports, new address
-  moved.events_port = old_engine->events_port();
-  moved.replay_port = old_engine->replay_port();
-  auto new_engine = StartEngine(moved);
-  ASSERT_NE(new_engine, nullptr);
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod pod = BasePod("p", "10.0.0.1");
+  pod.events_port = 5557;
+  pod.replay_port = 5558;
+  ASSERT_EQ(m.manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/p", 0}, 4));
+  EXPECT_EQ(Matched(m.index, "default/p"), 4u);
 
-  Pod pod = EnginePod("p", *old_engine);
-  ASSERT_EQ(manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
-  ASSERT_TRUE(old_engine->WaitForSubscribers(1, absl::Seconds(10)));
-  PublishChain(*old_engine, 4);
-  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/p") == 4; }));
-
-  pod.ip = "127.0.0.2";
-  PodAck ack = manager.Upsert(pod);
+  pod.ip = "10.0.0.2";
+  PodAck ack = m.manager.Upsert(pod);
   EXPECT_EQ(ack.outcome, PodOutcome::kUpdated);
   EXPECT_EQ(ack.reason, "resubscribed: ip changed");
-  ASSERT_TRUE(new_engine->WaitForSubscribers(1, absl::Seconds(10)));
-  ASSERT_TRUE(WaitFor([&] { return old_engine->subscribers() == 0; }));
-  // The old address's blocks were gone by the ack; the new engine's arrive.
-  EXPECT_EQ(Matched(index, "default/p"), 0u);
-  PublishChain(*new_engine, 2);
-  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/p") == 2; }));
-  PublishChain(*old_engine, 8);  // not followed any more
-  new_engine->Publish(ChainBlockPayload(2, kBlockSize));
-  ASSERT_TRUE(WaitFor([&] { return Matched(index, "default/p") == 3; }));
-  std::optional<WorkerStats> stats = index.GetWorkerStats(WorkerKey{"default/p", 0});
+  // The old address's blocks were gone by the ack; the new subscription follows the new address.
+  EXPECT_EQ(Matched(m.index, "default/p"), 0u);
+  const std::vector<SubscriberConfig> made = m.subscriptions.made();
+  ASSERT_EQ(made.size(), 2u);
+  EXPECT_EQ(made[0].events_endpoint, "tcp://10.0.0.1:5557");
+  EXPECT_EQ(made[1].events_endpoint, "tcp://10.0.0.2:5557");
+  EXPECT_EQ(made[1].replay_endpoint, "tcp://10.0.0.2:5558");
+  EXPECT_EQ(m.subscriptions.alive(), 1u);
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/p", 0}, 3));
+  std::optional<WorkerStats> stats = m.index.GetWorkerStats(WorkerKey{"default/p", 0});
   ASSERT_TRUE(stats.has_value());
   EXPECT_EQ(stats->blocks, 3u);
 }
 
 TEST(SubscriptionManagerTest, DpSizeTwoSubscribesEachRankOnItsPort) {
-  PrefixIndex index;
-  TestProvider provider(&index);
-  SubscriptionManager manager(&provider, FastOptions());
-  ASSERT_TRUE(manager.Start().ok());
-  std::vector<std::unique_ptr<FakeEngine>> ranks = StartRankEngines(2);
-  ASSERT_EQ(ranks.size(), 2u);
-  Pod pod = EnginePod("dp", *ranks[0]);
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod pod = BasePod("dp", "10.0.0.1");
+  pod.events_port = 6000;
+  pod.replay_port = 7000;
   pod.dp_size = 2;
-  ASSERT_EQ(manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
-  ASSERT_TRUE(ranks[0]->WaitForSubscribers(1, absl::Seconds(10)));
-  ASSERT_TRUE(ranks[1]->WaitForSubscribers(1, absl::Seconds(10)));
-  PublishChain(*ranks[0], 2);
-  PublishChain(*ranks[1], 5);
-  ASSERT_TRUE(WaitFor([&] {
-    return Matched(index, "default/dp", 0) == 2 && Matched(index, "default/dp", 1) == 5;
-  }));
-  std::optional<PodStatus> status = FindPod(manager, "default/dp");
+  ASSERT_EQ(m.manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
+  const std::vector<SubscriberConfig> made = m.subscriptions.made();
+  ASSERT_EQ(made.size(), 2u);
+  EXPECT_EQ(made[0].worker, (WorkerKey{"default/dp", 0}));
+  EXPECT_EQ(made[0].events_endpoint, "tcp://10.0.0.1:6000");
+  EXPECT_EQ(made[0].replay_endpoint, "tcp://10.0.0.1:7000");
+  EXPECT_EQ(made[1].worker, (WorkerKey{"default/dp", 1}));
+  EXPECT_EQ(made[1].events_endpoint, "tcp://10.0.0.1:6001");
+  EXPECT_EQ(made[1].replay_endpoint, "tcp://10.0.0.1:7001");
+  EXPECT_EQ(made[1].context.model, kModel);
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/dp", 0}, 2));
+  ASSERT_TRUE(m.subscriptions.Store(WorkerKey{"default/dp", 1}, 5));
+  EXPECT_EQ(Matched(m.index, "default/dp", 0), 2u);
+  EXPECT_EQ(Matched(m.index, "default/dp", 1), 5u);
+  std::optional<PodStatus> status = FindPod(m.manager, "default/dp");
   ASSERT_TRUE(status.has_value());
   ASSERT_EQ(status->workers.size(), 2u);
   EXPECT_EQ(status->workers[0].dp_rank, 0u);
   EXPECT_EQ(status->workers[1].dp_rank, 1u);
-  EXPECT_EQ(manager.GetStats().workers, 2u);
-  manager.Delete("default/dp");
-  ASSERT_TRUE(WaitFor([&] { return index.ListWorkers().empty(); }));
+  EXPECT_EQ(m.manager.GetStats().workers, 2u);
+  EXPECT_EQ(m.manager.Delete("default/dp").outcome, PodOutcome::kRemoved);
+  EXPECT_TRUE(m.index.ListWorkers().empty());
+}
+
+// A subscription that cannot be set up rejects the pod with the reason, and
+// ListPods shows the worker failed.
+TEST(SubscriptionManagerTest, SubscriptionThatCannotBeSetUpIsRejectedWithTheReason) {
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  m.subscriptions.FailWith("cannot subscribe: no sockets today");
+  PodAck ack = m.manager.Upsert(BasePod("p", "10.0.0.1"));
+  EXPECT_EQ(ack.outcome, PodOutcome::kRejected);
+  EXPECT_EQ(ack.reason, "cannot subscribe: no sockets today");
+  std::optional<PodStatus> status = FindPod(m.manager, "default/p");
+  ASSERT_TRUE(status.has_value());
+  ASSERT_EQ(status->workers.size(), 1u);
+  EXPECT_EQ(status->workers[0].state, WorkerState::kFailed);
 }
 
 TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
