@@ -41,7 +41,7 @@ class CliArgs {
   // take the next word or "=value") or `switches`; anything else is
   // INVALID_ARGUMENT. Other words are positional, in order. A flag given
   // twice keeps its last value.
-  static absl::StatusOr<CliArgs> Parse(std::span<const std::string_view> args,
+  [[nodiscard]] static absl::StatusOr<CliArgs> Parse(std::span<const std::string_view> args,
                                        std::span<const std::string_view> value_flags,
                                        std::span<const std::string_view> switches);
 
@@ -60,19 +60,19 @@ class CliArgs {
 };
 
 // Parses `args` accepting the connection flags plus `value_flags` / `switches`.
-absl::StatusOr<CliArgs> ParseWithConnectionFlags(std::span<const std::string_view> args,
+[[nodiscard]] absl::StatusOr<CliArgs> ParseWithConnectionFlags(std::span<const std::string_view> args,
                                                  std::initializer_list<std::string_view> value_flags,
                                                  std::initializer_list<std::string_view> switches);
 
 // ClientOptions from the connection flags, with KVINDEX_SERVER / KVINDEX_TOKEN
 // as fallbacks. INVALID_ARGUMENT for a bad --timeout; NOT_FOUND for an
 // unreadable --token-file.
-absl::StatusOr<client::ClientOptions> ClientOptionsFromArgs(const CliArgs& args);
+[[nodiscard]] absl::StatusOr<client::ClientOptions> ClientOptionsFromArgs(const CliArgs& args);
 
 // The contents of a file named on the command line; "-" reads stdin.
-absl::StatusOr<std::string> ReadInputFile(const std::string& path);
+[[nodiscard]] absl::StatusOr<std::string> ReadInputFile(const std::string& path);
 
 // Creates the client from the connection flags.
-absl::StatusOr<std::unique_ptr<client::KvIndexClient>> ConnectFromArgs(const CliArgs& args);
+[[nodiscard]] absl::StatusOr<std::unique_ptr<client::KvIndexClient>> ConnectFromArgs(const CliArgs& args);
 
 }  // namespace kvindex::cli

@@ -40,7 +40,7 @@ struct ClientOptions {
 // tls_ca_file) or mutual TLS. INVALID_ARGUMENT when only one of cert/key is
 // named; NOT_FOUND when a TLS file is unreadable. Tools that build their own
 // channels (kvindex-bench) use it too.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientOptions& options);
+[[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientOptions& options);
 
 // The channel arguments `options` ask for (message sizes, TLS server name).
 grpc::ChannelArguments ChannelArgumentsFor(const ClientOptions& options);
@@ -49,17 +49,17 @@ class KvIndexClient {
  public:
   // Builds the channel (connection happens on the first call). INVALID_ARGUMENT
   // when only one of cert/key is named; NOT_FOUND when a TLS file is unreadable.
-  static absl::StatusOr<std::unique_ptr<KvIndexClient>> Create(const ClientOptions& options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<KvIndexClient>> Create(const ClientOptions& options);
 
   // The RPCs of kvindex.v1.KvIndex; a non-OK gRPC status comes back as the
   // absl::Status with the same code and message.
-  absl::StatusOr<v1::MatchResponse> Match(const v1::MatchRequest& request);
-  absl::StatusOr<v1::ListPodsResponse> ListPods();
-  absl::StatusOr<v1::GetStatsResponse> GetStats();
+  [[nodiscard]] absl::StatusOr<v1::MatchResponse> Match(const v1::MatchRequest& request);
+  [[nodiscard]] absl::StatusOr<v1::ListPodsResponse> ListPods();
+  [[nodiscard]] absl::StatusOr<v1::GetStatsResponse> GetStats();
 
   // Opens one SyncPods stream, sends `updates`, half-closes, and returns the
   // acks (one per update, in order).
-  absl::StatusOr<std::vector<v1::PodUpdateAck>> SyncPods(const std::vector<v1::PodUpdate>& updates);
+  [[nodiscard]] absl::StatusOr<std::vector<v1::PodUpdateAck>> SyncPods(const std::vector<v1::PodUpdate>& updates);
 
  private:
   KvIndexClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel);

@@ -23,9 +23,9 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
 // Token ids from text: unsigned 32-bit integers separated by commas,
 // whitespace or JSON brackets ("1,2,3", "[1, 2, 3]", one per line).
 // INVALID_ARGUMENT naming the first bad word.
-absl::StatusOr<std::vector<uint32_t>> ParseTokenList(std::string_view text);
+[[nodiscard]] absl::StatusOr<std::vector<uint32_t>> ParseTokenList(std::string_view text);
 
 // Block hashes from text, like ParseTokenList but 64-bit, decimal or 0x-hex.
-absl::StatusOr<std::vector<uint64_t>> ParseHashList(std::string_view text);
+[[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ParseHashList(std::string_view text);
 
 }  // namespace kvindex

@@ -13,7 +13,7 @@ namespace kvindex {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The same code and message as an absl::Status.
-absl::Status FromGrpcStatus(const grpc::Status& status);
+[[nodiscard]] absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // The absl::StatusCode of a gRPC code.
 inline absl::StatusCode ToAbslCode(grpc::StatusCode code) { return static_cast<absl::StatusCode>(code); }

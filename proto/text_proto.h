@@ -13,6 +13,6 @@ namespace kvindex {
 
 // Parses `text` into `message` (cleared first). INVALID_ARGUMENT carrying
 // "line:column: problem" for each error when it does not parse.
-absl::Status ParseTextProto(const std::string& text, google::protobuf::Message* message);
+[[nodiscard]] absl::Status ParseTextProto(const std::string& text, google::protobuf::Message* message);
 
 }  // namespace kvindex

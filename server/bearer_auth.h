@@ -26,7 +26,7 @@ class BearerAuth {
 
   // Reads the token from `path` (surrounding whitespace trimmed). NOT_FOUND
   // when unreadable, INVALID_ARGUMENT when empty.
-  static absl::StatusOr<BearerAuth> FromFile(const std::string& path, bool all_rpcs);
+  [[nodiscard]] static absl::StatusOr<BearerAuth> FromFile(const std::string& path, bool all_rpcs);
 
   // Whether a token is configured at all.
   bool enabled() const { return !token_.empty(); }
@@ -35,7 +35,7 @@ class BearerAuth {
   // (the metadata value, empty when absent) does not carry the right one.
   // `sync_pods` says whether the call is SyncPods. The comparison takes time
   // independent of where the tokens differ.
-  absl::Status Check(absl::string_view authorization, bool sync_pods) const;
+  [[nodiscard]] absl::Status Check(absl::string_view authorization, bool sync_pods) const;
 
  private:
   std::string token_;

@@ -15,6 +15,6 @@ namespace kvindex::server {
 // of flags), --undefok; absl's own flags (--help, --version, --flagfile,
 // --fromenv, ...) are left to absl. Sets each flag it checks to the
 // value given (ParseCommandLine sets it again). Main thread, before parsing.
-absl::Status CheckCommandLineFlags(int argc, char** argv);
+[[nodiscard]] absl::Status CheckCommandLineFlags(int argc, char** argv);
 
 }  // namespace kvindex::server

@@ -17,6 +17,6 @@ bool IsFlagFileOf(absl::string_view flag_file, absl::string_view source_file);
 // it from the environment variable `prefix` + its name in capitals when that
 // variable is set. INVALID_ARGUMENT naming the variable when a value does not
 // parse; flags before it keep what they were set to.
-absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in);
+[[nodiscard]] absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in);
 
 }  // namespace kvindex::server

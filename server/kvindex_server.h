@@ -49,7 +49,7 @@ class KvIndexServer : private IndexProvider {
   // Builds everything, starts the subscriptions and applies initial_pods, then
   // starts serving. UNAVAILABLE when the address (or metrics_listen) cannot be
   // bound; the status of credentials or manager start-up when those fail.
-  static absl::StatusOr<std::unique_ptr<KvIndexServer>> Start(ServerOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<KvIndexServer>> Start(ServerOptions options);
 
   ~KvIndexServer() override;  // Shutdown(absl::Now())
   KvIndexServer(const KvIndexServer&) = delete;

@@ -23,8 +23,8 @@ std::optional<bool> ParseEnvBool(std::string_view value);
 // variable leaves options untouched; an unparsable one too, and returns
 // INVALID_ARGUMENT naming the variable and value. `getenv` looks a name up
 // (nullptr: unset); the one-argument form reads the process environment.
-absl::Status ApplyManagerEnv(ManagerOptions* options,
+[[nodiscard]] absl::Status ApplyManagerEnv(ManagerOptions* options,
                              const std::function<const char*(const char*)>& getenv);
-absl::Status ApplyManagerEnv(ManagerOptions* options);
+[[nodiscard]] absl::Status ApplyManagerEnv(ManagerOptions* options);
 
 }  // namespace kvindex

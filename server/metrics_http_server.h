@@ -22,7 +22,7 @@ class MetricsHttpServer {
   // starts serving; `render` produces the body of each scrape and is called on
   // the server's threads (at most `threads` at once). INVALID_ARGUMENT for a
   // malformed address, UNAVAILABLE when it cannot be bound.
-  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(std::string_view listen,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(std::string_view listen,
                                                                    std::function<std::string()> render,
                                                                    int threads = 2);
 
@@ -47,6 +47,6 @@ class MetricsHttpServer {
 
 // Splits "host:port" / "[v6]:port" into host (brackets removed) and port.
 // INVALID_ARGUMENT when there is no port or it is not in 0..65535.
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(std::string_view listen);
+[[nodiscard]] absl::StatusOr<std::pair<std::string, int>> SplitHostPort(std::string_view listen);
 
 }  // namespace kvindex::server

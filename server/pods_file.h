@@ -20,9 +20,9 @@ namespace kvindex::server {
 
 // The pods of a text-format PodSnapshot. INVALID_ARGUMENT with the parser's
 // line:column message when the text does not parse.
-absl::StatusOr<std::vector<Pod>> ParsePodSnapshotText(absl::string_view text);
+[[nodiscard]] absl::StatusOr<std::vector<Pod>> ParsePodSnapshotText(absl::string_view text);
 
 // ParsePodSnapshotText of the file at `path`; NOT_FOUND when unreadable.
-absl::StatusOr<std::vector<Pod>> LoadPodsFile(const std::string& path);
+[[nodiscard]] absl::StatusOr<std::vector<Pod>> LoadPodsFile(const std::string& path);
 
 }  // namespace kvindex::server

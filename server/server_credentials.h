@@ -20,6 +20,6 @@ struct TlsFiles {
 // Insecure credentials when no file is named, else TLS (mTLS with a client CA).
 // INVALID_ARGUMENT when only one of cert/key is given or a client CA comes
 // without them; NOT_FOUND when a file cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files);
+[[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files);
 
 }  // namespace kvindex::server

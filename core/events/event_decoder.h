@@ -37,7 +37,7 @@ struct DecodeLimits {
 // does not decode (e.g. "bad_token_count: event 0: token_ids: 3 tokens for 2
 // blocks of 2") is skipped and listed in EventBatch::bad_events; the batch's
 // other events are kept.
-absl::StatusOr<EventBatch> DecodeEventBatch(std::string_view payload,
+[[nodiscard]] absl::StatusOr<EventBatch> DecodeEventBatch(std::string_view payload,
                                             const DecodeLimits& limits = {});
 
 }  // namespace kvindex

@@ -51,7 +51,7 @@ std::string PodKey(const Pod& pod);
 
 // OK, or INVALID_ARGUMENT naming the bad field: no name, port out of range,
 // IP not a literal, absurd dp_size, oversized labels.
-absl::Status ValidatePod(const Pod& pod, const PodLimits& limits = {});
+[[nodiscard]] absl::Status ValidatePod(const Pod& pod, const PodLimits& limits = {});
 
 // How kvindex follows a pod, derived from its description by the seed's rules.
 struct PodPlan {

@@ -36,7 +36,7 @@ class Completion {
     done_.Notify();
   }
   // nullopt when not finished within `timeout`.
-  std::optional<absl::Status> Wait(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
+  [[nodiscard]] std::optional<absl::Status> Wait(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
     if (!done_.WaitForNotificationWithTimeout(timeout)) return std::nullopt;
     absl::MutexLock lock(&mu_);
     return status_;

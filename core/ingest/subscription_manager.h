@@ -112,7 +112,7 @@ class SubscriptionManager {
   // With sync disabled returns OK at once. CANCELLED when Stop() interrupts it;
   // FAILED_PRECONDITION when already started or stopped; the bind endpoint's
   // error when events_bind cannot be bound.
-  absl::Status Start();
+  [[nodiscard]] absl::Status Start();
 
   // Cancels everything and joins every thread. Idempotent. Later pod calls are ignored.
   void Stop();

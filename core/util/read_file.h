@@ -10,6 +10,6 @@
 namespace kvindex {
 
 // The file's bytes; NOT_FOUND naming the path when it cannot be opened.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+[[nodiscard]] absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 }  // namespace kvindex

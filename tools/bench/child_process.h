@@ -23,7 +23,7 @@ class ChildProcess {
  public:
   // Starts argv[0] (a path) with `argv`; stdin from /dev/null, stdout and
   // stderr to files. `name` labels the files and messages.
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(std::string name, std::vector<std::string> argv);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(std::string name, std::vector<std::string> argv);
 
   // Stop(): SIGTERM, then SIGKILL after 5 s; removes the output files.
   ~ChildProcess();
@@ -71,7 +71,7 @@ std::string SelfBinDir();
 double SelfCpuSeconds();
 
 // Creates a fresh private directory under $TMPDIR (or /tmp).
-absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
+[[nodiscard]] absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
 
 // Removes a directory made by MakeTempDir and what is in it.
 void RemoveTree(const std::string& dir);

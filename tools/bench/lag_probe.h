@@ -73,7 +73,7 @@ struct LagResult {
 class LagProbe {
  public:
   // Binds the probe pod's PUB and replay sockets on 127.0.0.1 (ephemeral ports).
-  static absl::StatusOr<std::unique_ptr<LagProbe>> Create(LagProbeOptions options,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<LagProbe>> Create(LagProbeOptions options,
                                                           std::shared_ptr<grpc::Channel> match_channel);
   ~LagProbe();  // Stop()
   LagProbe(const LagProbe&) = delete;

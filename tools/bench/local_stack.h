@@ -25,7 +25,7 @@ struct ServerChild {
 // Starts `bin_dir`/kvindex-server --listen=127.0.0.1:0
 // --metrics_listen=127.0.0.1:0 plus `args`, and waits (up to 30 s) for the log
 // lines that name its ports.
-absl::StatusOr<ServerChild> StartServer(const std::string& bin_dir, const std::vector<std::string>& args);
+[[nodiscard]] absl::StatusOr<ServerChild> StartServer(const std::string& bin_dir, const std::vector<std::string>& args);
 
 struct SimChild {
   std::unique_ptr<ChildProcess> process;
@@ -36,22 +36,22 @@ struct SimChild {
 // Starts `bin_dir`/kvindex-sim --base_port=0 --pods_file=<dir>/pods.textproto
 // (plus --prompts_file=<dir>/prompts.json when `prompts`) plus `args`, and
 // waits (up to 30 s) for the pods file. `dir` must exist and outlive the child.
-absl::StatusOr<SimChild> StartSim(const std::string& bin_dir, const std::string& dir, const std::string& name,
+[[nodiscard]] absl::StatusOr<SimChild> StartSim(const std::string& bin_dir, const std::string& dir, const std::string& name,
                                   const std::vector<std::string>& args, bool prompts);
 
 // Waits until `path` exists and is not empty, or `timeout`; false when it does not appear.
 bool WaitForFile(const std::string& path, absl::Duration timeout);
 
 // Parses a kvindex.v1.PodSnapshot in protobuf text format from `path`.
-absl::StatusOr<v1::PodSnapshot> ReadPodSnapshot(const std::string& path);
+[[nodiscard]] absl::StatusOr<v1::PodSnapshot> ReadPodSnapshot(const std::string& path);
 
 // Replaces the server's pods with `snapshot` (one SyncPods snapshot update);
 // FAILED_PRECONDITION when a pod is rejected.
-absl::Status ApplySnapshot(client::KvIndexClient& client, const v1::PodSnapshot& snapshot);
+[[nodiscard]] absl::Status ApplySnapshot(client::KvIndexClient& client, const v1::PodSnapshot& snapshot);
 
 // Waits until every worker of the named pods has applied at least one batch
 // (ListPods last_seq >= 0), or `timeout`. DEADLINE_EXCEEDED names the laggards.
-absl::Status WaitForWorkersLive(client::KvIndexClient& client, const std::vector<std::string>& pod_keys,
+[[nodiscard]] absl::Status WaitForWorkersLive(client::KvIndexClient& client, const std::vector<std::string>& pod_keys,
                                 absl::Duration timeout);
 
 // Splits a flag value holding several command-line words ("--a=1 --b=2").

@@ -20,7 +20,7 @@ struct MixEntry {
 };
 
 // "TOKENS[:WEIGHT],..." with TOKENS >= 1 and WEIGHT > 0 (default 1).
-absl::StatusOr<std::vector<MixEntry>> ParsePromptMix(absl::string_view text);
+[[nodiscard]] absl::StatusOr<std::vector<MixEntry>> ParsePromptMix(absl::string_view text);
 
 // One prompt of a kvindex-sim --prompts_file.
 struct SimPrompt {
@@ -36,7 +36,7 @@ struct SimPrompts {
 };
 
 // Reads a kvindex-sim --prompts_file.
-absl::StatusOr<SimPrompts> ReadSimPrompts(const std::string& path);
+[[nodiscard]] absl::StatusOr<SimPrompts> ReadSimPrompts(const std::string& path);
 
 // `count` prompts of exactly `tokens` tokens (sources repeat when fewer). Sources are the sim
 // prompts held by some worker, longest cached prefix first (all of them when

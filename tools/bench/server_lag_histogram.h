@@ -23,10 +23,10 @@ struct LagHistogram {
 };
 
 // The histogram in a /metrics text; NOT_FOUND when it has no such family.
-absl::StatusOr<LagHistogram> ParseLagHistogram(absl::string_view metrics_text);
+[[nodiscard]] absl::StatusOr<LagHistogram> ParseLagHistogram(absl::string_view metrics_text);
 
 // GET http://`address`/metrics ("host:port") and ParseLagHistogram.
-absl::StatusOr<LagHistogram> ScrapeLagHistogram(const std::string& address);
+[[nodiscard]] absl::StatusOr<LagHistogram> ScrapeLagHistogram(const std::string& address);
 
 struct LagHistogramSummary {
   uint64_t batches = 0;

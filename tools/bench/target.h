@@ -26,7 +26,7 @@ struct Target {
 };
 
 // The connection flags. INVALID_ARGUMENT / NOT_FOUND for an unreadable --token_file.
-absl::StatusOr<Target> TargetFromFlags();
+[[nodiscard]] absl::StatusOr<Target> TargetFromFlags();
 
 // Options for the C++ client library (sync calls: setup, stats, probes).
 client::ClientOptions ToClientOptions(const Target& target);
@@ -34,6 +34,6 @@ client::ClientOptions ToClientOptions(const Target& target);
 // A channel with its own TCP connection: channels made with different
 // `connection` values never share one (local subchannel pool). INVALID_ARGUMENT
 // / NOT_FOUND for bad TLS files.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const Target& target, int connection);
+[[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const Target& target, int connection);
 
 }  // namespace kvindex::bench

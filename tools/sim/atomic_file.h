@@ -12,6 +12,6 @@ namespace kvindex::sim {
 // Writes `contents` to a temporary file beside `path`, then renames it over
 // `path`. UNAVAILABLE (with the path and errno text) when any step fails; the
 // old file, if any, is then left as it was.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
+[[nodiscard]] absl::Status WriteFileAtomically(const std::string& path, std::string_view contents);
 
 }  // namespace kvindex::sim

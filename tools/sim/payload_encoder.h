@@ -23,8 +23,8 @@ enum class HashEncoding {
 };
 
 // "map", "array", "sglang" / "int", "bytes", and back. INVALID_ARGUMENT for other names.
-absl::StatusOr<PayloadLayout> ParsePayloadLayout(std::string_view name);
-absl::StatusOr<HashEncoding> ParseHashEncoding(std::string_view name);
+[[nodiscard]] absl::StatusOr<PayloadLayout> ParsePayloadLayout(std::string_view name);
+[[nodiscard]] absl::StatusOr<HashEncoding> ParseHashEncoding(std::string_view name);
 std::string_view PayloadLayoutName(PayloadLayout layout);
 std::string_view HashEncodingName(HashEncoding hashes);
 

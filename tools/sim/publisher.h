@@ -64,7 +64,7 @@ struct PublisherCounters {
 class Publisher {
  public:
   // Creates and binds the sockets. UNAVAILABLE when a port cannot be bound.
-  static absl::StatusOr<std::unique_ptr<Publisher>> Create(zmq::context_t& context, PublisherOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Publisher>> Create(zmq::context_t& context, PublisherOptions options);
   ~Publisher();
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
@@ -72,7 +72,7 @@ class Publisher {
   // Sends [topic, seq, payload] with the next seq and buffers the payload for
   // replay. A full PUB queue drops the message silently (as an engine's does);
   // UNAVAILABLE only when ZeroMQ fails, and the seq is consumed anyway.
-  absl::Status Publish(std::string payload);
+  [[nodiscard]] absl::Status Publish(std::string payload);
 
   // Poll item of the ROUTER (socket nullptr and no events without replay), to
   // wait for requests with zmq::poll next to other publishers.
@@ -80,12 +80,12 @@ class Publisher {
 
   // Answers every replay request queued on the ROUTER, without waiting.
   // Malformed requests are counted and dropped. UNAVAILABLE when ZeroMQ fails.
-  absl::Status ServeReplay();
+  [[nodiscard]] absl::Status ServeReplay();
 
   // Engine restart: seq back to 0 and the replay buffer emptied. With
   // `rebind`, the sockets are closed (queued messages dropped) and bound again
   // on the same ports, so subscribers see the connection drop and reconnect.
-  absl::Status Restart(bool rebind);
+  [[nodiscard]] absl::Status Restart(bool rebind);
 
   uint64_t next_seq() const { return next_seq_; }
   uint32_t events_port() const { return options_.events_port; }
@@ -98,7 +98,7 @@ class Publisher {
   Publisher(zmq::context_t& context, PublisherOptions options);
   // Creates the sockets and binds them, resolving ephemeral ports. With
   // `retry`, retries briefly while a port is still held by sockets just closed.
-  absl::Status Bind(bool retry);
+  [[nodiscard]] absl::Status Bind(bool retry);
   void SendReplay(const zmq::message_t& identity, uint64_t start_seq);
 
   zmq::context_t& context_;

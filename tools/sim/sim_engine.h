@@ -58,23 +58,23 @@ struct EngineCounters {
 class SimEngine {
  public:
   // Binds the sockets. UNAVAILABLE when a port cannot be bound.
-  static absl::StatusOr<std::unique_ptr<SimEngine>> Create(zmq::context_t& context, SimEngineOptions options);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<SimEngine>> Create(zmq::context_t& context, SimEngineOptions options);
   ~SimEngine();
 
   // Serves `requests` prompts of the workload, publishing their events,
   // requests_per_batch prompts per batch (a batch without events is not sent).
   // UNAVAILABLE when ZeroMQ failed (the batch kept its seq and stays replayable).
-  absl::Status Step(size_t requests) ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status Step(size_t requests) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Engine restart: the cache is emptied and its hash salt changes (vLLM's
   // NONE_HASH), seq restarts at 0, the replay buffer is emptied and the
   // sockets are bound again when rebind_on_restart; AllBlocksCleared is then
   // published as batch 0 when clear_event_on_restart.
-  absl::Status Restart() ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status Restart() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Replay service; see Publisher.
   zmq::pollitem_t ReplayPollItem() { return publisher_->ReplayPollItem(); }
-  absl::Status ServeReplay() ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status ServeReplay() ABSL_LOCKS_EXCLUDED(mu_);
 
   // What the engine holds now, and the identity to find it by in kvindex.
   EngineTruth Truth() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -98,7 +98,7 @@ class SimEngine {
 
  private:
   SimEngine(SimEngineOptions options, std::unique_ptr<Publisher> publisher);
-  absl::Status PublishLocked(EventBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  [[nodiscard]] absl::Status PublishLocked(EventBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   EngineTruth TruthLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const SimEngineOptions options_;

@@ -54,7 +54,7 @@ class SimRunner {
   bool TrafficDone() const { return engines_done_.load() == engines_.size(); }
 
   // The first error an engine reported (OK when none); later ones are logged.
-  absl::Status status() const ABSL_LOCKS_EXCLUDED(mu_);
+  [[nodiscard]] absl::Status status() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   void Run(std::stop_token stop, std::vector<size_t> mine);

@@ -40,7 +40,7 @@ class TruthWriter {
 
   // Snapshots `engines` (pods' ranks adjacent, in rank order) and writes the
   // files. The first error is returned after trying both files.
-  absl::Status Write(absl::Span<SimEngine* const> engines);
+  [[nodiscard]] absl::Status Write(absl::Span<SimEngine* const> engines);
 
   // The two documents, without writing them.
   struct Documents {

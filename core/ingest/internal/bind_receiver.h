@@ -50,7 +50,7 @@ class BindReceiver : public IoTask {
  public:
   // Binds a SUB socket (every topic) at `endpoint`. INVALID_ARGUMENT / UNAVAILABLE
   // with ZeroMQ's reason when it cannot bind. `counters` must outlive the receiver.
-  static absl::StatusOr<std::unique_ptr<BindReceiver>> Create(zmq::context_t& context,
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<BindReceiver>> Create(zmq::context_t& context,
                                                               const std::string& endpoint,
                                                               BindCounters* counters,
                                                               const ZmqTuning& tuning = {});

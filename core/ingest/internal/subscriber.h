@@ -41,7 +41,7 @@ class Subscriber : public WorkerSubscription {
   // Creates and connects the sockets (connects never wait for the engine) and
   // asks for replay from 0. UNAVAILABLE when a socket cannot be set up.
   // `index` must outlive the subscriber.
-  static absl::StatusOr<std::unique_ptr<Subscriber>> Create(
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Subscriber>> Create(
       zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
       std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning = {});
   ~Subscriber() override;
@@ -59,7 +59,7 @@ class Subscriber : public WorkerSubscription {
  private:
   Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
              std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning);
-  absl::Status Open();
+  [[nodiscard]] absl::Status Open();
   void OpenReplay();  // throws zmq::error_t
 
   void ReadLive(absl::Time now);

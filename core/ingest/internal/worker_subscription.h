@@ -49,7 +49,7 @@ class SubscriptionFactory {
   // Sets up the subscription `config` describes, feeding `index` (which
   // outlives it) and publishing its status to `status`. UNAVAILABLE when it
   // cannot be set up; `status` then says kFailed.
-  virtual absl::StatusOr<std::unique_ptr<WorkerSubscription>> Create(zmq::context_t& context,
+  [[nodiscard]] virtual absl::StatusOr<std::unique_ptr<WorkerSubscription>> Create(zmq::context_t& context,
                                                                      SubscriberConfig config, PrefixIndex* index,
                                                                      std::shared_ptr<WorkerStatusCell> status) = 0;
 };
