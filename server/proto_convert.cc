@@ -15,6 +15,7 @@ Pod PodFromProto(const v1::Pod& proto) {
   pod.model = proto.model();
   pod.lora_name = proto.lora_name();
   if (proto.has_kv_events_enabled()) pod.kv_events_enabled = proto.kv_events_enabled();
+  if (proto.has_engine_connects()) pod.engine_connects = proto.engine_connects();
   pod.events_port = proto.events_port();
   if (proto.has_replay_port()) pod.replay_port = proto.replay_port();
   pod.dp_size = proto.dp_size();
@@ -33,6 +34,7 @@ v1::Pod PodToProto(const Pod& pod) {
   proto.set_model(pod.model);
   proto.set_lora_name(pod.lora_name);
   if (pod.kv_events_enabled.has_value()) proto.set_kv_events_enabled(*pod.kv_events_enabled);
+  if (pod.engine_connects.has_value()) proto.set_engine_connects(*pod.engine_connects);
   proto.set_events_port(pod.events_port);
   if (pod.replay_port.has_value()) proto.set_replay_port(*pod.replay_port);
   proto.set_dp_size(pod.dp_size);

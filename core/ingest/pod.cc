@@ -99,6 +99,7 @@ PodPlan PlanPod(const Pod& pod) {
   const uint32_t replay_port = pod.replay_port.value_or(kDefaultReplayPort);
   if (replay_port != 0) plan.replay_port = replay_port;
   plan.dp_size = pod.dp_size == 0 ? 1 : pod.dp_size;
+  plan.engine_connects = pod.engine_connects.value_or(false);
 
   if (!pod.model.empty()) {
     plan.model = pod.model;

@@ -34,6 +34,9 @@ struct Pod {
   std::optional<uint32_t> replay_port;  // nullopt: kDefaultReplayPort; 0: no replay socket
   uint32_t dp_size = 0;                 // 0: 1
   std::string topic;                    // ZMQ topic filter; empty: all
+  // true: the pod's engines connect their PUB sockets to kvindex's bind
+  // endpoint (--events_bind); unset or false: kvindex connects to the pod.
+  std::optional<bool> engine_connects;
 
   bool operator==(const Pod&) const = default;
 };
@@ -62,6 +65,7 @@ struct PodPlan {
   uint32_t events_port = kDefaultEventsPort;
   std::optional<uint32_t> replay_port;  // nullopt: none
   uint32_t dp_size = 1;
+  bool engine_connects = false;  // live events come through the bind endpoint, routed by topic
 };
 
 // Applies the rules: subscribable = events enabled (label == "true" exactly, or

@@ -57,11 +57,12 @@ struct SubscriptionIdentity {
   std::string model;
   std::string default_lora;
   std::string topic;
+  bool engine_connects = false;
 };
 
 SubscriptionIdentity IdentityOf(const Pod& pod, const PodPlan& plan) {
-  return {pod.ip, plan.events_port, plan.replay_port, plan.dp_size, plan.model, plan.default_lora,
-          pod.topic};
+  return {pod.ip,           plan.events_port,   plan.replay_port, plan.dp_size, plan.model,
+          plan.default_lora, pod.topic, plan.engine_connects};
 }
 
 // Names of the fields that differ, e.g. "ip, dp_size".
@@ -74,6 +75,7 @@ std::string Changes(const SubscriptionIdentity& a, const SubscriptionIdentity& b
   if (a.model != b.model) out.push_back("model");
   if (a.default_lora != b.default_lora) out.push_back("lora");
   if (a.topic != b.topic) out.push_back("topic");
+  if (a.engine_connects != b.engine_connects) out.push_back("engine_connects");
   return absl::StrJoin(out, ", ");
 }
 
@@ -152,6 +154,7 @@ class SubscriptionManager::Impl {
     uint64_t subscription = 0;      // id of the current subscription (0: none)
     std::vector<uint64_t> task_ids;  // one per dp rank, on thread `thread`
     size_t thread = 0;
+    bool bound = false;  // its live events come through the bind receiver (on thread 0)
     std::vector<std::shared_ptr<WorkerStatusCell>> workers;
   };
 
@@ -165,7 +168,15 @@ class SubscriptionManager::Impl {
   };
 
   bool WantSubscribed(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return state_ == State::kRunning && options_.sync_enabled && entry.plan.subscribable;
+    return state_ == State::kRunning && options_.sync_enabled && entry.plan.subscribable && !Unreachable(entry);
+  }
+  // A pod whose engines would connect to a bind endpoint kvindex does not have.
+  bool Unreachable(const PodEntry& entry) const {
+    return entry.plan.engine_connects && options_.events_bind.empty();
+  }
+  // The bind receiver that routes the entry's live events; null when it is followed by connecting.
+  BindReceiver* ReceiverOf(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return entry.bound ? bind_receiver_ : nullptr;
   }
   Pending UpsertLocked(const Pod& pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Posts the creation of the entry's sockets; returns its completion.
@@ -178,7 +189,7 @@ class SubscriptionManager::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for a posted subscription and turns the result into the ack.
   PodAck Finish(Pending pending) ABSL_LOCKS_EXCLUDED(mu_);
-  size_t ThreadFor(const std::string& key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t ThreadFor(const std::string& key, bool bound) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   IndexProvider* const provider_;
@@ -336,10 +347,10 @@ void SubscriptionManager::Impl::Stop() {
   spdlog::info("subscription manager stopped");
 }
 
-size_t SubscriptionManager::Impl::ThreadFor(const std::string& key) const {
-  // Bind mode routes on the receiver's thread; otherwise a pod always maps to
-  // the same thread, so its unsubscribe runs before its next subscribe.
-  if (bind_receiver_ != nullptr || threads_.size() <= 1) return 0;
+size_t SubscriptionManager::Impl::ThreadFor(const std::string& key, bool bound) const {
+  // The bind receiver routes on its own thread, 0; otherwise a pod always maps
+  // to the same thread, so its unsubscribe runs before its next subscribe.
+  if (bound || threads_.size() <= 1) return 0;
   return absl::Hash<std::string>{}(key) % threads_.size();
 }
 
@@ -348,7 +359,8 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
   auto completion = std::make_shared<Completion>();
   entry.subscribed = true;
   entry.subscription = next_id_++;
-  entry.thread = ThreadFor(key);
+  entry.bound = bind_receiver_ != nullptr && entry.plan.engine_connects;
+  entry.thread = ThreadFor(key, entry.bound);
   entry.task_ids.clear();
   entry.workers.clear();
 
@@ -357,7 +369,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     SubscriberConfig config;
     config.worker = WorkerKey{key, rank};
     config.context = WorkerContext{entry.plan.model, entry.plan.default_lora};
-    if (bind_receiver_ == nullptr) {
+    if (!entry.bound) {
       config.events_endpoint = TcpEndpoint(entry.pod.ip, entry.plan.events_port + rank);
       config.topic = entry.pod.topic;
     }
@@ -374,8 +386,8 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
 
   const bool posted = threads_[entry.thread]->Post(
       [completion, configs = std::move(configs), ids = entry.task_ids, cells = entry.workers,
-       index = index_, receiver = bind_receiver_, ip = entry.pod.ip, events_port = entry.plan.events_port,
-       &factory = factory_](IoThread& io) mutable {
+       index = index_, receiver = ReceiverOf(entry), ip = entry.pod.ip, events_port = entry.plan.events_port,
+       model = entry.plan.model, &factory = factory_](IoThread& io) mutable {
         absl::Status result;
         for (size_t rank = 0; rank < configs.size(); ++rank) {
           absl::StatusOr<std::unique_ptr<WorkerSubscription>> subscriber =
@@ -385,7 +397,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
             continue;
           }
           if (receiver != nullptr) {
-            receiver->Route(ip, events_port + static_cast<uint32_t>(rank), rank == 0,
+            receiver->Route(ip, events_port + static_cast<uint32_t>(rank), rank == 0, model,
                             subscriber->get());
           }
           io.AddTask(ids[rank], *std::move(subscriber));
@@ -394,7 +406,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
       });
   if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
   spdlog::info("pod {}: subscribing ({} {}, model {}, dp_size {})", key,
-               bind_receiver_ != nullptr ? "bind mode, ip" : "ip", entry.pod.ip, entry.plan.model,
+               entry.bound ? "engine connects, ip" : "ip", entry.pod.ip, entry.plan.model,
                entry.plan.dp_size);
   return completion;
 }
@@ -405,7 +417,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const s
   entry.subscribed = false;
   entry.subscription = 0;
   std::shared_ptr<Completion> removal =
-      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, bind_receiver_,
+      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, ReceiverOf(entry),
                   options_.before_removal);
   entry.task_ids.clear();
   entry.workers.clear();
@@ -444,6 +456,8 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
     const bool was = entry.subscribed;
     out.removal = UnsubscribeLocked(out.key, entry);
     std::string why = !entry.plan.subscribable ? entry.plan.reason
+                      : Unreachable(entry)
+                          ? std::string("engine_connects, but kvindex has no --events_bind endpoint")
                       : !options_.sync_enabled ? std::string("kv event sync disabled")
                                                : std::string("recorded; subscribed when the manager starts");
     if (was) why = absl::StrCat("unsubscribed: ", why);
@@ -484,7 +498,7 @@ PodAck SubscriptionManager::Impl::Finish(Pending pending) {
       it->second.subscribed = false;
       it->second.subscription = 0;
       PostRemoval(*threads_[it->second.thread], std::move(it->second.task_ids), pending.key,
-                  index_, bind_receiver_, options_.before_removal);
+                  index_, ReceiverOf(it->second), options_.before_removal);
       it->second.task_ids.clear();  // the cells stay: ListPods shows the failed workers
     }
   }

@@ -121,7 +121,7 @@ class ChartTest(unittest.TestCase):
         self.assertLessEqual(dep["spec"]["selector"]["matchLabels"].items(), labels.items())
 
         # Container ports, and the flags listening on them.
-        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        ports = {p["name"]: p["containerPort"] for p in c["ports"] if p["name"] != "events"}
         self.assertEqual(ports, {"grpc": 50051, "metrics": 9090})
         f = flags(c)
         self.assertEqual(f["listen"], "0.0.0.0:50051")
@@ -265,6 +265,34 @@ class ChartTest(unittest.TestCase):
         self.assertIn("auth.token or auth.existingSecret", err)
         err = render({"tls": {"enabled": True}}, expect_error=True)
         self.assertIn("tls.existingSecret", err)
+
+    def test_events_bind_admits_only_the_engines(self):
+        docs = render({"eventsBind": {"enabled": True, "port": 5600,
+                                      "engineSelector": {"app.kubernetes.io/name": "vllm"}}})
+        dep, pod, c = self.check_common(docs)
+        # Bound to the pod's own address, never a wider one.
+        self.assertEqual(flags(c)["events_bind"], "tcp://$(KVINDEX_POD_IP):5600")
+        env = {e["name"]: e for e in c["env"]}
+        self.assertEqual(env["KVINDEX_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP")
+        self.assertIn({"name": "events", "containerPort": 5600, "protocol": "TCP"}, c["ports"])
+        policy = only(docs, "NetworkPolicy")
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        self.assertLessEqual(policy["spec"]["podSelector"]["matchLabels"].items(), labels.items())
+        rules = policy["spec"]["ingress"]
+        open_rule = [r for r in rules if "from" not in r]
+        self.assertEqual(len(open_rule), 1)
+        self.assertEqual({p["port"] for p in open_rule[0]["ports"]}, {"grpc", "metrics"})
+        events_rule = [r for r in rules if "from" in r]
+        self.assertEqual(len(events_rule), 1)
+        self.assertEqual(events_rule[0]["ports"], [{"port": "events", "protocol": "TCP"}])
+        self.assertEqual(events_rule[0]["from"], [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm"}}}])
+        # Off by default: no flag, no policy.
+        docs = render()
+        self.assertEqual([d for d in docs if d["kind"] == "NetworkPolicy"], [])
+        self.assertNotIn("events_bind", flags(self.deployment_parts(docs)[2]))
+        # On without a selector: refused.
+        err = render({"eventsBind": {"enabled": True}}, expect_error=True)
+        self.assertIn("eventsBind.engineSelector is required", err)
 
     def test_optional_parts_off(self):
         docs = render({"headless": {"enabled": False}, "podDisruptionBudget": {"enabled": False},

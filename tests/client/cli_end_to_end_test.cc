@@ -339,7 +339,7 @@ TEST(CliServerLimitsTest, EventsBindServesAPodAtTheLimits) {
     return absl::StrCat(R"(pods { namespace: "default" name: ")", name, R"(" ip: "127.0.0.1" phase: "Running"
         labels { key: "model.aibrix.ai/name" value: "llama-3-8b" }
         labels { key: "model.aibrix.ai/kv-events-enabled" value: "true" }
-        events_port: )", events_port, " replay_port: 0 dp_size: ", dp_size, " }\n");
+        events_port: )", events_port, " replay_port: 0 dp_size: ", dp_size, " engine_connects: true }\n");
   };
 
   // One byte, one rank, one port too many: each rejected with its reason.

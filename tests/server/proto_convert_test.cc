@@ -30,10 +30,12 @@ TEST(ProtoConvertTest, PodRoundTripsWithEveryField) {
   pod.replay_port = 0;
   pod.dp_size = 4;
   pod.topic = "kv@";
+  pod.engine_connects = true;
   const v1::Pod proto = PodToProto(pod);
   EXPECT_EQ(proto.namespace_(), "ns");
   EXPECT_TRUE(proto.has_replay_port());
   EXPECT_TRUE(proto.has_kv_events_enabled());
+  EXPECT_TRUE(proto.engine_connects());
   EXPECT_EQ(PodFromProto(proto), pod);
 }
 
@@ -43,7 +45,9 @@ TEST(ProtoConvertTest, UnsetOptionalsStayUnset) {
   const Pod pod = PodFromProto(proto);
   EXPECT_FALSE(pod.replay_port.has_value());  // 5558 by default
   EXPECT_FALSE(pod.kv_events_enabled.has_value());
+  EXPECT_FALSE(pod.engine_connects.has_value());  // kvindex connects to the pod
   EXPECT_FALSE(PodToProto(pod).has_replay_port());
+  EXPECT_FALSE(PodToProto(pod).has_engine_connects());
   proto.set_replay_port(0);  // explicit 0: no replay socket
   EXPECT_EQ(PodFromProto(proto).replay_port, 0u);
 }

@@ -124,20 +124,22 @@ absl::StatusOr<std::unique_ptr<BindReceiver>> BindReceiver::Create(zmq::context_
 BindReceiver::BindReceiver(zmq::socket_t socket, std::string endpoint, BindCounters* counters)
     : socket_(std::move(socket)), endpoint_(std::move(endpoint)), counters_(counters) {}
 
-std::string BindReceiver::RouteKey(const std::string& ip, std::optional<uint32_t> port) {
-  return port.has_value() ? absl::StrCat(ip, "|", *port) : absl::StrCat(ip, "|");
+std::string BindReceiver::RouteKey(absl::string_view ip, std::optional<uint32_t> port, absl::string_view model) {
+  // '|' appears in no IP literal and no port, so the model (anything) goes last.
+  return port.has_value() ? absl::StrCat(ip, "|", *port, "|", model) : absl::StrCat(ip, "||", model);
 }
 
-void BindReceiver::Route(const std::string& ip, uint32_t port, bool rank0,
+void BindReceiver::Route(const std::string& ip, uint32_t port, bool rank0, const std::string& model,
                          WorkerSubscription* subscriber) {
   std::optional<std::string> normal = NormalizeIp(ip);
   if (!normal.has_value()) return;
-  routes_[RouteKey(*normal, port)] = subscriber;
-  if (rank0) routes_[RouteKey(*normal, std::nullopt)] = subscriber;
+  routes_[RouteKey(*normal, port, model)].push_back(subscriber);
+  if (rank0) routes_[RouteKey(*normal, std::nullopt, model)].push_back(subscriber);
 }
 
 void BindReceiver::Unroute(WorkerSubscription* subscriber) {
-  absl::erase_if(routes_, [subscriber](const auto& entry) { return entry.second == subscriber; });
+  for (auto& [key, claimants] : routes_) std::erase(claimants, subscriber);
+  absl::erase_if(routes_, [](const auto& entry) { return entry.second.empty(); });
 }
 
 void BindReceiver::CollectPollItems(std::vector<zmq::pollitem_t>& items) {
@@ -168,8 +170,8 @@ void BindReceiver::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time no
       std::optional<BindTopic> topic = ParseBindTopic(frames[0].to_string_view());
       WorkerSubscription* target = nullptr;
       if (topic.has_value()) {
-        auto it = routes_.find(RouteKey(topic->ip, topic->port));
-        if (it != routes_.end()) target = it->second;
+        auto it = routes_.find(RouteKey(topic->ip, topic->port, topic->model));
+        if (it != routes_.end() && it->second.size() == 1) target = it->second.front();
       }
       if (target == nullptr) {
         counters_->unknown_senders.fetch_add(1, std::memory_order_relaxed);

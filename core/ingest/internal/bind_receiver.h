@@ -1,11 +1,16 @@
 #pragma once
 
 // BindReceiver: bind mode. One SUB socket bound at a central endpoint (e.g.
-// "tcp://*:5557") where engines connect their PUB sockets; each message is
-// routed by its topic `kv@<pod-ip>[:<port>]@<model>` to the subscription of
-// that pod and dp rank (port = events_port + rank; no port: rank 0). Sequence
-// numbers are tracked by that Subscriber, i.e. per topic. Messages of unknown
-// senders or with a malformed shape are counted and dropped.
+// "tcp://10.0.0.5:5557") where the engines of pods that say engine_connects
+// connect their PUB sockets; each message is routed by its topic
+// `kv@<pod-ip>[:<port>]@<model>` to the subscription of the pod and dp rank
+// at that IP, port (events_port + rank) and model. A topic without a port
+// names rank 0 of the one pod at that IP serving that model. A topic that
+// names no route, or more than one (two pods claiming the same IP, port and
+// model), is counted as unrouted and dropped: never indexed under another pod
+// or model. Sequence numbers are tracked by the subscription, i.e. per topic.
+// Messages with a malformed shape are counted and dropped. The endpoint
+// authenticates nobody: whoever reaches it can publish for any pod.
 //
 // Thread safety: created, used and destroyed on one IoThread, the same as the
 // Subscribers it routes to. BindCounters may be read from any thread.
@@ -16,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -55,9 +61,10 @@ class BindReceiver : public IoTask {
                                                               BindCounters* counters,
                                                               const ZmqTuning& tuning = {});
 
-  // Routes messages of (ip, port) -- and of (ip, no port) when `rank0` -- to
-  // `subscriber` until Unroute(subscriber). The latest route for a key wins.
-  void Route(const std::string& ip, uint32_t port, bool rank0, WorkerSubscription* subscriber);
+  // Routes messages of (ip, port, model) -- and of (ip, no port, model) when
+  // `rank0` -- to `subscriber` until Unroute(subscriber).
+  void Route(const std::string& ip, uint32_t port, bool rank0, const std::string& model,
+             WorkerSubscription* subscriber);
   void Unroute(WorkerSubscription* subscriber);
 
   // The endpoint actually bound (port resolved when bound to port 0 / "*").
@@ -69,12 +76,13 @@ class BindReceiver : public IoTask {
 
  private:
   BindReceiver(zmq::socket_t socket, std::string endpoint, BindCounters* counters);
-  static std::string RouteKey(const std::string& ip, std::optional<uint32_t> port);
+  static std::string RouteKey(absl::string_view ip, std::optional<uint32_t> port, absl::string_view model);
 
   zmq::socket_t socket_;
   const std::string endpoint_;
   BindCounters* const counters_;
-  absl::flat_hash_map<std::string, WorkerSubscription*> routes_;
+  // Every subscription claiming a key; a message is routed only when exactly one does.
+  absl::flat_hash_map<std::string, std::vector<WorkerSubscription*>> routes_;
 };
 
 }  // namespace kvindex

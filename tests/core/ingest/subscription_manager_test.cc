@@ -498,9 +498,11 @@ TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
 
   Pod pod_a = BasePod("a", "127.0.0.1");
   pod_a.replay_port = a->replay_port();
+  pod_a.engine_connects = true;
   Pod pod_b = BasePod("b", "127.0.0.2");
   pod_b.events_port = 6000;
   pod_b.replay_port = b->replay_port();
+  pod_b.engine_connects = true;
   ASSERT_EQ(manager.Upsert(pod_a).outcome, PodOutcome::kSubscribed);
   ASSERT_EQ(manager.Upsert(pod_b).outcome, PodOutcome::kSubscribed);
   for (FakeEngine* engine : {a.get(), b.get(), stranger.get()}) {
@@ -529,6 +531,88 @@ TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
   // Seq is tracked per sender: a's seq 0..2 and b's 0..1 did not disturb each other.
   EXPECT_EQ(FindPod(manager, "default/a")->workers[0].restarts, 0u);
   EXPECT_EQ(b_worker.restarts, 0u);
+}
+
+// Bind mode is per pod: pods whose engines connect are routed by IP, port and
+// model (two pods on one IP stay apart; a topic naming another model is
+// dropped, never indexed under this pod's), while the other pods are still
+// followed by connecting to them.
+TEST(SubscriptionManagerTest, BindModeRoutesByIpPortAndModelAndStillConnectsToOtherPods) {
+  PrefixIndex index;
+  TestProvider provider(&index);
+  ManagerOptions options = FastOptions();
+  options.events_bind = "tcp://127.0.0.1:*";
+  SubscriptionManager manager(&provider, options);
+  ASSERT_TRUE(manager.Start().ok());
+  const std::string bound = manager.GetStats().events_bind_endpoint;
+
+  auto connecting = [&](const std::string& topic) {
+    FakeEngineOptions o;
+    o.connect_to = bound;
+    o.replay = false;
+    o.topic = topic;
+    return StartEngine(o);
+  };
+  auto x = connecting("kv@127.0.0.1:6000@llama");
+  auto y = connecting("kv@127.0.0.1:6001@qwen");
+  auto impostor = connecting("kv@127.0.0.1:6000@qwen");  // x's IP and port, another model
+  auto listening = StartEngine();                           // binds its own PUB, as vLLM does by default
+
+  Pod pod_x = BasePod("x", "127.0.0.1");
+  pod_x.events_port = 6000;
+  pod_x.replay_port = 0;
+  pod_x.engine_connects = true;
+  Pod pod_y = pod_x;
+  pod_y.name = "y";
+  pod_y.events_port = 6001;
+  pod_y.model = "qwen";
+  Pod pod_z = EnginePod("z", *listening);  // engine_connects unset: kvindex connects to it
+  for (const Pod& pod : {pod_x, pod_y, pod_z}) ASSERT_EQ(manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
+  for (FakeEngine* engine : {x.get(), y.get(), impostor.get(), listening.get()}) {
+    ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
+  }
+  ASSERT_TRUE(WaitFor([&] { return FindPod(manager, "default/z")->workers[0].state == WorkerState::kLive; }));
+
+  auto matched_qwen = [&](const std::string& pod) {
+    std::vector<uint32_t> tokens = PromptTokens(16, kBlockSize);
+    MatchQuery query;
+    query.model = "qwen";
+    query.token_ids = tokens;
+    absl::StatusOr<MatchResult> result = index.Match(query);
+    uint32_t blocks = 0;
+    for (const WorkerMatch& m : result.ok() ? result->workers : std::vector<WorkerMatch>{}) {
+      if (m.worker.pod == pod) blocks = m.matched_blocks;
+    }
+    return blocks;
+  };
+  // A connection's first messages may arrive before its route is in place, so
+  // each engine publishes its chain until it shows.
+  ASSERT_TRUE(WaitFor([&] {
+    PublishChain(*x, 3);
+    PublishChain(*y, 5);
+    PublishChain(*listening, 2);
+    PublishChain(*impostor, 8);
+    return Matched(index, "default/x") == 3 && matched_qwen("default/y") == 5 && Matched(index, "default/z") == 2;
+  }));
+  EXPECT_EQ(matched_qwen("default/x"), 0u);  // the impostor's qwen blocks went nowhere
+  EXPECT_EQ(Matched(index, "default/y"), 0u);
+  EXPECT_GT(manager.GetStats().bind_unknown_senders, 0u);
+}
+
+TEST(SubscriptionManagerTest, EngineConnectsWithoutABindEndpointIsNotFollowed) {
+  FakeManager m;
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod pod = BasePod("p", "10.0.0.1");
+  pod.engine_connects = true;
+  PodAck ack = m.manager.Upsert(pod);
+  EXPECT_EQ(ack.outcome, PodOutcome::kIgnored);
+  EXPECT_EQ(ack.reason, "engine_connects, but kvindex has no --events_bind endpoint");
+  EXPECT_TRUE(m.subscriptions.made().empty());
+  pod.engine_connects = false;
+  ack = m.manager.Upsert(pod);
+  EXPECT_EQ(ack.outcome, PodOutcome::kSubscribed);
+  ASSERT_EQ(m.subscriptions.made().size(), 1u);
+  EXPECT_EQ(m.subscriptions.made()[0].events_endpoint, "tcp://10.0.0.1:5557");
 }
 
 TEST(SubscriptionManagerTest, TwoHundredPodsAddedAndDeletedWhileEventsFlow) {
