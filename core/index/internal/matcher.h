@@ -1,0 +1,41 @@
+#pragma once
+
+// Matcher: answers PrefixIndex::Match. It hashes the query's blocks in each
+// block size the (model, LoRA) is stored in (ContextRegistry), walks them
+// through the BlockTable keeping each worker's contiguous run from block 0,
+// scores each run by the media holding its blocks, and names the workers
+// (WorkerDirectory). It has no state and no lock of its own.
+//
+// Thread safety: Match may be called from any thread, concurrently with
+// everything else. It holds one lock at a time (lock_order.h): shard locks as
+// reader, one block after another, then the directory's, then the
+// registry's; so it sees a worker's batch being applied shard by shard and
+// never waits for a whole batch.
+
+#include "absl/status/statusor.h"
+#include "core/index/internal/block_table.h"
+#include "core/index/internal/context_registry.h"
+#include "core/index/internal/medium_table.h"
+#include "core/index/internal/worker_directory.h"
+#include "core/index/prefix_index.h"
+
+namespace kvindex {
+
+class Matcher {
+ public:
+  // Each must outlive the Matcher.
+  Matcher(const BlockTable& table, const WorkerDirectory& workers, const ContextRegistry& contexts,
+          const MediumTable& media)
+      : table_(table), workers_(workers), contexts_(contexts), media_(media) {}
+
+  // See PrefixIndex::Match.
+  absl::StatusOr<MatchResult> Match(const MatchQuery& query) const;
+
+ private:
+  const BlockTable& table_;
+  const WorkerDirectory& workers_;
+  const ContextRegistry& contexts_;
+  const MediumTable& media_;
+};
+
+}  // namespace kvindex

@@ -1,0 +1,133 @@
+#pragma once
+
+// WorkerBlocks: one worker's engine blocks — engine hash -> (index hash X,
+// media), an EngineMap with second-chance eviction — and everything that
+// follows from them: the worker's holders in the BlockTable (queued as
+// HolderUpdates, with its aliases), the contexts it uses in the
+// ContextRegistry, its per-medium counts, its stats and its cap.
+//
+// Applying an event turns each engine block into its X (the chain hash of its
+// tokens from its parent's X, or from the context's seed) and queues the
+// holder updates that follow; every call that changes the blocks ends by
+// carrying them out and publishing the block count (live(), and the change to
+// IndexCounters::entries), once per call rather than per block: atomics are
+// costly on the ingestion path.
+//
+// Thread safety: every call may be made from any thread. Calls on one worker
+// are serialized by its WorkerLock; different workers run in parallel.
+// id(), key(), block_size() and live() take no lock (Match and the global cap
+// read them). Lock order: lock_order.h (WorkerLock, then the registry's and
+// the shards' locks, taken inside).
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "core/events/event_batch.h"
+#include "core/index/internal/block_table.h"
+#include "core/index/internal/context_registry.h"
+#include "core/index/internal/engine_map.h"
+#include "core/index/internal/lock_order.h"
+#include "core/index/internal/medium_table.h"
+#include "core/index/prefix_index.h"
+#include "core/index/worker_key.h"
+
+namespace kvindex {
+
+// Totals over every worker, for IndexStats (relaxed atomics: counts, not synchronization).
+struct IndexCounters {
+  std::atomic<uint64_t> entries{0};    // (engine block, worker) entries
+  std::atomic<uint64_t> evictions{0};  // by either cap
+  std::atomic<uint64_t> unresolved_parents{0};
+};
+
+class WorkerBlocks {
+ public:
+  // What a worker updates besides itself; each must outlive it.
+  struct Shared {
+    BlockTable& table;
+    ContextRegistry& contexts;
+    MediumTable& media;
+    IndexCounters& counters;
+  };
+
+  WorkerBlocks(uint32_t id, WorkerKey key, const Shared& shared);
+  WorkerBlocks(const WorkerBlocks&) = delete;
+  WorkerBlocks& operator=(const WorkerBlocks&) = delete;
+
+  uint32_t id() const { return id_; }
+  const WorkerKey& key() const { return key_; }
+  // Block size of the last event stored with tokens; 0 before any.
+  uint32_t block_size() const { return block_size_.load(std::memory_order_relaxed); }
+  // Blocks held as of the last completed call.
+  uint64_t live() const { return live_.load(std::memory_order_relaxed); }
+
+  // Applies the events of `batch` in order, with the worker's model and
+  // default LoRA from `context`, then evicts down to `max_blocks` (0: no cap).
+  // Once Remove()d: applies nothing and says worker_removed.
+  [[nodiscard]] ApplyResult Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks)
+      ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // Drops every block; the worker stays usable.
+  void Clear() ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // Drops every block, releases the worker's contexts, and makes later Apply
+  // calls no-ops: the worker is gone from the directory.
+  void Remove() ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // The global cap: while the index holds more than `max_entries` entries,
+  // evicts blocks of this worker by second chance, at most `at_most`.
+  void EvictOverCap(uint64_t max_entries, uint64_t at_most) ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  WorkerStats Stats() const ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // Engine hashes held, unordered.
+  std::vector<uint64_t> EngineHashes() const ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // Bytes of this object and its tables.
+  size_t MemoryBytes() const ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+ private:
+  void ApplyStored(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void ApplyOffloaded(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  bool Store(uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void Forget(const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void CountMedia(MediumMask media, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  uint64_t ContextSeedFor(const std::string& lora, uint32_t block_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void Queue(const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+
+  // Constant after construction.
+  const uint32_t id_;
+  const WorkerKey key_;
+  BlockTable& table_;
+  ContextRegistry& contexts_;
+  MediumTable& media_;
+  IndexCounters& counters_;
+
+  WorkerLock lock_;
+  bool removed_ ABSL_GUARDED_BY(lock_.mu) = false;
+  std::string model_ ABSL_GUARDED_BY(lock_.mu);
+  std::string default_lora_ ABSL_GUARDED_BY(lock_.mu);
+  EngineMap blocks_ ABSL_GUARDED_BY(lock_.mu);
+  HolderUpdates updates_ ABSL_GUARDED_BY(lock_.mu);
+  std::array<uint64_t, kMaxMedia> blocks_by_medium_ ABSL_GUARDED_BY(lock_.mu) = {};
+  ContextSet used_contexts_ ABSL_GUARDED_BY(lock_.mu);
+  // Seed of the context last stored into (a cache: ContextSeed allocates).
+  ContextKey last_context_ ABSL_GUARDED_BY(lock_.mu);
+  uint64_t last_seed_ ABSL_GUARDED_BY(lock_.mu) = 0;
+  uint64_t evictions_ ABSL_GUARDED_BY(lock_.mu) = 0;
+  uint64_t unresolved_parents_ ABSL_GUARDED_BY(lock_.mu) = 0;
+  double last_event_ts_ ABSL_GUARDED_BY(lock_.mu) = 0;
+
+  // Written under lock_.mu, read without it.
+  std::atomic<uint32_t> block_size_{0};
+  std::atomic<uint64_t> live_{0};  // blocks_.size() as of the last Publish
+};
+
+}  // namespace kvindex
