@@ -28,6 +28,7 @@
 #include "server/manager_config.h"
 #include "server/match_latch.h"
 #include "server/memory_budget.h"
+#include "server/open_files.h"
 #include "server/pods_file.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -51,6 +52,10 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus GET /metrics address host:port (port 0 picks a free port); empty disables.");
 ABSL_FLAG(int32_t, max_message_bytes, 16 << 20, "Largest gRPC request or response message, in bytes.");
 ABSL_FLAG(uint64_t, max_pods, 10000, "Most pods followed at once; further new pods are rejected.");
+ABSL_FLAG(uint64_t, max_workers, 0,
+          "Most workers (pod, dp rank) followed at once; a pod that would go past it is rejected. The open-files "
+          "limit is raised to what they need (6 per worker) at start. 0: as many as the hard open-files limit "
+          "allows, at most 10000.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
 ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
           "Most engine blocks one (pod, dp rank) may hold; least recently stored are evicted. 0: unlimited.");
@@ -113,6 +118,7 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.manager.io_threads = absl::GetFlag(FLAGS_subscriber_threads);
   options.manager.events_bind = absl::GetFlag(FLAGS_events_bind);
   options.manager.max_pods = absl::GetFlag(FLAGS_max_pods);
+  if (absl::GetFlag(FLAGS_max_workers) != 0) options.manager.max_workers = absl::GetFlag(FLAGS_max_workers);
   if (const std::string pods_file = absl::GetFlag(FLAGS_pods_file); !pods_file.empty()) {
     absl::StatusOr<std::vector<kvindex::Pod>> pods = kvindex::server::LoadPodsFile(pods_file);
     if (!pods.ok()) return pods.status();
@@ -179,6 +185,28 @@ int main(int argc, char** argv) {
   if (!options.ok()) {
     spdlog::critical("{}", options.status().ToString());
     return 2;
+  }
+  // Open files for every worker the server may follow, now rather than as a
+  // late per-pod "Too many open files".
+  const size_t max_workers = options->manager.max_workers;
+  const bool explicit_workers = absl::GetFlag(FLAGS_max_workers) != 0;
+  if (absl::StatusOr<kvindex::server::OpenFilesLimit> files =
+          kvindex::server::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers));
+      !files.ok()) {
+    spdlog::warn("open-files limit unknown ({}); --max_workers={} needs {}", files.status().ToString(), max_workers,
+                 kvindex::OpenFilesNeeded(max_workers));
+  } else if (const size_t fit = kvindex::WorkersThatFit(files->soft); fit < max_workers && !explicit_workers) {
+    spdlog::info("following at most {} workers: what the hard open-files limit ({}) allows; raise it (ulimit -Hn, "
+                 "systemd LimitNOFILE=, docker --ulimit nofile=N:N) to follow up to {}",
+                 fit, files->hard, max_workers);
+    options->manager.max_workers = fit;
+  } else if (fit < max_workers) {
+    spdlog::error(
+        "--max_workers={} needs {} open files, but the hard open-files limit is {}: following at most {} workers "
+        "(more pods are rejected, saying so). To follow more, raise the hard limit (ulimit -Hn; systemd "
+        "LimitNOFILE=; docker run --ulimit nofile=N:N; the container runtime's default on Kubernetes)",
+        max_workers, kvindex::OpenFilesNeeded(max_workers), files->hard, fit);
+    options->manager.max_workers = fit;
   }
   const bool tls = !options->tls.cert_file.empty();
   const bool mtls = !options->tls.client_ca_file.empty();

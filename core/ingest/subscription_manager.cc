@@ -104,11 +104,24 @@ std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> 
   return completion;
 }
 
+// The largest ZeroMQ socket count a context of `max_workers` needs, within what ZeroMQ allows.
+int MaxSockets(zmq::context_t& context, size_t max_workers) {
+  const size_t wanted = kSocketsPerWorker * max_workers + 64;  // + the bind receiver, inproc spares
+  const auto limit = static_cast<size_t>(std::max(1024, context.get(zmq::ctxopt::socket_limit)));
+  return static_cast<int>(std::min(wanted, limit));
+}
+
 PodAck Ack(std::string pod, PodOutcome outcome, std::string reason) {
   return PodAck{std::move(pod), outcome, std::move(reason)};
 }
 
 }  // namespace
+
+size_t OpenFilesNeeded(size_t max_workers) { return kFilesPerWorker * max_workers + kFilesBesidesWorkers; }
+
+size_t WorkersThatFit(size_t open_files) {
+  return open_files > kFilesBesidesWorkers ? (open_files - kFilesBesidesWorkers) / kFilesPerWorker : 0;
+}
 
 std::string_view PodOutcomeName(PodOutcome outcome) {
   switch (outcome) {
@@ -167,6 +180,14 @@ class SubscriptionManager::Impl {
     uint64_t subscription = 0;
   };
 
+  // Why subscribing `entry` (instead of its current subscription) would go
+  // past max_workers; nullopt when it fits.
+  std::optional<std::string> OverWorkerLimit(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const size_t after = workers_ - (entry.subscribed ? entry.task_ids.size() : 0) + entry.plan.dp_size;
+    if (after <= options_.max_workers) return std::nullopt;
+    return absl::StrCat("too many workers: ", after, " with this pod's ", entry.plan.dp_size, ", limit ",
+                        options_.max_workers, " (--max_workers, or what the open-files limit allows)");
+  }
   bool WantSubscribed(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return state_ == State::kRunning && options_.sync_enabled && entry.plan.subscribable && !Unreachable(entry);
   }
@@ -218,6 +239,7 @@ class SubscriptionManager::Impl {
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::map<std::string, PodEntry, std::less<>> pods_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  size_t workers_ ABSL_GUARDED_BY(mu_) = 0;  // subscribed workers: the task_ids of subscribed pods
   PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::unique_ptr<zmq::context_t> context_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<IoThread>> threads_ ABSL_GUARDED_BY(mu_);
@@ -261,6 +283,7 @@ absl::Status SubscriptionManager::Impl::Start() {
   // I/O threads, and the bind endpoint when asked for.
   const int n = std::clamp(options_.io_threads, 1, kMaxIoThreads);
   auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
+  context->set(zmq::ctxopt::max_sockets, MaxSockets(*context, options_.max_workers));
   std::vector<std::unique_ptr<IoThread>> threads;
   for (int i = 0; i < n; ++i) {
     threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
@@ -308,6 +331,10 @@ absl::Status SubscriptionManager::Impl::Start() {
     state_ = State::kRunning;
     for (auto& [key, entry] : pods_) {
       if (!WantSubscribed(entry)) continue;
+      if (std::optional<std::string> full = OverWorkerLimit(entry); full.has_value()) {
+        spdlog::error("pod {}: not subscribed: {}", key, *full);
+        continue;
+      }
       Pending p;
       p.key = key;
       p.ack = Ack(key, PodOutcome::kSubscribed, "");
@@ -363,6 +390,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
   entry.thread = ThreadFor(key, entry.bound);
   entry.task_ids.clear();
   entry.workers.clear();
+  workers_ += entry.plan.dp_size;
 
   std::vector<SubscriberConfig> configs;
   for (uint32_t rank = 0; rank < entry.plan.dp_size; ++rank) {
@@ -416,6 +444,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const s
   if (!entry.subscribed) return nullptr;
   entry.subscribed = false;
   entry.subscription = 0;
+  workers_ -= entry.task_ids.size();
   std::shared_ptr<Completion> removal =
       PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, ReceiverOf(entry),
                   options_.before_removal);
@@ -469,6 +498,11 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
     return out;
   }
   const bool resubscribe = entry.subscribed;
+  if (std::optional<std::string> full = OverWorkerLimit(entry); full.has_value()) {
+    out.removal = UnsubscribeLocked(out.key, entry);
+    out.ack = Ack(out.key, PodOutcome::kRejected, *std::move(full));
+    return out;
+  }
   out.removal = UnsubscribeLocked(out.key, entry);
   out.completion = SubscribeLocked(out.key, entry);
   out.subscription = entry.subscription;
@@ -497,6 +531,7 @@ PodAck SubscriptionManager::Impl::Finish(Pending pending) {
         state_ == State::kRunning) {
       it->second.subscribed = false;
       it->second.subscription = 0;
+      workers_ -= it->second.task_ids.size();
       PostRemoval(*threads_[it->second.thread], std::move(it->second.task_ids), pending.key,
                   index_, ReceiverOf(it->second), options_.before_removal);
       it->second.task_ids.clear();  // the cells stay: ListPods shows the failed workers

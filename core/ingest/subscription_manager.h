@@ -44,6 +44,10 @@ struct ManagerOptions {
   // instead of a SUB connected to the pod (replay still connects to the pod).
   std::string events_bind;
   size_t max_pods = 10000;
+  // Most workers (pod, dp rank) subscribed at once: a pod that would go past it
+  // is rejected, saying so. The ZeroMQ context is sized for it; the process's
+  // open-files limit must allow OpenFilesNeeded(max_workers).
+  size_t max_workers = 10000;
   PodLimits pod_limits;
   size_t max_backlog = 100000;           // live batches held per worker while it replays
   // Where ingestion is reported as it happens (events, gaps, replays, ...); not
@@ -57,6 +61,18 @@ struct ManagerOptions {
   // real ZeroMQ sockets.
   SubscriptionFactory* subscription_factory = nullptr;
 };
+
+// What one subscribed worker may hold at once: its SUB socket (a mailbox and a
+// TCP connection), the SUB's monitor (two inproc sockets, a mailbox each) and,
+// while it replays, a DEALER (a mailbox and a TCP connection).
+inline constexpr size_t kSocketsPerWorker = 4;
+inline constexpr size_t kFilesPerWorker = 6;
+// Files the rest of the process may use (gRPC, the metrics server, logs, ...).
+inline constexpr size_t kFilesBesidesWorkers = 512;
+
+// Open files needed to follow `max_workers`, and how many workers `open_files` allow.
+size_t OpenFilesNeeded(size_t max_workers);
+size_t WorkersThatFit(size_t open_files);
 
 // Totals for GetStats and metrics.
 struct ManagerStats {

@@ -304,7 +304,8 @@ TEST(ServerProcessTest, HelpDocumentsFlagsAndEnvironment) {
   const std::string help = result.out + result.err;
   for (const char* flag : {"--listen", "--auth_token_file", "--auth_all_rpcs", "--tls_cert_file", "--tls_key_file",
                            "--tls_client_ca_file", "--pods_file", "--max_match_tokens", "--metrics_listen",
-                           "--max_message_bytes", "--max_pods", "--subscriber_threads", "--max_blocks_per_worker",
+                           "--max_message_bytes", "--max_pods", "--max_workers", "--subscriber_threads",
+                           "--max_blocks_per_worker",
                            "--max_index_entries", "--events_bind", "--kv_event_sync", "KVINDEX_<NAME IN CAPITALS>",
                            "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED"}) {
     EXPECT_THAT(help, HasSubstr(flag));

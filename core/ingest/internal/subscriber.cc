@@ -104,7 +104,6 @@ absl::Status Subscriber::Open() {
       }
       sub_->connect(config_.events_endpoint);
     }
-    if (!config_.replay_endpoint.empty()) OpenReplay();
   } catch (const zmq::error_t& e) {
     return absl::UnavailableError(absl::StrCat("worker ", WorkerKeyString(config_.worker),
                                                ": cannot subscribe to ", config_.events_endpoint,
@@ -114,7 +113,6 @@ absl::Status Subscriber::Open() {
 }
 
 void Subscriber::OpenReplay() {
-  replay_.reset();
   replay_.emplace(context_, zmq::socket_type::dealer);
   TuneSocket(*replay_, tuning_);
   replay_->connect(config_.replay_endpoint);
@@ -233,17 +231,23 @@ void Subscriber::CarryOutReplayOps(absl::Time now) {
   for (std::vector<ReplayOp> ops = feed_.TakeReplayOps(); !ops.empty(); ops = feed_.TakeReplayOps()) {
     for (const ReplayOp& op : ops) {
       if (op.kind == ReplayOp::Kind::kReset) {
-        ReopenReplay();
+        // Late replies to the abandoned request must not be taken for replies
+        // to the next one: that one gets a fresh socket.
+        replay_.reset();
       } else if (!SendReplayRequest(op.from_seq)) {
         feed_.OnReplayRequestFailed(now);
       }
     }
   }
+  // The replay socket exists only while a replay is out: two file descriptors
+  // fewer per idle worker.
+  if (!feed_.replaying()) replay_.reset();
 }
 
 bool Subscriber::SendReplayRequest(uint64_t from_seq) {
-  if (!replay_.has_value()) return false;
+  if (config_.replay_endpoint.empty()) return false;
   try {
+    if (!replay_.has_value()) OpenReplay();
     const std::string seq = SeqFrame(from_seq);
     if (!replay_->send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
       return false;
@@ -254,18 +258,6 @@ bool Subscriber::SendReplayRequest(uint64_t from_seq) {
     spdlog::error("worker {}: replay request failed: {}", WorkerKeyString(config_.worker),
                   e.what());
     return false;
-  }
-}
-
-void Subscriber::ReopenReplay() {
-  // A fresh socket: late replies to the abandoned request cannot be mistaken
-  // for replies to the next one.
-  try {
-    OpenReplay();
-  } catch (const zmq::error_t& e) {
-    spdlog::error("worker {}: cannot reopen replay socket: {}", WorkerKeyString(config_.worker),
-                  e.what());
-    replay_.reset();
   }
 }
 

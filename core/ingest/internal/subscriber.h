@@ -3,7 +3,8 @@
 // Subscriber: the sockets of one worker (a pod's dp rank) on one IoThread.
 //  - a SUB socket connected to the engine's PUB (absent in bind mode, where a
 //    BindReceiver hands it the worker's messages through OnLiveMessage);
-//  - a DEALER connected to the engine's replay ROUTER, when it has one;
+//  - a DEALER connected to the engine's replay ROUTER, while a replay is out
+//    (when the engine has one);
 //  - a PAIR reading the SUB socket's monitor (connected / disconnected).
 // Live messages must be exactly [topic, 8-byte big-endian seq, payload]; replay
 // replies [""(, topic), seq, payload] with the end marker seq 0xff..ff. Anything
@@ -67,8 +68,8 @@ class Subscriber : public WorkerSubscription {
   void ReadMonitor();
   // Carries out the replay socket work the feed asked for (after the reads).
   void CarryOutReplayOps(absl::Time now);
+  // Opens the replay socket when it is not open (it exists only while a replay is out).
   bool SendReplayRequest(uint64_t from_seq);
-  void ReopenReplay();
   // Publishes the feed's status to the cell and logs state changes.
   void Publish();
 

@@ -471,6 +471,41 @@ TEST(SubscriptionManagerTest, SubscriptionThatCannotBeSetUpIsRejectedWithTheReas
   EXPECT_EQ(status->workers[0].state, WorkerState::kFailed);
 }
 
+// max_workers is a limit by design: a pod that would go past it is rejected
+// with the reason at once (never a late "Too many open files"), and fits again
+// once others leave.
+TEST(SubscriptionManagerTest, PodsPastMaxWorkersAreRejectedSayingSo) {
+  ManagerOptions options = FastOptions();
+  options.max_workers = 3;
+  FakeManager m(options);
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod a = BasePod("a", "10.0.0.1");
+  a.dp_size = 2;
+  Pod b = BasePod("b", "10.0.0.2");
+  b.dp_size = 2;
+  EXPECT_EQ(m.manager.Upsert(a).outcome, PodOutcome::kSubscribed);
+  PodAck ack = m.manager.Upsert(b);
+  EXPECT_EQ(ack.outcome, PodOutcome::kRejected);
+  EXPECT_EQ(ack.reason, "too many workers: 4 with this pod's 2, limit 3 (--max_workers, or what the open-files "
+                        "limit allows)");
+  EXPECT_FALSE(FindPod(m.manager, "default/b")->subscribed);
+  EXPECT_EQ(m.manager.GetStats().workers, 2u);
+  Pod c = BasePod("c", "10.0.0.3");  // one more fits
+  EXPECT_EQ(m.manager.Upsert(c).outcome, PodOutcome::kSubscribed);
+  EXPECT_EQ(m.manager.Delete("default/a").outcome, PodOutcome::kRemoved);
+  EXPECT_EQ(m.manager.Upsert(b).outcome, PodOutcome::kSubscribed);
+  EXPECT_EQ(m.manager.GetStats().workers, 3u);
+  EXPECT_EQ(m.subscriptions.alive(), 3u);
+}
+
+TEST(SubscriptionManagerTest, OpenFilesNeededAndWorkersThatFitAgree) {
+  EXPECT_EQ(OpenFilesNeeded(10000), 10000 * kFilesPerWorker + kFilesBesidesWorkers);
+  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000)), 10000u);
+  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000) - 1), 9999u);
+  EXPECT_EQ(WorkersThatFit(20000), (20000 - kFilesBesidesWorkers) / kFilesPerWorker);
+  EXPECT_EQ(WorkersThatFit(100), 0u);
+}
+
 TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
   PrefixIndex index;
   TestProvider provider(&index);
