@@ -18,8 +18,8 @@
 // registers a context (ContextRegistry::Use/Release) and while it carries out
 // its holder updates, one shard lock at a time (BlockTable::Apply); those calls
 // take the caller's WorkerLock as an argument and require it held, so the
-// nesting is visible to the analysis. Match holds one lock at a time: shard
-// locks as reader, block by block, then the directory's, then the registry's.
+// nesting is visible to the analysis. Match holds one lock at a time (the
+// directory's, the registry's, shard locks as reader block by block).
 // Nothing is acquired under the directory lock, and no part calls out while
 // holding its own lock except into parts later in this order.
 //

@@ -7,10 +7,10 @@
 // (WorkerDirectory). It has no state and no lock of its own.
 //
 // Thread safety: Match may be called from any thread, concurrently with
-// everything else. It holds one lock at a time (lock_order.h): shard locks as
-// reader, one block after another, then the directory's, then the
-// registry's; so it sees a worker's batch being applied shard by shard and
-// never waits for a whole batch.
+// everything else. It holds one lock at a time (lock_order.h), each briefly:
+// the directory's and the registry's to start, shard locks as reader one block
+// after another, the directory's again to name the workers. So it sees a
+// worker's batch being applied shard by shard and never waits for a whole batch.
 
 #include "absl/status/statusor.h"
 #include "core/index/internal/block_table.h"

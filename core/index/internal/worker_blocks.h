@@ -19,6 +19,7 @@
 // read them). Lock order: lock_order.h (WorkerLock, then the registry's and
 // the shards' locks, taken inside).
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
