@@ -9,6 +9,12 @@
 #include "proto/grpc_status.h"
 
 namespace kvindex::client {
+namespace {
+
+// Pods per ListPods page at first: a few hundred KiB, far below the usual message limit.
+constexpr uint32_t kListPodsPageSize = 500;
+
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(const ClientOptions& options) {
   const bool tls = options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
@@ -62,10 +68,30 @@ absl::StatusOr<v1::MatchResponse> KvIndexClient::Match(const v1::MatchRequest& r
 }
 
 absl::StatusOr<v1::ListPodsResponse> KvIndexClient::ListPods() {
+  v1::ListPodsRequest request;
+  request.set_page_size(kListPodsPageSize);
+  v1::ListPodsResponse all;
+  while (true) {
+    absl::StatusOr<v1::ListPodsResponse> page = ListPods(request);
+    // Pods with many labels may not fit a page in the server's message limit: smaller pages.
+    if (page.status().code() == absl::StatusCode::kResourceExhausted && request.page_size() > 1) {
+      request.set_page_size(request.page_size() / 2);
+      continue;
+    }
+    if (!page.ok()) return page.status();
+    for (v1::PodInfo& pod : *page->mutable_pods()) *all.add_pods() = std::move(pod);
+    if (page->next_page_token().empty()) return all;
+    request.set_page_token(page->next_page_token());
+  }
+}
+
+absl::StatusOr<v1::ListPodsResponse> KvIndexClient::ListPods(const v1::ListPodsRequest& request) {
   grpc::ClientContext context;
   Prepare(&context);
   v1::ListPodsResponse response;
-  if (absl::Status status = FromGrpcStatus(stub_->ListPods(&context, {}, &response)); !status.ok()) return status;
+  if (absl::Status status = FromGrpcStatus(stub_->ListPods(&context, request, &response)); !status.ok()) {
+    return status;
+  }
   return response;
 }
 

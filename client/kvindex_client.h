@@ -54,7 +54,10 @@ class KvIndexClient {
   // The RPCs of kvindex.v1.KvIndex; a non-OK gRPC status comes back as the
   // absl::Status with the same code and message.
   [[nodiscard]] absl::StatusOr<v1::MatchResponse> Match(const v1::MatchRequest& request);
+  // ListPods: every pod, fetched page by page (so any number fits); the
+  // second form asks for one page.
   [[nodiscard]] absl::StatusOr<v1::ListPodsResponse> ListPods();
+  [[nodiscard]] absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request);
   [[nodiscard]] absl::StatusOr<v1::GetStatsResponse> GetStats();
 
   // Opens one SyncPods stream, sends `updates`, half-closes, and returns the

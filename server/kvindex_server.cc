@@ -34,8 +34,10 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
       }
     }
   }
+  ServiceOptions service = opts.service;
+  service.max_response_bytes = static_cast<size_t>(opts.max_message_bytes);
   server->service_ = std::make_unique<KvIndexService>(&server->index_, server->manager_.get(), &opts.auth,
-                                                      opts.service, &server->metrics_);
+                                                      service, &server->metrics_);
   if (!opts.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
         MetricsHttpServer::Start(opts.metrics_listen, [metrics = &server->metrics_] { return metrics->Render(); });

@@ -253,13 +253,25 @@ grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::Li
   const InFlight call(this);
   if (call.refused()) return ShuttingDown();
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
-  for (const PodStatus& pod : pods_->ListPods()) {
+  // One pod more than the page holds tells whether another page follows.
+  const size_t page = request->page_size();
+  std::vector<PodStatus> pods = pods_->ListPods(request->page_token(), page == 0 ? 0 : page + 1);
+  const bool more = page != 0 && pods.size() > page;
+  if (more) pods.pop_back();
+  for (const PodStatus& pod : pods) {
     v1::PodInfo* info = response->add_pods();
     *info = PodInfoToProto(pod);
     for (const WorkerStatus& worker : pod.workers) {
       *info->add_workers() =
           WorkerInfoToProto(worker, index_->GetWorkerStats(WorkerKey{info->key(), worker.dp_rank}));
     }
+  }
+  if (more) response->set_next_page_token(response->pods(response->pods_size() - 1).key());
+  if (const size_t bytes = response->ByteSizeLong(); bytes > options_.max_response_bytes) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(response->pods_size(), " pods take ", bytes, " bytes, more than one message may (",
+                                     options_.max_response_bytes, ", --max_message_bytes): ask for fewer per page ",
+                                     "(ListPodsRequest.page_size)"));
   }
   return grpc::Status::OK;
 }

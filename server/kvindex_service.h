@@ -32,6 +32,9 @@ namespace kvindex::server {
 struct ServiceOptions {
   // Most token_ids (or block_hashes) one Match may carry.
   uint32_t max_match_tokens = 1000000;
+  // Largest response message (the server's --max_message_bytes): a ListPods of
+  // every pod that would not fit is refused, asking for pages.
+  size_t max_response_bytes = 16 << 20;
   // Test seam, empty in production: sees each Match first. It returns null to
   // let the Match go on at once, or a reactor of its own that holds the call
   // (never blocking gRPC's thread) and later Finishes it, from any thread,

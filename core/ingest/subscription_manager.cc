@@ -154,7 +154,7 @@ class SubscriptionManager::Impl {
   PodAck Upsert(const Pod& pod) ABSL_LOCKS_EXCLUDED(mu_);
   PodAck Delete(std::string_view pod_key) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods) ABSL_LOCKS_EXCLUDED(mu_);
-  std::vector<PodStatus> ListPods() const ABSL_LOCKS_EXCLUDED(mu_);
+  std::vector<PodStatus> ListPods(std::string_view after, size_t limit) const ABSL_LOCKS_EXCLUDED(mu_);
   ManagerStats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -598,11 +598,13 @@ std::vector<PodAck> SubscriptionManager::Impl::ApplySnapshot(const std::vector<P
   return out;
 }
 
-std::vector<PodStatus> SubscriptionManager::Impl::ListPods() const {
+std::vector<PodStatus> SubscriptionManager::Impl::ListPods(std::string_view after, size_t limit) const {
   absl::MutexLock lock(&mu_);
   std::vector<PodStatus> out;
-  out.reserve(pods_.size());
-  for (const auto& [key, entry] : pods_) {
+  out.reserve(limit != 0 ? std::min(limit, pods_.size()) : pods_.size());
+  for (auto it = after.empty() ? pods_.begin() : pods_.upper_bound(after);
+       it != pods_.end() && (limit == 0 || out.size() < limit); ++it) {
+    const PodEntry& entry = it->second;
     PodStatus status{entry.pod, entry.plan, entry.subscribed, {}};
     for (const auto& cell : entry.workers) status.workers.push_back(cell->Get());
     out.push_back(std::move(status));
@@ -637,7 +639,10 @@ PodAck SubscriptionManager::Delete(std::string_view pod_key) { return impl_->Del
 std::vector<PodAck> SubscriptionManager::ApplySnapshot(const std::vector<Pod>& pods) {
   return impl_->ApplySnapshot(pods);
 }
-std::vector<PodStatus> SubscriptionManager::ListPods() const { return impl_->ListPods(); }
+std::vector<PodStatus> SubscriptionManager::ListPods() const { return impl_->ListPods("", 0); }
+std::vector<PodStatus> SubscriptionManager::ListPods(std::string_view after, size_t limit) const {
+  return impl_->ListPods(after, limit);
+}
 ManagerStats SubscriptionManager::GetStats() const { return impl_->GetStats(); }
 
 }  // namespace kvindex

@@ -152,6 +152,9 @@ class SubscriptionManager {
 
   // Every known pod, ordered by key.
   std::vector<PodStatus> ListPods() const;
+  // The first `limit` known pods whose key is greater than `after` (every one
+  // after it when `limit` is 0), ordered by key.
+  std::vector<PodStatus> ListPods(std::string_view after, size_t limit) const;
 
   ManagerStats GetStats() const;
 

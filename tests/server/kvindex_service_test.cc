@@ -1,6 +1,7 @@
 // In-process tests of every kvindex.v1.KvIndex RPC and every error code: a
 // real KvIndexServer on 127.0.0.1:0, called over gRPC.
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -507,6 +508,48 @@ TEST_F(KvIndexServiceTest, BrokenStreamLeavesPodsAsTheyAre) {
 }
 
 // ---------------------------------------------------------------- ListPods, GetStats
+
+// ListPods pages in key order; page_size 0 (what older callers send) is every
+// pod at once, refused with RESOURCE_EXHAUSTED when they do not fit in one
+// message; the client library pages, so any number fits.
+TEST_F(KvIndexServiceTest, ListPodsPagesInKeyOrderAndRefusesWhatDoesNotFitInOneMessage) {
+  ServerOptions options;
+  options.max_message_bytes = 16 << 10;
+  StartServer(options);
+  std::vector<v1::PodUpdate> updates;
+  for (int i = 0; i < 25; ++i) {
+    v1::Pod pod = GoodPod(absl::StrCat("p", i < 10 ? "0" : "", i));
+    pod.mutable_labels()->clear();  // recorded, not followed
+    (*pod.mutable_annotations())["note"] = std::string(1000, 'x');
+    updates.push_back(Upsert(pod));
+  }
+  Sync(updates);
+
+  std::vector<std::string> keys;
+  v1::ListPodsRequest request;
+  request.set_page_size(10);
+  std::vector<int> sizes;
+  do {
+    absl::StatusOr<v1::ListPodsResponse> page = client_->ListPods(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    sizes.push_back(page->pods_size());
+    for (const v1::PodInfo& pod : page->pods()) keys.push_back(pod.key());
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  EXPECT_THAT(sizes, ElementsAre(10, 10, 5));
+  ASSERT_EQ(keys.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
+  EXPECT_EQ(keys.front(), "default/p00");
+  EXPECT_EQ(keys.back(), "default/p24");
+
+  absl::StatusOr<v1::ListPodsResponse> all = client_->ListPods(v1::ListPodsRequest());
+  EXPECT_EQ(all.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(all.status().message(), HasSubstr("ask for fewer per page (ListPodsRequest.page_size)"));
+  absl::StatusOr<v1::ListPodsResponse> paged = client_->ListPods();
+  ASSERT_TRUE(paged.ok()) << paged.status();
+  EXPECT_EQ(paged->pods_size(), 25);
+  EXPECT_TRUE(paged->next_page_token().empty());
+}
 
 TEST_F(KvIndexServiceTest, ListPodsShowsPlanSubscriptionAndBlocks) {
   StartServer();
