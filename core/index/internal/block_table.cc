@@ -45,7 +45,10 @@ void BlockTable::Apply(HolderUpdates& updates, const WorkerLock& worker) {
 
 // The callbacks given to HolderTable::Update run inside it, on this thread,
 // under the shard's lock; they touch only the holder and the worker's aliases.
-void BlockTable::ApplyOp(HolderUpdates& updates, Shard& shard, const HolderOp& op) {
+// `inline`: GCC then keeps it in Apply's loop, as it did before the split
+// (callgrind, BM_ApplySteadyState: with WorkerBlocks::Queue in its header,
+// 0.3 % fewer instructions per Apply than with a call per op).
+inline void BlockTable::ApplyOp(HolderUpdates& updates, Shard& shard, const HolderOp& op) {
   const uint64_t x = op.x;
   auto& aliases = updates.aliases_;
   switch (op.kind) {

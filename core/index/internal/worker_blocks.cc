@@ -241,12 +241,6 @@ void WorkerBlocks::ClearLocked() {
   blocks_by_medium_ = {};
 }
 
-// Queues a holder update; a full queue is carried out at once, so it never
-// holds more than HolderUpdates::kMaxPending.
-void WorkerBlocks::Queue(const HolderOp& op) {
-  if (updates_.Push(op)) table_.Apply(updates_, lock_);
-}
-
 // Ends a mutation: carries out the queued holder updates, then publishes the
 // block count to live_ and its change to the index's entries.
 void WorkerBlocks::Publish() {

@@ -100,7 +100,12 @@ class WorkerBlocks {
   uint64_t ContextSeedFor(const std::string& lora, uint32_t block_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  void Queue(const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Queues a holder update; a full queue is carried out at once, so it never
+  // holds more than HolderUpdates::kMaxPending. (Defined here to be inlined
+  // into Store and Forget, as it was before the split.)
+  void Queue(const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu) {
+    if (updates_.Push(op)) table_.Apply(updates_, lock_);
+  }
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
 
   // Constant after construction.
