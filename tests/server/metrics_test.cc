@@ -415,6 +415,15 @@ PrometheusScrape ScrapeUntil(int port, const std::function<bool(const Prometheus
   return scrape;
 }
 
+// ScrapeUntil `pred` holds, then one scrape more. A scrape collects the
+// index's gauges before it renders the counters, so the scrape in which a
+// counter first reaches a value may still show the gauges (and the index's
+// counters) of just before; the next scrape is collected after it.
+PrometheusScrape ScrapeSettled(int port, const std::function<bool(const PrometheusScrape&)>& pred) {
+  (void)ScrapeUntil(port, pred);
+  return ScrapeUntil(port, [](const PrometheusScrape&) { return true; });
+}
+
 // Publishes blocks [first, first + n) of the canonical prompt (block `first`
 // chained to block first - 1, as in ChainBlockPayload) as one batch.
 void PublishChain(FakeEngine& engine, uint32_t first, uint32_t n) {
@@ -464,13 +473,13 @@ TEST(MetricsProcessTest, IndexCapFlagsEvictAndCount) {
   // (Unchained: the cap may evict the block just stored, which would leave the
   // next block of a chain unresolved.)
   for (uint32_t k = 0; k < 6; ++k) PublishRootBlock(**a, k);
-  scrape = ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 6; });
+  scrape = ScrapeSettled(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 6; });
   EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), 2);
   EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 4);
 
   // b stores 3 blocks: 7 entries exceed the global cap of 6; a, holding the most, loses one.
   PublishChain(**b, 0, 3);
-  scrape = ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 7; });
+  scrape = ScrapeSettled(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 7; });
   EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), 3);
   EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 6);
   EXPECT_EQ(Value(scrape, "kvindex_events_total{type=\"block_stored\"}"), 7);
@@ -500,7 +509,7 @@ TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
   ASSERT_EQ(EntriesForMemoryBudget(1 << 20), kCap);
   PublishChain(**engine, 0, kStored);
   const PrometheusScrape scrape =
-      ScrapeUntil(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 1; });
+      ScrapeSettled(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 1; });
   EXPECT_EQ(Value(scrape, "kvindex_index_entries"), kCap);
   EXPECT_EQ(Value(scrape, "kvindex_index_evictions_total"), kStored - kCap);
   EXPECT_EQ(Value(scrape, "kvindex_events_total{type=\"block_stored\"}"), 1);

@@ -560,6 +560,8 @@ TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
     return stats.bind_unknown_senders == 2 && stats.bind_bad_frames == 1;
   }));
   EXPECT_EQ(manager.GetStats().bind_messages, 4u);
+  // A worker's status is published after its batches reach the index.
+  ASSERT_TRUE(WaitFor([&] { return FindPod(manager, "default/b")->workers[0].last_seq == 1; }));
   WorkerStatus b_worker = FindPod(manager, "default/b")->workers[0];
   EXPECT_EQ(b_worker.gaps, 1u);
   EXPECT_EQ(b_worker.last_seq, 1);
