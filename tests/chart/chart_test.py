@@ -300,6 +300,18 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(sorted(d["kind"] for d in docs), ["Deployment", "Service"])
         c = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual(flags(c)["metrics_listen"], "")
+        # Nothing listens on the metrics port: neither the container nor the Service names it.
+        self.assertEqual([p["name"] for p in c["ports"]], ["grpc"])
+        self.assertEqual([p["name"] for p in only(docs, "Service")["spec"]["ports"]], ["grpc"])
+        # With the headless Service and the events NetworkPolicy on, they leave it out too.
+        docs = render({"server": {"metrics": False},
+                       "eventsBind": {"enabled": True, "engineSelector": {"app": "vllm"}}})
+        for svc in [d for d in docs if d["kind"] == "Service"]:
+            self.assertEqual([p["name"] for p in svc["spec"]["ports"]], ["grpc"], svc["metadata"]["name"])
+        policy = only(docs, "NetworkPolicy")
+        self.assertEqual([p["port"] for p in policy["spec"]["ingress"][0]["ports"]], ["grpc"])
+        err = render({"server": {"metrics": False}, "serviceMonitor": {"enabled": True}}, expect_error=True)
+        self.assertIn("serviceMonitor.enabled needs server.metrics", err)
 
     def test_notes(self):
         notes = render(notes=True)
