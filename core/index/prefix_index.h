@@ -49,7 +49,8 @@ struct ApplyResult {
   uint64_t blocks_removed = 0;      // engine blocks removed from at least one medium
   uint64_t clears = 0;              // AllBlocksCleared events
   uint64_t unresolved_parents = 0;  // BlockStored events whose parent is unknown (not indexed)
-  uint64_t blocks_unindexed = 0;    // blocks of those events
+  uint64_t blocks_unindexed = 0;    // blocks of those events, and of events naming a group past the
+                                    // limits (group_idx > 255, or a worker's 17th group)
   uint64_t unknown_removals = 0;    // removed hashes the worker did not hold
   uint64_t unknown_chunks = 0;      // offloaded chunks (no tokens) naming a block the worker did not hold
   uint64_t evictions = 0;           // entries evicted by this worker's cap
@@ -72,10 +73,14 @@ struct MatchQuery {
   absl::flat_hash_map<std::string, double> medium_weights;
 };
 
+// For a worker whose events name several KV cache groups (a hybrid model),
+// the hit is the longest prefix every group accepts by vLLM's rule for its
+// kind (internal/kv_cache_group.h), and the blocks counted are those of its
+// first full-attention group.
 struct WorkerMatch {
   WorkerKey worker;
   uint32_t matched_blocks = 0;  // leading blocks held, contiguous from block 0, any medium
-  uint32_t matched_tokens = 0;  // matched_blocks * the worker's block size
+  uint32_t matched_tokens = 0;  // the hit's length: matched_blocks * block_size
   uint32_t block_size = 0;
   // Matched blocks held on each medium (a block on GPU and CPU counts in both), by name.
   std::vector<std::pair<std::string, uint32_t>> blocks_by_medium;
@@ -89,11 +94,27 @@ struct MatchResult {
   std::vector<WorkerMatch> workers;  // best first: score, matched blocks, then key
 };
 
+// One KV cache group of a hybrid model's worker, as its events describe it.
+struct GroupStats {
+  uint32_t group_idx = 0;
+  std::string kind;             // kv_cache_spec_kind; empty when the engine did not say
+  uint32_t sliding_window = 0;  // tokens; 0 unless a sliding-window group
+  uint32_t block_size = 0;
+  uint64_t blocks = 0;          // engine blocks the group holds
+
+  bool operator==(const GroupStats&) const = default;
+};
+
 struct WorkerStats {
   WorkerKey worker;
   std::string model;
-  uint64_t blocks = 0;  // engine blocks held
+  // Engine blocks held, in all and by medium: of the group Match counts for a
+  // hybrid model (its first full-attention group), else of the worker.
+  uint64_t blocks = 0;
   std::vector<std::pair<std::string, uint64_t>> blocks_by_medium;
+  // The KV cache groups, by group_idx, when the worker's events named any
+  // (group_idx or kv_cache_spec_kind); empty otherwise.
+  std::vector<GroupStats> groups;
   uint64_t evictions = 0;
   uint64_t unresolved_parents = 0;
   double last_event_ts = 0;  // ts of the last applied batch

@@ -4,6 +4,8 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <numeric>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,13 +13,15 @@
 #include "absl/status/status.h"
 #include "core/index/block_hash.h"
 #include "core/index/extra_keys_hash.h"
+#include "core/index/internal/kv_cache_group.h"
 
 namespace kvindex {
 namespace {
 
-// A worker's answer before its key and block size are looked up.
+// A holder's contiguous run from block 0 (a worker's, or one KV cache group's
+// of a hybrid model: kv_cache_group.h), before its key is looked up.
 struct RawMatch {
-  uint32_t worker;
+  uint32_t worker;  // the holder id
   uint32_t blocks;
   uint32_t block_size;  // 0: the worker's own (hash queries)
   std::array<uint32_t, kMaxMedia> by_medium;
@@ -52,8 +56,8 @@ bool SameHolders(absl::Span<const Holder> a, const std::vector<Holder>& b) {
 
 // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, at most
 // kPrefetchAhead blocks beyond the last one someone still matches) and
-// appends each worker's contiguous run. `candidates` (ascending; empty: every
-// worker) limits who may start a run.
+// appends each holder's contiguous run. `candidates` (worker ids, ascending;
+// empty: every worker) limits who may start a run.
 template <typename HashAt>
 void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<uint32_t>& candidates,
           const MaskScores& mask_score, uint32_t block_size, std::vector<RawMatch>& out) {
@@ -89,9 +93,10 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
       size_t c = 0;
       for (const Holder& h : holders) {
         if (!candidates.empty()) {
-          while (c < candidates.size() && candidates[c] < h.worker) ++c;
+          const uint32_t worker = WorkerOfHolder(h.worker);
+          while (c < candidates.size() && candidates[c] < worker) ++c;
           if (c == candidates.size()) break;
-          if (candidates[c] != h.worker) continue;
+          if (candidates[c] != worker) continue;
         }
         next.push_back(RawMatch{h.worker, 0, block_size, {}, 0, 0});
         credit(next.back(), h.media, 1);
@@ -130,32 +135,205 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
   out.insert(out.end(), active.begin(), active.end());
 }
 
-// Resolves worker ids, orders best first, and fills the query-level fields.
-MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, const WorkerDirectory& workers,
+// The query's index hashes at one block size, computed as they are first
+// asked for (the walk stops early; a hybrid worker's rule may look further).
+class QueryChain {
+ public:
+  // The chain of q.token_ids at `block_size`.
+  QueryChain(const MatchQuery& q, uint32_t block_size)
+      : q_(q), block_size_(block_size), blocks_(q.token_ids.size() / block_size),
+        parent_(ContextSeed(q.model, q.lora_name, block_size)),
+        keyed_(!q.cache_salt.empty() || !q.mm_inputs.empty()) {}
+  // The query's own hashes (block size 0: the worker's own).
+  explicit QueryChain(const MatchQuery& q) : q_(q), block_size_(0), blocks_(q.block_hashes.size()) {}
+
+  uint32_t block_size() const { return block_size_; }
+  size_t blocks() const { return blocks_; }
+
+  // X of block i < blocks().
+  uint64_t At(size_t i) {
+    if (block_size_ == 0) return q_.block_hashes[i];
+    while (xs_.size() <= i) {
+      const size_t b = xs_.size();
+      parent_ = HashBlock(parent_, q_.token_ids.subspan(b * block_size_, block_size_));
+      if (keyed_) {
+        keys_.Clear();
+        AddQueryExtraKeys(q_.mm_inputs, q_.cache_salt, uint64_t{b} * block_size_, block_size_, keys_);
+        parent_ = keys_.Hash(parent_);
+      }
+      xs_.push_back(parent_);
+    }
+    return xs_[i];
+  }
+
+ private:
+  const MatchQuery& q_;
+  const uint32_t block_size_;
+  const size_t blocks_;
+  uint64_t parent_ = 0;
+  const bool keyed_ = false;
+  ExtraKeysHasher keys_;
+  std::vector<uint64_t> xs_;
+};
+
+// A worker as Finish needs it, looked up once.
+struct ResolvedWorker {
+  WorkerKey key;
+  uint32_t block_size = 0;
+  WorkerBlocks::Layout layout;
+};
+
+// Applies vLLM's hit rule to the groups of one hybrid worker.
+class HybridRule {
+ public:
+  HybridRule(const BlockTable& table, const MaskScores& mask_score, std::vector<QueryChain>& chains)
+      : table_(table), mask_score_(mask_score), chains_(chains) {}
+
+  struct Hit {
+    RawMatch blocks;  // the primary group's blocks within the hit
+    uint32_t tokens;  // the hit's length
+  };
+
+  // The worker's hit: the longest length every group accepts, counted in the
+  // primary group's blocks. `runs` are its holders' contiguous runs from
+  // block 0. nullopt when no length is accepted.
+  std::optional<Hit> Match(uint32_t worker, const WorkerBlocks::Layout& layout, absl::Span<const RawMatch> runs) {
+    const bool by_hash = chains_.size() == 1 && chains_[0].block_size() == 0;
+    // The primary group: the first full-attention group by group_idx, else the lowest group_idx.
+    uint32_t primary = 0;
+    for (uint32_t slot = 1; slot < layout.groups; ++slot) {
+      const GroupShape& a = layout.shapes[slot];
+      const GroupShape& p = layout.shapes[primary];
+      const bool full = a.kind == GroupKind::kFull, p_full = p.kind == GroupKind::kFull;
+      if ((full && !p_full) || (full == p_full && a.group_idx < p.group_idx)) primary = slot;
+    }
+    const uint32_t primary_bs = layout.shapes[primary].block_size;
+    if (primary_bs == 0) return std::nullopt;
+    // Each group's chain (hash queries: the hashes are at the primary's block
+    // size; groups of another size cannot be checked), and the bound the
+    // full-attention groups put on the hit.
+    std::array<QueryChain*, kMaxGroupsPerWorker> chain_of{};
+    uint64_t step = 1, bound = 0;
+    for (uint32_t slot = 0; slot < layout.groups; ++slot) {
+      const uint32_t bs = layout.shapes[slot].block_size;
+      if (bs == 0) return std::nullopt;  // a group with no indexed block accepts nothing
+      for (QueryChain& c : chains_) {
+        if (c.block_size() == bs || (by_hash && bs == primary_bs)) chain_of[slot] = &c;
+      }
+      if (chain_of[slot] == nullptr) {
+        if (!by_hash) return std::nullopt;  // nothing stored at this size: no hit
+        continue;
+      }
+      step = std::lcm(step, uint64_t{bs});
+      const uint64_t tokens = uint64_t{bs} * chain_of[slot]->blocks();
+      bound = bound == 0 ? tokens : std::min(bound, tokens);
+    }
+    for (uint32_t slot = 0; slot < layout.groups; ++slot) {
+      if (chain_of[slot] == nullptr || layout.shapes[slot].kind != GroupKind::kFull) continue;
+      uint64_t run = 0;
+      for (const RawMatch& r : runs) {
+        if (SlotOfHolder(r.worker) == slot && (r.block_size == layout.shapes[slot].block_size || by_hash)) {
+          run = std::max<uint64_t>(run, r.blocks);
+        }
+      }
+      bound = std::min(bound, run * layout.shapes[slot].block_size);
+    }
+    // The longest multiple of every block size, up to the bound, that the
+    // other groups accept: on a missing block i, no length that still needs
+    // block i can be accepted, so the next candidate ends at or before it.
+    uint64_t n = bound / step * step;
+    while (n > 0) {
+      std::optional<uint64_t> missing_at;  // tokens before the first missing block
+      for (uint32_t slot = 0; slot < layout.groups && !missing_at; ++slot) {
+        const GroupShape& g = layout.shapes[slot];
+        if (chain_of[slot] == nullptr || g.kind == GroupKind::kFull) continue;
+        const uint32_t end = static_cast<uint32_t>(n / g.block_size);
+        for (uint32_t i = g.FirstNeeded(end); i < end; ++i) {
+          if (HeldOn(chain_of[slot]->At(i), HolderId(worker, slot)) == 0) {
+            missing_at = uint64_t{i} * g.block_size;
+            break;
+          }
+        }
+      }
+      if (!missing_at) break;
+      n = std::min(*missing_at, n - step) / step * step;
+    }
+    if (n == 0) return std::nullopt;
+    // Counted in the primary group's blocks 0..n/B-1, which it holds (a full
+    // group) or may not all hold (no full group: those it holds count).
+    RawMatch m{HolderId(worker, primary), 0, by_hash ? 0 : primary_bs, {}, 0, 0};
+    const uint32_t blocks = static_cast<uint32_t>(n / primary_bs);
+    for (uint32_t i = 0; i < blocks; ++i) {
+      const MediumMask media = HeldOn(chain_of[primary]->At(i), m.worker);
+      if (media == 0) continue;
+      ++m.blocks;
+      for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += media >> b & 1;
+      m.score += mask_score_[media];
+    }
+    return Hit{m, static_cast<uint32_t>(n)};
+  }
+
+ private:
+  // The media `holder` holds X on; 0 when it does not hold X.
+  MediumMask HeldOn(uint64_t x, uint32_t holder) {
+    return table_.WithHolders(x, scratch_, [&](absl::Span<const Holder> holders) -> MediumMask {
+      auto it = std::lower_bound(holders.begin(), holders.end(), holder,
+                                 [](const Holder& h, uint32_t id) { return h.worker < id; });
+      return it != holders.end() && it->worker == holder ? it->media : 0;
+    });
+  }
+
+  const BlockTable& table_;
+  const MaskScores& mask_score_;
+  std::vector<QueryChain>& chains_;
+  HolderTable::Scratch scratch_;
+};
+
+// Resolves the holders' workers, applies the hit rule of hybrid workers,
+// orders best first, and fills the query-level fields.
+MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, std::vector<QueryChain>& chains,
+                   const BlockTable& table, const MaskScores& mask_score, const WorkerDirectory& workers,
                    const ContextRegistry& contexts, const MediumTable& media) {
   MatchResult result;
-  // A worker may appear once per block size; keep its best run.
+  // By holder (a worker's groups adjacent), best run first.
   std::sort(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) {
     return a.worker != b.worker ? a.worker < b.worker : a.score > b.score;
   });
-  raw.erase(std::unique(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) { return a.worker == b.worker; }),
-            raw.end());
-  std::vector<uint32_t> ids(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) ids[i] = raw[i].worker;
-  result.workers.reserve(raw.size());
+  std::vector<uint32_t> ids;
+  for (const RawMatch& r : raw) {
+    if (ids.empty() || ids.back() != WorkerOfHolder(r.worker)) ids.push_back(WorkerOfHolder(r.worker));
+  }
+  std::vector<std::optional<ResolvedWorker>> resolved(ids.size());
   workers.Resolve(ids, [&](size_t i, const WorkerBlocks& worker) {  // a worker removed while we walked is skipped
-    const RawMatch& r = raw[i];
+    resolved[i] = ResolvedWorker{worker.key(), worker.block_size(), worker.GroupLayout()};
+  });
+  HybridRule hybrid(table, mask_score, chains);
+  result.workers.reserve(ids.size());
+  auto add = [&](const ResolvedWorker& w, const RawMatch& r, uint32_t matched_tokens) {
     WorkerMatch m;
-    m.worker = worker.key();
-    m.block_size = r.block_size != 0 ? r.block_size : worker.block_size();
+    m.worker = w.key;
+    m.block_size = r.block_size != 0 ? r.block_size : w.block_size;
     m.matched_blocks = r.blocks;
-    m.matched_tokens = r.blocks * m.block_size;
+    m.matched_tokens = matched_tokens != 0 ? matched_tokens : r.blocks * m.block_size;
     m.score = r.score;
     for (int b = 0; b < kMaxMedia; ++b) {
       if (r.by_medium[b] != 0) m.blocks_by_medium.emplace_back(media.Name(b), r.by_medium[b]);
     }
     result.workers.push_back(std::move(m));
-  });
+  };
+  for (size_t i = 0, begin = 0; i < ids.size(); ++i) {
+    size_t end = begin;
+    while (end < raw.size() && WorkerOfHolder(raw[end].worker) == ids[i]) ++end;
+    const absl::Span<const RawMatch> runs(raw.data() + begin, end - begin);
+    begin = end;
+    if (!resolved[i]) continue;
+    const ResolvedWorker& w = *resolved[i];
+    if (w.layout.groups <= 1) {
+      add(w, runs.front(), 0);  // its best run (a worker may appear once per block size)
+    } else if (std::optional<HybridRule::Hit> hit = hybrid.Match(ids[i], w.layout, runs)) {
+      add(w, hit->blocks, hit->tokens);
+    }
+  }
   std::sort(result.workers.begin(), result.workers.end(), [](const WorkerMatch& a, const WorkerMatch& b) {
     if (a.score != b.score) return a.score > b.score;
     if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
@@ -182,38 +360,26 @@ absl::StatusOr<MatchResult> Matcher::Match(const MatchQuery& q) const {
   if (q.token_ids.empty() == q.block_hashes.empty()) {
     return absl::InvalidArgumentError("exactly one of token_ids and block_hashes must be given");
   }
+  const MaskScores scores = ScoreMasks(media_, q.medium_weights);
+  std::vector<RawMatch> raw;
+  std::vector<QueryChain> chains;  // one per block size walked; Walk and HybridRule read them
   std::vector<uint32_t> candidates;
   if (!q.pods.empty()) {
     candidates = workers_.IdsOfPods(q.pods);
-    if (candidates.empty()) return Finish(q, {}, workers_, contexts_, media_);
+    if (candidates.empty()) return Finish(q, {}, chains, table_, scores, workers_, contexts_, media_);
   }
-  const MaskScores scores = ScoreMasks(media_, q.medium_weights);
-
-  std::vector<RawMatch> raw;
   if (!q.token_ids.empty()) {
-    const bool keyed = !q.cache_salt.empty() || !q.mm_inputs.empty();
-    ExtraKeysHasher keys;
-    for (uint32_t bs : contexts_.BlockSizes(q.model, q.lora_name)) {
-      const uint64_t seed = ContextSeed(q.model, q.lora_name, bs);
-      const size_t blocks = q.token_ids.size() / bs;
-      uint64_t parent = seed;
-      Walk(
-          table_, blocks,
-          [&](size_t i) {
-            parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs));
-            if (keyed) {
-              keys.Clear();
-              AddQueryExtraKeys(q.mm_inputs, q.cache_salt, uint64_t{i} * bs, bs, keys);
-              parent = keys.Hash(parent);
-            }
-            return parent;
-          },
-          candidates, scores, bs, raw);
+    const std::vector<uint32_t> sizes = contexts_.BlockSizes(q.model, q.lora_name);
+    chains.reserve(sizes.size());
+    for (uint32_t bs : sizes) {
+      QueryChain& chain = chains.emplace_back(q, bs);
+      Walk(table_, chain.blocks(), [&chain](size_t i) { return chain.At(i); }, candidates, scores, bs, raw);
     }
   } else {
-    Walk(table_, q.block_hashes.size(), [&](size_t i) { return q.block_hashes[i]; }, candidates, scores, 0, raw);
+    QueryChain& chain = chains.emplace_back(q);
+    Walk(table_, chain.blocks(), [&chain](size_t i) { return chain.At(i); }, candidates, scores, 0, raw);
   }
-  return Finish(q, std::move(raw), workers_, contexts_, media_);
+  return Finish(q, std::move(raw), chains, table_, scores, workers_, contexts_, media_);
 }
 
 }  // namespace kvindex

@@ -2,9 +2,13 @@
 
 // Matcher: answers PrefixIndex::Match. It hashes the query's blocks in each
 // block size the (model, LoRA) is stored in (ContextRegistry), walks them
-// through the BlockTable keeping each worker's contiguous run from block 0,
+// through the BlockTable keeping each holder's contiguous run from block 0,
 // scores each run by the media holding its blocks, and names the workers
-// (WorkerDirectory). It has no state and no lock of its own.
+// (WorkerDirectory). A hybrid model's worker (several KV cache groups, each
+// a holder) gets the longest hit every group accepts by vLLM's rule for its
+// kind (kv_cache_group.h): bounded by its full-attention groups' runs, then
+// checked downwards against the blocks the other groups need, so it looks
+// only at a few blocks past the walk. It has no state and no lock of its own.
 //
 // Thread safety: Match may be called from any thread, concurrently with
 // everything else. It holds one lock at a time (lock_order.h), each briefly:

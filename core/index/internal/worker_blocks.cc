@@ -16,8 +16,7 @@ WorkerBlocks::WorkerBlocks(uint32_t id, WorkerKey key, const Shared& shared)
       table_(shared.table),
       contexts_(shared.contexts),
       media_(shared.media),
-      counters_(shared.counters),
-      updates_(id) {}
+      counters_(shared.counters) {}
 
 ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks) {
   ApplyResult result;
@@ -40,7 +39,7 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
   }
   last_event_ts_ = batch.ts;
   if (max_blocks != 0) {
-    while (blocks_.size() > max_blocks) {
+    for (size_t held = BlocksLocked(); held > max_blocks; --held) {
       EvictOne();
       ++result.evictions;
     }
@@ -70,7 +69,7 @@ void WorkerBlocks::EvictOverCap(uint64_t max_entries, uint64_t at_most) {
   absl::MutexLock lock(&lock_.mu);
   const uint64_t entries = counters_.entries.load(std::memory_order_relaxed);
   const uint64_t excess = entries > max_entries ? entries - max_entries : 0;
-  for (uint64_t i = 0; i < std::min(excess, at_most) && blocks_.size() > 0; ++i) EvictOne();
+  for (uint64_t i = 0, held = BlocksLocked(); i < std::min(excess, at_most) && i < held; ++i) EvictOne();
   Publish();
 }
 
@@ -79,10 +78,22 @@ WorkerStats WorkerBlocks::Stats() const {
   s.worker = key_;
   absl::MutexLock lock(&lock_.mu);
   s.model = model_;
-  s.blocks = live_.load(std::memory_order_relaxed);
-  for (int b = 0; b < kMaxMedia; ++b) {
-    if (blocks_by_medium_[b] != 0) s.blocks_by_medium.emplace_back(media_.Name(b), blocks_by_medium_[b]);
+  if (const Group* primary = Primary()) {
+    s.blocks = primary->blocks.size();
+    for (int b = 0; b < kMaxMedia; ++b) {
+      const uint64_t n = primary->blocks_by_medium[b];
+      if (n != 0) s.blocks_by_medium.emplace_back(media_.Name(b), n);
+    }
   }
+  const bool named = std::any_of(groups_.begin(), groups_.end(), [](const auto& g) { return g->named; });
+  for (const auto& g : groups_) {
+    if (!named) break;
+    s.groups.push_back(GroupStats{g->group_idx, g->kind.value_or(""),
+                                  KindOf(g->kind) == GroupKind::kSlidingWindow ? g->window : 0, g->block_size,
+                                  g->blocks.size()});
+  }
+  std::sort(s.groups.begin(), s.groups.end(),
+            [](const GroupStats& a, const GroupStats& b) { return a.group_idx < b.group_idx; });
   s.evictions = evictions_;
   s.unresolved_parents = unresolved_parents_;
   s.last_event_ts = last_event_ts_;
@@ -92,26 +103,67 @@ WorkerStats WorkerBlocks::Stats() const {
 std::vector<uint64_t> WorkerBlocks::EngineHashes() const {
   std::vector<uint64_t> out;
   absl::MutexLock lock(&lock_.mu);
-  out.reserve(blocks_.size());
-  blocks_.ForEach([&out](const EngineMap::Block& b) { out.push_back(b.engine); });
+  out.reserve(BlocksLocked());
+  for (const auto& g : groups_) g->blocks.ForEach([&out](const EngineMap::Block& b) { out.push_back(b.engine); });
   return out;
 }
 
 size_t WorkerBlocks::MemoryBytes() const {
   absl::MutexLock lock(&lock_.mu);
-  return sizeof(WorkerBlocks) + blocks_.MemoryBytes() + updates_.MemoryBytes();
+  size_t bytes = sizeof(WorkerBlocks) + groups_.capacity() * sizeof(groups_[0]);
+  for (const auto& g : groups_) bytes += sizeof(Group) + g->blocks.MemoryBytes() + g->updates.MemoryBytes();
+  return bytes;
+}
+
+WorkerBlocks::Layout WorkerBlocks::GroupLayout() const {
+  Layout layout;
+  layout.groups = std::min(group_count_.load(std::memory_order_acquire), kMaxGroupsPerWorker);
+  for (uint32_t slot = 0; slot < layout.groups; ++slot) {
+    layout.shapes[slot] = GroupShape::Unpack(group_shapes_[slot].load(std::memory_order_relaxed));
+  }
+  return layout;
+}
+
+WorkerBlocks::Group* WorkerBlocks::GroupOf(std::optional<uint32_t> group_idx) {
+  const uint32_t idx = group_idx.value_or(0);
+  for (const auto& g : groups_) {
+    if (g->group_idx == idx) return g.get();
+  }
+  if (idx > kMaxGroupIdx || groups_.size() == kMaxGroupsPerWorker) return nullptr;
+  groups_.push_back(std::make_unique<Group>(HolderId(id_, static_cast<uint32_t>(groups_.size()))));
+  groups_.back()->group_idx = idx;
+  return groups_.back().get();
+}
+
+const WorkerBlocks::Group* WorkerBlocks::Primary() const {
+  const Group* primary = nullptr;
+  for (const auto& g : groups_) {
+    const bool full = KindOf(g->kind) == GroupKind::kFull, primary_full = primary && KindOf(primary->kind) == GroupKind::kFull;
+    if (primary == nullptr || (full && !primary_full) || (full == primary_full && g->group_idx < primary->group_idx)) {
+      primary = g.get();
+    }
+  }
+  return primary;
 }
 
 void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
   const size_t n = ev.block_hashes.size();
   if (n == 0) return;
-  if (!ev.HasTokens()) return ApplyOffloaded(ev, result);
+  Group* g = GroupOf(ev.group_idx);
+  if (g == nullptr) {  // not a group a real engine has
+    result.blocks_unindexed += n;
+    return;
+  }
+  g->named |= ev.group_idx.has_value() || ev.kv_cache_spec_kind.has_value();
+  if (ev.kv_cache_spec_kind) g->kind = ev.kv_cache_spec_kind;
+  if (ev.kv_cache_spec_sliding_window) g->window = *ev.kv_cache_spec_sliding_window;
+  if (!ev.HasTokens()) return ApplyOffloaded(*g, ev, result);
   std::optional<uint64_t> parent;
   if (ev.block_size != 0 && ev.token_ids.size() == size_t{ev.block_size} * n) {  // else: hand-built batch
     if (!ev.parent_block_hash) {
       parent = 0;  // the context seed, below
-    } else if (auto p = blocks_.Find(*ev.parent_block_hash)) {
-      parent = p->index;
+    } else {
+      parent = ParentIndex(*g, *ev.parent_block_hash, ev.block_size);
     }
   }
   if (!parent) {
@@ -126,14 +178,15 @@ void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
   const bool salted = ev.cache_salt.has_value() && !ev.cache_salt->empty() && !ev.parent_block_hash;
   const bool keyed = !ev.extra_keys.empty() || salted;
   ExtraKeysHasher keys;
-  block_size_.store(ev.block_size, std::memory_order_relaxed);
+  g->block_size = ev.block_size;
   const MediumMask m = media_.BitOf(ev.medium);
   const absl::Span<const uint32_t> tokens(ev.token_ids);
   // Each store kPrefetchAhead blocks behind the prefetch of its engine-map
   // slot (its block-table slot is prefetched when the holders are carried out).
-  for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) blocks_.Prefetch(ev.block_hashes[i]);
+  EngineMap& blocks = g->blocks;
+  for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) blocks.Prefetch(ev.block_hashes[i]);
   for (size_t i = 0; i < n; ++i) {
-    if (i + kPrefetchAhead < n) blocks_.Prefetch(ev.block_hashes[i + kPrefetchAhead]);
+    if (i + kPrefetchAhead < n) blocks.Prefetch(ev.block_hashes[i + kPrefetchAhead]);
     x = HashBlock(x, tokens.subspan(i * ev.block_size, ev.block_size));
     if (keyed) {
       keys.Clear();
@@ -141,73 +194,96 @@ void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
       if (i == 0 && salted) keys.AddStr(*ev.cache_salt);
       x = keys.Hash(x);
     }
-    if (Store(ev.block_hashes[i], x, m)) ++result.blocks_stored;
+    if (Store(*g, ev.block_hashes[i], x, m)) ++result.blocks_stored;
   }
 }
 
-// An offloaded chunk (no tokens) names a block the worker stored before (its
-// GPU copy): that block is now also on the event's medium. A hash the worker
+// X of the parent `engine` of a block group `g` stores: the group's own
+// block, else another group's of the same block size (vLLM hashes per block
+// size, so the same hash is the same tokens: a Mamba or window group may
+// store a block whose parent only the full-attention group kept).
+std::optional<uint64_t> WorkerBlocks::ParentIndex(const Group& g, uint64_t engine, uint32_t block_size) const {
+  if (auto p = g.blocks.Find(engine)) return p->index;
+  for (const auto& other : groups_) {
+    if (other.get() == &g || other->block_size != block_size) continue;
+    if (auto p = other->blocks.Find(engine)) return p->index;
+  }
+  return std::nullopt;
+}
+
+// An offloaded chunk (no tokens) names a block the group stored before (its
+// GPU copy): that block is now also on the event's medium. A hash the group
 // does not hold cannot be indexed (nothing says what it contains).
-void WorkerBlocks::ApplyOffloaded(const BlockStored& ev, ApplyResult& result) {
+void WorkerBlocks::ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) {
   const MediumMask m = media_.BitOf(ev.medium);
   for (uint64_t engine : ev.block_hashes) {
-    const std::optional<EngineMap::Block> b = blocks_.Find(engine);
+    const std::optional<EngineMap::Block> b = g.blocks.Find(engine);
     if (!b) {
       ++result.unknown_chunks;
       continue;
     }
-    if (Store(engine, b->index, m)) ++result.blocks_stored;
+    if (Store(g, engine, b->index, m)) ++result.blocks_stored;
   }
 }
 
 void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
+  Group* g = nullptr;
+  const uint32_t idx = ev.group_idx.value_or(0);
+  for (const auto& candidate : groups_) {
+    if (candidate->group_idx == idx) g = candidate.get();
+  }
+  if (g == nullptr) {  // a group the worker never stored into holds nothing
+    result.unknown_removals += ev.block_hashes.size();
+    return;
+  }
   const MediumMask m = media_.BitOf(ev.medium);
   // Each removal kPrefetchAhead blocks behind the prefetch of its engine-map slot.
+  EngineMap& blocks = g->blocks;
   const absl::Span<const uint64_t> engines(ev.block_hashes);
   const size_t n = engines.size();
-  for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) blocks_.Prefetch(engines[i]);
+  for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) blocks.Prefetch(engines[i]);
   for (size_t i = 0; i < n; ++i) {
-    if (i + kPrefetchAhead < n) blocks_.Prefetch(engines[i + kPrefetchAhead]);
-    const std::optional<EngineMap::Block> b = blocks_.Remove(engines[i], m);
+    if (i + kPrefetchAhead < n) blocks.Prefetch(engines[i + kPrefetchAhead]);
+    const std::optional<EngineMap::Block> b = blocks.Remove(engines[i], m);
     if (!b) {
       ++result.unknown_removals;
       continue;
     }
     ++result.blocks_removed;
     if (b->media == m) {
-      Forget(*b);
+      Forget(*g, *b);
     } else {
-      CountMedia(m, -1);
-      Queue({b->index, HolderOp::kChangeMedia, b->media, static_cast<MediumMask>(b->media & ~m)});
+      CountMedia(*g, m, -1);
+      Queue(*g, {b->index, HolderOp::kChangeMedia, b->media, static_cast<MediumMask>(b->media & ~m)});
     }
   }
 }
 
-// Engine block `engine` is (now also) on medium `m` and maps to X. Returns
-// true when something changed in the index.
-bool WorkerBlocks::Store(uint64_t engine, uint64_t x, MediumMask m) {
-  const std::optional<EngineMap::Block> old = blocks_.Store(engine, x, m);  // marks it recently stored
+// Engine block `engine` of group `g` is (now also) on medium `m` and maps to
+// X. Returns true when something changed in the index.
+bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
+  const std::optional<EngineMap::Block> old = g.blocks.Store(engine, x, m);  // marks it recently stored
   if (old && old->index == x) {
     if (old->media & m) return false;
-    CountMedia(m, +1);
-    Queue({x, HolderOp::kChangeMedia, old->media, static_cast<MediumMask>(old->media | m)});
+    CountMedia(g, m, +1);
+    Queue(g, {x, HolderOp::kChangeMedia, old->media, static_cast<MediumMask>(old->media | m)});
     return true;
   }
-  if (old) Forget(*old);  // the engine reused a hash for other content: the new content wins
-  CountMedia(m, +1);
-  Queue({x, HolderOp::kAddRef, m});
+  if (old) Forget(g, *old);  // the engine reused a hash for other content: the new content wins
+  CountMedia(g, m, +1);
+  Queue(g, {x, HolderOp::kAddRef, m});
   return true;
 }
 
-// Accounts for engine block `b`, already gone from blocks_.
-void WorkerBlocks::Forget(const EngineMap::Block& b) {
-  Queue({b.index, HolderOp::kDropRef, b.media});
-  CountMedia(b.media, -1);
+// Accounts for engine block `b` of group `g`, already gone from its blocks.
+void WorkerBlocks::Forget(Group& g, const EngineMap::Block& b) {
+  Queue(g, {b.index, HolderOp::kDropRef, b.media});
+  CountMedia(g, b.media, -1);
 }
 
-void WorkerBlocks::CountMedia(MediumMask media, int delta) {
+void WorkerBlocks::CountMedia(Group& g, MediumMask media, int delta) {
   for (int b = 0; b < kMaxMedia; ++b) {
-    if (media >> b & 1) blocks_by_medium_[b] += delta;
+    if (media >> b & 1) g.blocks_by_medium[b] += delta;
   }
 }
 
@@ -224,28 +300,52 @@ uint64_t WorkerBlocks::ContextSeedFor(const std::string& lora, uint32_t block_si
 }
 
 void WorkerBlocks::EvictOne() {
-  Forget(blocks_.EvictOne());
+  Group* largest = nullptr;
+  for (const auto& g : groups_) {
+    if (largest == nullptr || g->blocks.size() > largest->blocks.size()) largest = g.get();
+  }
+  if (largest == nullptr || largest->blocks.size() == 0) return;
+  Forget(*largest, largest->blocks.EvictOne());
   ++evictions_;
   counters_.evictions.fetch_add(1, std::memory_order_relaxed);
 }
 
 void WorkerBlocks::ClearLocked() {
-  // ForEach calls back here, on this thread, under lock_.mu; the analysis
-  // checks the lambda as a function of its own and cannot see that.
-  blocks_.ForEach([this](const EngineMap::Block& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    Queue({b.index, HolderOp::kClear});
-  });
-  table_.Apply(updates_, lock_);  // before the aliases go: updates queued before the clear use them
-  updates_.ForgetAliases();
-  blocks_.Clear();
-  blocks_by_medium_ = {};
+  for (const auto& group : groups_) {
+    Group& g = *group;
+    // ForEach calls back here, on this thread, under lock_.mu; the analysis
+    // checks the lambda as a function of its own and cannot see that.
+    g.blocks.ForEach([this, &g](const EngineMap::Block& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      Queue(g, {b.index, HolderOp::kClear});
+    });
+    table_.Apply(g.updates, lock_);  // before the aliases go: updates queued before the clear use them
+    g.updates.ForgetAliases();
+    g.blocks.Clear();
+    g.blocks_by_medium = {};
+  }
 }
 
-// Ends a mutation: carries out the queued holder updates, then publishes the
-// block count to live_ and its change to the index's entries.
+size_t WorkerBlocks::BlocksLocked() const {
+  size_t n = 0;
+  for (const auto& g : groups_) n += g->blocks.size();
+  return n;
+}
+
+// Ends a mutation: carries out the queued holder updates, publishes the
+// groups' shapes, then the block count to live_ and its change to the
+// index's entries.
 void WorkerBlocks::Publish() {
-  table_.Apply(updates_, lock_);
-  const uint64_t now = blocks_.size();
+  for (const auto& g : groups_) table_.Apply(g->updates, lock_);
+  for (size_t slot = 0; slot < groups_.size(); ++slot) {
+    const Group& g = *groups_[slot];
+    const GroupShape shape{g.group_idx, KindOf(g.kind), g.block_size, g.window};
+    group_shapes_[slot].store(shape.Pack(), std::memory_order_relaxed);
+  }
+  group_count_.store(static_cast<uint32_t>(groups_.size()), std::memory_order_release);
+  if (const Group* primary = Primary(); primary != nullptr && primary->block_size != 0) {
+    block_size_.store(primary->block_size, std::memory_order_relaxed);
+  }
+  const uint64_t now = BlocksLocked();
   const uint64_t before = live_.exchange(now, std::memory_order_relaxed);
   if (now != before) counters_.entries.fetch_add(now - before, std::memory_order_relaxed);  // wraps when shrinking
 }

@@ -6,6 +6,11 @@
 // HolderUpdates, with its aliases), the contexts it uses in the
 // ContextRegistry, its per-medium counts, its stats and its cap.
 //
+// A hybrid model's worker holds one such set per KV cache group (its events
+// name the group; kv_cache_group.h): engine hashes are per group (groups of
+// one block size send the same hashes), each group is a holder of its own in
+// the BlockTable, and a removal touches only its group.
+//
 // Applying an event turns each engine block into its X (the chain hash of its
 // tokens from its parent's X, or from the context's seed) and queues the
 // holder updates that follow; every call that changes the blocks ends by
@@ -22,6 +27,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +37,7 @@
 #include "core/index/internal/block_table.h"
 #include "core/index/internal/context_registry.h"
 #include "core/index/internal/engine_map.h"
+#include "core/index/internal/kv_cache_group.h"
 #include "core/index/internal/lock_order.h"
 #include "core/index/internal/medium_table.h"
 #include "core/index/prefix_index.h"
@@ -62,8 +70,17 @@ class WorkerBlocks {
   const WorkerKey& key() const { return key_; }
   // Block size of the last event stored with tokens; 0 before any.
   uint32_t block_size() const { return block_size_.load(std::memory_order_relaxed); }
-  // Blocks held as of the last completed call.
+  // Blocks held as of the last completed call, over every group (the
+  // worker's entries in the index).
   uint64_t live() const { return live_.load(std::memory_order_relaxed); }
+
+  // The worker's groups as of the last completed call, by slot (see
+  // kv_cache_group.h); size 0 before any block, 1 for a single-group model.
+  struct Layout {
+    uint32_t groups = 0;
+    std::array<GroupShape, kMaxGroupsPerWorker> shapes;
+  };
+  Layout GroupLayout() const;
 
   // Applies the events of `batch` in order, with the worker's model and
   // default LoRA from `context`, then evicts down to `max_blocks` (0: no cap).
@@ -91,22 +108,46 @@ class WorkerBlocks {
   size_t MemoryBytes() const ABSL_LOCKS_EXCLUDED(lock_.mu);
 
  private:
+  // One KV cache group's blocks (the whole worker's, for a single-group model).
+  struct Group {
+    explicit Group(uint32_t holder) : updates(holder) {}
+    uint32_t group_idx = 0;
+    bool named = false;                     // an event carried its group_idx or kind
+    std::optional<std::string> kind;        // kv_cache_spec_kind, as last sent
+    uint32_t window = 0;                    // kv_cache_spec_sliding_window, as last sent
+    uint32_t block_size = 0;                // of its last event stored with tokens
+    EngineMap blocks;
+    HolderUpdates updates;
+    std::array<uint64_t, kMaxMedia> blocks_by_medium = {};
+  };
+
+  // The group an event names (nullopt: group 0), created on first use;
+  // nullptr past kMaxGroupIdx or kMaxGroupsPerWorker groups.
+  Group* GroupOf(std::optional<uint32_t> group_idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // The group whose blocks stand for the worker in Match and stats: the first
+  // full-attention-kind group by group_idx, else the lowest group_idx; nullptr
+  // before any group.
+  const Group* Primary() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  std::optional<uint64_t> ParentIndex(const Group& g, uint64_t engine, uint32_t block_size) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyStored(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  void ApplyOffloaded(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  bool Store(uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  void Forget(const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  void CountMedia(MediumMask media, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  bool Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  void Forget(Group& g, const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  static void CountMedia(Group& g, MediumMask media, int delta);
   uint64_t ContextSeedFor(const std::string& lora, uint32_t block_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Evicts one block, by second chance, from the group holding the most.
   void EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // Queues a holder update; a full queue is carried out at once, so it never
   // holds more than HolderUpdates::kMaxPending. (Defined here to be inlined
   // into Store and Forget, as it was before the split.)
-  void Queue(const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu) {
-    if (updates_.Push(op)) table_.Apply(updates_, lock_);
+  void Queue(Group& g, const HolderOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu) {
+    if (g.updates.Push(op)) table_.Apply(g.updates, lock_);
   }
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  size_t BlocksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
 
   // Constant after construction.
   const uint32_t id_;
@@ -120,9 +161,7 @@ class WorkerBlocks {
   bool removed_ ABSL_GUARDED_BY(lock_.mu) = false;
   std::string model_ ABSL_GUARDED_BY(lock_.mu);
   std::string default_lora_ ABSL_GUARDED_BY(lock_.mu);
-  EngineMap blocks_ ABSL_GUARDED_BY(lock_.mu);
-  HolderUpdates updates_ ABSL_GUARDED_BY(lock_.mu);
-  std::array<uint64_t, kMaxMedia> blocks_by_medium_ ABSL_GUARDED_BY(lock_.mu) = {};
+  std::vector<std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(lock_.mu);  // by slot
   ContextSet used_contexts_ ABSL_GUARDED_BY(lock_.mu);
   // Seed of the context last stored into (a cache: ContextSeed allocates).
   ContextKey last_context_ ABSL_GUARDED_BY(lock_.mu);
@@ -133,7 +172,9 @@ class WorkerBlocks {
 
   // Written under lock_.mu, read without it.
   std::atomic<uint32_t> block_size_{0};
-  std::atomic<uint64_t> live_{0};  // blocks_.size() as of the last Publish
+  std::atomic<uint64_t> live_{0};  // blocks of every group as of the last Publish
+  std::atomic<uint32_t> group_count_{0};
+  std::array<std::atomic<uint64_t>, kMaxGroupsPerWorker> group_shapes_ = {};  // GroupShape::Pack()
 };
 
 }  // namespace kvindex

@@ -1,7 +1,8 @@
 #pragma once
 
 // WorkerDirectory: the workers the index knows, by key, by id and by pod. A
-// worker's id is assigned when it is created, in order, and never reused: the
+// worker's id (< 2^28: a holder id adds its group's slot, kv_cache_group.h)
+// is assigned when it is created, in order, and never reused: the
 // block table and Match name workers by id, and an id that no longer
 // resolves is a worker removed meanwhile.
 //

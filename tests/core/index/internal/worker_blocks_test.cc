@@ -72,8 +72,8 @@ TEST_F(WorkerBlocksTest, StoredBlocksReachTheTableTheRegistryAndTheCounts) {
   EXPECT_EQ(worker_.live(), 2u);
   EXPECT_EQ(worker_.block_size(), kBlockSize);
   EXPECT_EQ(counters_.entries.load(), 2u);
-  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{7, 1, 1, 0}));
-  EXPECT_THAT(HoldersOf(X(1)), ElementsAre(Holder{7, 1, 1, 0}));
+  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{HolderId(7, 0), 1, 1, 0}));
+  EXPECT_THAT(HoldersOf(X(1)), ElementsAre(Holder{HolderId(7, 0), 1, 1, 0}));
   EXPECT_THAT(contexts_.BlockSizes("llama", ""), ElementsAre(kBlockSize));
   const WorkerStats s = worker_.Stats();
   EXPECT_EQ(s.worker, (WorkerKey{"ns/a", 0}));
@@ -89,9 +89,9 @@ TEST_F(WorkerBlocksTest, AliasesShareOneHolder) {
   ASSERT_EQ(worker_.Apply(kModel, Stored({11}), 0).blocks_stored, 1u);
   ASSERT_EQ(worker_.Apply(kModel, Stored({21}, "CPU"), 0).blocks_stored, 1u);
   const MediumMask gpu = 1, cpu = 2;
-  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{7, 2, static_cast<MediumMask>(gpu | cpu), 0}));
+  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{HolderId(7, 0), 2, static_cast<MediumMask>(gpu | cpu), 0}));
   ASSERT_EQ(worker_.Apply(kModel, Removed({21}, "CPU"), 0).blocks_removed, 1u);
-  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{7, 1, gpu, 0}));
+  EXPECT_THAT(HoldersOf(X(0)), ElementsAre(Holder{HolderId(7, 0), 1, gpu, 0}));
   ASSERT_EQ(worker_.Apply(kModel, Removed({11}), 0).blocks_removed, 1u);
   EXPECT_THAT(HoldersOf(X(0)), IsEmpty());
   EXPECT_EQ(counters_.entries.load(), 0u);
