@@ -109,6 +109,14 @@ v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional
     proto.mutable_blocks_by_medium()->insert(stats->blocks_by_medium.begin(), stats->blocks_by_medium.end());
     proto.set_evictions(stats->evictions);
     proto.set_unresolved_parents(stats->unresolved_parents);
+    for (const GroupStats& g : stats->groups) {
+      v1::KvCacheGroup* group = proto.add_groups();
+      group->set_group_idx(g.group_idx);
+      group->set_kind(g.kind);
+      group->set_sliding_window(g.sliding_window);
+      group->set_block_size(g.block_size);
+      group->set_blocks(g.blocks);
+    }
   }
   return proto;
 }

@@ -141,5 +141,21 @@ TEST(ProtoConvertTest, EveryWorkerCounterReachesWorkerInfoByName) {
   }
 }
 
+TEST(ProtoConvertTest, AHybridWorkersGroupsReachWorkerInfo) {
+  WorkerStats stats;
+  stats.blocks = 6;
+  stats.groups = {GroupStats{0, "full_attention", 0, 16, 6}, GroupStats{1, "sliding_window", 128, 16, 2}};
+  const v1::WorkerInfo info = WorkerInfoToProto(WorkerStatus{}, stats);
+  ASSERT_EQ(info.groups_size(), 2);
+  EXPECT_EQ(info.groups(1).group_idx(), 1u);
+  EXPECT_EQ(info.groups(1).kind(), "sliding_window");
+  EXPECT_EQ(info.groups(1).sliding_window(), 128u);
+  EXPECT_EQ(info.groups(1).block_size(), 16u);
+  EXPECT_EQ(info.groups(1).blocks(), 2u);
+  EXPECT_EQ(info.groups(0).kind(), "full_attention");
+  EXPECT_EQ(info.blocks(), 6u);
+  EXPECT_EQ(WorkerInfoToProto(WorkerStatus{}, WorkerStats{}).groups_size(), 0);
+}
+
 }  // namespace
 }  // namespace kvindex::server
