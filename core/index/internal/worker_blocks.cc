@@ -1,6 +1,7 @@
 #include "core/index/internal/worker_blocks.h"
 
 #include <algorithm>
+#include <bit>
 #include <optional>
 #include <utility>
 #include <variant>
@@ -27,6 +28,7 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
   }
   model_ = context.model;
   default_lora_ = context.default_lora;
+  TrackParentsOfOffloadedGroups(batch);
   for (const Event& event : batch.events) {
     if (const auto* stored = std::get_if<BlockStored>(&event)) {
       ApplyStored(*stored, result);
@@ -111,7 +113,10 @@ std::vector<uint64_t> WorkerBlocks::EngineHashes() const {
 size_t WorkerBlocks::MemoryBytes() const {
   absl::MutexLock lock(&lock_.mu);
   size_t bytes = sizeof(WorkerBlocks) + groups_.capacity() * sizeof(groups_[0]);
-  for (const auto& g : groups_) bytes += sizeof(Group) + g->blocks.MemoryBytes() + g->updates.MemoryBytes();
+  for (const auto& g : groups_) {
+    bytes += sizeof(Group) + g->blocks.MemoryBytes() + g->updates.MemoryBytes();
+    if (g->parents) bytes += g->parents->capacity() * (sizeof(std::pair<uint64_t, uint64_t>) + 1);
+  }
   return bytes;
 }
 
@@ -195,6 +200,9 @@ void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
       x = keys.Hash(x);
     }
     if (Store(*g, ev.block_hashes[i], x, m)) ++result.blocks_stored;
+    if (g->parents) {
+      if (i > 0 || ev.parent_block_hash) (*g->parents)[ev.block_hashes[i]] = i > 0 ? ev.block_hashes[i - 1] : *ev.parent_block_hash;
+    }
   }
 }
 
@@ -212,17 +220,50 @@ std::optional<uint64_t> WorkerBlocks::ParentIndex(const Group& g, uint64_t engin
 }
 
 // An offloaded chunk (no tokens) names a block the group stored before (its
-// GPU copy): that block is now also on the event's medium. A hash the group
-// does not hold cannot be indexed (nothing says what it contains).
+// GPU copy), the last of the f = event block size / the group's block size
+// it covers: those blocks are now also on the event's medium. A hash the
+// group does not hold cannot be indexed (nothing says what it contains).
 void WorkerBlocks::ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) {
   const MediumMask m = media_.BitOf(ev.medium);
+  uint32_t f = 1;
+  if (g.block_size != 0 && ev.block_size % g.block_size == 0 && ev.block_size != 0) f = ev.block_size / g.block_size;
+  if (f > kMaxChunkBlocks) {  // not a real engine's chunk
+    result.unknown_chunks += ev.block_hashes.size();
+    return;
+  }
+  g.chunk_blocks[std::countr_zero(m)] = f;
+  std::vector<uint64_t> covered;
   for (uint64_t engine : ev.block_hashes) {
-    const std::optional<EngineMap::Block> b = g.blocks.Find(engine);
-    if (!b) {
+    if (!g.blocks.Find(engine)) {
       ++result.unknown_chunks;
       continue;
     }
-    if (Store(g, engine, b->index, m)) ++result.blocks_stored;
+    covered.assign(1, engine);
+    AppendChunkPredecessors(g, engine, f, covered);
+    for (uint64_t e : covered) {
+      const std::optional<EngineMap::Block> b = g.blocks.Find(e);
+      if (b && Store(g, e, b->index, m)) ++result.blocks_stored;
+    }
+  }
+}
+
+void WorkerBlocks::AppendChunkPredecessors(const Group& g, uint64_t engine, uint32_t f, std::vector<uint64_t>& out) {
+  if (g.parents == nullptr) return;
+  for (uint32_t k = 1; k < f; ++k) {
+    auto it = g.parents->find(engine);
+    if (it == g.parents->end() || !g.blocks.Find(it->second)) return;
+    engine = it->second;
+    out.push_back(engine);
+  }
+}
+
+void WorkerBlocks::TrackParentsOfOffloadedGroups(const EventBatch& batch) {
+  for (const Event& event : batch.events) {
+    const auto* stored = std::get_if<BlockStored>(&event);
+    if (stored == nullptr || stored->HasTokens()) continue;
+    if (Group* g = GroupOf(stored->group_idx); g != nullptr && g->parents == nullptr) {
+      g->parents = std::make_unique<absl::flat_hash_map<uint64_t, uint64_t>>();
+    }
   }
 }
 
@@ -237,16 +278,30 @@ void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
     return;
   }
   const MediumMask m = media_.BitOf(ev.medium);
+  // A medium that holds chunks of f > 1 blocks removes each chunk's predecessors too.
+  const uint32_t f = g->chunk_blocks[std::countr_zero(m)];
+  std::vector<uint64_t> chunks;
+  if (f > 1) {
+    for (uint64_t engine : ev.block_hashes) {
+      const std::optional<EngineMap::Block> b = g->blocks.Find(engine);
+      if (!b || (b->media & m) == 0) {
+        ++result.unknown_removals;
+        continue;
+      }
+      chunks.push_back(engine);
+      AppendChunkPredecessors(*g, engine, f, chunks);
+    }
+  }
   // Each removal kPrefetchAhead blocks behind the prefetch of its engine-map slot.
   EngineMap& blocks = g->blocks;
-  const absl::Span<const uint64_t> engines(ev.block_hashes);
+  const absl::Span<const uint64_t> engines(f > 1 ? chunks : ev.block_hashes);
   const size_t n = engines.size();
   for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) blocks.Prefetch(engines[i]);
   for (size_t i = 0; i < n; ++i) {
     if (i + kPrefetchAhead < n) blocks.Prefetch(engines[i + kPrefetchAhead]);
     const std::optional<EngineMap::Block> b = blocks.Remove(engines[i], m);
     if (!b) {
-      ++result.unknown_removals;
+      if (f <= 1) ++result.unknown_removals;  // (chunks: counted above; a predecessor may be off the medium already)
       continue;
     }
     ++result.blocks_removed;
@@ -277,6 +332,7 @@ bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
 
 // Accounts for engine block `b` of group `g`, already gone from its blocks.
 void WorkerBlocks::Forget(Group& g, const EngineMap::Block& b) {
+  if (g.parents) g.parents->erase(b.engine);
   Queue(g, {b.index, HolderOp::kDropRef, b.media});
   CountMedia(g, b.media, -1);
 }
@@ -322,6 +378,7 @@ void WorkerBlocks::ClearLocked() {
     g.updates.ForgetAliases();
     g.blocks.Clear();
     g.blocks_by_medium = {};
+    if (g.parents) g.parents->clear();
   }
 }
 

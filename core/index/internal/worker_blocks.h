@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "core/events/event_batch.h"
 #include "core/index/internal/block_table.h"
 #include "core/index/internal/context_registry.h"
@@ -108,6 +109,10 @@ class WorkerBlocks {
   size_t MemoryBytes() const ABSL_LOCKS_EXCLUDED(lock_.mu);
 
  private:
+  // Most GPU blocks one offloaded chunk may cover; a chunk event claiming
+  // more is not a real engine's and is skipped, counted.
+  static constexpr uint32_t kMaxChunkBlocks = 4096;
+
   // One KV cache group's blocks (the whole worker's, for a single-group model).
   struct Group {
     explicit Group(uint32_t holder) : updates(holder) {}
@@ -119,6 +124,12 @@ class WorkerBlocks {
     EngineMap blocks;
     HolderUpdates updates;
     std::array<uint64_t, kMaxMedia> blocks_by_medium = {};
+    // Offloading (vLLM's OffloadingConnector): a chunk on a medium covers the
+    // block it names and its f-1 predecessors, so the group keeps each
+    // block's parent (engine -> parent engine hash) from its first offloaded
+    // chunk on; nullptr before. chunk_blocks: f per medium, as last stored.
+    std::unique_ptr<absl::flat_hash_map<uint64_t, uint64_t>> parents;
+    std::array<uint32_t, kMaxMedia> chunk_blocks = {};
   };
 
   // The group an event names (nullopt: group 0), created on first use;
@@ -132,6 +143,10 @@ class WorkerBlocks {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyStored(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Keeps parents from now on for the groups `batch` offloads chunks of.
+  void TrackParentsOfOffloadedGroups(const EventBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Appends the predecessors of `engine` a chunk of `f` blocks covers, nearest first.
+  static void AppendChunkPredecessors(const Group& g, uint64_t engine, uint32_t f, std::vector<uint64_t>& out);
   void ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   bool Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void Forget(Group& g, const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);

@@ -192,17 +192,78 @@ TEST(ExtraKeysIndexTest, TheSharedVectorMatchesAQueryWithTheSameInputsAndSalt) {
   EXPECT_TRUE(Matched(index, {.model = "m", .lora_name = "sql-adapter", .token_ids = prompt, .mm_inputs = image}).empty());
 }
 
-// vLLM's OffloadingConnector: BlockStored without tokens naming the GPU hash of a block.
-EventBatch Offloaded(std::vector<uint64_t> engine, std::string medium = "CPU") {
+// vLLM's OffloadingConnector: BlockStored without tokens naming the GPU hash
+// of a chunk's last block; block_size is the chunk's (4: two GPU blocks of 2).
+EventBatch Offloaded(std::vector<uint64_t> engine, std::string medium = "CPU", uint32_t chunk_tokens = 4) {
   EventBatch batch;
   BlockStored e;
   e.block_hashes = std::move(engine);
-  e.block_size = 4;
+  e.block_size = chunk_tokens;
   e.medium = std::move(medium);
   batch.events.push_back(std::move(e));
   return batch;
 }
 
+EventBatch Concat(std::vector<EventBatch> batches) {
+  EventBatch out;
+  for (EventBatch& b : batches) {
+    for (Event& e : b.events) out.events.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, uint32_t>> MediaOf(const PrefixIndex& index, const std::vector<uint32_t>& prompt,
+                                                      uint32_t* matched = nullptr) {
+  absl::StatusOr<MatchResult> r = index.Match({.model = "m", .token_ids = prompt});
+  if (!r.ok() || r->workers.empty()) return {};
+  if (matched != nullptr) *matched = r->workers[0].matched_blocks;
+  return r->workers[0].blocks_by_medium;
+}
+
+// A chunk of f GPU blocks names its last; it covers its f-1 predecessors too,
+// and its removal takes them off the medium.
+TEST(OffloadedChunkTest, AChunkCoversTheBlockItNamesAndItsPredecessors) {
+  PrefixIndex index;
+  const WorkerKey w{"ns/a", 0};
+  std::vector<uint32_t> prompt(16);
+  for (uint32_t i = 0; i < 16; ++i) prompt[i] = i + 1;
+  // Eight GPU blocks of 2 tokens, offloaded in chunks of 8 tokens (f = 4) in the same batch.
+  const ApplyResult r = index.Apply(
+      w, kContext, Concat({Stored({1, 2, 3, 4, 5, 6, 7, 8}, prompt, 2), Offloaded({4, 8}, "CPU", 8)}));
+  EXPECT_EQ(r.unknown_chunks, 0u);
+  uint32_t matched = 0;
+  EXPECT_THAT(MediaOf(index, prompt, &matched), UnorderedElementsAre(Pair("GPU", 8), Pair("CPU", 8)));
+  // The GPU evicts every block: the CPU copies still match.
+  EventBatch gpu_removal;
+  gpu_removal.events.push_back(BlockRemoved{{1, 2, 3, 4, 5, 6, 7, 8}, "GPU"});
+  (void)index.Apply(w, kContext, gpu_removal);
+  EXPECT_THAT(MediaOf(index, prompt, &matched), UnorderedElementsAre(Pair("CPU", 8)));
+  EXPECT_EQ(matched, 8u);
+  // The second chunk leaves the CPU: blocks 4..7 (engine 5..8) go.
+  EventBatch chunk_removal;
+  chunk_removal.events.push_back(BlockRemoved{{8}, "CPU"});
+  const ApplyResult removed = index.Apply(w, kContext, chunk_removal);
+  EXPECT_EQ(removed.blocks_removed, 4u);
+  EXPECT_EQ(removed.unknown_removals, 0u);
+  EXPECT_THAT(MediaOf(index, prompt, &matched), UnorderedElementsAre(Pair("CPU", 4)));
+  EXPECT_EQ(matched, 4u);
+  EXPECT_THAT(index.EngineHashes(w), UnorderedElementsAre(1u, 2u, 3u, 4u));
+}
+
+TEST(OffloadedChunkTest, AnAbsurdChunkIsCountedAndChangesNothing) {
+  PrefixIndex index;
+  const WorkerKey w{"ns/a", 0};
+  const std::vector<uint32_t> prompt = {1, 2, 3, 4};
+  (void)index.Apply(w, kContext, Stored({11, 12}, prompt, 2));
+  const ApplyResult r = index.Apply(w, kContext, Offloaded({12}, "CPU", 2'000'000));  // f = 10^6
+  EXPECT_EQ(r.unknown_chunks, 1u);
+  EXPECT_EQ(r.blocks_stored, 0u);
+  EXPECT_THAT(MediaOf(index, prompt), UnorderedElementsAre(Pair("GPU", 2)));
+}
+
+// The group keeps parents from its first chunk on (the batch that brings it
+// included): a chunk of blocks stored in an earlier batch than the first
+// chunk marks the block it names only.
 TEST(OffloadedChunkTest, AChunkAddsItsMediumToTheGpuCopyAndOutlivesIt) {
   PrefixIndex index;
   const WorkerKey w{"ns/a", 0};
