@@ -13,11 +13,6 @@
 
 namespace kvindex::server {
 
-bool IsFlagFileOf(absl::string_view flag_file, absl::string_view source_file) {
-  return !flag_file.empty() && absl::EndsWith(source_file, flag_file) &&
-         (flag_file.size() == source_file.size() || source_file[source_file.size() - flag_file.size() - 1] == '/');
-}
-
 absl::Status ApplyEnvFlagFallbacks(absl::string_view prefix, absl::string_view defined_in) {
   std::vector<absl::string_view> names;
   for (const auto& [name, flag] : absl::GetAllFlags()) {

@@ -3,15 +3,13 @@
 // Environment fallbacks for absl flags: KVINDEX_LISTEN=... acts as --listen=...
 // Apply them before absl::ParseCommandLine so that the command line wins.
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "server/flags_help.h"
 
 namespace kvindex::server {
 
-// Whether `flag_file`, a flag's file name as absl reports it (normalized:
-// leading '/' dropped), names `source_file` (a __FILE__).
-bool IsFlagFileOf(absl::string_view flag_file, absl::string_view source_file);
+using ::kvindex::IsFlagFileOf;  // server/flags_help.h
 
 // For every flag defined in source file `defined_in` (pass __FILE__), sets
 // it from the environment variable `prefix` + its name in capitals when that

@@ -80,7 +80,10 @@ KvIndexMetrics::KvIndexMetrics() {
   for (WorkerState state : kWorkerStates) families_.workers->Get({WorkerStateName(state)});
   families_.pods->Get({"true"});
   families_.pods->Get({"false"});
-  families_.index_medium_entries->Get({"GPU"});
+  // The tiers every deployment has (an event without a medium means GPU; CPU is
+  // vLLM's and SGLang's offload tier): at zero from the start. Others (e.g.
+  // STORAGE) appear when first held.
+  for (const char* medium : {"GPU", "CPU"}) families_.index_medium_entries->Get({medium});
 
   registry_.AddCollector([this] { Collect(); });
 }

@@ -7,6 +7,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
+#include "server/pod_admission.h"
 #include "spdlog/spdlog.h"
 
 namespace kvindex::server {
@@ -28,7 +29,7 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   server->metrics_.SetSources(&server->index_, server->manager_.get());
   if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
   if (!opts.initial_pods.empty()) {
-    for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
+    for (const PodAck& ack : AdmitSnapshot(*server->manager_, opts.initial_pods)) {
       if (ack.outcome == PodOutcome::kRejected || ack.outcome == PodOutcome::kIgnored) {
         spdlog::warn("--pods_file: pod {} {}: {}", ack.pod, PodOutcomeName(ack.outcome), ack.reason);
       }
@@ -36,6 +37,7 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   }
   ServiceOptions service = opts.service;
   service.max_response_bytes = static_cast<size_t>(opts.max_message_bytes);
+  service.max_request_bytes = static_cast<size_t>(opts.max_message_bytes);
   server->service_ = std::make_unique<KvIndexService>(&server->index_, server->manager_.get(), &opts.auth,
                                                       service, &server->metrics_);
   if (!opts.metrics_listen.empty()) {
@@ -54,15 +56,24 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
 
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.listen, *credentials, &server->port_);
-  builder.SetMaxReceiveMessageSize(opts.max_message_bytes);
+  // gRPC's own receive limit would refuse a large request before the service
+  // sees it (uncounted); kvindex.v1 methods check --max_message_bytes
+  // themselves (ServiceOptions::max_request_bytes). gRPC receives a whole
+  // message before its own check either way.
+  builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(opts.max_message_bytes);
+  // gRPC sets SO_REUSEPORT by default: a second server on the same port would
+  // share it (and its calls) instead of failing to start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(&server->reflection_v1_);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     server->server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot serve on ", opts.listen,
                                                " (address in use, bad address, or bad TLS files?)"));
   }
+  server->reflection_v1_.Connect(server->server_.get());
   grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(v1::KvIndex::service_full_name(), true);
@@ -84,6 +95,7 @@ void KvIndexServer::Shutdown(absl::Time deadline) {
     // it keeps answering, while the service refuses every new kvindex.v1 call.
     if (!service_->AwaitIdle(deadline)) spdlog::warn("calls still in flight at the shutdown deadline: cancelling them");
     server_->Shutdown(absl::ToChronoTime(deadline));  // cancels what is left at `deadline`
+    reflection_v1_.Disconnect();
   }
   if (manager_ != nullptr) manager_->Stop();
 }

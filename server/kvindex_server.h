@@ -2,7 +2,7 @@
 
 // KvIndexServer: the wired process minus flags and signals. Owns the
 // PrefixIndex, the SubscriptionManager that feeds it, the KvIndex service, the
-// gRPC server with health and reflection, and the metrics (KvIndexMetrics,
+// gRPC server with health and reflection (v1alpha and v1), and the metrics (KvIndexMetrics,
 // served on GET /metrics when metrics_listen is set). kvindex-server's main() and the
 // in-process tests both run exactly this.
 //
@@ -23,6 +23,7 @@
 #include "server/kvindex_metrics.h"
 #include "server/kvindex_service.h"
 #include "server/metrics_http_server.h"
+#include "server/reflection_v1.h"
 #include "server/server_credentials.h"
 
 namespace kvindex::server {
@@ -81,6 +82,7 @@ class KvIndexServer : private IndexProvider {
   KvIndexMetrics metrics_;  // reported into by the manager and the service: outlives both
   std::unique_ptr<SubscriptionManager> manager_;
   std::unique_ptr<KvIndexService> service_;
+  ReflectionV1 reflection_v1_;  // relays to gRPC's v1alpha reflection of server_
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;  // renders from all of the above: destroyed first
   int port_ = 0;

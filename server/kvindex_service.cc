@@ -13,6 +13,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "proto/grpc_status.h"
 #include "server/match_request_parser.h"
+#include "server/pod_admission.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -85,6 +86,13 @@ KvIndexService::KvIndexService(PrefixIndex* index, SubscriptionManager* pods, co
                                ServiceOptions options, KvIndexMetrics* metrics)
     : index_(index), pods_(pods), auth_(auth), options_(options), metrics_(metrics), started_(absl::Now()) {}
 
+grpc::Status KvIndexService::TooLarge(size_t request_bytes) const {
+  if (request_bytes <= options_.max_request_bytes) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("request of ", request_bytes, " bytes; the limit is ", options_.max_request_bytes,
+                                   " (--max_message_bytes)"));
+}
+
 grpc::Status KvIndexService::Authorize(const grpc::ServerContextBase& context, bool sync_pods) const {
   absl::string_view authorization;
   const auto& metadata = context.client_metadata();
@@ -123,12 +131,12 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
   google::protobuf::Arena arena(arena_options);
   auto* request = google::protobuf::Arena::CreateMessage<v1::MatchRequest>(&arena);
   auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
-  grpc::Status status = call.refused() ? ShuttingDown() : Authorize(context, /*sync_pods=*/false);
+  grpc::Status status = call.refused() ? ShuttingDown() : TooLarge(request_bytes.Length());
+  if (status.ok()) status = Authorize(context, /*sync_pods=*/false);
   if (status.ok()) {
     if (ParseMatchRequest(request_bytes, request)) {
       status = AnswerMatch(*request, response);
     } else {
-      match_errors_.fetch_add(1, std::memory_order_relaxed);
       status = InvalidArgument("MatchRequest does not parse (not a kvindex.v1.MatchRequest, or a string "
                                "field holds invalid UTF-8)");
     }
@@ -137,6 +145,9 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
     bool own_buffer = false;
     status = grpc::SerializationTraits<v1::MatchResponse>::Serialize(*response, response_bytes, &own_buffer);
   }
+  // Every call is counted here, once, whatever refused it: GetStats and the
+  // metrics agree.
+  (status.ok() ? matches_ : match_errors_).fetch_add(1, std::memory_order_relaxed);
   if (metrics_ != nullptr) {
     metrics_->OnMatch(ToAbslCode(status.error_code()), absl::Now() - start);
   }
@@ -144,10 +155,7 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
 }
 
 grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response) {
-  auto refuse = [this](std::string message) {
-    match_errors_.fetch_add(1, std::memory_order_relaxed);
-    return InvalidArgument(std::move(message));
-  };
+  auto refuse = [](std::string message) { return InvalidArgument(std::move(message)); };
   if (static_cast<uint64_t>(request.token_ids_size()) > options_.max_match_tokens) {
     return refuse(absl::StrCat("Match carries ", request.token_ids_size(), " token_ids; the limit is ",
                                options_.max_match_tokens, " (--max_match_tokens)"));
@@ -178,11 +186,7 @@ grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::Ma
   }
   MatchQueryStorage storage;
   absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &storage));
-  if (!result.ok()) {
-    match_errors_.fetch_add(1, std::memory_order_relaxed);
-    return ToGrpcStatus(result.status());
-  }
-  matches_.fetch_add(1, std::memory_order_relaxed);
+  if (!result.ok()) return ToGrpcStatus(result.status());
   MatchResultToProto(*result, response);
   return grpc::Status::OK;
 }
@@ -199,15 +203,21 @@ grpc::Status KvIndexService::SyncPods(grpc::ServerContext* context,
     absl::MutexLock lock(&mu_);
     streams_.erase(context);
   };
-  spdlog::info("SyncPods stream from {} opened", context->peer());
+  // gRPC's peer() says "unknown" once the stream is closed: keep the address.
+  const std::string peer = context->peer();
+  spdlog::info("SyncPods stream from {} opened", peer);
   v1::PodUpdate update;
   uint64_t updates = 0;
   while (stream->Read(&update)) {
+    if (grpc::Status too_large = TooLarge(update.ByteSizeLong()); !too_large.ok()) {
+      spdlog::warn("SyncPods stream from {}: {}", peer, too_large.error_message());
+      return too_large;
+    }
     v1::PodUpdateAck ack = Apply(update);
     ack.set_update_index(updates++);
     if (!stream->Write(ack)) break;
   }
-  spdlog::info("SyncPods stream from {} closed after {} updates", context->peer(), updates);
+  spdlog::info("SyncPods stream from {} closed after {} updates", peer, updates);
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
   return grpc::Status::OK;
 }
@@ -222,7 +232,7 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
   };
   switch (update.update_case()) {
     case v1::PodUpdate::kUpsert:
-      fill(pods_->Upsert(PodFromProto(update.upsert())));
+      fill(AdmitUpsert(*pods_, PodFromProto(update.upsert())));
       break;
     case v1::PodUpdate::kDelete:
       fill(pods_->Delete(update.delete_()));
@@ -231,7 +241,7 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
       std::vector<Pod> pods;
       pods.reserve(update.snapshot().pods_size());
       for (const v1::Pod& pod : update.snapshot().pods()) pods.push_back(PodFromProto(pod));
-      std::vector<PodAck> acks = pods_->ApplySnapshot(pods);
+      std::vector<PodAck> acks = AdmitSnapshot(*pods_, pods);
       for (const PodAck& ack : acks) {
         LogAck(ack);
         *proto.add_pods() = PodAckToProto(ack);
@@ -252,6 +262,7 @@ grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::Li
                                       v1::ListPodsResponse* response) {
   const InFlight call(this);
   if (call.refused()) return ShuttingDown();
+  if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
   // One pod more than the page holds tells whether another page follows.
   const size_t page = request->page_size();
@@ -280,6 +291,7 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
                                       v1::GetStatsResponse* response) {
   const InFlight call(this);
   if (call.refused()) return ShuttingDown();
+  if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
   if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
   const IndexStats index = index_->Stats();
   response->set_workers(index.workers);

@@ -35,6 +35,10 @@ struct ServiceOptions {
   // Largest response message (the server's --max_message_bytes): a ListPods of
   // every pod that would not fit is refused, asking for pages.
   size_t max_response_bytes = 16 << 20;
+  // Largest request message (--max_message_bytes), checked here rather than by
+  // gRPC, whose refusal the service would never see: a larger request is
+  // RESOURCE_EXHAUSTED, and a Match so refused is counted like any other.
+  size_t max_request_bytes = 16 << 20;
   // Test seam, empty in production: sees each Match first. It returns null to
   // let the Match go on at once, or a reactor of its own that holds the call
   // (never blocking gRPC's thread) and later Finishes it, from any thread,
@@ -49,7 +53,8 @@ struct ServiceOptions {
 class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1::KvIndex::Service> {
  public:
   // `index`, `pods`, `auth` and `metrics` are not owned and must outlive the
-  // service; every Match is counted (by code) and timed in `metrics` unless null.
+  // service; every Match is counted (by code) and timed in `metrics` unless null,
+  // and counted in GetStats (matches, or match_errors when not OK).
   KvIndexService(PrefixIndex* index, SubscriptionManager* pods, const BearerAuth* auth,
                  ServiceOptions options, KvIndexMetrics* metrics = nullptr);
   KvIndexService(const KvIndexService&) = delete;
@@ -80,6 +85,8 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
   class InFlight;  // counts one unary call in in_flight_, or refuses it
 
   grpc::Status Authorize(const grpc::ServerContextBase& context, bool sync_pods) const;
+  // RESOURCE_EXHAUSTED when a request of `request_bytes` exceeds max_request_bytes.
+  grpc::Status TooLarge(size_t request_bytes) const;
   // The Match of a call (counted in flight by `call`), metrics included: the
   // status to finish the call with.
   grpc::Status AnswerMatchCall(const InFlight& call, const grpc::CallbackServerContext& context,

@@ -24,12 +24,14 @@
 #include "server/bearer_auth.h"
 #include "server/command_line.h"
 #include "server/env_flags.h"
+#include "server/flags_help.h"
 #include "server/kvindex_server.h"
 #include "server/manager_config.h"
 #include "server/match_latch.h"
 #include "server/memory_budget.h"
 #include "server/open_files.h"
 #include "server/pods_file.h"
+#include "server/server_credentials.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -58,9 +60,12 @@ ABSL_FLAG(uint64_t, max_workers, 0,
           "allows, at most 10000.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
 ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
-          "Most engine blocks one (pod, dp rank) may hold; least recently stored are evicted. 0: unlimited.");
+          "Most engine blocks one (pod, dp rank) may hold; past it blocks are evicted by second chance (an "
+          "approximation of LRU: a block stored since the evictor last looked at it is passed over once). "
+          "0: unlimited.");
 ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
-          "Most (block, worker) entries in the index; least recently stored are evicted. 0: unlimited.");
+          "Most (block, worker) entries in the index; past it the worker holding the most entries loses one by "
+          "second chance (see --max_blocks_per_worker). 0: unlimited.");
 ABSL_FLAG(uint64_t, index_memory_mb, 0,
           "Memory budget of the index, MiB: lowers --max_index_entries (and --max_blocks_per_worker) to what "
           "fits (server/memory_budget.h). 0: only those caps apply.");
@@ -78,8 +83,13 @@ constexpr char kUsage[] = R"(kvindex-server: prefix-cache index of LLM engines, 
 Every flag --NAME falls back to the environment variable KVINDEX_<NAME IN CAPITALS>
 (e.g. KVINDEX_LISTEN=127.0.0.1:50051); a flag on the command line wins over the environment.
 AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED=false turns --kv_event_sync off (KVINDEX_KV_EVENT_SYNC wins).
-Serves grpc.health.v1.Health and server reflection. SIGTERM/SIGINT: stop accepting, finish in-flight
+Serves grpc.health.v1.Health and server reflection (v1 and v1alpha). SIGTERM/SIGINT: stop accepting, finish in-flight
 calls, stop subscriptions, exit 0.
+
+At start it prints one line on stdout with the bound addresses (port 0 picks one), whatever --log_level.
+Exit codes: 0 after SIGTERM/SIGINT or --help; 2 when a flag, a KVINDEX_* variable or a file a flag names
+(--pods_file, --auth_token_file) is wrong; 1 when a valid configuration cannot start (address in use,
+TLS files unreadable or not PEM).
 
 usage: kvindex-server [--listen=0.0.0.0:50051] [--pods_file=pods.textproto] [flags...])";
 
@@ -94,6 +104,7 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
                  .key_file = absl::GetFlag(FLAGS_tls_key_file),
                  .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
+  if (absl::Status tls = kvindex::server::CheckTlsFiles(options.tls); !tls.ok()) return tls;
   if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file); !token_file.empty()) {
     absl::StatusOr<kvindex::server::BearerAuth> auth =
         kvindex::server::BearerAuth::FromFile(token_file, absl::GetFlag(FLAGS_auth_all_rpcs));
@@ -149,6 +160,11 @@ int main(int argc, char** argv) {
   // order is checked by the TSan suite instead.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
+  // absl's --help exits 1 and lists flags under their build path; ours exits 0.
+  if (kvindex::HelpRequested(argc, argv)) {
+    std::fputs(kvindex::FlagsHelp(kUsage, {__FILE__}).c_str(), stdout);
+    return 0;
+  }
   absl::SetProgramUsageMessage(kUsage);
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
@@ -221,11 +237,19 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot start: {}", server.status().ToString());
     return 1;
   }
-  spdlog::info("kvindex-server listening on {} ({}{}, {} pods from --pods_file, kv event sync {})",
-               BoundAddress(listen, (*server)->port()), mtls ? "mTLS" : (tls ? "TLS" : "plaintext"),
-               auth ? ", token required" : "", initial_pods, absl::GetFlag(FLAGS_kv_event_sync) ? "on" : "off");
+  const std::string grpc_address = BoundAddress(listen, (*server)->port());
+  const std::string metrics_url = (*server)->metrics_port() != 0
+                                      ? absl::StrCat("http://", BoundAddress(metrics_listen, (*server)->metrics_port()),
+                                                     "/metrics")
+                                      : std::string("off");
+  // Whatever --log_level says: with port 0 this is the only place the ports show.
+  std::printf("kvindex-server: grpc %s, metrics %s\n", grpc_address.c_str(), metrics_url.c_str());
+  std::fflush(stdout);
+  spdlog::info("kvindex-server listening on {} ({}{}, {} pods from --pods_file, kv event sync {})", grpc_address,
+               mtls ? "mTLS" : (tls ? "TLS" : "plaintext"), auth ? ", token required" : "", initial_pods,
+               absl::GetFlag(FLAGS_kv_event_sync) ? "on" : "off");
   if ((*server)->metrics_port() != 0) {
-    spdlog::info("metrics on http://{}/metrics", BoundAddress(metrics_listen, (*server)->metrics_port()));
+    spdlog::info("metrics on {}", metrics_url);
   } else {
     spdlog::info("metrics endpoint disabled (--metrics_listen is empty)");
   }

@@ -6,16 +6,22 @@
 
 namespace kvindex::server {
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files) {
+absl::Status CheckTlsFiles(const TlsFiles& files) {
   if (files.cert_file.empty() && files.key_file.empty()) {
     if (!files.client_ca_file.empty()) {
       return absl::InvalidArgumentError("--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
     }
-    return grpc::InsecureServerCredentials();
+    return absl::OkStatus();
   }
   if (files.cert_file.empty() || files.key_file.empty()) {
     return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files) {
+  if (absl::Status valid = CheckTlsFiles(files); !valid.ok()) return valid;
+  if (files.cert_file.empty()) return grpc::InsecureServerCredentials();
   absl::StatusOr<std::string> cert = kvindex::ReadFileToString(files.cert_file);
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = kvindex::ReadFileToString(files.key_file);

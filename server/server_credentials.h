@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "grpcpp/security/server_credentials.h"
 
@@ -16,6 +17,10 @@ struct TlsFiles {
   std::string key_file;        // its private key
   std::string client_ca_file;  // when set: clients must present a certificate signed by it (mTLS)
 };
+
+// OK when the files named make sense together: none, cert and key, or cert,
+// key and client CA; INVALID_ARGUMENT naming the flags otherwise. Reads nothing.
+[[nodiscard]] absl::Status CheckTlsFiles(const TlsFiles& files);
 
 // Insecure credentials when no file is named, else TLS (mTLS with a client CA).
 // INVALID_ARGUMENT when only one of cert/key is given or a client CA comes

@@ -449,6 +449,42 @@ TEST_F(KvIndexServiceTest, BadPodsAreRejectedWithReasonAndServerStaysUp) {
   EXPECT_TRUE(Match(TokensRequest(64)).ok());
 }
 
+// A pod without a namespace would be keyed "/name": rejected like one without a
+// name, by upsert, in a snapshot (in its place among the acks) and from --pods_file.
+TEST_F(KvIndexServiceTest, PodWithoutNamespaceIsRejectedLikeOneWithoutName) {
+  ServerOptions options;
+  Pod from_file = PodFromProto(GoodPod("from-file"));
+  from_file.ns.clear();
+  options.initial_pods = {from_file};
+  StartServer(std::move(options));
+  v1::Pod no_namespace = GoodPod("a");
+  no_namespace.clear_namespace_();
+  std::vector<v1::PodUpdateAck> acks = Sync({Upsert(no_namespace)});
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_REJECTED);
+  EXPECT_EQ(acks[0].pod(), "/a");
+  EXPECT_EQ(acks[0].reason(), "namespace: required");
+
+  v1::PodUpdate snapshot;
+  *snapshot.mutable_snapshot()->add_pods() = GoodPod("b");
+  *snapshot.mutable_snapshot()->add_pods() = no_namespace;
+  *snapshot.mutable_snapshot()->add_pods() = GoodPod("c");
+  acks = Sync({snapshot});
+  ASSERT_EQ(acks.size(), 1u);
+  std::vector<std::pair<std::string, v1::PodOutcome>> outcomes;
+  for (const v1::PodAck& ack : acks[0].pods()) outcomes.emplace_back(ack.pod(), ack.outcome());
+  EXPECT_THAT(outcomes, ElementsAre(Pair("default/b", v1::POD_OUTCOME_SUBSCRIBED),
+                                    Pair("/a", v1::POD_OUTCOME_REJECTED),
+                                    Pair("default/c", v1::POD_OUTCOME_SUBSCRIBED)));
+  EXPECT_EQ(acks[0].pods(1).reason(), "namespace: required");
+
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  std::vector<std::string> keys;
+  for (const v1::PodInfo& pod : pods->pods()) keys.push_back(pod.key());
+  EXPECT_THAT(keys, ElementsAre("default/b", "default/c"));
+}
+
 TEST_F(KvIndexServiceTest, SnapshotReplacesTheKnownSet) {
   StartServer();
   Sync({Upsert(GoodPod("a")), Upsert(GoodPod("b"))});
@@ -607,6 +643,12 @@ TEST_F(KvIndexServiceTest, GetStatsCountsPodsIndexAndMatches) {
   EXPECT_GT(stats->memory_bytes(), 0u);
   EXPECT_EQ(stats->matches(), 2u);
   EXPECT_EQ(stats->match_errors(), 0u);
+  // Refused calls count as errors, whatever refused them.
+  ASSERT_EQ(Match(v1::MatchRequest()).status().code(), absl::StatusCode::kInvalidArgument);
+  stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->matches(), 2u);
+  EXPECT_EQ(stats->match_errors(), 1u);
   EXPECT_GE(stats->uptime_seconds(), 0);
 }
 

@@ -132,6 +132,8 @@ TEST_F(MetricsTest, ValuesMoveWithTrafficAndCountersSurvivePodDeletion) {
   EXPECT_EQ(Value(before, "kvindex_event_lag_seconds_count"), 0);
   EXPECT_EQ(Value(before, "kvindex_workers{state=\"live\"}"), 0);
   EXPECT_GT(Value(before, "kvindex_index_memory_bytes"), 0);  // the empty tables' shards
+  EXPECT_EQ(Value(before, "kvindex_index_medium_entries{medium=\"GPU\"}"), 0);
+  EXPECT_EQ(Value(before, "kvindex_index_medium_entries{medium=\"CPU\"}"), 0);
 
   // A pod subscribes and warms up (replay from 0: nothing yet), then the
   // engine stores a prompt block by block, stamped with the current time.
@@ -333,6 +335,44 @@ TEST_F(MetricsTest, TiersBeyondTheTableCountAsOther) {
 // A worker holds at most ManagerOptions::max_backlog live batches while it
 // replays; the rest are dropped and counted. The engine never answers the
 // first subscription's replay, so the worker stays replaying throughout.
+// With a token on every RPC and a small message limit: a Match refused for
+// either reason is counted like any other, in the metrics and in GetStats.
+class MetricsRefusedMatchTest : public MetricsTest {
+ protected:
+  void Configure(server::ServerOptions& options) override {
+    options.max_message_bytes = 64 << 10;
+    options.auth = server::BearerAuth("secret", /*all_rpcs=*/true);
+  }
+};
+
+TEST_F(MetricsRefusedMatchTest, EveryRefusedMatchIsCountedInMetricsAndStats) {
+  absl::StatusOr<std::unique_ptr<client::KvIndexClient>> with_token = client::KvIndexClient::Create(
+      {.server = absl::StrCat("127.0.0.1:", server_->port()), .token = "secret", .max_message_bytes = 1 << 20});
+  ASSERT_TRUE(with_token.ok()) << with_token.status();
+  v1::MatchRequest oversized = CanonicalMatch();
+  for (uint32_t t = 0; t < 40000; ++t) oversized.add_token_ids(t);  // > 64 KiB
+  const absl::Status too_large = (*with_token)->Match(oversized).status();
+  EXPECT_EQ(too_large.code(), absl::StatusCode::kResourceExhausted) << too_large;
+  EXPECT_THAT(too_large.message(), HasSubstr("(--max_message_bytes)"));
+  EXPECT_EQ(client_->Match(CanonicalMatch()).status().code(), absl::StatusCode::kUnauthenticated);
+  ASSERT_TRUE((*with_token)->Match(CanonicalMatch()).ok());
+
+  const PrometheusScrape scrape = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(scrape, "kvindex_match_requests_total{code=\"RESOURCE_EXHAUSTED\"}"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_match_requests_total{code=\"UNAUTHENTICATED\"}"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_match_requests_total{code=\"OK\"}"), 1);
+  EXPECT_EQ(Value(scrape, "kvindex_match_latency_seconds_count"), 3);
+  absl::StatusOr<v1::GetStatsResponse> stats = (*with_token)->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->matches(), 1);
+  EXPECT_EQ(stats->match_errors(), 2);
+
+  // The other RPCs keep the limit too (checked by the service, not gRPC).
+  v1::ListPodsRequest fat_list;
+  fat_list.set_page_token(std::string(100 << 10, 'x'));
+  EXPECT_EQ((*with_token)->ListPods(fat_list).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
 class MetricsSmallBacklogTest : public MetricsTest {
  protected:
   void Configure(server::ServerOptions& options) override {

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""Reflection and health of a real kvindex-server, as grpcurl sees them: ServerReflectionInfo lists
-kvindex.v1.KvIndex and grpc.health.v1.Health and can describe both; health says SERVING.
+"""Reflection and health of a real kvindex-server, as grpcurl sees them: ServerReflectionInfo, in
+both grpc.reflection.v1 (what current grpcurl asks first) and grpc.reflection.v1alpha, lists
+kvindex.v1.KvIndex and grpc.health.v1.Health and can describe both, the two versions answering
+alike; health says SERVING.
 
 usage: reflection_test.py REPO_DIR BIN_DIR"""
 import os
@@ -16,14 +18,20 @@ sys.path.insert(0, os.path.join(REPO, "client", "python"))
 from kvindex_example import generate_stubs  # noqa: E402
 
 GRPC_PROTO = "/usr/share/grpc-proto"
-STUBS = tempfile.mkdtemp(prefix="kvindex-reflection-")
+STUBS_DIR = tempfile.TemporaryDirectory(prefix="kvindex-reflection-")
+STUBS = STUBS_DIR.name
 generate_stubs(STUBS, [(GRPC_PROTO, "grpc/reflection/v1alpha/reflection.proto"),
+                       (os.path.join(REPO, "proto"), "grpc/reflection/v1/reflection.proto"),
                        (GRPC_PROTO, "grpc/health/v1/health.proto")])
 import grpc  # noqa: E402
 grpc.__path__.append(os.path.join(STUBS, "grpc"))  # generated grpc.reflection / grpc.health beside the library
 from google.protobuf import descriptor_pb2  # noqa: E402
 from grpc.health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from grpc.reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # noqa: E402
+from grpc.reflection.v1 import reflection_pb2 as v1_pb2, reflection_pb2_grpc as v1_pb2_grpc  # noqa: E402
+from grpc.reflection.v1alpha import reflection_pb2 as v1alpha_pb2  # noqa: E402
+from grpc.reflection.v1alpha import reflection_pb2_grpc as v1alpha_pb2_grpc  # noqa: E402
+
+VERSIONS = {"v1": (v1_pb2, v1_pb2_grpc), "v1alpha": (v1alpha_pb2, v1alpha_pb2_grpc)}
 
 
 class ReflectionTest(unittest.TestCase):
@@ -48,37 +56,61 @@ class ReflectionTest(unittest.TestCase):
         cls.server.terminate()
         assert cls.server.wait(timeout=10) == 0
 
-    def reflect(self, **request):
-        stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
-        responses = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**request)]),
+    def reflect_all(self, version, *requests, expect_errors=False):
+        """The responses of one ServerReflectionInfo stream of `version` to `requests` (dicts), in order."""
+        pb2, pb2_grpc = VERSIONS[version]
+        stub = pb2_grpc.ServerReflectionStub(self.channel)
+        responses = list(stub.ServerReflectionInfo(iter([pb2.ServerReflectionRequest(**r) for r in requests]),
                                                    timeout=10))
-        self.assertEqual(len(responses), 1)
-        self.assertFalse(responses[0].HasField("error_response"), responses[0].error_response)
-        return responses[0]
+        self.assertEqual(len(responses), len(requests))
+        for response in responses:
+            self.assertEqual(response.HasField("error_response"), expect_errors, response.error_response)
+        return responses
 
-    def describe(self, symbol):
+    def reflect(self, version, **request):
+        return self.reflect_all(version, request)[0]
+
+    def describe(self, version, symbol):
         """The FileDescriptorProtos that define `symbol` (and what it imports)."""
-        files = self.reflect(file_containing_symbol=symbol).file_descriptor_response.file_descriptor_proto
+        files = self.reflect(version, file_containing_symbol=symbol).file_descriptor_response.file_descriptor_proto
         return [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
 
     def test_lists_kvindex_health_and_reflection(self):
-        names = {s.name for s in self.reflect(list_services="").list_services_response.service}
-        self.assertIn("kvindex.v1.KvIndex", names)
-        self.assertIn("grpc.health.v1.Health", names)
-        self.assertIn("grpc.reflection.v1alpha.ServerReflection", names)
+        for version in VERSIONS:
+            with self.subTest(version):
+                names = {s.name for s in self.reflect(version, list_services="").list_services_response.service}
+                self.assertIn("kvindex.v1.KvIndex", names)
+                self.assertIn("grpc.health.v1.Health", names)
+                self.assertIn("grpc.reflection.v1alpha.ServerReflection", names)
+                self.assertIn("grpc.reflection.v1.ServerReflection", names)
 
     def test_describes_kvindex(self):
-        files = {f.name: f for f in self.describe("kvindex.v1.KvIndex")}
-        self.assertIn("kvindex/v1/kvindex.proto", files)
-        service = [s for s in files["kvindex/v1/kvindex.proto"].service if s.name == "KvIndex"][0]
-        methods = {m.name: m for m in service.method}
-        self.assertEqual(set(methods), {"Match", "SyncPods", "ListPods", "GetStats"})
-        self.assertTrue(methods["SyncPods"].client_streaming and methods["SyncPods"].server_streaming)
-        self.assertEqual(methods["Match"].input_type, ".kvindex.v1.MatchRequest")
+        for version in VERSIONS:
+            with self.subTest(version):
+                files = {f.name: f for f in self.describe(version, "kvindex.v1.KvIndex")}
+                self.assertIn("kvindex/v1/kvindex.proto", files)
+                service = [s for s in files["kvindex/v1/kvindex.proto"].service if s.name == "KvIndex"][0]
+                methods = {m.name: m for m in service.method}
+                self.assertEqual(set(methods), {"Match", "SyncPods", "ListPods", "GetStats"})
+                self.assertTrue(methods["SyncPods"].client_streaming and methods["SyncPods"].server_streaming)
+                self.assertEqual(methods["Match"].input_type, ".kvindex.v1.MatchRequest")
 
     def test_describes_health(self):
-        files = {f.name for f in self.describe("grpc.health.v1.Health")}
-        self.assertIn("grpc/health/v1/health.proto", files)
+        for version in VERSIONS:
+            with self.subTest(version):
+                files = {f.name for f in self.describe(version, "grpc.health.v1.Health")}
+                self.assertIn("grpc/health/v1/health.proto", files)
+
+    def test_v1_answers_as_v1alpha_on_one_stream(self):
+        """Several requests on one stream, errors included: v1 answers byte for byte as v1alpha does."""
+        requests = [{"list_services": ""}, {"file_containing_symbol": "kvindex.v1.MatchRequest"},
+                    {"file_by_filename": "grpc/health/v1/health.proto"}]
+        answers = {v: [r.SerializeToString() for r in self.reflect_all(v, *requests)] for v in VERSIONS}
+        self.assertEqual(answers["v1"], answers["v1alpha"])
+        missing = {v: self.reflect_all(v, {"file_containing_symbol": "no.such.Symbol"}, expect_errors=True)[0]
+                   for v in VERSIONS}
+        self.assertEqual(missing["v1"].SerializeToString(), missing["v1alpha"].SerializeToString())
+        self.assertEqual(missing["v1"].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
 
     def test_health_is_serving(self):
         stub = health_pb2_grpc.HealthStub(self.channel)

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,7 @@ namespace {
 using ::kvindex::testutil::Connect;
 using ::kvindex::testutil::WaitFor;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 v1::MatchRequest BigMatch(size_t tokens) {
   v1::MatchRequest request;
@@ -243,6 +245,24 @@ TEST(ServerProcessTest, AibrixSyncSwitchIsHonouredAndKvindexEnvWins) {
   }
 }
 
+// The log names the control plane's address when its stream closes too (gRPC
+// says "unknown" by then).
+TEST(ServerProcessTest, SyncPodsLogNamesThePeerWhenTheStreamCloses) {
+  absl::StatusOr<ServerProcess> server = StartServerProcess({});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_TRUE(Connect(server->address, absl::Seconds(5))->SyncPods({UpsertPod("a")}).ok());
+  std::string closed;
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string log = server->process->Stderr();
+    const size_t at = log.find(" closed after 1 updates");
+    if (at == std::string::npos) return false;
+    closed = log.substr(log.rfind('\n', at) + 1, at - log.rfind('\n', at));
+    return true;
+  }));
+  EXPECT_THAT(closed, HasSubstr("SyncPods stream from ipv4:127.0.0.1:"));
+  EXPECT_THAT(closed, Not(HasSubstr("unknown")));
+}
+
 TEST(ServerProcessTest, PodsFileIsAppliedAtStart) {
   const std::string pods = WriteTempFile("pods.textproto", R"(
     pods {
@@ -280,7 +300,11 @@ TEST(ServerProcessTest, BadConfigurationExitsWithAMessage) {
            {{"--auth_token_file=/nonexistent/token"}, {}, 2, "/nonexistent/token"},
            {{"--auth_token_file=" + empty_token}, {}, 2, "empty"},
            {{"--auth_all_rpcs"}, {}, 2, "--auth_token_file"},
-           {{"--tls_cert_file=/x.crt"}, {}, 1, "go together"},
+           {{"--tls_cert_file=/x.crt"}, {}, 2, "go together"},
+           {{"--tls_client_ca_file=/ca.crt"}, {}, 2, "--tls_client_ca_file needs"},
+           {{"--max_message_bytes=100"}, {}, 2, "--max_message_bytes"},
+           // A valid configuration that cannot start: 1.
+           {{"--tls_cert_file=/nonexistent/x.crt", "--tls_key_file=/nonexistent/x.key"}, {}, 1, "/nonexistent/x.crt"},
            {{"--log_level=loud"}, {}, 2, "log_level"},
            {{}, {{"KVINDEX_MAX_PODS", "many"}}, 2, "KVINDEX_MAX_PODS"},
            {{"--max_pods=abc"}, {}, 2, "--max_pods=abc"},
@@ -298,18 +322,73 @@ TEST(ServerProcessTest, BadConfigurationExitsWithAMessage) {
   }
 }
 
-TEST(ServerProcessTest, HelpDocumentsFlagsAndEnvironment) {
+// A port in use (here by another kvindex-server: gRPC's SO_REUSEPORT is off, so
+// the second one does not share it) is a start that fails at run time: exit 1.
+TEST(ServerProcessTest, BusyPortExitsOne) {
+  absl::StatusOr<ServerProcess> first = StartServerProcess({});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const CommandResult second =
+      RunCommand({BinPath("kvindex-server"), "--metrics_listen=", "--listen=" + first->address}, absl::Seconds(20));
+  EXPECT_EQ(second.exit_code, 1) << second.err;
+  EXPECT_THAT(second.err, HasSubstr("cannot serve on " + first->address));
+  const CommandResult metrics_busy = RunCommand(
+      {BinPath("kvindex-server"), "--listen=127.0.0.1:0", "--metrics_listen=" + first->address}, absl::Seconds(20));
+  EXPECT_EQ(metrics_busy.exit_code, 1) << metrics_busy.err;
+}
+
+// Port 0 picks the ports; one line on stdout says which, even with logging off.
+TEST(ServerProcessTest, BoundAddressesArePrintedOnStdoutWhateverTheLogLevel) {
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(
+      {BinPath("kvindex-server"), "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--log_level=off"});
+  ASSERT_TRUE(process.ok()) << process.status();
+  ASSERT_TRUE(WaitFor([&] { return (*process)->Stdout().find('\n') != std::string::npos; }, absl::Seconds(20)))
+      << (*process)->Stderr();
+  const std::string line = (*process)->Stdout();
+  std::smatch ports;
+  ASSERT_TRUE(std::regex_match(line, ports,
+                               std::regex("kvindex-server: grpc 127\\.0\\.0\\.1:([0-9]+), metrics "
+                                          "http://127\\.0\\.0\\.1:([0-9]+)/metrics\n")))
+      << line;
+  EXPECT_NE(ports[1].str(), "0");
+  EXPECT_NE(ports[2].str(), "0");
+  EXPECT_EQ((*process)->Stderr(), "");
+  absl::StatusOr<v1::GetStatsResponse> stats =
+      Connect(absl::StrCat("127.0.0.1:", ports[1].str()), absl::Seconds(5))->GetStats();
+  EXPECT_TRUE(stats.ok()) << stats.status();
+
+  absl::StatusOr<std::unique_ptr<Subprocess>> no_metrics =
+      Subprocess::Start({BinPath("kvindex-server"), "--listen=127.0.0.1:0", "--metrics_listen=", "--log_level=warn"});
+  ASSERT_TRUE(no_metrics.ok()) << no_metrics.status();
+  ASSERT_TRUE(WaitFor([&] { return (*no_metrics)->Stdout().find('\n') != std::string::npos; }, absl::Seconds(20)));
+  EXPECT_TRUE(std::regex_match((*no_metrics)->Stdout(),
+                               std::regex("kvindex-server: grpc 127\\.0\\.0\\.1:[1-9][0-9]*, metrics off\n")))
+      << (*no_metrics)->Stdout();
+}
+
+TEST(ServerProcessTest, HelpListsItsOwnFlagsOnceAndExitsZero) {
   const CommandResult result = RunCommand({BinPath("kvindex-server"), "--help"});
-  EXPECT_EQ(result.exit_code, 1);  // absl's --help exits 1
-  const std::string help = result.out + result.err;
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_EQ(result.err, "");
+  const std::string& help = result.out;
+  EXPECT_THAT(help, ::testing::StartsWith("kvindex-server: prefix-cache index"));
+  EXPECT_THAT(help, Not(HasSubstr("kvindex-server: kvindex-server")));
+  EXPECT_THAT(help, Not(HasSubstr("main.cc")));  // no build path
+  EXPECT_THAT(help, Not(HasSubstr("--flagfile")));  // absl's own flags are not the tool's
   for (const char* flag : {"--listen", "--auth_token_file", "--auth_all_rpcs", "--tls_cert_file", "--tls_key_file",
                            "--tls_client_ca_file", "--pods_file", "--max_match_tokens", "--metrics_listen",
                            "--max_message_bytes", "--max_pods", "--max_workers", "--subscriber_threads",
-                           "--max_blocks_per_worker",
-                           "--max_index_entries", "--events_bind", "--kv_event_sync", "KVINDEX_<NAME IN CAPITALS>",
-                           "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED"}) {
-    EXPECT_THAT(help, HasSubstr(flag));
+                           "--max_blocks_per_worker", "--max_index_entries", "--index_memory_mb", "--events_bind",
+                           "--kv_event_sync", "--log_level"}) {
+    const std::string entry = absl::StrCat("\n  ", flag, "=");
+    const size_t at = help.find(entry);
+    EXPECT_NE(at, std::string::npos) << flag;
+    EXPECT_EQ(help.find(entry, at + 1), std::string::npos) << flag << " listed twice";
   }
+  for (const char* text : {"KVINDEX_<NAME IN CAPITALS>", "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "second chance"}) {
+    EXPECT_THAT(help, HasSubstr(text));
+  }
+  EXPECT_THAT(help, Not(HasSubstr("least recently stored")));
+  EXPECT_EQ(RunCommand({BinPath("kvindex-server"), "--helpfull"}).exit_code, 0);
 }
 
 }  // namespace
