@@ -72,7 +72,8 @@ class CliArgs {
 // The contents of a file named on the command line; "-" reads stdin.
 [[nodiscard]] absl::StatusOr<std::string> ReadInputFile(const std::string& path);
 
-// Creates the client from the connection flags.
+// Creates the client from the connection flags. An error means the flags (or
+// a file they name) are wrong, found before any call: a usage error (exit 2).
 [[nodiscard]] absl::StatusOr<std::unique_ptr<client::KvIndexClient>> ConnectFromArgs(const CliArgs& args);
 
 }  // namespace kvindex::cli

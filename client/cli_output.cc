@@ -48,4 +48,9 @@ int ReportError(std::string_view command, const absl::Status& status, std::ostre
   return 1;
 }
 
+int ReportUsageError(std::string_view command, const absl::Status& status, std::ostream& err) {
+  err << "kvindex " << command << ": " << status.message() << "\n";
+  return 2;
+}
+
 }  // namespace kvindex::cli

@@ -36,4 +36,9 @@ void PrintJson(const google::protobuf::Message& message, std::ostream& out);
 // failed call).
 int ReportError(std::string_view command, const absl::Status& status, std::ostream& err);
 
+// "kvindex COMMAND: message" on `err`; returns 2 (the exit code of a usage
+// error: a bad flag value, or a file named on the command line that cannot be
+// read or parsed, found before any call).
+int ReportUsageError(std::string_view command, const absl::Status& status, std::ostream& err);
+
 }  // namespace kvindex::cli

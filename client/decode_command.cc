@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/events/event_decoder.h"
 #include "core/events/event_json.h"
+#include "nlohmann/json.hpp"
 
 namespace kvindex {
 namespace {
@@ -18,7 +19,8 @@ namespace {
 constexpr std::string_view kUsage =
     "usage: kvindex decode FILE...\n"
     "  Decodes each FILE as one engine KV-event payload (msgpack; '-' reads stdin)\n"
-    "  and prints it as JSON: an object for one FILE, an array for several.\n"
+    "  and prints it as JSON: an object for one FILE; for several, an array with one\n"
+    "  entry per FILE in order, {\"file\": FILE, \"error\": REASON} for one that failed.\n"
     "  Exit status: 0 all decoded, 1 some FILE failed, 2 usage error.\n";
 
 // Reads all of `in`, but at most `max` + 1 bytes so that an oversized input
@@ -78,10 +80,16 @@ int RunDecodeCommand(std::span<const std::string_view> args, std::ostream& out,
     if (!batch.ok()) {
       err << "kvindex decode: " << file << ": " << batch.status().message() << "\n";
       status = 1;
-      continue;
+      if (!as_array) continue;
     }
     if (printed++ > 0) out << ",\n";
-    out << EventBatchToJson(*batch);
+    if (batch.ok()) {
+      out << EventBatchToJson(*batch);
+    } else {
+      // Its place is kept, so entry i is always FILE i.
+      const nlohmann::json failed = {{"file", std::string(file)}, {"error", std::string(batch.status().message())}};
+      out << failed.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
   }
   if (as_array) out << (printed > 0 ? "\n]" : "]");
   if (printed > 0 || as_array) out << "\n";

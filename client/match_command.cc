@@ -110,7 +110,7 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
   } else {
     absl::StatusOr<std::string> text = parsed->Has("--tokens") ? absl::StatusOr<std::string>(*parsed->Get("--tokens"))
                                                                : cli::ReadInputFile(*parsed->Get("--tokens-file"));
-    if (!text.ok()) return cli::ReportError("match", text.status(), err);
+    if (!text.ok()) return cli::ReportUsageError("match", text.status(), err);
     absl::StatusOr<std::vector<uint32_t>> tokens = ParseTokenList(*text);
     if (!tokens.ok()) return usage_error(tokens.status().message());
     request.mutable_token_ids()->Add(tokens->begin(), tokens->end());
@@ -148,7 +148,7 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
   }
 
   absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = cli::ConnectFromArgs(*parsed);
-  if (!client.ok()) return cli::ReportError("match", client.status(), err);
+  if (!client.ok()) return cli::ReportUsageError("match", client.status(), err);
   absl::StatusOr<v1::MatchResponse> response = (*client)->Match(request);
   if (!response.ok()) return cli::ReportError("match", response.status(), err);
   if (parsed->Has("--json")) {

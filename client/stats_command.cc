@@ -53,7 +53,7 @@ int RunStatsCommand(std::span<const std::string_view> args, std::ostream& out, s
     return 0;
   }
   absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = cli::ConnectFromArgs(*parsed);
-  if (!client.ok()) return cli::ReportError("stats", client.status(), err);
+  if (!client.ok()) return cli::ReportUsageError("stats", client.status(), err);
   absl::StatusOr<v1::GetStatsResponse> stats = (*client)->GetStats();
   if (!stats.ok()) return cli::ReportError("stats", stats.status(), err);
   if (parsed->Has("--json")) {

@@ -3,7 +3,8 @@
 
 The stubs are generated from proto/kvindex/v1/kvindex.proto when the script
 starts, with Debian's python3-grpc-tools (python3 -m grpc_tools.protoc), into a
-temporary directory: nothing generated is committed. Needs python3-grpcio.
+temporary directory removed once they are imported: nothing generated is
+committed or left behind. Needs python3-grpcio.
 
 usage:
   kvindex_example.py [--server HOST:PORT] [--token TOKEN] [--ca-file PEM] COMMAND ...
@@ -38,10 +39,14 @@ def generate_stubs(out_dir, protos):
 
 
 def load_kvindex_modules(proto_dir=REPO_PROTO_DIR):
-    """Generates and imports kvindex_pb2 and kvindex_pb2_grpc."""
-    out_dir = tempfile.mkdtemp(prefix="kvindex-stubs-")
-    generate_stubs(out_dir, [(proto_dir, "kvindex/v1/kvindex.proto")])
-    return importlib.import_module("kvindex.v1.kvindex_pb2"), importlib.import_module("kvindex.v1.kvindex_pb2_grpc")
+    """Generates and imports kvindex_pb2 and kvindex_pb2_grpc; the generated files are deleted once imported."""
+    with tempfile.TemporaryDirectory(prefix="kvindex-stubs-") as out_dir:
+        generate_stubs(out_dir, [(proto_dir, "kvindex/v1/kvindex.proto")])
+        try:
+            return (importlib.import_module("kvindex.v1.kvindex_pb2"),
+                    importlib.import_module("kvindex.v1.kvindex_pb2_grpc"))
+        finally:
+            sys.path.remove(out_dir)
 
 
 def main(argv):

@@ -23,7 +23,9 @@ namespace kvindex::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::EndsWith;
 using ::testing::Not;
+using ::testing::StartsWith;
 
 constexpr uint32_t kBlockSize = 16;
 constexpr uint32_t kBlocks = 5;
@@ -87,6 +89,9 @@ TEST_F(CliEndToEndTest, ApplyPublishMatchDelete) {
   EXPECT_THAT(applied.out, HasSubstr("subscribed"));
   EXPECT_THAT(applied.out, HasSubstr("default/not-ready"));
   EXPECT_THAT(applied.out, HasSubstr("ignored"));
+  // The last line sums up, saying why the ignored pod is not followed.
+  EXPECT_THAT(applied.out, EndsWith("summary: 1 subscribed, 0 updated, 1 ignored (kv events not enabled (label "
+                                    "model.aibrix.ai/kv-events-enabled is not \"true\"): 1), 0 rejected\n"));
   ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
 
   // The engine stores the prompt's blocks, one event per block, chained.
@@ -212,6 +217,24 @@ TEST_F(CliEndToEndTest, ErrorsAndUsage) {
   result = Cli({"pods", "apply", "-f", garbage});
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_THAT(result.err, HasSubstr("PodSnapshot"));
+  // So are bad flag values and files named on the command line that cannot be
+  // read, whatever the subcommand.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"stats", "--timeout", "abc"},
+           {"stats", "--timeout", "0"},
+           {"stats", "--timeout=-1"},
+           {"pods", "list", "--timeout", "-1"},
+           {"pods", "apply", "-f", "/nonexistent/pods.textproto"},
+           {"match", "--model", "m", "--tokens-file", "/nonexistent/tokens"},
+           {"stats", "--token-file", "/nonexistent/token"},
+       }) {
+    std::vector<std::string> argv = {BinPath("kvindex")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--server", server_.address});
+    result = RunCommand(argv);
+    EXPECT_EQ(result.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << result.err;
+    EXPECT_THAT(result.err, StartsWith("kvindex ")) << absl::StrJoin(args, " ");
+  }
 
   // A server that is not there is UNAVAILABLE, exit 1.
   result = RunCommand({BinPath("kvindex"), "stats", "--server", "127.0.0.1:1", "--timeout", "2"});

@@ -20,6 +20,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::StartsWith;
 using Json = nlohmann::json;
 
 const std::filesystem::path kWireDir = KVINDEX_WIRE_DIR;
@@ -128,7 +129,7 @@ TEST(DecodeCommandTest, DashReadsStdin) {
   ExpectMatches(Json::parse(r.out), Expected().at("multi_array"));
 }
 
-TEST(DecodeCommandTest, BadFileExitsOneAndOtherFilesStillPrint) {
+TEST(DecodeCommandTest, BadFileExitsOneAndKeepsItsPlaceAsAnError) {
   const std::filesystem::path bad = std::filesystem::path(testing::TempDir()) / "cut.msgpack";
   const std::string whole = ReadFile(Vector("stored_map_current"));
   WriteFile(bad, whole.substr(0, whole.size() / 2));
@@ -139,9 +140,12 @@ TEST(DecodeCommandTest, BadFileExitsOneAndOtherFilesStillPrint) {
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/x.msgpack: cannot open file"));
   const Json got = Json::parse(r.out);
   ASSERT_TRUE(got.is_array());
-  ASSERT_EQ(got.size(), 2u);
+  ASSERT_EQ(got.size(), 4u);  // one entry per file, in order
   ExpectMatches(got[0], Expected().at("cleared_map"));
-  ExpectMatches(got[1], Expected().at("removed_array"));
+  EXPECT_EQ(got[1].at("file"), bad.string());
+  EXPECT_THAT(got[1].at("error").get<std::string>(), StartsWith("truncated: "));
+  EXPECT_EQ(got[2], Json::parse(R"({"file": "/nonexistent/x.msgpack", "error": "cannot open file"})"));
+  ExpectMatches(got[3], Expected().at("removed_array"));
 }
 
 TEST(DecodeCommandTest, OneBadFileExitsOneWithNothingOnStdout) {

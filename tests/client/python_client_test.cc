@@ -2,6 +2,7 @@
 // run time by grpc_tools.protoc) against a real kvindex-server fed by a fake
 // engine.
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,11 +24,24 @@ using ::testing::HasSubstr;
 constexpr uint32_t kBlockSize = 16;
 constexpr uint32_t kBlocks = 3;
 
-CommandResult Python(const ServerProcess& server, std::vector<std::string> args) {
+// Runs the example with TMPDIR set to `tmp_dir`, where it makes its stubs.
+CommandResult Python(const ServerProcess& server, std::vector<std::string> args,
+                     const std::string& tmp_dir = ::testing::TempDir()) {
   std::vector<std::string> argv = {KVINDEX_PYTHON, absl::StrCat(KVINDEX_SOURCE_DIR, "/client/python/kvindex_example.py"),
                                    "--server", server.address, "--token", "py-token"};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, absl::Seconds(60));
+  return RunCommand(argv, absl::Seconds(60), {{"TMPDIR", tmp_dir}});
+}
+
+// The stubs it generates at start are gone when it exits, whether the call
+// succeeded or not.
+TEST(PythonClientTest, ExampleLeavesNoStubsBehind) {
+  absl::StatusOr<ServerProcess> server = StartServerProcess({});
+  ASSERT_TRUE(server.ok()) << server.status();
+  TempDirectory tmp("python-tmp");
+  EXPECT_EQ(Python(*server, {"stats"}, tmp.path()).exit_code, 0);
+  EXPECT_EQ(Python(*server, {"match", "--model", "", "--tokens", "1"}, tmp.path()).exit_code, 1);
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path()));
 }
 
 TEST(PythonClientTest, ExampleClientDrivesARealServer) {
