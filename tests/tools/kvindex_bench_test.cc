@@ -81,6 +81,35 @@ class KvindexBenchTest : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
+// --help of each tool: its usage and its own flags on stdout, exit 0.
+TEST(ToolHelpTest, EachToolListsItsOwnFlagsAndExitsZero) {
+  struct Case {
+    std::string tool;
+    std::vector<std::string> flags;  // some of its own
+  };
+  for (const Case& c : std::vector<Case>{
+           {"kvindex-sim", {"--pods", "--base_port", "--truth_file", "--rate"}},
+           {"kvindex-bench", {"--concurrency", "--prompt_mix", "--spawn", "--server", "--tls_ca_file"}},
+           {"kvindex-ingest-bench", {"--mode", "--step_duration", "--step_warmup", "--server"}},
+       }) {
+    SCOPED_TRACE(c.tool);
+    const CommandResult r = RunCommand({BinPath(c.tool), "--help"}, absl::Seconds(20));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.rfind(c.tool + ": ", 0), 0u) << r.out;
+    EXPECT_EQ(r.out.find("No flags matched"), std::string::npos);
+    EXPECT_EQ(r.out.find("--flagfile"), std::string::npos) << "absl's flags are not the tool's";
+    for (const std::string& flag : c.flags) EXPECT_NE(r.out.find("\n  " + flag + "="), std::string::npos) << flag;
+  }
+}
+
+TEST(ToolHelpTest, IngestBenchRefusesAStepNoLongerThanItsWarmup) {
+  for (const char* duration : {"--step_duration=2s", "--step_duration=1s"}) {
+    const CommandResult r = RunCommand({BinPath("kvindex-ingest-bench"), duration, "--step_warmup=2s"}, absl::Seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << duration;
+    EXPECT_NE(r.err.find("must be longer than --step_warmup=2s"), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(KvindexBenchTest, ReportsMatchAndEmptyRpcAgainstARealServer) {
   const std::string pods = dir_ / "pods.textproto";
   const std::string prompts = dir_ / "prompts.json";

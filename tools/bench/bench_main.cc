@@ -32,6 +32,7 @@
 #include "grpcpp/support/slice.h"
 #include "kvindex/v1/kvindex.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/flags_help.h"
 #include "spdlog/spdlog.h"
 #include "tools/bench/child_process.h"
 #include "tools/bench/latency_summary.h"
@@ -534,10 +535,16 @@ int Main() {
 }  // namespace kvindex::bench
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  // absl's --help exits 1 and matches flags to the binary's name (none here).
+  constexpr absl::string_view kUsage =
       "gRPC load generator for kvindex-server: Match RPS and latency, and the same for an empty RPC.\n"
       "  kvindex-bench --spawn --prompt_mix=512:1,2048:2,8192:1 --concurrency=16 --duration=5s\n"
-      "  kvindex-bench --server=HOST:PORT --prompts_file=prompts.json --prompt_tokens=2048 [--json]");
+      "  kvindex-bench --server=HOST:PORT --prompts_file=prompts.json --prompt_tokens=2048 [--json]";
+  if (kvindex::HelpRequested(argc, argv)) {
+    std::cout << kvindex::FlagsHelp(absl::StrCat("kvindex-bench: ", kUsage), {__FILE__, kvindex::bench::TargetFlagsFile()});
+    return 0;
+  }
+  absl::SetProgramUsageMessage(kUsage);
   absl::ParseCommandLine(argc, argv);
   return kvindex::bench::Main();
 }

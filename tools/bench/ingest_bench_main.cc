@@ -41,6 +41,7 @@
 #include "absl/time/time.h"
 #include "client/kvindex_client.h"
 #include "nlohmann/json.hpp"
+#include "server/flags_help.h"
 #include "spdlog/spdlog.h"
 #include "tools/bench/child_process.h"
 #include "tools/bench/lag_probe.h"
@@ -484,6 +485,13 @@ int Main() {
     std::cerr << "kvindex-ingest-bench: --mode must be all, lag or ramp\n";
     return 2;
   }
+  // A ramp step measures from --step_warmup to --step_duration: no window, no number.
+  if (absl::GetFlag(FLAGS_step_duration) <= absl::GetFlag(FLAGS_step_warmup)) {
+    std::cerr << "kvindex-ingest-bench: --step_duration=" << absl::FormatDuration(absl::GetFlag(FLAGS_step_duration))
+              << " must be longer than --step_warmup=" << absl::FormatDuration(absl::GetFlag(FLAGS_step_warmup))
+              << " (each step is measured after its warm-up)\n";
+    return 2;
+  }
   absl::StatusOr<std::vector<Step>> steps =
       ParseRamp(absl::GetFlag(FLAGS_ramp), std::max<uint64_t>(absl::GetFlag(FLAGS_requests_per_batch), 1));
   if (!steps.ok()) {
@@ -654,10 +662,16 @@ int Main() {
 }  // namespace kvindex::bench
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  // absl's --help exits 1 and matches flags to the binary's name (none here).
+  constexpr absl::string_view kUsage =
       "end-to-end ingestion benchmark: kvindex-sim -> ZeroMQ -> kvindex-server on 127.0.0.1.\n"
       "  kvindex-ingest-bench [--mode=all|lag|ramp] [--lag_rate=100k] [--ramp=100k,1M,max] [--json]\n"
-      "With --server it pushes its pods to that server, replacing the pods it follows.");
+      "With --server it pushes its pods to that server, replacing the pods it follows.";
+  if (kvindex::HelpRequested(argc, argv)) {
+    std::cout << kvindex::FlagsHelp(absl::StrCat("kvindex-ingest-bench: ", kUsage), {__FILE__, kvindex::bench::TargetFlagsFile()});
+    return 0;
+  }
+  absl::SetProgramUsageMessage(kUsage);
   absl::ParseCommandLine(argc, argv);
   return kvindex::bench::Main();
 }

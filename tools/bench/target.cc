@@ -21,6 +21,8 @@ ABSL_FLAG(std::string, tls_server_name, "", "Name expected in the server certifi
 
 namespace kvindex::bench {
 
+const char* TargetFlagsFile() { return __FILE__; }
+
 absl::StatusOr<Target> TargetFromFlags() {
   Target t;
   t.server = absl::GetFlag(FLAGS_server);

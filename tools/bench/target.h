@@ -25,6 +25,9 @@ struct Target {
   std::string tls_server_name;
 };
 
+// The file defining the connection flags (its __FILE__), for --help.
+const char* TargetFlagsFile();
+
 // The connection flags. INVALID_ARGUMENT / NOT_FOUND for an unreadable --token_file.
 [[nodiscard]] absl::StatusOr<Target> TargetFromFlags();
 

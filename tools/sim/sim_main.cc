@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "server/flags_help.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/atomic_file.h"
 #include "tools/sim/pod_snapshot_text.h"
@@ -412,12 +413,18 @@ int Main() {
 }  // namespace kvindex::sim
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  // absl's --help exits 1 and matches flags to the binary's name (none here).
+  constexpr absl::string_view kUsage =
       "simulated vLLM/SGLang engines publishing KV-cache events over ZeroMQ, with ground truth.\n"
       "  kvindex-sim --pods=4 --base_port=5557 --truth_file=truth.json --prompts_file=prompts.json\n"
       "  kvindex-sim --pods=4 --base_port=5557 --print_pods > pods.textproto\n"
       "  load: kvindex-sim --pods=8 --rate=0 --system_prompts=0 --max_turns=1 --turn_tokens=4096 "
-      "--requests_per_batch=4 --duration=30s");
+      "--requests_per_batch=4 --duration=30s";
+  if (kvindex::HelpRequested(argc, argv)) {
+    std::cout << kvindex::FlagsHelp(absl::StrCat("kvindex-sim: ", kUsage), {__FILE__});
+    return 0;
+  }
+  absl::SetProgramUsageMessage(kUsage);
   absl::ParseCommandLine(argc, argv);
   try {
     return kvindex::sim::Main();
