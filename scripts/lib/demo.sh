@@ -45,12 +45,13 @@ await() {
   done
 }
 
-# kvindex-server: gRPC and metrics on ports the kernel picks; the log says which.
+# kvindex-server: gRPC and metrics on ports the kernel picks; its line on stdout says which
+# ("kvindex-server: grpc 127.0.0.1:PORT, metrics http://127.0.0.1:PORT/metrics").
 "$bin/kvindex-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 >"$work/server.log" 2>&1 &
 pids+=($!)
-await "grep -q 'listening on 127.0.0.1:' '$work/server.log'" 20 "kvindex-server did not start"
-server="127.0.0.1:$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.log" | head -n 1)"
-metrics="$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$work/server.log" | head -n 1)"
+await "grep -q '^kvindex-server: grpc ' '$work/server.log'" 20 "kvindex-server did not start"
+server="$(sed -n 's/^kvindex-server: grpc \([^,]*\), metrics .*/\1/p' "$work/server.log" | head -n 1)"
+metrics="$(sed -n 's/^kvindex-server: grpc [^,]*, metrics \(http:[^ ]*\)$/\1/p' "$work/server.log" | head -n 1)"
 
 # kvindex-sim: 4 pods on ephemeral ports (written to pods.textproto once bound), small GPU caches
 # offloading to CPU so that both tiers show, sample prompts with its ground truth every second.
