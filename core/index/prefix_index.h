@@ -69,7 +69,9 @@ struct MatchQuery {
   absl::Span<const MultimodalInput> mm_inputs;
   // Candidate pods ("namespace/name"); empty means every pod.
   absl::Span<const std::string> pods;
-  // Weight per medium for the score; a medium not listed weighs 1.0.
+  // Weight per tier for the score, keyed by medium ("CPU": every locality)
+  // or by medium and locality ("CPU/REMOTE": remote copies, over "CPU");
+  // a tier neither names weighs 1.0 (internal/medium_table.h).
   absl::flat_hash_map<std::string, double> medium_weights;
 };
 

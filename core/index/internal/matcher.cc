@@ -35,8 +35,8 @@ using MaskScores = std::array<double, 1 << kMaxMedia>;
 MaskScores ScoreMasks(const MediumTable& media, const absl::flat_hash_map<std::string, double>& medium_weights) {
   std::array<double, kMaxMedia> weights;
   weights.fill(1.0);
-  for (const auto& [name, weight] : medium_weights) {
-    if (auto bit = media.Find(name)) weights[*bit] = weight;
+  if (!medium_weights.empty()) {
+    media.ForEach([&](int bit, const std::string& name) { weights[bit] = MediumTable::WeightOf(name, medium_weights); });
   }
   MaskScores scores;
   scores[0] = 0;

@@ -1,5 +1,7 @@
 #include "core/index/internal/medium_table.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace kvindex {
 
 MediumTable::MediumTable() {
@@ -28,6 +30,30 @@ MediumMask MediumTable::BitOf(const std::optional<std::string>& medium) {
   names_[size] = *medium;
   size_.store(size + 1, std::memory_order_release);
   return MediumMask(1u << size);
+}
+
+MediumMask MediumTable::BitOf(const std::optional<std::string>& medium, const std::optional<std::string>& locality,
+                              const std::optional<std::string>& ownership) {
+  const bool remote = locality.has_value() && *locality == "REMOTE";
+  if (!remote && !ownership) return BitOf(medium);  // the common case: no string built
+  std::string name = medium.value_or("GPU");
+  if (remote) name += "/REMOTE";
+  if (ownership) absl::StrAppend(&name, "@", *ownership);
+  return BitOf(name);
+}
+
+double MediumTable::WeightOf(std::string_view name, const absl::flat_hash_map<std::string, double>& weights) {
+  const size_t end = name.find_first_of("/@");
+  const std::string_view medium = name.substr(0, end);
+  double weight = 1.0;
+  if (auto it = weights.find(absl::string_view(medium.data(), medium.size())); it != weights.end()) weight = it->second;
+  if (name.substr(medium.size()).starts_with("/REMOTE")) {
+    if (auto it = weights.find(absl::StrCat(absl::string_view(medium.data(), medium.size()), "/REMOTE"));
+        it != weights.end()) {
+      weight = it->second;
+    }
+  }
+  return weight;
 }
 
 const std::string& MediumTable::Name(int bit) const { return names_[bit]; }

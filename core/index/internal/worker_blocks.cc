@@ -184,7 +184,7 @@ void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
   const bool keyed = !ev.extra_keys.empty() || salted;
   ExtraKeysHasher keys;
   g->block_size = ev.block_size;
-  const MediumMask m = media_.BitOf(ev.medium);
+  const MediumMask m = media_.BitOf(ev.medium, ev.locality, ev.ownership);
   const absl::Span<const uint32_t> tokens(ev.token_ids);
   // Each store kPrefetchAhead blocks behind the prefetch of its engine-map
   // slot (its block-table slot is prefetched when the holders are carried out).
@@ -224,7 +224,7 @@ std::optional<uint64_t> WorkerBlocks::ParentIndex(const Group& g, uint64_t engin
 // it covers: those blocks are now also on the event's medium. A hash the
 // group does not hold cannot be indexed (nothing says what it contains).
 void WorkerBlocks::ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) {
-  const MediumMask m = media_.BitOf(ev.medium);
+  const MediumMask m = media_.BitOf(ev.medium, ev.locality, ev.ownership);
   uint32_t f = 1;
   if (g.block_size != 0 && ev.block_size % g.block_size == 0 && ev.block_size != 0) f = ev.block_size / g.block_size;
   if (f > kMaxChunkBlocks) {  // not a real engine's chunk
@@ -277,7 +277,7 @@ void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
     result.unknown_removals += ev.block_hashes.size();
     return;
   }
-  const MediumMask m = media_.BitOf(ev.medium);
+  const MediumMask m = media_.BitOf(ev.medium, ev.locality, ev.ownership);
   // A medium that holds chunks of f > 1 blocks removes each chunk's predecessors too.
   const uint32_t f = g->chunk_blocks[std::countr_zero(m)];
   std::vector<uint64_t> chunks;

@@ -292,5 +292,34 @@ TEST(OffloadedChunkTest, AChunkAddsItsMediumToTheGpuCopyAndOutlivesIt) {
   EXPECT_THAT(index.EngineHashes(w), ElementsAre(11u));
 }
 
+// vLLM's locality and ownership are kept with the medium: a remote copy is a
+// tier of its own, weighed by "CPU/REMOTE" when given, else by "CPU".
+TEST(TierTest, ARemoteCopyIsATierOfItsOwnWeighedByItsMediumOrItsRemoteKey) {
+  PrefixIndex index;
+  const WorkerKey w{"ns/a", 0};
+  const std::vector<uint32_t> prompt = {1, 2, 3, 4};
+  EventBatch remote = Stored({11, 12}, prompt, 2, {}, "CPU");
+  std::get<BlockStored>(remote.events[0]).locality = "REMOTE";
+  std::get<BlockStored>(remote.events[0]).ownership = "fs";
+  (void)index.Apply(w, kContext, remote);
+  (void)index.Apply(w, kContext, Stored({11}, {1, 2}, 2, {}, "CPU"));  // block 0 also on the local CPU
+  MatchQuery q{.model = "m", .token_ids = prompt};
+  q.medium_weights = {{"CPU", 0.5}};
+  absl::StatusOr<MatchResult> r = index.Match(q);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->workers.size(), 1u);
+  EXPECT_THAT(r->workers[0].blocks_by_medium, UnorderedElementsAre(Pair("CPU/REMOTE@fs", 2), Pair("CPU", 1)));
+  EXPECT_DOUBLE_EQ(r->workers[0].score, 1.0);  // both blocks at CPU's 0.5
+  q.medium_weights = {{"CPU", 0.5}, {"CPU/REMOTE", 0.1}};
+  r = index.Match(q);
+  ASSERT_TRUE(r.ok());
+  EXPECT_DOUBLE_EQ(r->workers[0].score, 0.6);  // block 0: the best of 0.5 and 0.1; block 1: 0.1
+  // A removal names its tier: the local CPU copy goes, the remote one stays.
+  EventBatch removal;
+  removal.events.push_back(BlockRemoved{{11}, "CPU"});
+  (void)index.Apply(w, kContext, removal);
+  EXPECT_THAT(MediaOf(index, prompt), UnorderedElementsAre(Pair("CPU/REMOTE@fs", 2)));
+}
+
 }  // namespace
 }  // namespace kvindex

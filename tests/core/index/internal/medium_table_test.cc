@@ -4,6 +4,7 @@
 
 #include "core/index/internal/medium_table.h"
 
+#include <bit>
 #include <optional>
 #include <string>
 #include <thread>
@@ -104,6 +105,31 @@ TEST(MediumTableTest, ConcurrentRegistrationAgreesOnEveryName) {
   EXPECT_EQ(own, 4);
   EXPECT_EQ(other, 6);
   EXPECT_EQ(own_bits, MediumMask{0b111100});
+}
+
+TEST(MediumTableTest, LocalityAndOwnershipNameTheirOwnTier) {
+  MediumTable table;
+  const std::optional<std::string> cpu = "CPU", remote = "REMOTE", local = "LOCAL", fs = "fs";
+  EXPECT_EQ(table.BitOf(cpu, local, std::nullopt), table.BitOf(cpu));  // LOCAL is the medium itself
+  const MediumMask cpu_remote = table.BitOf(cpu, remote, std::nullopt);
+  const MediumMask cpu_remote_fs = table.BitOf(cpu, remote, fs);
+  EXPECT_NE(cpu_remote, table.BitOf(cpu));
+  EXPECT_NE(cpu_remote_fs, cpu_remote);
+  EXPECT_EQ(table.Find("CPU/REMOTE"), std::countr_zero(cpu_remote));
+  EXPECT_EQ(table.Find("CPU/REMOTE@fs"), std::countr_zero(cpu_remote_fs));
+  EXPECT_EQ(table.Find("GPU@fs"), std::nullopt);
+  EXPECT_EQ(table.BitOf(std::nullopt, std::nullopt, fs), table.BitOf(std::string("GPU@fs")));
+}
+
+TEST(MediumTableTest, AMediumsWeightAppliesToEveryLocalityAndRemoteOverridesIt) {
+  const absl::flat_hash_map<std::string, double> weights = {{"CPU", 0.5}, {"CPU/REMOTE", 0.2}, {"DISK", 0.1}};
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("CPU", weights), 0.5);
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("CPU@fs", weights), 0.5);
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("CPU/REMOTE", weights), 0.2);
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("CPU/REMOTE@fs", weights), 0.2);
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("DISK/REMOTE", weights), 0.1);  // no DISK/REMOTE key: DISK's
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("GPU", weights), 1.0);
+  EXPECT_DOUBLE_EQ(MediumTable::WeightOf("CPU_PINNED", weights), 1.0);  // SGLang's medium, a name of its own
 }
 
 }  // namespace
