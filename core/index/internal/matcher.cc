@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/status/status.h"
 #include "core/index/block_hash.h"
 #include "core/index/extra_keys_hash.h"
@@ -143,7 +144,9 @@ class QueryChain {
   QueryChain(const MatchQuery& q, uint32_t block_size)
       : q_(q), block_size_(block_size), blocks_(q.token_ids.size() / block_size),
         parent_(ContextSeed(q.model, q.lora_name, block_size)),
-        keyed_(!q.cache_salt.empty() || !q.mm_inputs.empty()) {}
+        keyed_(!q.cache_salt.empty() || !q.mm_inputs.empty()) {
+    xs_.reserve(blocks_);
+  }
   // The query's own hashes (block size 0: the worker's own).
   explicit QueryChain(const MatchQuery& q) : q_(q), block_size_(0), blocks_(q.block_hashes.size()) {}
 
@@ -176,18 +179,14 @@ class QueryChain {
   std::vector<uint64_t> xs_;
 };
 
-// A worker as Finish needs it, looked up once.
-struct ResolvedWorker {
-  WorkerKey key;
-  uint32_t block_size = 0;
-  WorkerBlocks::Layout layout;
-};
-
 // Applies vLLM's hit rule to the groups of one hybrid worker.
 class HybridRule {
  public:
-  HybridRule(const BlockTable& table, const MaskScores& mask_score, std::vector<QueryChain>& chains)
-      : table_(table), mask_score_(mask_score), chains_(chains) {}
+  // `sizes`: the block sizes the query's tokens were walked at (none for a hash query).
+  HybridRule(const BlockTable& table, const MaskScores& mask_score, const MatchQuery& q, absl::Span<const uint32_t> sizes)
+      : table_(table), mask_score_(mask_score), q_(q), sizes_(sizes) {
+    chains_.reserve(std::max<size_t>(sizes.size(), 1));
+  }
 
   struct Hit {
     RawMatch blocks;  // the primary group's blocks within the hit
@@ -198,7 +197,7 @@ class HybridRule {
   // primary group's blocks. `runs` are its holders' contiguous runs from
   // block 0. nullopt when no length is accepted.
   std::optional<Hit> Match(uint32_t worker, const WorkerBlocks::Layout& layout, absl::Span<const RawMatch> runs) {
-    const bool by_hash = chains_.size() == 1 && chains_[0].block_size() == 0;
+    const bool by_hash = !q_.block_hashes.empty();
     // The primary group: the first full-attention group by group_idx, else the lowest group_idx.
     uint32_t primary = 0;
     for (uint32_t slot = 1; slot < layout.groups; ++slot) {
@@ -217,9 +216,8 @@ class HybridRule {
     for (uint32_t slot = 0; slot < layout.groups; ++slot) {
       const uint32_t bs = layout.shapes[slot].block_size;
       if (bs == 0) return std::nullopt;  // a group with no indexed block accepts nothing
-      for (QueryChain& c : chains_) {
-        if (c.block_size() == bs || (by_hash && bs == primary_bs)) chain_of[slot] = &c;
-      }
+      chain_of[slot] = by_hash ? (bs == primary_bs ? &ChainOf(0) : nullptr)
+                               : (absl::c_linear_search(sizes_, bs) ? &ChainOf(bs) : nullptr);
       if (chain_of[slot] == nullptr) {
         if (!by_hash) return std::nullopt;  // nothing stored at this size: no hit
         continue;
@@ -285,13 +283,24 @@ class HybridRule {
 
   const BlockTable& table_;
   const MaskScores& mask_score_;
-  std::vector<QueryChain>& chains_;
+  // The query's chain at `block_size` (0: its hashes), made on first use: the
+  // walk hashed the blocks without keeping them, as most Matches need no more.
+  QueryChain& ChainOf(uint32_t block_size) {
+    for (QueryChain& c : chains_) {
+      if (c.block_size() == block_size) return c;
+    }
+    return block_size == 0 ? chains_.emplace_back(q_) : chains_.emplace_back(q_, block_size);
+  }
+
+  const MatchQuery& q_;
+  const absl::Span<const uint32_t> sizes_;
+  std::vector<QueryChain> chains_;  // reserved: ChainOf's references stay valid
   HolderTable::Scratch scratch_;
 };
 
 // Resolves the holders' workers, applies the hit rule of hybrid workers,
 // orders best first, and fills the query-level fields.
-MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, std::vector<QueryChain>& chains,
+MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<const uint32_t> sizes,
                    const BlockTable& table, const MaskScores& mask_score, const WorkerDirectory& workers,
                    const ContextRegistry& contexts, const MediumTable& media) {
   MatchResult result;
@@ -299,20 +308,20 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, std::vector<Q
   std::sort(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) {
     return a.worker != b.worker ? a.worker < b.worker : a.score > b.score;
   });
-  std::vector<uint32_t> ids;
-  for (const RawMatch& r : raw) {
-    if (ids.empty() || ids.back() != WorkerOfHolder(r.worker)) ids.push_back(WorkerOfHolder(r.worker));
+  // One id per worker, and where its runs begin in `raw`.
+  std::vector<uint32_t> ids, begins;
+  for (size_t r = 0; r < raw.size(); ++r) {
+    if (ids.empty() || ids.back() != WorkerOfHolder(raw[r].worker)) {
+      ids.push_back(WorkerOfHolder(raw[r].worker));
+      begins.push_back(static_cast<uint32_t>(r));
+    }
   }
-  std::vector<std::optional<ResolvedWorker>> resolved(ids.size());
-  workers.Resolve(ids, [&](size_t i, const WorkerBlocks& worker) {  // a worker removed while we walked is skipped
-    resolved[i] = ResolvedWorker{worker.key(), worker.block_size(), worker.GroupLayout()};
-  });
-  HybridRule hybrid(table, mask_score, chains);
-  result.workers.reserve(ids.size());
-  auto add = [&](const ResolvedWorker& w, const RawMatch& r, uint32_t matched_tokens) {
+  begins.push_back(static_cast<uint32_t>(raw.size()));
+  auto runs_of = [&](size_t i) { return absl::Span<const RawMatch>(raw.data() + begins[i], begins[i + 1] - begins[i]); };
+  auto add = [&](WorkerKey key, uint32_t worker_block_size, const RawMatch& r, uint32_t matched_tokens) {
     WorkerMatch m;
-    m.worker = w.key;
-    m.block_size = r.block_size != 0 ? r.block_size : w.block_size;
+    m.worker = std::move(key);
+    m.block_size = r.block_size != 0 ? r.block_size : worker_block_size;
     m.matched_blocks = r.blocks;
     m.matched_tokens = matched_tokens != 0 ? matched_tokens : r.blocks * m.block_size;
     m.score = r.score;
@@ -321,17 +330,28 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, std::vector<Q
     }
     result.workers.push_back(std::move(m));
   };
-  for (size_t i = 0, begin = 0; i < ids.size(); ++i) {
-    size_t end = begin;
-    while (end < raw.size() && WorkerOfHolder(raw[end].worker) == ids[i]) ++end;
-    const absl::Span<const RawMatch> runs(raw.data() + begin, end - begin);
-    begin = end;
-    if (!resolved[i]) continue;
-    const ResolvedWorker& w = *resolved[i];
-    if (w.layout.groups <= 1) {
-      add(w, runs.front(), 0);  // its best run (a worker may appear once per block size)
-    } else if (std::optional<HybridRule::Hit> hit = hybrid.Match(ids[i], w.layout, runs)) {
-      add(w, hit->blocks, hit->tokens);
+  // A single-group worker's answer is its best run (it may have one per block
+  // size); a hybrid worker's needs block lookups, made after the directory's
+  // lock is released.
+  struct Hybrid {
+    size_t i;
+    WorkerKey key;
+    uint32_t block_size;
+    WorkerBlocks::Layout layout;
+  };
+  std::vector<Hybrid> hybrids;
+  result.workers.reserve(ids.size());
+  workers.Resolve(ids, [&](size_t i, const WorkerBlocks& worker) {  // a worker removed while we walked is skipped
+    if (worker.group_count() <= 1) {
+      add(worker.key(), worker.block_size(), runs_of(i).front(), 0);
+    } else {
+      hybrids.push_back(Hybrid{i, worker.key(), worker.block_size(), worker.GroupLayout()});
+    }
+  });
+  HybridRule rule(table, mask_score, q, sizes);
+  for (Hybrid& h : hybrids) {
+    if (std::optional<HybridRule::Hit> hit = rule.Match(ids[h.i], h.layout, runs_of(h.i))) {
+      add(std::move(h.key), h.block_size, hit->blocks, hit->tokens);
     }
   }
   std::sort(result.workers.begin(), result.workers.end(), [](const WorkerMatch& a, const WorkerMatch& b) {
@@ -342,8 +362,8 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, std::vector<Q
   if (!result.workers.empty()) {
     result.block_size = result.workers.front().block_size;
   } else {
-    std::vector<uint32_t> sizes = contexts.BlockSizes(q.model, q.lora_name);
-    if (!sizes.empty()) result.block_size = sizes.front();
+    const std::vector<uint32_t> known = contexts.BlockSizes(q.model, q.lora_name);
+    if (!known.empty()) result.block_size = known.front();
   }
   if (!q.block_hashes.empty()) {
     result.query_blocks = static_cast<uint32_t>(q.block_hashes.size());
@@ -362,24 +382,35 @@ absl::StatusOr<MatchResult> Matcher::Match(const MatchQuery& q) const {
   }
   const MaskScores scores = ScoreMasks(media_, q.medium_weights);
   std::vector<RawMatch> raw;
-  std::vector<QueryChain> chains;  // one per block size walked; Walk and HybridRule read them
+  std::vector<uint32_t> sizes;  // the block sizes the tokens are walked at
   std::vector<uint32_t> candidates;
   if (!q.pods.empty()) {
     candidates = workers_.IdsOfPods(q.pods);
-    if (candidates.empty()) return Finish(q, {}, chains, table_, scores, workers_, contexts_, media_);
+    if (candidates.empty()) return Finish(q, {}, sizes, table_, scores, workers_, contexts_, media_);
   }
   if (!q.token_ids.empty()) {
-    const std::vector<uint32_t> sizes = contexts_.BlockSizes(q.model, q.lora_name);
-    chains.reserve(sizes.size());
+    const bool keyed = !q.cache_salt.empty() || !q.mm_inputs.empty();
+    ExtraKeysHasher keys;
+    sizes = contexts_.BlockSizes(q.model, q.lora_name);
     for (uint32_t bs : sizes) {
-      QueryChain& chain = chains.emplace_back(q, bs);
-      Walk(table_, chain.blocks(), [&chain](size_t i) { return chain.At(i); }, candidates, scores, bs, raw);
+      uint64_t parent = ContextSeed(q.model, q.lora_name, bs);
+      Walk(
+          table_, q.token_ids.size() / bs,
+          [&](size_t i) {
+            parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs));
+            if (keyed) {
+              keys.Clear();
+              AddQueryExtraKeys(q.mm_inputs, q.cache_salt, uint64_t{i} * bs, bs, keys);
+              parent = keys.Hash(parent);
+            }
+            return parent;
+          },
+          candidates, scores, bs, raw);
     }
   } else {
-    QueryChain& chain = chains.emplace_back(q);
-    Walk(table_, chain.blocks(), [&chain](size_t i) { return chain.At(i); }, candidates, scores, 0, raw);
+    Walk(table_, q.block_hashes.size(), [&](size_t i) { return q.block_hashes[i]; }, candidates, scores, 0, raw);
   }
-  return Finish(q, std::move(raw), chains, table_, scores, workers_, contexts_, media_);
+  return Finish(q, std::move(raw), sizes, table_, scores, workers_, contexts_, media_);
 }
 
 }  // namespace kvindex

@@ -82,6 +82,8 @@ class WorkerBlocks {
     std::array<GroupShape, kMaxGroupsPerWorker> shapes;
   };
   Layout GroupLayout() const;
+  // GroupLayout().groups, without the copy.
+  uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
 
   // Applies the events of `batch` in order, with the worker's model and
   // default LoRA from `context`, then evicts down to `max_blocks` (0: no cap).
