@@ -7,7 +7,6 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
-#include "server/pod_admission.h"
 #include "spdlog/spdlog.h"
 
 namespace kvindex::server {
@@ -29,7 +28,7 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   server->metrics_.SetSources(&server->index_, server->manager_.get());
   if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
   if (!opts.initial_pods.empty()) {
-    for (const PodAck& ack : AdmitSnapshot(*server->manager_, opts.initial_pods)) {
+    for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
       if (ack.outcome == PodOutcome::kRejected || ack.outcome == PodOutcome::kIgnored) {
         spdlog::warn("--pods_file: pod {} {}: {}", ack.pod, PodOutcomeName(ack.outcome), ack.reason);
       }

@@ -13,7 +13,6 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "proto/grpc_status.h"
 #include "server/match_request_parser.h"
-#include "server/pod_admission.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -232,7 +231,7 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
   };
   switch (update.update_case()) {
     case v1::PodUpdate::kUpsert:
-      fill(AdmitUpsert(*pods_, PodFromProto(update.upsert())));
+      fill(pods_->Upsert(PodFromProto(update.upsert())));
       break;
     case v1::PodUpdate::kDelete:
       fill(pods_->Delete(update.delete_()));
@@ -241,7 +240,7 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
       std::vector<Pod> pods;
       pods.reserve(update.snapshot().pods_size());
       for (const v1::Pod& pod : update.snapshot().pods()) pods.push_back(PodFromProto(pod));
-      std::vector<PodAck> acks = AdmitSnapshot(*pods_, pods);
+      std::vector<PodAck> acks = pods_->ApplySnapshot(pods);
       for (const PodAck& ack : acks) {
         LogAck(ack);
         *proto.add_pods() = PodAckToProto(ack);

@@ -65,7 +65,7 @@ std::string PodKey(const Pod& pod) { return absl::StrCat(pod.ns, "/", pod.name);
 
 absl::Status ValidatePod(const Pod& pod, const PodLimits& limits) {
   if (absl::Status s = ValidateName("name", pod.name, /*required=*/true, limits); !s.ok()) return s;
-  if (absl::Status s = ValidateName("namespace", pod.ns, /*required=*/false, limits); !s.ok()) {
+  if (absl::Status s = ValidateName("namespace", pod.ns, /*required=*/true, limits); !s.ok()) {
     return s;
   }
   if (!pod.ip.empty() && !IsIpLiteral(pod.ip)) {
