@@ -147,12 +147,16 @@ void KvIndexMetrics::Collect() {
   absl::MutexLock lock(&mu_);
   if (pods_ != nullptr) {
     absl::flat_hash_map<WorkerState, uint64_t> workers;
-    uint64_t subscribed = 0, unsubscribed = 0;
+    uint64_t subscribed = 0, unsubscribed = 0, incomplete = 0;
     for (const PodStatus& pod : pods_->ListPods()) {
       ++(pod.subscribed ? subscribed : unsubscribed);
       if (!pod.subscribed) continue;
-      for (const WorkerStatus& worker : pod.workers) ++workers[worker.state];
+      for (const WorkerStatus& worker : pod.workers) {
+        ++workers[worker.state];
+        incomplete += worker.history_complete ? 0 : 1;
+      }
     }
+    families_.incomplete_workers->Get({}).Set(static_cast<double>(incomplete));
     for (WorkerState state : kWorkerStates) {
       families_.workers->Get({WorkerStateName(state)}).Set(static_cast<double>(workers[state]));
     }

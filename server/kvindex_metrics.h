@@ -77,6 +77,9 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   COUNTER(uncovered_gaps, "kvindex_uncovered_gaps_total", "",                                                  \
           "Gaps no replay could cover; the worker's blocks were cleared")                                      \
   GAUGE(workers, "kvindex_workers", "state", "Subscribed (pod, dp rank) workers by state")                     \
+  GAUGE(incomplete_workers, "kvindex_incomplete_workers", "",                                                  \
+        "Workers whose history is incomplete: the index may lack blocks the engine stored before kvindex "     \
+        "followed it")                                                                                         \
   GAUGE(process_resident_memory, "process_resident_memory_bytes", "", "Resident memory of the process")
 // clang-format on
 

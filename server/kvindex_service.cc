@@ -306,6 +306,7 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
 #define KVINDEX_SUM_WORKER_COUNTER(name, help) response->set_##name(response->name() + w.name);
       KVINDEX_WORKER_COUNTERS(KVINDEX_SUM_WORKER_COUNTER)
 #undef KVINDEX_SUM_WORKER_COUNTER
+      response->set_incomplete_workers(response->incomplete_workers() + (w.history_complete ? 0 : 1));
     }
   }
   const ManagerStats manager = pods_->GetStats();

@@ -101,6 +101,7 @@ v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional
   proto.set_state(std::string(WorkerStateName(status.state)));
   proto.set_last_seq(status.last_seq);
   proto.set_last_event_time(status.last_event_ts);
+  proto.set_history_complete(status.history_complete);
 #define KVINDEX_SET_WORKER_COUNTER(name, help) proto.set_##name(status.name);
   KVINDEX_WORKER_COUNTERS(KVINDEX_SET_WORKER_COUNTER)
 #undef KVINDEX_SET_WORKER_COUNTER

@@ -45,6 +45,12 @@ struct WorkerStatus {
   WorkerState state = WorkerState::kConnecting;
   int64_t last_seq = -1;     // last engine seq applied (or skipped as undecodable)
   double last_event_ts = 0;  // engine ts of the last applied batch
+  // False while the index may lack blocks the engine stored before kvindex
+  // followed it: the stream's first batch seen was not seq 0 (the engine's
+  // replay buffer no longer held the start), or a gap no replay covered
+  // cleared the worker. True again once known complete: a stream seen from
+  // seq 0 (an engine restart), or an AllBlocksCleared applied.
+  bool history_complete = true;
 #define KVINDEX_WORKER_COUNTER_MEMBER(name, help) uint64_t name = 0;
   KVINDEX_WORKER_COUNTERS(KVINDEX_WORKER_COUNTER_MEMBER)
 #undef KVINDEX_WORKER_COUNTER_MEMBER

@@ -271,6 +271,26 @@ TEST_F(MetricsTest, UncoveredGapClearsTheWorkerAndIsCounted) {
   EXPECT_EQ(Value(scrape, "kvindex_index_blocks"), 0);
 }
 
+// An engine that published more batches than its replay buffer still holds:
+// the worker is followed from what is left, and says its history is
+// incomplete in ListPods, GetStats and the metrics.
+TEST_F(MetricsTest, AWorkerFirstSeenPastSeqZeroIsIncompleteEverywhere) {
+  for (uint32_t seq = 0; seq < 100; ++seq) engine_->Publish(ChainBlockPayload(seq, kBlockSize, NowSeconds()));
+  engine_->ForgetBefore(70);  // the buffer holds the last 30
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.last_seq == 99 && w.state == WorkerState::kLive; }));
+  absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
+  ASSERT_TRUE(pods.ok()) << pods.status();
+  ASSERT_EQ(pods->pods_size(), 1);
+  ASSERT_EQ(pods->pods(0).workers_size(), 1);
+  EXPECT_FALSE(pods->pods(0).workers(0).history_complete());
+  absl::StatusOr<v1::GetStatsResponse> stats = client_->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->incomplete_workers(), 1u);
+  EXPECT_EQ(stats->uncovered_gaps(), 0u);  // a warm start from a rolled buffer is not a gap
+  EXPECT_EQ(Value(Scrape(server_->metrics_port()), "kvindex_incomplete_workers"), 1);
+}
+
 // A BlockStored whose parent the worker does not hold is counted, per event,
 // and indexes nothing; a chain from the seed afterwards is indexed as usual.
 TEST_F(MetricsTest, UnresolvedParentsAreCountedAndNotIndexed) {

@@ -221,6 +221,15 @@ void Subscriber::Publish() {
     spdlog::warn("worker {}: events lost that no replay could cover; blocks cleared",
                  WorkerKeyString(config_.worker));
   }
+  if (now.history_complete != published_.history_complete) {
+    if (now.history_complete) {
+      spdlog::info("worker {}: history complete again (last seq {})", WorkerKeyString(config_.worker), now.last_seq);
+    } else {
+      spdlog::warn("worker {}: history incomplete: the engine published batches kvindex never saw (first seen or "
+                   "resumed at seq {}); blocks it stored before may be missing until it restarts or clears",
+                   WorkerKeyString(config_.worker), now.last_seq);
+    }
+  }
   status_->Set(now);
   published_ = now;
 }

@@ -95,6 +95,8 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
 }
 
 void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
+  // The first batch of a stream: what the engine published before it is unseen.
+  if (last_applied_ < 0) status_.history_complete = seq == 0;
   last_applied_ = static_cast<int64_t>(seq);
   status_.last_seq = last_applied_;
   absl::StatusOr<EventBatch> batch = DecodeEventBatch(payload);
@@ -109,6 +111,7 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
     lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);
   }
   metrics_.OnBatchApplied(*batch, applied, lag);
+  if (applied.clears > 0) status_.history_complete = true;  // the engine's cache started over, seen
   status_.unknown_removals += applied.unknown_removals;
   status_.blocks_unindexed += applied.blocks_unindexed;
   status_.unknown_chunks += applied.unknown_chunks;
@@ -119,6 +122,7 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
 }
 
 void WorkerFeed::ClearUncovered() {
+  status_.history_complete = false;  // the engine still holds blocks of the cleared history
   ++status_.uncovered_gaps;
   metrics_.OnFeedEvent(FeedEvent::kUncoveredGap);
   writer_->Clear();

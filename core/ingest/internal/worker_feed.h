@@ -20,6 +20,9 @@
 //    uncovered_gaps, and the stream goes on from there.
 //  - An undecodable payload is counted and its seq consumed (a replay would
 //    return the same bytes).
+//  - The worker's history is incomplete (WorkerStatus::history_complete)
+//    when a stream's first batch is not seq 0 or an uncovered gap cleared it,
+//    until a stream is seen from seq 0 or an AllBlocksCleared is applied.
 // Data flows one way: the owner's sockets -> this sequencing -> decode ->
 // BlockWriter (the index) -> the status and the IngestMetrics; what the index
 // could not apply (ApplyResult) is counted in both. Requests for the replay

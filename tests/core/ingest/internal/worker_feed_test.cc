@@ -144,6 +144,42 @@ TEST_F(WorkerFeedTest, WarmStartFromARolledBufferIsNotALoss) {
   EXPECT_EQ(feed.status().uncovered_gaps, 0u);
 }
 
+// History: a worker is complete when kvindex saw its stream from seq 0.
+TEST_F(WorkerFeedTest, AStreamFirstSeenPastSeqZeroIsIncompleteUntilTheEngineStartsOver) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  EXPECT_TRUE(feed.status().history_complete);  // nothing known missing yet
+  Replayed(feed, 500);  // the engine's buffer no longer holds 0..499
+  feed.OnReplayEnd(now_);
+  Live(feed, 501);
+  EXPECT_FALSE(feed.status().history_complete);
+  Live(feed, 0);  // the engine restarted: its cache started empty, seen from seq 0
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.status().restarts, 1u);
+}
+
+TEST_F(WorkerFeedTest, AStreamSeenFromSeqZeroIsComplete) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  Replayed(feed, 0);
+  Replayed(feed, 1);
+  feed.OnReplayEnd(now_);
+  Live(feed, 2);
+  EXPECT_TRUE(feed.status().history_complete);
+}
+
+TEST_F(WorkerFeedTest, AnUncoveredGapMakesTheHistoryIncompleteAndAClearMakesItCompleteAgain) {
+  DrivenFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  for (uint64_t s : {0, 1}) Live(feed, s);
+  EXPECT_TRUE(feed.status().history_complete);
+  Live(feed, 5);  // 2..4 lost, no replay: the worker is cleared, the engine still holds their blocks
+  EXPECT_FALSE(feed.status().history_complete);
+  sink_.result.clears = 1;  // the next batch carries AllBlocksCleared
+  Live(feed, 6);
+  EXPECT_TRUE(feed.status().history_complete);
+}
+
 TEST_F(WorkerFeedTest, GapIsReplayedAndAppliedInOrder) {
   DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
