@@ -183,6 +183,10 @@ grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::Ma
       }
     }
   }
+  if (!request.model().empty() && !options_.models.Serves(request.model())) {
+    // A gateway that routed this model here would otherwise see "no pod holds it".
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, options_.models.Refusal(request.model()));
+  }
   MatchQueryStorage storage;
   absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &storage));
   if (!result.ok()) return ToGrpcStatus(result.status());

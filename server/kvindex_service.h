@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/index/prefix_index.h"
+#include "core/ingest/model_filter.h"
 #include "core/ingest/subscription_manager.h"
 #include "kvindex/v1/kvindex.grpc.pb.h"
 #include "server/bearer_auth.h"
@@ -39,6 +40,9 @@ struct ServiceOptions {
   // gRPC, whose refusal the service would never see: a larger request is
   // RESOURCE_EXHAUSTED, and a Match so refused is counted like any other.
   size_t max_request_bytes = 16 << 20;
+  // The models this replica answers for (--models); Match for another is
+  // FAILED_PRECONDITION naming the flag.
+  ModelFilter models;
   // Test seam, empty in production: sees each Match first. It returns null to
   // let the Match go on at once, or a reactor of its own that holds the call
   // (never blocking gRPC's thread) and later Finishes it, from any thread,

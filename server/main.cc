@@ -54,6 +54,9 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
           "Prometheus GET /metrics address host:port (port 0 picks a free port); empty disables.");
 ABSL_FLAG(int32_t, max_message_bytes, 16 << 20, "Largest gRPC request or response message, in bytes.");
 ABSL_FLAG(uint64_t, max_pods, 10000, "Most pods followed at once; further new pods are rejected.");
+ABSL_FLAG(std::string, models, "",
+          "Shard by model: follow only the pods whose model this regular expression (ECMAScript, whole name) "
+          "matches, and answer Match only for those models (another is FAILED_PRECONDITION). Empty: every model");
 ABSL_FLAG(uint64_t, max_workers, 0,
           "Most workers (pod, dp rank) followed at once; a pod that would go past it is rejected. The open-files "
           "limit is raised to what they need (6 per worker) at start. 0: as many as the hard open-files limit "
@@ -129,6 +132,10 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.manager.io_threads = absl::GetFlag(FLAGS_subscriber_threads);
   options.manager.events_bind = absl::GetFlag(FLAGS_events_bind);
   options.manager.max_pods = absl::GetFlag(FLAGS_max_pods);
+  absl::StatusOr<kvindex::ModelFilter> models = kvindex::ModelFilter::Create(absl::GetFlag(FLAGS_models));
+  if (!models.ok()) return models.status();
+  options.manager.models = *models;
+  options.service.models = *std::move(models);
   if (absl::GetFlag(FLAGS_max_workers) != 0) options.manager.max_workers = absl::GetFlag(FLAGS_max_workers);
   if (const std::string pods_file = absl::GetFlag(FLAGS_pods_file); !pods_file.empty()) {
     absl::StatusOr<std::vector<kvindex::Pod>> pods = kvindex::server::LoadPodsFile(pods_file);

@@ -478,6 +478,10 @@ SubscriptionManager::Impl::Pending SubscriptionManager::Impl::UpsertLocked(const
   const SubscriptionIdentity old_identity = IdentityOf(entry.pod, entry.plan);
   entry.pod = pod;
   entry.plan = PlanPod(pod);
+  if (entry.plan.subscribable && !options_.models.Serves(entry.plan.model)) {
+    entry.plan.subscribable = false;
+    entry.plan.reason = options_.models.Refusal(entry.plan.model);
+  }
   const bool want = WantSubscribed(entry);
   const std::string changed = Changes(old_identity, IdentityOf(entry.pod, entry.plan));
 

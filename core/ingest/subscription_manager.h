@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "core/index/prefix_index.h"
 #include "core/ingest/ingest_metrics.h"
+#include "core/ingest/model_filter.h"
 #include "core/ingest/pod.h"
 #include "core/ingest/worker_status.h"  // WorkerState, WorkerStateName, WorkerStatus
 
@@ -44,6 +45,9 @@ struct ManagerOptions {
   // instead of a SUB connected to the pod (replay still connects to the pod).
   std::string events_bind;
   size_t max_pods = 10000;
+  // The models this replica follows (--models); a pod of another model is
+  // ignored, saying why.
+  ModelFilter models;
   // Most workers (pod, dp rank) subscribed at once: a pod that would go past it
   // is rejected, saying so. The ZeroMQ context is sized for it; the process's
   // open-files limit must allow OpenFilesNeeded(max_workers).

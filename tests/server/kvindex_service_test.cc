@@ -104,6 +104,39 @@ class KvIndexServiceTest : public ::testing::Test {
 
 // ---------------------------------------------------------------- Match
 
+// Sharded by model (--models): the replica answers only for its models, and a
+// misrouted gateway is told so rather than answered "nobody holds it".
+TEST_F(KvIndexServiceTest, AReplicaShardedByModelRefusesOtherModelsNamingTheFlag) {
+  absl::StatusOr<ModelFilter> models = ModelFilter::Create("m|llama-.*");
+  ASSERT_TRUE(models.ok());
+  ServerOptions options;
+  options.service.models = *models;
+  options.manager.models = *models;
+  StartServer(options);
+  (void)server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(2));
+  absl::StatusOr<v1::MatchResponse> served = Match(TokensRequest(32));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->pods_size(), 1);
+  v1::MatchRequest other = TokensRequest(32);
+  other.set_model("qwen");
+  absl::StatusOr<v1::MatchResponse> refused = Match(other);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("--models=m|llama-.*"));
+  // Its pods are ignored, saying why.
+  v1::PodUpdate update;
+  v1::Pod* pod = update.mutable_upsert();
+  pod->set_namespace_("default");
+  pod->set_name("q");
+  pod->set_ip("127.0.0.1");
+  pod->set_phase("Running");
+  pod->set_model("qwen");
+  pod->set_kv_events_enabled(true);
+  const std::vector<v1::PodUpdateAck> acks = Sync({update});
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].outcome(), v1::POD_OUTCOME_IGNORED);
+  EXPECT_THAT(acks[0].reason(), HasSubstr("model \"qwen\" is not served by this replica (--models=m|llama-.*)"));
+}
+
 TEST_F(KvIndexServiceTest, MatchNamesPodsHoldingThePrefixBestFirst) {
   StartServer();
   server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));

@@ -312,6 +312,7 @@ TEST(ServerProcessTest, BadConfigurationExitsWithAMessage) {
            {{"--no_such_flag=1"}, {}, 2, "unknown flag --no_such_flag"},
            {{"--listen"}, {}, 2, "--listen needs a value"},
            {{"--kv_event_sync=maybe"}, {}, 2, "--kv_event_sync=maybe"},
+           {{"--models=llama-("}, {}, 2, "--models=llama-("},
            {{"--listen=256.0.0.1:1"}, {}, 1, "cannot serve"},
        }) {
     std::vector<std::string> argv = {BinPath("kvindex-server"), "--metrics_listen="};

@@ -654,6 +654,36 @@ TEST(SubscriptionManagerTest, EngineConnectsWithoutABindEndpointIsNotFollowed) {
   EXPECT_EQ(m.subscriptions.made()[0].events_endpoint, "tcp://10.0.0.1:5557");
 }
 
+TEST(SubscriptionManagerTest, APodOfAModelTheReplicaDoesNotServeIsIgnoredSayingWhy) {
+  ManagerOptions options = FastOptions();
+  absl::StatusOr<ModelFilter> models = ModelFilter::Create("llama-.*");
+  ASSERT_TRUE(models.ok());
+  options.models = *models;
+  FakeManager m(options);
+  ASSERT_TRUE(m.manager.Start().ok());
+  Pod pod = BasePod("p", "10.0.0.1");
+  pod.model = "qwen";
+  PodAck ack = m.manager.Upsert(pod);
+  EXPECT_EQ(ack.outcome, PodOutcome::kIgnored);
+  EXPECT_EQ(ack.reason, "model \"qwen\" is not served by this replica (--models=llama-.*)");
+  EXPECT_TRUE(m.subscriptions.made().empty());
+  pod.model = "llama-3";
+  EXPECT_EQ(m.manager.Upsert(pod).outcome, PodOutcome::kSubscribed);
+}
+
+TEST(ModelFilterTest, TheWholeNameMustMatchAndABadPatternIsAnError) {
+  absl::StatusOr<ModelFilter> filter = ModelFilter::Create("llama-.*|qwen");
+  ASSERT_TRUE(filter.ok());
+  EXPECT_TRUE(filter->Serves("llama-3"));
+  EXPECT_TRUE(filter->Serves("qwen"));
+  EXPECT_FALSE(filter->Serves("qwen2"));  // the whole name
+  EXPECT_FALSE(filter->Serves("my-llama-3"));
+  EXPECT_TRUE(ModelFilter().Serves("anything"));
+  absl::StatusOr<ModelFilter> bad = ModelFilter::Create("llama-(");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("--models=llama-("));
+}
+
 TEST(SubscriptionManagerTest, TwoHundredPodsAddedAndDeletedWhileEventsFlow) {
   PrefixIndex index;
   TestProvider provider(&index);
