@@ -64,7 +64,7 @@ void Run(size_t entries, int holders) {
       s.block_hashes.resize(n);
       for (int h = 0; h < holders; ++h) {
         for (auto& e : s.block_hashes) e = rng();
-        index.Apply({"mem/pod-" + std::to_string((c + h) % kWorkers), 0}, context, batch);
+        (void)index.Apply({"mem/pod-" + std::to_string((c + h) % kWorkers), 0}, context, batch);
       }
     }
     batch = {};

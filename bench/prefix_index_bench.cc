@@ -48,7 +48,7 @@ void StoreChain(PrefixIndex& index, const WorkerKey& worker, const std::vector<u
     parent = s.block_hashes.back();
     EventBatch batch;
     batch.events.push_back(std::move(s));
-    index.Apply(worker, context, batch);
+    (void)index.Apply(worker, context, batch);
   }
 }
 
@@ -187,7 +187,7 @@ void BM_ApplySteadyState(benchmark::State& state) {
       stored.block_hashes[b] = engine_hash(w, n, b);
       removed.block_hashes[b] = n >= kKeep ? engine_hash(w, n - kKeep, b) : 0;
     }
-    index.Apply(workers[w], context, batch);
+    (void)index.Apply(workers[w], context, batch);
     ++i;
   };
   while (i < kKeep * kWorkers) apply_next();  // untimed: fills the index to its steady size
@@ -225,7 +225,7 @@ void BM_ApplyFill(benchmark::State& state) {
     stored.parent_block_hash = n == 0 ? std::nullopt : std::optional<uint64_t>(base - kWorkers * kBlocks + kBlocks - 1);
     stored.token_ids = tokens[i % tokens.size()];
     for (size_t b = 0; b < kBlocks; ++b) stored.block_hashes[b] = base + b;
-    index->Apply(workers[w], context, batch);
+    (void)index->Apply(workers[w], context, batch);
     ++i;
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBlocks));
@@ -253,7 +253,7 @@ void BM_ApplyWithCapEviction(benchmark::State& state) {
   for (auto _ : state) {
     EventBatch& b = batches[i % batches.size()];
     for (auto& h : std::get<BlockStored>(b.events[0]).block_hashes) h = next_hash++;  // new blocks each time
-    index.Apply(workers[i % workers.size()], context, b);
+    (void)index.Apply(workers[i % workers.size()], context, b);
     ++i;
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * blocks_per_event));

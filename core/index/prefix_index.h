@@ -141,7 +141,7 @@ class PrefixIndex {
   // Applies every event of `batch` to `worker` (created on first use) in order.
   // BlockRemoved/AllBlocksCleared affect only this worker. Events the worker
   // cannot index (unknown parent) are counted in the result, not errors.
-  ApplyResult Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch);
+  [[nodiscard]] ApplyResult Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch);
 
   // Drops every block of `worker` but keeps it known (engine restart, unrecoverable gap).
   void ClearWorker(const WorkerKey& worker);

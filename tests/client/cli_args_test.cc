@@ -98,10 +98,10 @@ class MatchCommandTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     PrefixIndex& index = server_->index();
-    index.Apply({"ns/gpu", 0}, {"m", ""}, Stored(4, "GPU"));
-    index.Apply({"ns/cpu", 1}, {"m", ""}, Stored(3, "CPU"));
-    index.Apply({"ns/disk", 0}, {"m", ""}, Stored(2, "DISK"));
-    index.Apply({"ns/adapted", 0}, {"m", ""}, Stored(4, "GPU", "sql-adapter"));
+    (void)index.Apply({"ns/gpu", 0}, {"m", ""}, Stored(4, "GPU"));
+    (void)index.Apply({"ns/cpu", 1}, {"m", ""}, Stored(3, "CPU"));
+    (void)index.Apply({"ns/disk", 0}, {"m", ""}, Stored(2, "DISK"));
+    (void)index.Apply({"ns/adapted", 0}, {"m", ""}, Stored(4, "GPU", "sql-adapter"));
   }
 
   // A batch storing the first `blocks` blocks of Prompt() on `medium`.

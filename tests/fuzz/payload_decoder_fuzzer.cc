@@ -56,9 +56,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const WorkerKey a{"fuzz/a", 0};
   const WorkerKey b{"fuzz/b", 1};
   const WorkerContext context{.model = "m", .default_lora = ""};
-  index.Apply(a, context, *batch);
-  index.Apply(b, context, *batch);
-  index.Apply(a, context, *batch);  // the same batch again: idempotent stores
+  (void)index.Apply(a, context, *batch);
+  (void)index.Apply(b, context, *batch);
+  (void)index.Apply(a, context, *batch);  // the same batch again: idempotent stores
   for (const Event& event : batch->events) {
     const auto* stored = std::get_if<BlockStored>(&event);
     if (stored == nullptr) continue;

@@ -139,8 +139,8 @@ TEST_F(KvIndexServiceTest, AReplicaShardedByModelRefusesOtherModelsNamingTheFlag
 
 TEST_F(KvIndexServiceTest, MatchNamesPodsHoldingThePrefixBestFirst) {
   StartServer();
-  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
-  server_->index().Apply({"default/short", 1}, {"m", ""}, StoredBatch(2, "CPU"));
+  (void)server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  (void)server_->index().Apply({"default/short", 1}, {"m", ""}, StoredBatch(2, "CPU"));
 
   absl::StatusOr<v1::MatchResponse> response = Match(TokensRequest(4 * kBlockSize + 5));
   ASSERT_TRUE(response.ok()) << response.status();
@@ -162,8 +162,8 @@ TEST_F(KvIndexServiceTest, MatchNamesPodsHoldingThePrefixBestFirst) {
 
 TEST_F(KvIndexServiceTest, MatchHonoursPodFilterWeightsAndHashes) {
   StartServer();
-  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
-  server_->index().Apply({"default/short", 0}, {"m", ""}, StoredBatch(2, "CPU"));
+  (void)server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  (void)server_->index().Apply({"default/short", 0}, {"m", ""}, StoredBatch(2, "CPU"));
 
   v1::MatchRequest filtered = TokensRequest(4 * kBlockSize);
   filtered.add_pods("default/short");
@@ -195,11 +195,11 @@ TEST_F(KvIndexServiceTest, MatchHonoursPodFilterWeightsAndHashes) {
 // without a weight weighs 1.0; best first by score, then matched blocks, then key.
 TEST_F(KvIndexServiceTest, MatchWeighsUnlistedTiersOneAndOrdersByScore) {
   StartServer();
-  server_->index().Apply({"default/gpu", 0}, {"m", ""}, StoredBatch(4, "GPU"));
-  server_->index().Apply({"default/cpu", 0}, {"m", ""}, StoredBatch(3, "CPU"));
-  server_->index().Apply({"default/disk", 0}, {"m", ""}, StoredBatch(2, "DISK"));
-  server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "GPU"));
-  server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "CPU"));  // the same blocks, offloaded
+  (void)server_->index().Apply({"default/gpu", 0}, {"m", ""}, StoredBatch(4, "GPU"));
+  (void)server_->index().Apply({"default/cpu", 0}, {"m", ""}, StoredBatch(3, "CPU"));
+  (void)server_->index().Apply({"default/disk", 0}, {"m", ""}, StoredBatch(2, "DISK"));
+  (void)server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "GPU"));
+  (void)server_->index().Apply({"default/both", 0}, {"m", ""}, StoredBatch(4, "CPU"));  // the same blocks, offloaded
 
   // (pod, score) in answer order.
   auto scores = [this](const std::map<std::string, double>& weights) {
@@ -363,7 +363,7 @@ TEST_F(KvIndexServiceTest, OversizedMessageIsResourceExhausted) {
 
 TEST_F(KvIndexServiceTest, RandomRequestsNeverCrashTheServer) {
   StartServer();
-  server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
+  (void)server_->index().Apply({"default/long", 0}, {"m", ""}, StoredBatch(4));
   std::mt19937 random(42);
   auto pick = [&random](uint32_t n) { return std::uniform_int_distribution<uint32_t>(0, n - 1)(random); };
   // Any valid UTF-8 (proto3 strings must be; see the test below for invalid).
@@ -521,7 +521,7 @@ TEST_F(KvIndexServiceTest, PodWithoutNamespaceIsRejectedLikeOneWithoutName) {
 TEST_F(KvIndexServiceTest, SnapshotReplacesTheKnownSet) {
   StartServer();
   Sync({Upsert(GoodPod("a")), Upsert(GoodPod("b"))});
-  server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
+  (void)server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
 
   v1::PodUpdate snapshot;
   *snapshot.mutable_snapshot()->add_pods() = GoodPod("b");
@@ -628,7 +628,7 @@ TEST_F(KvIndexServiceTest, ListPodsShowsPlanSubscriptionAndBlocks) {
   v1::Pod disabled = GoodPod("off");
   disabled.mutable_labels()->clear();
   Sync({Upsert(two_ranks), Upsert(disabled)});
-  server_->index().Apply({"default/a", 1}, {"m", ""}, StoredBatch(3, "CPU"));
+  (void)server_->index().Apply({"default/a", 1}, {"m", ""}, StoredBatch(3, "CPU"));
 
   absl::StatusOr<v1::ListPodsResponse> response = client_->ListPods();
   ASSERT_TRUE(response.ok()) << response.status();
@@ -661,8 +661,8 @@ TEST_F(KvIndexServiceTest, ListPodsShowsPlanSubscriptionAndBlocks) {
 TEST_F(KvIndexServiceTest, GetStatsCountsPodsIndexAndMatches) {
   StartServer();
   Sync({Upsert(GoodPod("a")), Upsert(GoodPod("b"))});
-  server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
-  server_->index().Apply({"default/b", 0}, {"m", ""}, StoredBatch(2));
+  (void)server_->index().Apply({"default/a", 0}, {"m", ""}, StoredBatch(4));
+  (void)server_->index().Apply({"default/b", 0}, {"m", ""}, StoredBatch(2));
   ASSERT_TRUE(Match(TokensRequest(64)).ok());
   ASSERT_TRUE(Match(TokensRequest(32)).ok());
 

@@ -85,7 +85,7 @@ TEST(WithMemoryBudgetTest, AFloodedIndexStaysWithinTheBudget) {
     EventBatch events;
     events.ts = 1700000000;
     events.events.push_back(std::move(stored));
-    index.Apply(WorkerKey{"default/p", static_cast<uint32_t>(batch % 3)}, WorkerContext{"llama", ""}, events);
+    (void)index.Apply(WorkerKey{"default/p", static_cast<uint32_t>(batch % 3)}, WorkerContext{"llama", ""}, events);
   }
   const IndexStats stats = index.Stats();
   EXPECT_EQ(stats.entries, cap);

@@ -82,7 +82,7 @@ std::pair<uint32_t, uint32_t> Hit(const PrefixIndex& index, uint32_t prompt_toke
 
 TEST(KvCacheGroupsTest, AWindowGroupsEarlyRemovalLeavesTheFullGroupsCopy) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
   ASSERT_EQ(Hit(index), std::make_pair(12u, 6u));
   // The window moved on: its group dropped blocks 0..3. The full-attention
   // group still holds them, and the window still holds the 2 blocks a hit of
@@ -95,23 +95,23 @@ TEST(KvCacheGroupsTest, AWindowGroupsEarlyRemovalLeavesTheFullGroupsCopy) {
 
 TEST(KvCacheGroupsTest, AHitEndsWhereTheWindowStillHoldsTheBlocksBeforeIt) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
   // Without window blocks 4 and 5, a hit of 6 or 5 blocks would be recomputed
   // by vLLM; a hit of 4 needs blocks 2 and 3, which the window holds.
-  index.Apply(kA, kModel, Batch({Removed(1, {4, 5})}));
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {4, 5})}));
   EXPECT_EQ(Hit(index), std::make_pair(8u, 4u));
-  index.Apply(kA, kModel, Batch({Removed(1, {2})}));  // now a hit of 4 or 3 blocks misses block 2
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {2})}));  // now a hit of 4 or 3 blocks misses block 2
   EXPECT_EQ(Hit(index), std::make_pair(4u, 2u));
-  index.Apply(kA, kModel, Batch({Removed(1, {1})}));  // a hit of 1 block needs block 0 only
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {1})}));  // a hit of 1 block needs block 0 only
   EXPECT_EQ(Hit(index), std::make_pair(2u, 1u));
-  index.Apply(kA, kModel, Batch({Removed(1, {0})}));
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {0})}));
   EXPECT_EQ(Hit(index), std::make_pair(0u, 0u));
 }
 
 TEST(KvCacheGroupsTest, TheFullGroupBoundsTheHit) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
-  index.Apply(kA, kModel, Batch({Removed(0, {3})}));  // the full group lacks block 3: at most 3 blocks
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
+  (void)index.Apply(kA, kModel, Batch({Removed(0, {3})}));  // the full group lacks block 3: at most 3 blocks
   EXPECT_EQ(Hit(index), std::make_pair(6u, 3u));
 }
 
@@ -119,9 +119,9 @@ TEST(KvCacheGroupsTest, AMambaGroupNeedsTheStateAtTheBoundary) {
   PrefixIndex index;
   // Mamba keeps the state of block 3 only (its parent is resolved through the
   // full group, which holds the same hashes at the same block size).
-  index.Apply(kA, kModel, Batch({Full(0, 6), Mamba(3, 1)}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Mamba(3, 1)}));
   EXPECT_EQ(Hit(index), std::make_pair(8u, 4u));
-  index.Apply(kA, kModel, Batch({Mamba(5, 1)}));
+  (void)index.Apply(kA, kModel, Batch({Mamba(5, 1)}));
   EXPECT_EQ(Hit(index), std::make_pair(12u, 6u));
   EXPECT_EQ(Hit(index, 10), std::make_pair(8u, 4u));  // a shorter prompt ends before block 5
 }
@@ -130,16 +130,16 @@ TEST(KvCacheGroupsTest, GroupsOfDifferentBlockSizesMeetAtACommonMultiple) {
   PrefixIndex index;
   // Full attention in blocks of 2 tokens, Mamba in blocks of 4: a hit is a
   // multiple of 4 tokens at which the Mamba group holds its state.
-  index.Apply(kA, kModel, Batch({Full(0, 6), Mamba(0, 2, 4)}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Mamba(0, 2, 4)}));
   EXPECT_EQ(Hit(index), std::make_pair(8u, 4u));
-  index.Apply(kA, kModel, Batch({Removed(1, {1}, 4)}));
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {1}, 4)}));
   EXPECT_EQ(Hit(index), std::make_pair(4u, 2u));
 }
 
 TEST(KvCacheGroupsTest, ARemovalTouchesOnlyItsGroup) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Full(0, 3), Window(0, 3)}));
-  index.Apply(kA, kModel, Batch({Removed(1, {0, 1, 2})}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 3), Window(0, 3)}));
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {0, 1, 2})}));
   const std::optional<WorkerStats> stats = index.GetWorkerStats(kA);
   ASSERT_TRUE(stats.has_value());
   EXPECT_EQ(stats->blocks, 3u);  // the full-attention group's
@@ -154,13 +154,13 @@ TEST(KvCacheGroupsTest, ARemovalTouchesOnlyItsGroup) {
 
 TEST(KvCacheGroupsTest, AWorkerWhoseEventsNameNoGroupMatchesAsBefore) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored(std::nullopt, std::nullopt, 0, 6)}));
-  index.Apply(kA, kModel, Batch({Removed(0, {3})}));  // nil group is group 0
+  (void)index.Apply(kA, kModel, Batch({Stored(std::nullopt, std::nullopt, 0, 6)}));
+  (void)index.Apply(kA, kModel, Batch({Removed(0, {3})}));  // nil group is group 0
   EXPECT_EQ(Hit(index), std::make_pair(6u, 3u));
   EXPECT_THAT(index.GetWorkerStats(kA)->groups, IsEmpty());
   // One named group alone is matched from block 0, whatever its kind.
-  index.Apply(kB, kModel, Batch({Stored(0, "sliding_window", 0, 6, kBlockSize, 4)}));
-  index.Apply(kB, kModel, Batch({Removed(0, {0})}));
+  (void)index.Apply(kB, kModel, Batch({Stored(0, "sliding_window", 0, 6, kBlockSize, 4)}));
+  (void)index.Apply(kB, kModel, Batch({Removed(0, {0})}));
   const std::vector<uint32_t> tokens = Tokens(12);
   absl::StatusOr<MatchResult> r = index.Match(MatchQuery{.model = "llama", .token_ids = tokens});
   ASSERT_TRUE(r.ok());
@@ -184,8 +184,8 @@ TEST(KvCacheGroupsTest, GroupsPastTheLimitsAreCountedAndNotIndexed) {
 
 TEST(KvCacheGroupsTest, HashQueriesApplyTheRuleAtThePrimaryBlockSize) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
-  index.Apply(kA, kModel, Batch({Removed(1, {4, 5})}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), Window(0, 6)}));
+  (void)index.Apply(kA, kModel, Batch({Removed(1, {4, 5})}));
   const std::vector<uint32_t> tokens = Tokens(12);
   absl::StatusOr<MatchResult> by_tokens = index.Match(MatchQuery{.model = "llama", .token_ids = tokens});
   ASSERT_TRUE(by_tokens.ok());
@@ -203,7 +203,7 @@ TEST(KvCacheGroupsTest, ScoreAndMediaCountThePrimaryGroupsBlocksWithinTheHit) {
   PrefixIndex index;
   BlockStored cpu = Full(0, 6);
   cpu.medium = "CPU";
-  index.Apply(kA, kModel, Batch({Full(0, 6), cpu, Window(0, 6), Removed(1, {4, 5})}));
+  (void)index.Apply(kA, kModel, Batch({Full(0, 6), cpu, Window(0, 6), Removed(1, {4, 5})}));
   const std::vector<uint32_t> tokens = Tokens(12);
   MatchQuery q{.model = "llama", .token_ids = tokens};
   q.medium_weights = {{"GPU", 1.0}, {"CPU", 0.25}};

@@ -62,7 +62,7 @@ std::vector<std::pair<WorkerKey, uint32_t>> Runs(const MatchResult& r) {
 
 TEST(PrefixIndexTest, StoredBlocksMatchWithTokensAndQueryShape) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({11, 12}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({11, 12}, std::nullopt, Tokens(4))}));
   MatchResult r = MatchTokens(index, Tokens(7));
   EXPECT_EQ(r.block_size, 2u);
   EXPECT_EQ(r.query_blocks, 3u);
@@ -76,7 +76,7 @@ TEST(PrefixIndexTest, StoredBlocksMatchWithTokensAndQueryShape) {
 // The seed hashed every block of an event from the event's parent; block i must chain from block i-1.
 TEST(PrefixIndexTest, LaterBlocksOfOneEventChainFromTheirPredecessor) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(6))), ElementsAre(Pair(kA, 3u)));
   // A prompt that shares only the first block matches only one block.
   std::vector<uint32_t> other = Tokens(6);
@@ -98,8 +98,8 @@ TEST(PrefixIndexTest, LargeBatchEndsAsItsEventsAppliedOneByOne) {
       AllBlocksCleared{},  Stored(hashes, std::nullopt, Tokens(2000)),
       BlockRemoved{removed, std::nullopt}, Stored({9}, std::nullopt, Tokens(2), 2, "CPU")};
   PrefixIndex batched, one_by_one;
-  batched.Apply(kA, kModel, Batch(events));
-  for (const Event& e : events) one_by_one.Apply(kA, kModel, Batch({e}));
+  (void)batched.Apply(kA, kModel, Batch(events));
+  for (const Event& e : events) (void)one_by_one.Apply(kA, kModel, Batch({e}));
   for (const PrefixIndex* index : {&batched, &one_by_one}) {
     const MatchResult r = MatchTokens(*index, Tokens(2000));
     ASSERT_EQ(r.workers.size(), 1u);
@@ -112,8 +112,8 @@ TEST(PrefixIndexTest, LargeBatchEndsAsItsEventsAppliedOneByOne) {
 
 TEST(PrefixIndexTest, ParentIsResolvedThroughTheWorkersEngineHashes) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kA, kModel, Batch({Stored({3}, 2, Tokens(2, 5))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({3}, 2, Tokens(2, 5))}));
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(6))), ElementsAre(Pair(kA, 3u)));
 }
 
@@ -126,7 +126,7 @@ TEST(PrefixIndexTest, UnknownParentIsCountedAndNotIndexed) {
   EXPECT_EQ(index.Stats().entries, 0u);
   EXPECT_EQ(index.Stats().unresolved_parents, 1u);
   // Another worker's engine hash does not resolve it either.
-  index.Apply(kB, kModel, Batch({Stored({999}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({999}, std::nullopt, Tokens(2))}));
   r = index.Apply(kA, kModel, Batch({Stored({3}, 999, Tokens(2, 3))}));
   EXPECT_EQ(r.unresolved_parents, 1u);
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 1u)));
@@ -134,8 +134,8 @@ TEST(PrefixIndexTest, UnknownParentIsCountedAndNotIndexed) {
 
 TEST(PrefixIndexTest, RemovedTouchesOnlyTheSendingWorker) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
   ApplyResult r = index.Apply(kA, kModel, Batch({BlockRemoved{{2}, "GPU"}}));
   EXPECT_EQ(r.blocks_removed, 1u);
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 2u), Pair(kA, 1u)));
@@ -147,8 +147,8 @@ TEST(PrefixIndexTest, RemovedTouchesOnlyTheSendingWorker) {
 
 TEST(PrefixIndexTest, AllBlocksClearedTouchesOnlyTheSendingWorker) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({7, 8}, std::nullopt, Tokens(4))}));
   ApplyResult r = index.Apply(kA, kModel, Batch({AllBlocksCleared{}}));
   EXPECT_EQ(r.clears, 1u);
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(4))), ElementsAre(Pair(kB, 2u)));
@@ -158,9 +158,9 @@ TEST(PrefixIndexTest, AllBlocksClearedTouchesOnlyTheSendingWorker) {
 TEST(PrefixIndexTest, RemoveWorkerAndRemovePodDropEverything) {
   PrefixIndex index;
   const WorkerKey a1{"ns/a", 1};
-  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
-  index.Apply(a1, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
-  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(a1, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
   index.RemoveWorker(kB);
   EXPECT_FALSE(index.GetWorkerStats(kB).has_value());
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(2))), ElementsAre(Pair(kA, 1u), Pair(a1, 1u)));
@@ -175,7 +175,7 @@ TEST(PrefixIndexTest, RemoveWorkerAndRemovePodDropEverything) {
 
 TEST(PrefixIndexTest, ClearWorkerKeepsTheWorkerKnown) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
   index.ClearWorker(kA);
   ASSERT_TRUE(index.GetWorkerStats(kA).has_value());
   EXPECT_EQ(index.GetWorkerStats(kA)->blocks, 0u);
@@ -184,36 +184,36 @@ TEST(PrefixIndexTest, ClearWorkerKeepsTheWorkerKnown) {
 
 TEST(PrefixIndexTest, MatchCountsOnlyBlocksContiguousFromBlockZero) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8))}));
-  index.Apply(kA, kModel, Batch({BlockRemoved{{3}, std::nullopt}}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8))}));
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{3}, std::nullopt}}));
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(8))), ElementsAre(Pair(kA, 2u)));
-  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, std::nullopt}}));
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{1}, std::nullopt}}));
   EXPECT_TRUE(MatchTokens(index, Tokens(8)).workers.empty());
 }
 
 TEST(PrefixIndexTest, MediumIsKeptPerBlockAndWorker) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "GPU")}));
-  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "CPU")}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "GPU")}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "CPU")}));
   MatchResult r = MatchTokens(index, Tokens(4));
   ASSERT_EQ(r.workers.size(), 1u);
   EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 2u), Pair("CPU", 1u)));
 
-  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));  // still on CPU
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));  // still on CPU
   r = MatchTokens(index, Tokens(4));
   ASSERT_EQ(r.workers.size(), 1u);
   EXPECT_EQ(r.workers[0].matched_blocks, 2u);
   EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("GPU", 1u), Pair("CPU", 1u)));
   EXPECT_THAT(index.GetWorkerStats(kA)->blocks_by_medium, ElementsAre(Pair("GPU", 1u), Pair("CPU", 1u)));
 
-  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "CPU"}}));
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "CPU"}}));
   EXPECT_TRUE(MatchTokens(index, Tokens(4)).workers.empty());
 }
 
 TEST(PrefixIndexTest, MediumWeightsScoreAndOrderWorkers) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
-  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
+  (void)index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
   const std::vector<uint32_t> tokens = Tokens(4);
   MatchQuery q{.model = "llama", .token_ids = tokens};
   EXPECT_THAT(Runs(*index.Match(q)), ElementsAre(Pair(kA, 2u), Pair(kB, 1u)));
@@ -228,9 +228,9 @@ TEST(PrefixIndexTest, MediumWeightsScoreAndOrderWorkers) {
 TEST(PrefixIndexTest, UnweightedTiersWeighOneAndABlockScoresItsHeaviestTier) {
   const WorkerKey kC{"ns/c", 0};
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "GPU")}));
-  index.Apply(kB, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
-  index.Apply(kC, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "DISK"),
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "GPU")}));
+  (void)index.Apply(kB, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2, "CPU")}));
+  (void)index.Apply(kC, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6), 2, "DISK"),
                                  Stored({1}, std::nullopt, Tokens(2), 2, "CPU")}));  // block 0 on DISK and CPU
   const std::vector<uint32_t> tokens = Tokens(6);
   auto scored = [&](absl::flat_hash_map<std::string, double> weights) {
@@ -254,8 +254,8 @@ TEST(PrefixIndexTest, UnweightedTiersWeighOneAndABlockScoresItsHeaviestTier) {
 
 TEST(PrefixIndexTest, CandidatePodsFilterTheAnswer) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
-  index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
   const std::vector<uint32_t> tokens = Tokens(2);
   const std::vector<std::string> only_b = {"ns/b"};
   auto r = index.Match(MatchQuery{.model = "llama", .token_ids = tokens, .pods = only_b});
@@ -268,8 +268,8 @@ TEST(PrefixIndexTest, CandidatePodsFilterTheAnswer) {
 
 TEST(PrefixIndexTest, PodsWithDifferentBlockSizesBothMatch) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2)}));
-  index.Apply(kB, kModel, Batch({Stored({9}, std::nullopt, Tokens(4), 4)}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4), 2)}));
+  (void)index.Apply(kB, kModel, Batch({Stored({9}, std::nullopt, Tokens(4), 4)}));
   MatchResult r = MatchTokens(index, Tokens(5));
   ASSERT_EQ(r.workers.size(), 2u);
   for (const WorkerMatch& m : r.workers) {
@@ -280,8 +280,8 @@ TEST(PrefixIndexTest, PodsWithDifferentBlockSizesBothMatch) {
 
 TEST(PrefixIndexTest, LoraComesFromTheEventElseTheWorkerDefault) {
   PrefixIndex index;
-  index.Apply(kA, WorkerContext{"llama", "from-label"}, Batch({Stored({1}, std::nullopt, Tokens(2))}));
-  index.Apply(kB, WorkerContext{"llama", "from-label"},
+  (void)index.Apply(kA, WorkerContext{"llama", "from-label"}, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)index.Apply(kB, WorkerContext{"llama", "from-label"},
               Batch({Stored({1}, std::nullopt, Tokens(2), 2, std::nullopt, "from-event")}));
   EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
   EXPECT_THAT(Runs(MatchTokens(index, Tokens(2), "llama", "from-label")), ElementsAre(Pair(kA, 1u)));
@@ -291,7 +291,7 @@ TEST(PrefixIndexTest, LoraComesFromTheEventElseTheWorkerDefault) {
 
 TEST(PrefixIndexTest, HashQueriesUseTheDocumentedIndexHash) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2, 3}, std::nullopt, Tokens(6))}));
   const std::vector<uint64_t> hashes = HashPrefix(ContextSeed("llama", "", 2), Tokens(6), 2);
   auto r = index.Match(MatchQuery{.model = "llama", .block_hashes = hashes});
   ASSERT_TRUE(r.ok());
@@ -322,7 +322,7 @@ EventBatch StoreSingle(uint64_t h) {
 
 TEST(PrefixIndexTest, PerWorkerCapEvictsGivingStoredBlocksASecondChance) {
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 4});
-  for (uint64_t h = 1; h <= 4; ++h) index.Apply(kA, kModel, StoreSingle(h));
+  for (uint64_t h = 1; h <= 4; ++h) (void)index.Apply(kA, kModel, StoreSingle(h));
   // The fifth block overflows the cap: marks are cleared until an unmarked block is found and evicted.
   ApplyResult r = index.Apply(kA, kModel, StoreSingle(5));
   EXPECT_EQ(r.evictions, 1u);
@@ -332,7 +332,7 @@ TEST(PrefixIndexTest, PerWorkerCapEvictsGivingStoredBlocksASecondChance) {
   std::sort(held.begin(), held.end());
   const uint64_t cold = held.front() == 5 ? held[1] : held.front();
   for (uint64_t h : held) {
-    if (h != cold) index.Apply(kA, kModel, StoreSingle(h));
+    if (h != cold) (void)index.Apply(kA, kModel, StoreSingle(h));
   }
   r = index.Apply(kA, kModel, StoreSingle(6));
   EXPECT_EQ(r.evictions, 1u);
@@ -346,9 +346,9 @@ TEST(PrefixIndexTest, PerWorkerCapEvictsGivingStoredBlocksASecondChance) {
 
 TEST(PrefixIndexTest, GlobalCapEvictsFromTheWorkerHoldingTheMost) {
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 4});
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
   // B floods: the cap is enforced on B, A keeps its blocks.
-  index.Apply(kB, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8, 50))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({1, 2, 3, 4}, std::nullopt, Tokens(8, 50))}));
   const IndexStats s = index.Stats();
   EXPECT_EQ(s.entries, 4u);
   EXPECT_EQ(s.evictions, 2u);
@@ -360,23 +360,23 @@ TEST(PrefixIndexTest, GlobalCapEvictsFromTheWorkerHoldingTheMost) {
 TEST(PrefixIndexTest, AliasedEngineBlocksKeepTheIndexBlockUntilTheLastGoes) {
   PrefixIndex index;
   // Two engine hashes for the same tokens (e.g. different image inputs): one index block.
-  index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
-  index.Apply(kA, kModel, Batch({Stored({2}, std::nullopt, Tokens(2), 2, "CPU")}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2), 2, "GPU")}));
+  (void)index.Apply(kA, kModel, Batch({Stored({2}, std::nullopt, Tokens(2), 2, "CPU")}));
   EXPECT_EQ(index.Stats().entries, 2u);
   EXPECT_EQ(index.Stats().blocks, 1u);
-  index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{1}, "GPU"}}));
   MatchResult r = MatchTokens(index, Tokens(2));
   ASSERT_EQ(r.workers.size(), 1u);
   EXPECT_THAT(r.workers[0].blocks_by_medium, ElementsAre(Pair("CPU", 1u)));
-  index.Apply(kA, kModel, Batch({BlockRemoved{{2}, "CPU"}}));
+  (void)index.Apply(kA, kModel, Batch({BlockRemoved{{2}, "CPU"}}));
   EXPECT_TRUE(MatchTokens(index, Tokens(2)).workers.empty());
   EXPECT_EQ(index.Stats().blocks, 0u);
 }
 
 TEST(PrefixIndexTest, StatsReportMemoryAndCounts) {
   PrefixIndex index;
-  index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
-  index.Apply(kB, kModel, Batch({Stored({3, 4}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kA, kModel, Batch({Stored({1, 2}, std::nullopt, Tokens(4))}));
+  (void)index.Apply(kB, kModel, Batch({Stored({3, 4}, std::nullopt, Tokens(4))}));
   const IndexStats s = index.Stats();
   EXPECT_EQ(s.workers, 2u);
   EXPECT_EQ(s.blocks, 2u);
@@ -395,8 +395,8 @@ TEST(PrefixIndexTest, StatsReportMemoryAndCounts) {
 void ApplyWriterBatches(PrefixIndex& index, uint32_t w) {
   const WorkerKey key{"ns/w" + std::to_string(w), 0};
   for (uint64_t i = 0; i < 2000; ++i) {
-    index.Apply(key, kModel, Batch({Stored({i * 2 + 1, i * 2 + 2}, std::nullopt, Tokens(4, 1 + (i % 50) * 4))}));
-    if (i % 7 == 0) index.Apply(key, kModel, Batch({BlockRemoved{{i * 2 + 2}, std::nullopt}}));
+    (void)index.Apply(key, kModel, Batch({Stored({i * 2 + 1, i * 2 + 2}, std::nullopt, Tokens(4, 1 + (i % 50) * 4))}));
+    if (i % 7 == 0) (void)index.Apply(key, kModel, Batch({BlockRemoved{{i * 2 + 2}, std::nullopt}}));
     if (i % 500 == 250) index.RemoveWorker(key);
   }
 }
