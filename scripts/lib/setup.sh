@@ -13,6 +13,10 @@ KVINDEX_PACKAGES=(
   python3 python3-grpcio python3-grpc-tools grpc-proto openssl
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev python3-yaml  # chart check
   clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz, scripts/test --fuzz)
+  # Go client (client/go, tests/go): stubs and offline builds; the 1.5 golang/protobuf (APIv2-based,
+  # not the 1.3 that apt may pick for grpc) is what protoc-gen-go's messages need
+  protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
+  golang-github-golang-protobuf-1-5-dev
 )
 
 kvindex_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }

@@ -21,15 +21,15 @@ func sourceDir() string {
 }
 
 type vectorCase struct {
-	Name       string            `json:"name"`
-	Model      string            `json:"model"`
-	LoraName   string            `json:"lora_name"`
-	BlockSize  uint32            `json:"block_size"`
-	TokenIDs   []uint32          `json:"token_ids"`
-	ExtraKeys  []json.RawMessage `json:"extra_keys"`
-	CacheSalt  string            `json:"cache_salt"`
-	MMInputs   []MultimodalInput `json:"-"`
-	RawMM      []struct {
+	Name      string            `json:"name"`
+	Model     string            `json:"model"`
+	LoraName  string            `json:"lora_name"`
+	BlockSize uint32            `json:"block_size"`
+	TokenIDs  []uint32          `json:"token_ids"`
+	ExtraKeys []json.RawMessage `json:"extra_keys"`
+	CacheSalt string            `json:"cache_salt"`
+	MMInputs  []MultimodalInput `json:"-"`
+	RawMM     []struct {
 		Identifier string `json:"identifier"`
 		Offset     uint32 `json:"offset"`
 		Length     uint32 `json:"length"`
