@@ -9,6 +9,7 @@
 #include "core/index/block_hash.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/engine_hash.h"
+#include "tools/sim/rng.h"
 
 namespace kvindex::sim {
 namespace {
@@ -29,6 +30,15 @@ EngineCache::EngineCache(EngineCacheOptions options)
   if (options_.block_size == 0 || options_.gpu_capacity_blocks == 0) {
     CannotHappen("block_size and gpu_capacity_blocks must be >= 1");
   }
+  if (options_.hybrid == HybridKind::kSlidingWindow && options_.sliding_window == 0) {
+    CannotHappen("a sliding window must be >= 1 token");
+  }
+}
+
+size_t EngineCache::Group1Keep() const {
+  if (options_.hybrid == HybridKind::kMamba) return 1;
+  const uint64_t w = options_.sliding_window;
+  return static_cast<size_t>((w - 1 + options_.block_size - 1) / options_.block_size);
 }
 
 void EngineCache::Link(Tier tier, uint32_t slot) {
@@ -77,36 +87,78 @@ uint32_t EngineCache::Allocate() {
     return slot;
   }
   slots_.emplace_back();
+  keys_.emplace_back();
   tokens_.resize(tokens_.size() + options_.block_size);
   return static_cast<uint32_t>(slots_.size() - 1);
 }
 
-BlockStored EngineCache::StoredEvent(uint32_t first_slot, const char* medium) const {
+BlockStored EngineCache::StoredEvent(uint32_t first_slot, const char* medium, uint32_t group) const {
   const Block& b = slots_[first_slot];
   BlockStored s;
-  s.block_hashes.push_back(b.engine_hash);
   if (b.parent != kNone) s.parent_block_hash = slots_[b.parent].engine_hash;
-  const auto tokens = TokensOf(first_slot);
-  s.token_ids.assign(tokens.begin(), tokens.end());
   s.block_size = options_.block_size;
   s.medium = medium;
   if (!options_.lora_name.empty()) {
     s.lora_id = 1;
     s.lora_name = options_.lora_name;
   }
+  if (hybrid()) {
+    s.group_idx = group;
+    if (group == 0) {
+      s.kv_cache_spec_kind = kFullAttention;
+    } else if (options_.hybrid == HybridKind::kMamba) {
+      s.kv_cache_spec_kind = kMambaKind;
+    } else {
+      s.kv_cache_spec_kind = kSlidingWindowKind;
+      s.kv_cache_spec_sliding_window = options_.sliding_window;
+    }
+  }
+  AppendStored(s, first_slot);
   return s;
 }
 
-void EngineCache::EmitRemoved(Tier tier, uint32_t slot, std::vector<Event>* events) {
+void EngineCache::AppendStored(BlockStored& s, uint32_t slot) const {
+  const Block& b = slots_[slot];
+  s.block_hashes.push_back(b.engine_hash);
+  const auto tokens = TokensOf(slot);
+  s.token_ids.insert(s.token_ids.end(), tokens.begin(), tokens.end());
+  ExtraKey keys = keys_[slot];
+  if (b.salted && options_.salt_as_field) {  // SGLang: the salt is its own field (block 0 leads its event)
+    s.cache_salt = keys.items.back().bytes;
+    keys.items.pop_back();
+    if (keys.items.empty()) keys = ExtraKey{};
+  }
+  if (keys.kind != ExtraKey::Kind::kNil || !s.extra_keys.empty()) {
+    s.extra_keys.resize(s.block_hashes.size() - 1);  // nil for the blocks before
+    s.extra_keys.push_back(std::move(keys));
+  }
+}
+
+void EngineCache::EmitRemoved(Tier tier, uint32_t slot, std::vector<Event>* events, uint32_t group) {
   const char* medium = tier == kGpuTier ? kGpu : kCpu;
-  ++(tier == kGpuTier ? counters_.removed_gpu : counters_.removed_cpu);
+  if (group != 0) {
+    ++counters_.group1_removed;
+  } else {
+    ++(tier == kGpuTier ? counters_.removed_gpu : counters_.removed_cpu);
+  }
+  const std::optional<uint32_t> group_idx = hybrid() ? std::optional<uint32_t>(group) : std::nullopt;
   if (!options_.one_removal_per_event && !events->empty()) {
-    if (auto* last = std::get_if<BlockRemoved>(&events->back()); last != nullptr && last->medium == medium) {
+    if (auto* last = std::get_if<BlockRemoved>(&events->back());
+        last != nullptr && last->medium == medium && last->group_idx == group_idx) {
       last->block_hashes.push_back(slots_[slot].engine_hash);
       return;
     }
   }
-  events->push_back(BlockRemoved{{slots_[slot].engine_hash}, std::string(medium)});
+  BlockRemoved removed{{slots_[slot].engine_hash}, std::string(medium)};
+  removed.group_idx = group_idx;
+  events->push_back(std::move(removed));
+}
+
+void EngineCache::DropFromGroup1(uint32_t slot, std::vector<Event>* events) {
+  if (!slots_[slot].group1) return;
+  slots_[slot].group1 = false;
+  --group1_size_;
+  EmitRemoved(kGpuTier, slot, events, /*group=*/1);
 }
 
 uint32_t EngineCache::FindVictim(Tier tier, bool keep_closed) const {
@@ -125,6 +177,7 @@ void EngineCache::Erase(uint32_t slot) {
   if (b.children != 0 || b.on[kGpuTier] || b.on[kCpuTier]) CannotHappen("erasing a block still needed");
   if (b.parent != kNone) --slots_[b.parent].children;
   slot_of_.erase(b.engine_hash);
+  keys_[slot] = ExtraKey{};
   free_slots_.push_back(slot);
 }
 
@@ -139,7 +192,7 @@ bool EngineCache::EvictOneCpu(std::vector<Event>* events) {
 }
 
 void EngineCache::EvictOneGpu(std::vector<Event>* events) {
-  if (options_.cpu_capacity_blocks > 0) {
+  if (options_.cpu_capacity_blocks > 0 && !chunked()) {
     const uint32_t victim = FindVictim(kGpuTier, /*keep_closed=*/false);
     if (victim == kNone) CannotHappen("no unpinned GPU block to evict");
     Block& b = slots_[victim];
@@ -148,6 +201,7 @@ void EngineCache::EvictOneGpu(std::vector<Event>* events) {
       Unlink(kGpuTier, victim);
       b.on[kGpuTier] = false;
       EmitRemoved(kGpuTier, victim, events);
+      DropFromGroup1(victim, events);
       return;
     }
     if (cpu_.size < options_.cpu_capacity_blocks || EvictOneCpu(events)) {
@@ -158,19 +212,42 @@ void EngineCache::EvictOneGpu(std::vector<Event>* events) {
       Unlink(kGpuTier, victim);
       slots_[victim].on[kGpuTier] = false;
       EmitRemoved(kGpuTier, victim, events);
+      DropFromGroup1(victim, events);
       return;
     }
     // Every CPU block is pinned or holds up a chain: drop a GPU leaf outright.
   }
-  const uint32_t victim = FindVictim(kGpuTier, /*keep_closed=*/true);
+  uint32_t victim = FindVictim(kGpuTier, /*keep_closed=*/true);
+  // Offloading: GPU blocks may all hold up CPU-only chunks; dropping those frees them.
+  while (victim == kNone && chunked() && EvictOneChunk(events)) victim = FindVictim(kGpuTier, /*keep_closed=*/true);
   if (victim == kNone) CannotHappen("no GPU block can be evicted");
   Unlink(kGpuTier, victim);
   slots_[victim].on[kGpuTier] = false;
   EmitRemoved(kGpuTier, victim, events);
+  DropFromGroup1(victim, events);
   if (!slots_[victim].on[kCpuTier]) Erase(victim);
 }
 
-size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, std::vector<Event>* events) {
+void EngineCache::ChainOf(absl::Span<const uint32_t> tokens, const PromptKeys& keys, size_t max_blocks,
+                          std::vector<uint64_t>& out, std::vector<ExtraKey>* block_keys) const {
+  const uint32_t bs = options_.block_size;
+  const size_t n = std::min<size_t>(tokens.size() / bs, max_blocks);
+  out.clear();
+  if (block_keys != nullptr) block_keys->clear();
+  uint64_t parent = salt_;
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t h = EngineBlockHash(parent, tokens.subspan(i * bs, bs));
+    if (!keys.empty()) {
+      ExtraKey k = BlockExtraKeys(keys, i, bs);
+      h = k.kind == ExtraKey::Kind::kNil ? h : Mix64(h + ExtraKeysDigest(k));
+      if (block_keys != nullptr) block_keys->push_back(std::move(k));
+    }
+    out.push_back(h);
+    parent = h;
+  }
+}
+
+size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, const PromptKeys& keys, std::vector<Event>* events) {
   ++serve_epoch_;
   ++counters_.prompts;
   const uint32_t bs = options_.block_size;
@@ -178,14 +255,11 @@ size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, std::vector<Event>*
 
   // The prompt's engine hashes, and its cached prefix (prefix-closed, so the
   // first miss ends it). Cached blocks of the prompt are pinned.
-  chain_.clear();
+  ChainOf(tokens, keys, n, chain_, &chain_keys_);
   chain_slots_.clear();
-  uint64_t parent = salt_;
   size_t hit = 0;
   for (size_t i = 0; i < n; ++i) {
-    const uint64_t h = EngineBlockHash(parent, tokens.subspan(i * bs, bs));
-    chain_.push_back(h);
-    parent = h;
+    const uint64_t h = chain_[i];
     if (hit == i) {
       if (auto it = slot_of_.find(h); it != slot_of_.end()) {
         chain_slots_.push_back(it->second);
@@ -223,6 +297,10 @@ size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, std::vector<Event>*
       b.parent = parent_slot;
       b.depth = static_cast<uint32_t>(i);
       b.pin = serve_epoch_;
+      if (i < chain_keys_.size()) {
+        keys_[slot] = chain_keys_[i];
+        b.salted = i == 0 && !keys.cache_salt.empty();
+      }
       if (parent_slot != kNone) ++slots_[parent_slot].children;
       slot_of_.emplace(chain_[i], slot);
       chain_slots_.push_back(slot);
@@ -234,10 +312,7 @@ size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, std::vector<Event>*
       events->push_back(StoredEvent(slot, kGpu));
       run = events->size() - 1;
     } else {
-      auto& stored = std::get<BlockStored>((*events)[run]);
-      stored.block_hashes.push_back(chain_[i]);
-      const auto block_tokens = TokensOf(slot);
-      stored.token_ids.insert(stored.token_ids.end(), block_tokens.begin(), block_tokens.end());
+      AppendStored(std::get<BlockStored>((*events)[run]), slot);
     }
   }
 
@@ -245,9 +320,111 @@ size_t EngineCache::Serve(absl::Span<const uint32_t> tokens, std::vector<Event>*
   for (size_t i = n; i-- > 0;) {
     const uint32_t slot = chain_slots_[i];
     Touch(kGpuTier, slot);
-    if (slots_[slot].on[kCpuTier]) Touch(kCpuTier, slot);
+    if (chunked() ? slots_[slot].chunk : slots_[slot].on[kCpuTier]) Touch(kCpuTier, slot);
   }
+  if (hybrid()) UpdateGroup1(n, hit, events);
+  if (chunked() && options_.cpu_capacity_blocks > 0) OffloadChunks(n, events);
   return hit;
+}
+
+void EngineCache::UpdateGroup1(size_t n, size_t hit, std::vector<Event>* events) {
+  const size_t keep = Group1Keep();
+  const size_t first_kept = n > keep ? n - keep : 0;
+  // Stores: the blocks the prompt computed (a window group stores them all,
+  // then drops those that left the window) and the kept ones it lacks.
+  const size_t first_stored = options_.hybrid == HybridKind::kMamba ? first_kept : std::min(hit, first_kept);
+  size_t run = kNoRun;
+  for (size_t i = first_stored; i < n; ++i) {
+    const uint32_t slot = chain_slots_[i];
+    if (slots_[slot].group1) {
+      run = kNoRun;
+      continue;
+    }
+    slots_[slot].group1 = true;
+    ++group1_size_;
+    ++counters_.group1_stored;
+    if (run == kNoRun) {
+      events->push_back(StoredEvent(slot, kGpu, /*group=*/1));
+      run = events->size() - 1;
+    } else {
+      AppendStored(std::get<BlockStored>((*events)[run]), slot);
+    }
+  }
+  for (size_t i = 0; i < first_kept; ++i) DropFromGroup1(chain_slots_[i], events);
+}
+
+void EngineCache::ChunkBlocks(uint32_t head, std::vector<uint32_t>& out) const {
+  out.clear();
+  for (uint32_t slot = head; slot != kNone && out.size() < options_.offload_chunk_blocks; slot = slots_[slot].parent) {
+    out.push_back(slot);
+  }
+}
+
+bool EngineCache::EvictOneChunk(std::vector<Event>* events) {
+  for (uint32_t head = cpu_.tail; head != kNone; head = slots_[head].prev[kCpuTier]) {
+    ChunkBlocks(head, chunk_scratch_);
+    // Its blocks off GPU go with it: none may be pinned or hold up a block
+    // that stays (head first, each may only have the one just erased as child).
+    bool ok = true, deeper_erased = false;
+    for (uint32_t slot : chunk_scratch_) {
+      const Block& b = slots_[slot];
+      if (b.on[kGpuTier]) {
+        deeper_erased = false;
+        continue;
+      }
+      ok = b.pin != serve_epoch_ && b.children == (deeper_erased ? 1u : 0u);
+      if (!ok) break;
+      deeper_erased = true;
+    }
+    if (!ok) continue;
+    Unlink(kCpuTier, head);
+    slots_[head].chunk = false;
+    EmitRemoved(kCpuTier, head, events);
+    for (uint32_t slot : chunk_scratch_) {
+      slots_[slot].on[kCpuTier] = false;
+      if (!slots_[slot].on[kGpuTier]) Erase(slot);
+    }
+    return true;
+  }
+  return false;
+}
+
+void EngineCache::OffloadChunks(size_t n, std::vector<Event>* events) {
+  const size_t f = options_.offload_chunk_blocks;
+  const size_t capacity = std::max<size_t>(options_.cpu_capacity_blocks / f, 1);
+  size_t stored_at = kNoRun;  // the event this prompt's chunks go to, while it is the last one
+  for (size_t end = f; end <= n; end += f) {
+    const uint32_t head = chain_slots_[end - 1];
+    if (slots_[head].chunk) continue;  // on CPU already (touched above)
+    // A block covered by another chunk already (prompts branching inside a
+    // chunk) would lose its CPU copy with either chunk's removal (kvindex's
+    // rule): such a chunk stays GPU-only.
+    ChunkBlocks(head, chunk_scratch_);
+    if (std::any_of(chunk_scratch_.begin(), chunk_scratch_.end(), [&](uint32_t slot) { return slots_[slot].on[kCpuTier]; })) {
+      continue;
+    }
+    bool room = cpu_.size < capacity;
+    while (!room && EvictOneChunk(events)) room = cpu_.size < capacity;
+    if (!room) return;  // every chunk is needed: the rest stays GPU-only
+    if (stored_at == kNoRun || stored_at + 1 != events->size()) {
+      BlockStored s;
+      s.block_size = static_cast<uint32_t>(f * options_.block_size);
+      s.medium = kCpu;
+      if (!options_.lora_name.empty()) {
+        s.lora_id = 1;
+        s.lora_name = options_.lora_name;
+      }
+      events->push_back(std::move(s));
+      stored_at = events->size() - 1;
+    }
+    std::get<BlockStored>((*events)[stored_at]).block_hashes.push_back(slots_[head].engine_hash);
+    slots_[head].chunk = true;
+    Link(kCpuTier, head);
+    ChunkBlocks(head, chunk_scratch_);
+    for (uint32_t slot : chunk_scratch_) slots_[slot].on[kCpuTier] = true;
+    ++counters_.offloaded_chunks;
+    counters_.offloaded_blocks += f;
+  }
 }
 
 void EngineCache::Reset(uint64_t salt) {
@@ -255,22 +432,38 @@ void EngineCache::Reset(uint64_t salt) {
   tokens_.clear();
   free_slots_.clear();
   slot_of_.clear();
+  keys_.clear();
   gpu_ = Lru{};
   cpu_ = Lru{};
+  group1_size_ = 0;
   salt_ = salt;
 }
 
-CachedPrefix EngineCache::CachedPrefixMedia(absl::Span<const uint32_t> tokens) const {
-  const uint32_t bs = options_.block_size;
-  uint64_t parent = salt_;
-  CachedPrefix held;
-  for (size_t i = 0; i < tokens.size() / bs; ++i) {
-    parent = EngineBlockHash(parent, tokens.subspan(i * bs, bs));
-    auto it = slot_of_.find(parent);
+CachedPrefix EngineCache::CachedPrefixMedia(absl::Span<const uint32_t> tokens, const PromptKeys& keys) const {
+  std::vector<uint64_t> chain;
+  ChainOf(tokens, keys, ~size_t{0}, chain, nullptr);
+  std::vector<uint32_t> held_slots;
+  for (uint64_t h : chain) {
+    auto it = slot_of_.find(h);
     if (it == slot_of_.end()) break;
+    held_slots.push_back(it->second);
+  }
+  size_t n = held_slots.size();
+  if (hybrid()) {
+    // vLLM's hit: the longest n <= group 0's run whose last Group1Keep()
+    // blocks (all of them when fewer) group 1 holds.
+    const size_t keep = Group1Keep();
+    for (; n > 0; --n) {
+      bool accepted = true;
+      for (size_t i = n > keep ? n - keep : 0; i < n && accepted; ++i) accepted = slots_[held_slots[i]].group1;
+      if (accepted) break;
+    }
+  }
+  CachedPrefix held;
+  for (size_t i = 0; i < n; ++i) {
     ++held.blocks;
-    held.gpu += slots_[it->second].on[kGpuTier] ? 1 : 0;
-    held.cpu += slots_[it->second].on[kCpuTier] ? 1 : 0;
+    held.gpu += slots_[held_slots[i]].on[kGpuTier] ? 1 : 0;
+    held.cpu += slots_[held_slots[i]].on[kCpuTier] ? 1 : 0;
   }
   return held;
 }
@@ -288,10 +481,12 @@ std::vector<HeldBlock> EngineCache::Snapshot() const {
     HeldBlock h;
     h.engine_hash = b.engine_hash;
     if (b.parent != kNone) h.parent_index_hash = index_hash[b.parent];
-    h.index_hash = index_hash[slot] = HashBlock(h.parent_index_hash.value_or(context_seed_), TokensOf(slot));
+    h.index_hash = index_hash[slot] =
+        WithExtraKeys(HashBlock(h.parent_index_hash.value_or(context_seed_), TokensOf(slot)), keys_[slot]);
     h.depth = b.depth;
     h.on_gpu = b.on[kGpuTier];
     h.on_cpu = b.on[kCpuTier];
+    h.in_group1 = b.group1;
     out.push_back(h);
   }
   std::sort(out.begin(), out.end(), [](const HeldBlock& a, const HeldBlock& b) {

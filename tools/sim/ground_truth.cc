@@ -52,11 +52,17 @@ nlohmann::json GroundTruthJson(absl::Span<const EngineTruth> engines, double tim
           {"hash", e.hashes},
           {"workers", nlohmann::json::array()},
       });
+      if (e.offload_chunk_blocks > 0) pods.back()["offload_chunk_blocks"] = e.offload_chunk_blocks;
+      if (!e.group1_kind.empty()) {
+        pods.back()["groups"] = nlohmann::json::array(
+            {{{"group_idx", 0}, {"kind", kFullAttention}, {"sliding_window", 0}, {"keep", 0}},
+             {{"group_idx", 1}, {"kind", e.group1_kind}, {"sliding_window", e.sliding_window}, {"keep", e.group1_keep}}});
+      }
     }
     nlohmann::json& pod = pods.back();
     pod["dp_size"] = pod["dp_size"].get<uint32_t>() + 1;
     nlohmann::json held = nlohmann::json::array();
-    uint64_t gpu = 0, cpu = 0;
+    uint64_t gpu = 0, cpu = 0, group1 = 0;
     for (const HeldBlock& b : e.blocks) {
       nlohmann::json media = nlohmann::json::array();
       if (b.on_gpu) {
@@ -75,6 +81,10 @@ nlohmann::json GroundTruthJson(absl::Span<const EngineTruth> engines, double tim
           {"media", std::move(media)},
           {"engine_hash", HexHash(b.engine_hash)},
       });
+      if (b.in_group1) {
+        held.back()["group1"] = true;
+        ++group1;
+      }
     }
     pod["workers"].push_back({
         {"dp_rank", e.dp_rank},
@@ -84,6 +94,7 @@ nlohmann::json GroundTruthJson(absl::Span<const EngineTruth> engines, double tim
         {"restarts", e.restarts},
         {"batches", e.batches},
         {"blocks", e.blocks.size()},
+        {"group1_blocks", group1},
         {"gpu_blocks", gpu},
         {"cpu_blocks", cpu},
         {"held", std::move(held)},

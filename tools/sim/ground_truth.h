@@ -33,6 +33,12 @@ struct EngineTruth {
   uint64_t restarts = 0;
   uint64_t batches = 0;    // published over every incarnation
   std::vector<HeldBlock> blocks;  // parents before children
+  uint32_t offload_chunk_blocks = 0;  // > 0: CPU copies come as OffloadingConnector chunks
+  // Hybrid engines: group 1's kind ("sliding_window", "mamba"; empty: not
+  // hybrid), window (tokens) and the blocks it must hold ending at a hit.
+  std::string group1_kind;
+  uint32_t sliding_window = 0;
+  uint32_t group1_keep = 0;
 };
 
 // For every held block that no held block names as parent, the index hashes of
@@ -47,6 +53,12 @@ std::string HexHash(uint64_t hash);
 // hash, "workers": [{dp_rank, events_port, replay_port, last_seq, restarts,
 // batches, blocks, gpu_blocks, cpu_blocks, "held": [{hash, parent, depth,
 // media, engine_hash}]}]}]}. Engines of one pod must be adjacent, rank order.
+// A hybrid pod also has "groups": [{group_idx, kind, sliding_window, keep}]
+// (group 0 full_attention, then group 1), its workers "group1_blocks" and its
+// held blocks "group1": true when group 1 holds them too; "held" and the
+// media counts are group 0's, as ListPods counts them (the index's entries
+// are "blocks" + "group1_blocks").
+// An offloading pod says "offload_chunk_blocks".
 nlohmann::json GroundTruthJson(absl::Span<const EngineTruth> engines, double time);
 
 }  // namespace kvindex::sim

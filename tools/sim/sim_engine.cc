@@ -42,7 +42,8 @@ absl::Status SimEngine::Step(size_t requests) {
   const size_t per_batch = std::max<size_t>(options_.requests_per_batch, 1);
   size_t in_batch = 0;
   for (size_t r = 0; r < requests; ++r) {
-    cache_.Serve(workload_.Next(), &batch.events);
+    const absl::Span<const uint32_t> prompt = workload_.Next();
+    cache_.Serve(prompt, workload_.LastKeys(), &batch.events);
     ++counters_.requests;
     if (++in_batch < per_batch && r + 1 < requests) continue;
     in_batch = 0;
@@ -97,6 +98,13 @@ EngineTruth SimEngine::TruthLocked() const {
   t.restarts = counters_.restarts;
   t.batches = counters_.batches;
   t.blocks = cache_.Snapshot();
+  const EngineCacheOptions& o = cache_.options();
+  t.offload_chunk_blocks = o.offload_chunk_blocks;
+  if (o.hybrid != HybridKind::kNone) {
+    t.group1_kind = o.hybrid == HybridKind::kMamba ? kMambaKind : kSlidingWindowKind;
+    t.sliding_window = o.hybrid == HybridKind::kMamba ? 0 : o.sliding_window;
+    t.group1_keep = static_cast<uint32_t>(cache_.Group1Keep());
+  }
   return t;
 }
 
@@ -108,7 +116,7 @@ EngineTruth SimEngine::Truth() const {
 EngineTruth SimEngine::Expected(absl::Span<const SamplePrompt> prompts, std::vector<CachedPrefix>* held) const {
   absl::ReaderMutexLock lock(&mu_);
   held->clear();
-  for (const SamplePrompt& p : prompts) held->push_back(cache_.CachedPrefixMedia(p.tokens));
+  for (const SamplePrompt& p : prompts) held->push_back(cache_.CachedPrefixMedia(p.tokens, p.keys));
   return TruthLocked();
 }
 

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -59,6 +60,19 @@ ABSL_FLAG(std::string, lora_name, "", "LoRA adapter name carried by every BlockS
 ABSL_FLAG(std::string, block_size, "16", "Tokens per block; a comma list is assigned to pods round robin.");
 ABSL_FLAG(uint64_t, capacity_blocks, 2048, "GPU blocks per engine (LRU beyond).");
 ABSL_FLAG(uint64_t, cpu_capacity_blocks, 0, "CPU offload blocks per engine; 0: no CPU tier.");
+ABSL_FLAG(std::string, offload_chunk_blocks, "0",
+          "vLLM OffloadingConnector: after each request, every full chunk of this many GPU blocks goes to the CPU "
+          "tier (--cpu_capacity_blocks) as one token-less event per chunk hash; 0: no chunks (the CPU tier, if any, "
+          "offloads evicted blocks). A comma list is assigned to pods round robin.");
+ABSL_FLAG(std::string, hybrid, "none",
+          "Hybrid model: none, window:W (group 1 a sliding window of W tokens) or mamba (group 1 Mamba). A comma "
+          "list is assigned to pods round robin. Not for the sglang layout (pods of it stay single-group).");
+ABSL_FLAG(double, mm_fraction, 0,
+          "Fraction of new conversations whose first turn opens with an image (placeholder tokens, extra keys). "
+          "vLLM layouts only.");
+ABSL_FLAG(uint32_t, salted_tenants, 0,
+          "Tenants whose conversations carry a cache_salt (one more tenant is unsalted); 0: none. vLLM layouts only "
+          "(the map layout sends it as SGLang's cache_salt field, the array layout in extra_keys).");
 ABSL_FLAG(bool, one_removal_per_event, false, "One BlockRemoved event per evicted block (as vLLM), not one per run.");
 ABSL_FLAG(absl::Duration, restart_every, absl::ZeroDuration(), "Restart each engine this often (staggered); 0: never.");
 ABSL_FLAG(bool, clear_on_restart, false, "Publish AllBlocksCleared as batch 0 after a restart (vLLM does not).");
@@ -124,6 +138,42 @@ absl::StatusOr<std::vector<uint32_t>> ParseBlockSizes(const std::string& value) 
   return sizes;
 }
 
+absl::StatusOr<std::vector<uint32_t>> ParseCounts(const std::string& flag, const std::string& value) {
+  std::vector<uint32_t> out;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(part, &n)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", part, "\" is not a count"));
+    }
+    out.push_back(n);
+  }
+  return out;
+}
+
+struct HybridChoice {
+  HybridKind kind = HybridKind::kNone;
+  uint32_t window = 0;
+};
+
+absl::StatusOr<std::vector<HybridChoice>> ParseHybrid(const std::string& value) {
+  std::vector<HybridChoice> out;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    HybridChoice c;
+    if (part == "mamba") {
+      c.kind = HybridKind::kMamba;
+    } else if (absl::ConsumePrefix(&part, "window:")) {
+      c.kind = HybridKind::kSlidingWindow;
+      if (!absl::SimpleAtoi(part, &c.window) || c.window == 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--hybrid: window \"", part, "\" is not a positive token count"));
+      }
+    } else if (part != "none") {
+      return absl::InvalidArgumentError(absl::StrCat("--hybrid: \"", part, "\" is not none, window:W or mamba"));
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 // --ports: (events, replay) per engine; replay 0 when not given. Empty when the flag is.
 absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> ParsePorts(const std::string& value, size_t engines) {
   std::vector<std::pair<uint32_t, uint32_t>> ports;
@@ -156,6 +206,12 @@ absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
   if (!forms.ok()) return forms.status();
   auto block_sizes = ParseBlockSizes(absl::GetFlag(FLAGS_block_size));
   if (!block_sizes.ok()) return block_sizes.status();
+  auto chunks = ParseCounts("offload_chunk_blocks", absl::GetFlag(FLAGS_offload_chunk_blocks));
+  if (!chunks.ok()) return chunks.status();
+  auto hybrids = ParseHybrid(absl::GetFlag(FLAGS_hybrid));
+  if (!hybrids.ok()) return hybrids.status();
+  const double mm_fraction = absl::GetFlag(FLAGS_mm_fraction);
+  if (!(mm_fraction >= 0 && mm_fraction <= 1)) return absl::InvalidArgumentError("--mm_fraction must be in [0, 1]");
   const uint32_t pods = absl::GetFlag(FLAGS_pods);
   const uint32_t dp = std::max<uint32_t>(absl::GetFlag(FLAGS_dp_size), 1);
   const uint32_t base = absl::GetFlag(FLAGS_base_port);
@@ -205,6 +261,29 @@ absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
       o.cache.model = absl::GetFlag(FLAGS_model);
       o.cache.lora_name = absl::GetFlag(FLAGS_lora_name);
       o.cache.one_removal_per_event = absl::GetFlag(FLAGS_one_removal_per_event);
+      o.cache.offload_chunk_blocks = (*chunks)[i % chunks->size()];
+      if (o.cache.offload_chunk_blocks > 0 && o.cache.cpu_capacity_blocks > 0) {
+        // kvindex finds a chunk's predecessors through the parents it keeps
+        // from a worker's first chunk on (README "Index semantics"): the
+        // engine's first batch must bring one, so its first prompt (a system
+        // prompt and a turn) must hold a whole chunk.
+        const uint64_t chunk_tokens = uint64_t{o.cache.offload_chunk_blocks} * o.cache.block_size;
+        if (o.workload.system_prompts == 0 || o.workload.system_prompt_tokens < chunk_tokens ||
+            o.cache.gpu_capacity_blocks < o.cache.offload_chunk_blocks) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--offload_chunk_blocks=", o.cache.offload_chunk_blocks, " needs --system_prompts >= 1, ",
+              "--system_prompt_tokens >= ", chunk_tokens, " and --capacity_blocks >= ", o.cache.offload_chunk_blocks));
+        }
+      }
+      const bool vllm = o.layout != PayloadLayout::kSglang;
+      if (vllm) {
+        const HybridChoice& h = (*hybrids)[i % hybrids->size()];
+        o.cache.hybrid = h.kind;
+        o.cache.sliding_window = h.window;
+        o.workload.mm_fraction = mm_fraction;
+        o.workload.salted_tenants = absl::GetFlag(FLAGS_salted_tenants);
+        o.cache.salt_as_field = o.layout == PayloadLayout::kMap;
+      }
 
       o.publisher.host = o.ip;
       o.publisher.events_port = base == 0 ? 0 : base + 2 * dp * i + r;

@@ -50,8 +50,10 @@ TruthWriter::Documents TruthWriter::Snapshot(absl::Span<SimEngine* const> engine
              std::make_tuple(-b["matched_blocks"].get<int64_t>(), b["pod"].get<std::string>(),
                              b["dp_rank"].get<uint32_t>());
     });
-    prompt_list.push_back(
-        {{"label", prompts[i].label}, {"tokens", prompts[i].tokens}, {"expected", std::move(expected[i])}});
+    nlohmann::json prompt = {{"label", prompts[i].label}, {"tokens", prompts[i].tokens}};
+    AddKeysJson(prompts[i].keys, prompt);
+    prompt["expected"] = std::move(expected[i]);
+    prompt_list.push_back(std::move(prompt));
   }
   Documents docs;
   docs.truth = GroundTruthJson(truths, now);

@@ -4,13 +4,16 @@
 // and --prompts_file, each atomically.
 //
 // --prompts_file: {"time", "model", "prompts": [{"label", "tokens": [...],
-// "expected": [{"pod", "dp_rank", "matched_blocks", "matched_tokens",
+// "cache_salt" (when salted), "mm_inputs": [{"identifier", "offset",
+// "length"}] (when it has images: send both in MatchRequest), "expected": [{"pod", "dp_rank", "matched_blocks", "matched_tokens",
 // "blocks_by_medium", "block_size", "last_seq"}]}]}: prompts sharing prefixes
 // with what the engines serve (every system prompt plus a question, recent
 // conversations plus a turn, one novel prompt) and, per engine holding at least
 // block 0, the leading blocks it held after batch last_seq, best first, and how
 // many of them are on each medium ({"GPU": n, "CPU": m}, media without any
-// omitted; a block on both counts in both, as Match's blocks_by_medium). An engine's truth
+// omitted; a block on both counts in both, as Match's blocks_by_medium). A
+// hybrid engine's are vLLM's hit (EngineCache::CachedPrefixMedia), counted in
+// group 0's blocks. An engine's truth
 // and its expectations are taken at the same instant.
 //
 // Thread safety: Write() may run while the engines run (it uses only their

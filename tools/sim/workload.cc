@@ -38,13 +38,28 @@ absl::Span<const uint32_t> Workload::Next() {
     c.id = next_id_++;
     c.turns = 0;
     c.tokens.clear();
+    c.keys = PromptKeys{};
     if (!system_prompts_.empty()) {
       const auto& system = system_prompts_[rng_.Below(system_prompts_.size())];
       c.tokens.assign(system.begin(), system.end());
     }
+    // Drawn only when the features are on, so that a run without them keeps
+    // the prompts it always had.
+    if (options_.salted_tenants > 0) {
+      const uint64_t tenant = rng_.Below(uint64_t{options_.salted_tenants} + 1);
+      if (tenant < options_.salted_tenants) c.keys.cache_salt = absl::StrCat("tenant-", tenant);
+    }
+    if (options_.mm_fraction > 0 && options_.image_tokens > 0 &&
+        static_cast<double>(rng_.Below(1u << 20)) < options_.mm_fraction * (1u << 20)) {
+      const uint64_t image = rng_.Below(std::max<uint32_t>(options_.images, 1));
+      c.keys.mm_inputs.push_back(MultimodalInput{absl::StrCat("image-", image),
+                                                 static_cast<uint32_t>(c.tokens.size()), options_.image_tokens});
+      c.tokens.insert(c.tokens.end(), options_.image_tokens, options_.placeholder_token);
+    }
   }
   AppendTurn(rng_, c.tokens);
   ++c.turns;
+  last_keys_ = &c.keys;
   return c.tokens;
 }
 
@@ -58,7 +73,7 @@ std::vector<SamplePrompt> Workload::SampleConversations(size_t conversations, Rn
     const size_t pick = rng.Below(live.size());
     const Conversation& c = *live[pick];
     live.erase(live.begin() + static_cast<std::ptrdiff_t>(pick));
-    SamplePrompt p{absl::StrCat("conversation-", options_.stream, "-", c.id), c.tokens};
+    SamplePrompt p{absl::StrCat("conversation-", options_.stream, "-", c.id), c.tokens, c.keys};
     AppendTurn(rng, p.tokens);
     out.push_back(std::move(p));
   }

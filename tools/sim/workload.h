@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "tools/sim/prompt_keys.h"
 #include "tools/sim/rng.h"
 
 namespace kvindex::sim {
@@ -25,6 +26,18 @@ struct WorkloadOptions {
   uint32_t conversations = 16;         // live conversations; >= 1
   uint32_t turn_tokens = 128;          // mean tokens one turn adds, drawn from [t/2, 3t/2]; >= 1
   uint32_t max_turns = 6;              // a conversation is replaced after this many turns; >= 1
+  // Multimodal prompts: this fraction of new conversations open their first
+  // turn with an image, a run of image_tokens copies of placeholder_token
+  // whatever the image, told apart by an identifier drawn from images of a
+  // small pool (so images recur across conversations and pods).
+  double mm_fraction = 0;
+  uint32_t image_tokens = 40;
+  uint32_t placeholder_token = 32000;
+  uint32_t images = 4;
+  // Salted tenants: a new conversation belongs to one of salted_tenants + 1
+  // tenants; all but the last carry cache_salt "tenant-<t>" (same salts on
+  // every engine of a run).
+  uint32_t salted_tenants = 0;
 };
 
 // A prompt for Match demos and tests, with a label saying where it comes from
@@ -32,6 +45,7 @@ struct WorkloadOptions {
 struct SamplePrompt {
   std::string label;
   std::vector<uint32_t> tokens;
+  PromptKeys keys;  // its multimodal inputs and salt (empty for shared prompts)
 };
 
 // The system prompts every engine of a run shares.
@@ -45,6 +59,8 @@ class Workload {
   // conversation starts from a random system prompt). The span is valid until
   // the next call.
   absl::Span<const uint32_t> Next();
+  // The keys of the prompt the last Next() returned.
+  const PromptKeys& LastKeys() const { return *last_keys_; }
 
   // Up to `conversations` of the live conversations, each followed by a fresh
   // turn: prompts whose prefix this engine probably still caches. Uses `rng`,
@@ -62,6 +78,7 @@ class Workload {
     uint64_t id = 0;
     uint32_t turns = 0;
     std::vector<uint32_t> tokens;
+    PromptKeys keys;
   };
 
   void AppendTurn(Rng& rng, std::vector<uint32_t>& tokens) const;
@@ -71,6 +88,8 @@ class Workload {
   Rng rng_;
   uint64_t next_id_ = 0;
   std::vector<Conversation> conversations_;
+  const PromptKeys* last_keys_ = &kNoKeys;
+  static inline const PromptKeys kNoKeys{};
 };
 
 }  // namespace kvindex::sim
