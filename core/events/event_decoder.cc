@@ -14,10 +14,15 @@
 #include <utility>
 #include <vector>
 
+#include "core/events/internal/decode_error.h"
+#include "core/events/internal/msgpack_read.h"
+#include "core/events/internal/msgpack_scan.h"
+
 // Decoding runs in two passes over the payload:
-//  1. ScanStructure() walks the raw msgpack bytes without allocating. It
+//  1. ScanMsgpack() (internal/msgpack_scan.h) walks the raw msgpack bytes
+//     without allocating. It
 //     proves the payload is exactly one complete msgpack value with nesting
-//     <= kMaxDepth and no declared size above max_payload_bytes, and it
+//     <= kMaxMsgpackDepth and no declared size above max_payload_bytes, and it
 //     classifies failures (truncated / trailing_bytes / malformed / too_large).
 //  2. msgpack::unpack builds the object tree, referencing strings and bins in
 //     the payload (no copies). Because pass 1 proved that every declared
@@ -30,10 +35,7 @@
 namespace kvindex {
 namespace {
 
-// Deep enough for any real payload and for absurd extra_keys to be an event's
-// error (DecodeLimits::max_extra_keys_depth) rather than the batch's; the
-// scan's stack is 8 bytes a level.
-constexpr size_t kMaxDepth = 2048;
+constexpr size_t kMaxDepth = kMaxMsgpackDepth;
 // A data-parallel rank r publishes on port + r, so ranks fit a port number.
 constexpr uint64_t kMaxDpRank = 65535;
 // Events reserved ahead per batch (an event may be a single byte).
@@ -44,281 +46,7 @@ constexpr size_t kMaxBadEventDetails = 16;
 constexpr size_t kExtraKeyItemCost = 16;
 
 using msgpack::type::object_type;
-
-// ---------------------------------------------------------------------------
-// Errors. (Debian's absl::string_view is not std::string_view, so messages are
-// built with Cat() rather than absl::StrCat.)
-
-void AppendPiece(std::string* out, std::string_view s) { out->append(s); }
-
-template <typename T>
-  requires std::is_integral_v<T>
-void AppendPiece(std::string* out, T v) {
-  out->append(std::to_string(v));
-}
-
-template <typename... Args>
-std::string Cat(const Args&... args) {
-  std::string out;
-  (AppendPiece(&out, args), ...);
-  return out;
-}
-
-// Where an error is: event index (-1: the batch itself) and field name.
-struct Loc {
-  int64_t event = -1;
-  std::string_view field;
-};
-
-absl::Status Fail(DecodeErrorReason reason, const Loc& loc, std::string_view what) {
-  std::string msg = Cat(DecodeErrorReasonName(reason), ": ");
-  if (loc.event >= 0) msg += Cat("event ", loc.event, ": ");
-  if (!loc.field.empty()) msg += Cat(loc.field, ": ");
-  msg.append(what);
-  return absl::InvalidArgumentError(msg);
-}
-
-std::string_view TypeName(const msgpack::object& o) {
-  switch (o.type) {
-    case object_type::NIL: return "nil";
-    case object_type::BOOLEAN: return "bool";
-    case object_type::POSITIVE_INTEGER: return "uint";
-    case object_type::NEGATIVE_INTEGER: return "negative int";
-    case object_type::FLOAT32: return "float32";
-    case object_type::FLOAT64: return "float64";
-    case object_type::STR: return "str";
-    case object_type::BIN: return "bin";
-    case object_type::ARRAY: return "array";
-    case object_type::MAP: return "map";
-    case object_type::EXT: return "ext";
-  }
-  return "unknown";
-}
-
-absl::Status WrongType(const Loc& loc, std::string_view expected, const msgpack::object& got) {
-  return Fail(DecodeErrorReason::kWrongType, loc,
-              Cat("expected ", expected, ", got ", TypeName(got)));
-}
-
-// ---------------------------------------------------------------------------
-// Pass 1: structure scan.
-
-uint64_t ReadBigEndian(const unsigned char* p, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i) v = (v << 8) | p[i];
-  return v;
-}
-
-// How a value with a given first byte is laid out.
-struct Format {
-  enum Kind : uint8_t { kScalar, kBytes, kArray, kMap, kInvalid } kind = kInvalid;
-  uint8_t len_bytes = 0;  // width of the big-endian length/count after the first byte
-  uint8_t fixed = 0;      // bytes that follow regardless of the length (scalars, ext type)
-  uint8_t count = 0;      // length/count stored in the first byte (fix formats)
-};
-
-constexpr std::array<Format, 256> MakeFormats() {
-  std::array<Format, 256> f{};
-  using K = Format::Kind;
-  for (int b = 0x00; b <= 0x7f; ++b) f[b] = {K::kScalar};                         // positive fixint
-  for (int b = 0x80; b <= 0x8f; ++b) f[b] = {K::kMap, 0, 0, uint8_t(b & 0x0f)};    // fixmap
-  for (int b = 0x90; b <= 0x9f; ++b) f[b] = {K::kArray, 0, 0, uint8_t(b & 0x0f)};  // fixarray
-  for (int b = 0xa0; b <= 0xbf; ++b) f[b] = {K::kBytes, 0, 0, uint8_t(b & 0x1f)};  // fixstr
-  for (int b = 0xe0; b <= 0xff; ++b) f[b] = {K::kScalar};                         // negative fixint
-  f[0xc0] = f[0xc2] = f[0xc3] = {K::kScalar};                                     // nil, false, true
-  f[0xc4] = f[0xd9] = {K::kBytes, 1};                                              // bin8, str8
-  f[0xc5] = f[0xda] = {K::kBytes, 2};                                              // bin16, str16
-  f[0xc6] = f[0xdb] = {K::kBytes, 4};                                              // bin32, str32
-  f[0xc7] = {K::kBytes, 1, 1};                                                     // ext8
-  f[0xc8] = {K::kBytes, 2, 1};                                                     // ext16
-  f[0xc9] = {K::kBytes, 4, 1};                                                     // ext32
-  f[0xca] = {K::kScalar, 0, 4};                                                    // float32
-  f[0xcb] = {K::kScalar, 0, 8};                                                    // float64
-  f[0xcc] = f[0xd0] = {K::kScalar, 0, 1};                                          // (u)int8
-  f[0xcd] = f[0xd1] = {K::kScalar, 0, 2};                                          // (u)int16
-  f[0xce] = f[0xd2] = {K::kScalar, 0, 4};                                          // (u)int32
-  f[0xcf] = f[0xd3] = {K::kScalar, 0, 8};                                          // (u)int64
-  f[0xd4] = {K::kScalar, 0, 2};                                                    // fixext1
-  f[0xd5] = {K::kScalar, 0, 3};                                                    // fixext2
-  f[0xd6] = {K::kScalar, 0, 5};                                                    // fixext4
-  f[0xd7] = {K::kScalar, 0, 9};                                                    // fixext8
-  f[0xd8] = {K::kScalar, 0, 17};                                                   // fixext16
-  f[0xdc] = {K::kArray, 2};                                                        // array16
-  f[0xdd] = {K::kArray, 4};                                                        // array32
-  f[0xde] = {K::kMap, 2};                                                          // map16
-  f[0xdf] = {K::kMap, 4};                                                          // map32
-  return f;  // 0xc1 stays kInvalid: msgpack never uses it.
-}
-
-constexpr std::array<Format, 256> kFormats = MakeFormats();
-
-// Returns OK iff `data` is exactly one complete msgpack value, nested at most
-// kMaxDepth deep, with no declared length or count above `max_size`.
-absl::Status ScanStructure(std::string_view data, size_t max_size) {
-  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-  const size_t len = data.size();
-  size_t pos = 0;
-  // left[d]: values still to read in the container open at depth d (0: the root).
-  std::array<uint64_t, kMaxDepth + 1> left;
-  size_t depth = 0;
-  left[0] = 1;
-  auto truncated = [&pos] {
-    return Fail(DecodeErrorReason::kTruncated, {},
-                Cat("payload ends inside a value at byte ", pos));
-  };
-  while (true) {
-    if (left[depth] == 0) {
-      if (depth == 0) break;
-      --depth;
-      continue;
-    }
-    --left[depth];
-    if (pos >= len) return truncated();
-    const size_t at = pos;
-    const Format f = kFormats[p[pos++]];
-    if (f.kind == Format::kScalar) {
-      if (len - pos < f.fixed) return truncated();
-      pos += f.fixed;
-      continue;
-    }
-    if (f.kind == Format::kInvalid) {
-      return Fail(DecodeErrorReason::kMalformed, {},
-                  Cat("invalid msgpack byte 0xc1 at byte ", at));
-    }
-    uint64_t n = f.count;
-    if (f.len_bytes > 0) {
-      if (len - pos < f.len_bytes) return truncated();
-      n = ReadBigEndian(p + pos, f.len_bytes);
-      pos += f.len_bytes;
-      if (n > max_size) {
-        return Fail(DecodeErrorReason::kTooLarge, {},
-                    Cat("value at byte ", at, " declares ", n, " elements or bytes"));
-      }
-    }
-    if (f.kind == Format::kBytes) {
-      if (len - pos < n + f.fixed) return truncated();
-      pos += n + f.fixed;
-      continue;
-    }
-    if (n == 0) continue;
-    if (depth == kMaxDepth) {
-      return Fail(DecodeErrorReason::kTooLarge, {},
-                  Cat("nesting deeper than ", kMaxDepth, " at byte ", at));
-    }
-    left[++depth] = f.kind == Format::kMap ? 2 * n : n;
-  }
-  if (pos != len) {
-    return Fail(DecodeErrorReason::kTrailingBytes, {},
-                Cat(len - pos, " bytes after the batch at byte ", pos));
-  }
-  return absl::OkStatus();
-}
-
-// ---------------------------------------------------------------------------
-// Pass 2 helpers: typed reads from the object tree.
-
-std::string_view StrOf(const msgpack::object& o) {
-  return std::string_view(o.via.str.ptr, o.via.str.size);
-}
-
-// Unsigned integer in [0, max].
-absl::Status ReadUint(const msgpack::object& o, const Loc& loc, uint64_t max, uint64_t* out) {
-  if (o.type != object_type::POSITIVE_INTEGER) return WrongType(loc, "non-negative int", o);
-  if (o.via.u64 > max) {
-    return Fail(DecodeErrorReason::kTooLarge, loc, Cat(o.via.u64, " exceeds ", max));
-  }
-  *out = o.via.u64;
-  return absl::OkStatus();
-}
-
-std::string HashLabel(int64_t index) { return index < 0 ? "" : Cat("hash ", index, ": "); }
-
-// An engine hash: an int of any width (negative: two's complement) or bytes
-// (the last 8 bytes big-endian; fewer bytes: their big-endian value).
-// `index` >= 0 names the hash's position in its list in errors.
-absl::Status ReadHash(const msgpack::object& o, const Loc& loc, int64_t index, uint64_t* out) {
-  switch (o.type) {
-    case object_type::POSITIVE_INTEGER:
-      *out = o.via.u64;
-      return absl::OkStatus();
-    case object_type::NEGATIVE_INTEGER:
-      *out = static_cast<uint64_t>(o.via.i64);
-      return absl::OkStatus();
-    case object_type::BIN: {
-      const uint32_t n = o.via.bin.size;
-      if (n == 0) {
-        return Fail(DecodeErrorReason::kWrongType, loc, Cat(HashLabel(index), "empty bytes"));
-      }
-      const size_t take = n < 8 ? n : 8;
-      *out = ReadBigEndian(reinterpret_cast<const unsigned char*>(o.via.bin.ptr) + (n - take), take);
-      return absl::OkStatus();
-    }
-    default:
-      return Fail(DecodeErrorReason::kWrongType, loc,
-                  Cat(HashLabel(index), "expected int or bin, got ", TypeName(o)));
-  }
-}
-
-absl::Status ReadHashes(const msgpack::object& o, const Loc& loc, size_t max_blocks,
-                        std::vector<uint64_t>* out) {
-  if (o.type != object_type::ARRAY) return WrongType(loc, "array", o);
-  const uint32_t n = o.via.array.size;
-  if (n > max_blocks) {
-    return Fail(DecodeErrorReason::kTooLarge, loc,
-                Cat(n, " blocks exceed the limit of ", max_blocks));
-  }
-  out->resize(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    absl::Status s = ReadHash(o.via.array.ptr[i], loc, i, &(*out)[i]);
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ReadTokens(const msgpack::object& o, const Loc& loc, std::vector<uint32_t>* out) {
-  constexpr uint64_t kMax = std::numeric_limits<uint32_t>::max();
-  const uint32_t n = o.via.array.size;  // caller checked the type and count
-  out->resize(n);
-  const msgpack::object* items = o.via.array.ptr;
-  for (uint32_t i = 0; i < n; ++i) {
-    const msgpack::object& t = items[i];
-    if (t.type == object_type::POSITIVE_INTEGER && t.via.u64 <= kMax) {
-      (*out)[i] = static_cast<uint32_t>(t.via.u64);
-      continue;
-    }
-    if (t.type == object_type::POSITIVE_INTEGER || t.type == object_type::NEGATIVE_INTEGER) {
-      return Fail(DecodeErrorReason::kTooLarge, loc,
-                  Cat("token ", i, " does not fit uint32"));
-    }
-    return Fail(DecodeErrorReason::kWrongType, loc,
-                Cat("token ", i, ": expected int, got ", TypeName(t)));
-  }
-  return absl::OkStatus();
-}
-
-bool IsNil(const msgpack::object* o) { return o == nullptr || o->type == object_type::NIL; }
-
-absl::Status ReadOptionalString(const msgpack::object* o, const Loc& loc,
-                                std::optional<std::string>* out) {
-  if (IsNil(o)) return absl::OkStatus();
-  if (o->type != object_type::STR) return WrongType(loc, "str or nil", *o);
-  out->emplace(StrOf(*o));
-  return absl::OkStatus();
-}
-
-absl::Status ReadOptionalInt64(const msgpack::object* o, const Loc& loc,
-                               std::optional<int64_t>* out) {
-  if (IsNil(o)) return absl::OkStatus();
-  if (o->type == object_type::NEGATIVE_INTEGER) {
-    *out = o->via.i64;
-    return absl::OkStatus();
-  }
-  if (o->type != object_type::POSITIVE_INTEGER) return WrongType(loc, "int or nil", *o);
-  uint64_t v = 0;
-  absl::Status s = ReadUint(*o, loc, std::numeric_limits<int64_t>::max(), &v);
-  if (s.ok()) *out = static_cast<int64_t>(v);
-  return s;
-}
+using namespace decoding;  // NOLINT: the decoder is written in these reads
 
 // ---------------------------------------------------------------------------
 // Pass 2: events. An event's fields are first located (array position or map
@@ -661,7 +389,7 @@ absl::StatusOr<EventBatch> Decode(std::string_view payload, const DecodeLimits& 
                 Cat("payload of ", payload.size(), " bytes exceeds the limit of ",
                              limits.max_payload_bytes));
   }
-  absl::Status s = ScanStructure(payload, limits.max_payload_bytes);
+  absl::Status s = ScanMsgpack(payload, limits.max_payload_bytes);
   if (!s.ok()) return s;
   const size_t n = payload.size();
   const msgpack::unpack_limit unpack_limit(n, n, n, n, n, kMaxDepth + 2);

@@ -15,8 +15,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "core/ingest/internal/bind_receiver.h"
+#include "core/ingest/internal/completion.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/pod_removal.h"
 #include "core/ingest/internal/subscriber.h"
+#include "core/ingest/internal/subscription_identity.h"
 #include "spdlog/spdlog.h"
 #include "zmq.hpp"
 
@@ -24,85 +27,6 @@ namespace kvindex {
 namespace {
 
 constexpr int kMaxIoThreads = 64;
-
-// The outcome of a command run on an I/O thread, awaited with a bound.
-class Completion {
- public:
-  void Finish(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
-    {
-      absl::MutexLock lock(&mu_);
-      status_ = std::move(status);
-    }
-    done_.Notify();
-  }
-  // nullopt when not finished within `timeout`.
-  [[nodiscard]] std::optional<absl::Status> Wait(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_) {
-    if (!done_.WaitForNotificationWithTimeout(timeout)) return std::nullopt;
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
-
- private:
-  absl::Notification done_;
-  absl::Mutex mu_;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-// What a pod's subscription depends on; a change means unsubscribe + resubscribe.
-struct SubscriptionIdentity {
-  std::string ip;
-  uint32_t events_port = 0;
-  std::optional<uint32_t> replay_port;
-  uint32_t dp_size = 0;
-  std::string model;
-  std::string default_lora;
-  std::string topic;
-  bool engine_connects = false;
-};
-
-SubscriptionIdentity IdentityOf(const Pod& pod, const PodPlan& plan) {
-  return {pod.ip,           plan.events_port,   plan.replay_port, plan.dp_size, plan.model,
-          plan.default_lora, pod.topic, plan.engine_connects};
-}
-
-// Names of the fields that differ, e.g. "ip, dp_size".
-std::string Changes(const SubscriptionIdentity& a, const SubscriptionIdentity& b) {
-  std::vector<std::string> out;
-  if (a.ip != b.ip) out.push_back("ip");
-  if (a.events_port != b.events_port) out.push_back("events_port");
-  if (a.replay_port != b.replay_port) out.push_back("replay_port");
-  if (a.dp_size != b.dp_size) out.push_back("dp_size");
-  if (a.model != b.model) out.push_back("model");
-  if (a.default_lora != b.default_lora) out.push_back("lora");
-  if (a.topic != b.topic) out.push_back("topic");
-  if (a.engine_connects != b.engine_connects) out.push_back("engine_connects");
-  return absl::StrJoin(out, ", ");
-}
-
-// Posts the removal of a subscription's sockets, then of the pod's blocks: on
-// the pod's thread, after the sockets are gone, so no batch of it lands later.
-// The completion finishes once the blocks are gone.
-std::shared_ptr<Completion> PostRemoval(IoThread& thread, std::vector<uint64_t> ids, std::string key,
-                                        PrefixIndex* index, BindReceiver* receiver,
-                                        const std::function<void(std::string_view)>& before_removal) {
-  auto completion = std::make_shared<Completion>();
-  const bool posted = thread.Post([ids = std::move(ids), key = std::move(key), index, receiver, completion,
-                                   before_removal](IoThread& io) {
-        for (uint64_t id : ids) {
-          if (receiver != nullptr) {
-            if (auto* subscriber = static_cast<WorkerSubscription*>(io.FindTask(id))) {
-              receiver->Unroute(subscriber);
-            }
-          }
-          io.RemoveTask(id);
-        }
-        if (before_removal) before_removal(key);
-        index->RemovePod(key);
-        completion->Finish(absl::OkStatus());
-      });
-  if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
-  return completion;
-}
 
 // The largest ZeroMQ socket count a context of `max_workers` needs, within what ZeroMQ allows.
 int MaxSockets(zmq::context_t& context, size_t max_workers) {
