@@ -292,6 +292,8 @@ struct TruthWorker {
   uint32_t block_size = 0;
   std::map<uint64_t, std::vector<std::string>> media;  // index hash -> media holding it
   std::vector<uint64_t> leaves;                        // held blocks no held block names as parent
+  size_t keep = 0;                                     // hybrid: blocks group 1 must hold ending at a hit
+  std::set<uint64_t> group1;                           // hybrid: blocks group 1 holds
 };
 
 }  // namespace
@@ -327,6 +329,7 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
       worker.model = pod["model"].get<std::string>();
       worker.lora_name = pod["lora_name"].get<std::string>();
       worker.block_size = pod["block_size"].get<uint32_t>();
+      if (pod.contains("groups")) worker.keep = std::max<size_t>(pod["groups"][1]["keep"].get<size_t>(), 1);
       Media tiers;
       std::set<uint64_t> parents;
       for (const auto& b : w["held"]) {
@@ -334,6 +337,7 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
         const std::optional<uint64_t> up =
             b["parent"].is_null() ? std::nullopt : std::optional<uint64_t>(ParseHex(b["parent"].get<std::string>()));
         parent_of[hash] = up;
+        if (b.value("group1", false)) worker.group1.insert(hash);
         if (up.has_value()) parents.insert(*up);
         for (const auto& m : b["media"]) {
           worker.media[hash].push_back(m.get<std::string>());
@@ -344,7 +348,7 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
         if (parents.count(hash) == 0) worker.leaves.push_back(hash);
       }
       ++seen.workers;
-      seen.blocks += w["blocks"].get<uint64_t>();
+      seen.blocks += w["blocks"].get<uint64_t>() + w.value("group1_blocks", uint64_t{0});
       seen.cpu_blocks += w["cpu_blocks"].get<uint64_t>();
       if (worker.media.size() != w["blocks"].get<uint64_t>()) {
         problem(absl::StrCat(name, ": the truth lists ", worker.media.size(), " held blocks of ",
@@ -401,12 +405,21 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
     for (const auto& [worker, t] : truth_workers) {
       if (t.model != model || t.lora_name != lora) continue;
       uint32_t matched = 0;
-      Media media;
       for (uint64_t h : chain) {
-        auto held = t.media.find(h);
-        if (held == t.media.end()) break;
+        if (t.media.count(h) == 0) break;
         ++matched;
-        for (const std::string& m : held->second) ++media[m];
+      }
+      // A hybrid worker: vLLM's hit, the longest run whose last `keep` blocks group 1 holds.
+      for (; t.keep > 0 && matched > 0; --matched) {
+        bool accepted = true;
+        for (size_t i = matched > t.keep ? matched - t.keep : 0; i < matched && accepted; ++i) {
+          accepted = t.group1.count(chain[i]) > 0;
+        }
+        if (accepted) break;
+      }
+      Media media;
+      for (uint32_t i = 0; i < matched; ++i) {
+        for (const std::string& m : t.media.at(chain[i])) ++media[m];
       }
       if (matched == 0) continue;
       want[worker] = {matched, matched * t.block_size, media};
@@ -430,6 +443,13 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
     v1::MatchRequest request;
     request.set_model(prompts["model"].get<std::string>());
     for (const auto& t : prompt["tokens"]) request.add_token_ids(t.get<uint32_t>());
+    if (prompt.contains("cache_salt")) request.set_cache_salt(prompt["cache_salt"].get<std::string>());
+    for (const auto& in : prompt.value("mm_inputs", nlohmann::json::array())) {
+      v1::MultimodalInput* mm = request.add_mm_inputs();
+      mm->set_identifier(in["identifier"].get<std::string>());
+      mm->set_offset(in["offset"].get<uint32_t>());
+      mm->set_length(in["length"].get<uint32_t>());
+    }
     absl::StatusOr<v1::MatchResponse> match = client.Match(request);
     if (!match.ok()) return match.status();
     ++seen.prompts;
