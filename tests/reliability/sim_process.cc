@@ -410,6 +410,7 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
         ++matched;
       }
       // A hybrid worker: vLLM's hit, the longest run whose last `keep` blocks group 1 holds.
+      const uint32_t run = matched;
       for (; t.keep > 0 && matched > 0; --matched) {
         bool accepted = true;
         for (size_t i = matched > t.keep ? matched - t.keep : 0; i < matched && accepted; ++i) {
@@ -417,6 +418,7 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
         }
         if (accepted) break;
       }
+      if (matched < run) ++seen.hybrid_cuts;
       Media media;
       for (uint32_t i = 0; i < matched; ++i) {
         for (const std::string& m : t.media.at(chain[i])) ++media[m];

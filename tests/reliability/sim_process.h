@@ -77,6 +77,7 @@ struct TruthComparison {
   size_t cpu_blocks = 0;       // of which on CPU
   size_t chains = 0;           // distinct held chains matched
   size_t partial_matches = 0;  // workers credited with only part of a chain
+  size_t hybrid_cuts = 0;      // (chain, hybrid worker) pairs vLLM's group-1 rule shortened
   size_t prompts = 0;
   size_t prompt_matches = 0;   // (prompt, worker) pairs the truth expects
 };

@@ -1,7 +1,9 @@
 // Scale-out end to end: three kvindex-server processes on 127.0.0.1, each
-// subscribed to the same simulated engines (kvindex-sim: three pods, mixed
+// subscribed to the same simulated engines (kvindex-sim: four pods, mixed
 // payload layouts, hash encodings and replay forms, GPU and CPU tiers with
-// evictions), each pushed the same pods with `kvindex pods apply`. Once the
+// evictions; chunked CPU offloading, hybrid window and Mamba groups,
+// multimodal and salted prompts), each pushed the same pods with `kvindex pods
+// apply`. Once the
 // traffic is over and every replica has applied every engine's last batch,
 // every replica equals the simulator's ground truth with the fault tests' own
 // check (CompareWithTruth: blocks per worker and per tier, every held chain,
@@ -28,7 +30,7 @@ namespace kvindex::testing {
 namespace {
 
 constexpr int kReplicas = 3;
-constexpr int kPods = 3;
+constexpr int kPods = 4;
 constexpr int kRequestsPerEngine = 120;
 
 TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
@@ -38,7 +40,15 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
       {absl::StrCat("--pods=", kPods), "--base_port=0", absl::StrCat("--requests=", kRequestsPerEngine), "--rate=40",
        "--keep_running", "--layout=mixed", "--hash=mixed", "--replay_form=mixed", "--capacity_blocks=96",
-       "--cpu_capacity_blocks=64", "--conversations=6"},
+       "--cpu_capacity_blocks=64", "--conversations=6",
+       // The 2026 engines (issue 15): pod 0 (map) offloads in vLLM's chunks
+       // and is a sliding-window hybrid, pod 1 (array) a Mamba hybrid with
+       // the per-block CPU tier, pods 2 (sglang) and 3 (map) single-group;
+       // the vLLM pods get multimodal and salted prompts. A hybrid pod's hit
+       // needs group 1 at its end, so partial matches come from the
+       // single-group pods and the hybrid ones are checked by their cuts.
+       "--offload_chunk_blocks=4,0,0,0", "--hybrid=window:40,mamba,none,none", "--mm_fraction=0.25",
+       "--salted_tenants=1"},
       /*read_pods=*/false);
   ASSERT_TRUE(sim.ok()) << sim.status();
 
@@ -74,6 +84,7 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
     EXPECT_EQ(same->workers, static_cast<size_t>(kPods));
     EXPECT_GT(same->cpu_blocks, 0u) << "the CPU tier was never compared";
     EXPECT_GT(same->partial_matches, 0u) << "no chain matched some worker only partly: the workload is too easy";
+    EXPECT_GT(same->hybrid_cuts, 0u) << "vLLM's group-1 rule never shortened a hybrid pod's hit";
     EXPECT_GT(same->prompt_matches, 0u) << "no sample prompt is cached anywhere";
     absl::StatusOr<v1::GetStatsResponse> stats = clients[i]->GetStats();
     ASSERT_TRUE(stats.ok()) << stats.status();
@@ -83,10 +94,21 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
   }
 
   // Alike down to the order and the scores.
+  size_t salted = 0;
+  size_t multimodal = 0;
   for (const auto& prompt : (*prompts)["prompts"]) {
+    salted += prompt.contains("cache_salt") ? 1 : 0;
+    multimodal += prompt.value("mm_inputs", nlohmann::json::array()).empty() ? 0 : 1;
     v1::MatchRequest request;
     request.set_model((*prompts)["model"].get<std::string>());
     for (const auto& t : prompt["tokens"]) request.add_token_ids(t.get<uint32_t>());
+    if (prompt.contains("cache_salt")) request.set_cache_salt(prompt["cache_salt"].get<std::string>());
+    for (const auto& in : prompt.value("mm_inputs", nlohmann::json::array())) {
+      v1::MultimodalInput* mm = request.add_mm_inputs();
+      mm->set_identifier(in["identifier"].get<std::string>());
+      mm->set_offset(in["offset"].get<uint32_t>());
+      mm->set_length(in["length"].get<uint32_t>());
+    }
     std::vector<v1::MatchResponse> answers;
     for (int i = 0; i < kReplicas; ++i) {
       absl::StatusOr<v1::MatchResponse> answer = clients[i]->Match(request);
@@ -98,6 +120,9 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
           << answers[i].DebugString();
     }
   }
+
+  EXPECT_GT(salted, 0u) << "no sample prompt carries a cache_salt";
+  EXPECT_GT(multimodal, 0u) << "no sample prompt carries mm_inputs";
 
   for (ServerProcess& replica : replicas) {
     replica.process->Signal(SIGTERM);
