@@ -66,6 +66,19 @@ std::vector<std::string> SimArgs(std::vector<std::string> extra) {
   return args;
 }
 
+// The issue-15 engines on two pods (map, array): `hybrid` and `offload` are
+// per-pod lists (e.g. "window:32,none", "2,0"); the vLLM pods get multimodal
+// and salted prompts. The chunks fit the system prompts (64 tokens, 4 blocks).
+std::vector<std::string> MixArgs(const std::string& hybrid, const std::string& offload) {
+  return {absl::StrCat("--hybrid=", hybrid), absl::StrCat("--offload_chunk_blocks=", offload), "--mm_fraction=0.25",
+          "--salted_tenants=1"};
+}
+
+std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 // A workload whose engine caches turn over completely (every prompt new, a
 // small cache): whatever an engine held before a fault is evicted later.
 std::vector<std::string> TurnoverArgs(std::vector<std::string> extra) {
@@ -120,9 +133,9 @@ void ExpectTruth(SimProcess& sim, client::KvIndexClient& client, const std::vect
   ASSERT_TRUE(same.ok()) << same.status();
   std::printf(
       "compared with the truth: %zu workers, %zu blocks held (%zu on CPU), %zu chains (%zu partial matches), "
-      "%zu prompts, %zu expected matches\n",
-      same->workers, same->blocks, same->cpu_blocks, same->chains, same->partial_matches, same->prompts,
-      same->prompt_matches);
+      "%zu hybrid cuts, %zu prompts, %zu expected matches\n",
+      same->workers, same->blocks, same->cpu_blocks, same->chains, same->partial_matches, same->hybrid_cuts,
+      same->prompts, same->prompt_matches);
   EXPECT_GT(same->blocks, 0u) << "nothing to compare";
   EXPECT_GT(same->cpu_blocks, 0u) << "the CPU tier was never compared";
 }
@@ -151,7 +164,8 @@ class FaultInjectionTest : public ::testing::Test {
 
 TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
   absl::StatusOr<std::unique_ptr<SimProcess>> first =
-      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=1", "--rate=200", "--requests=4000"}));
+      SimProcess::Start(SimArgs(Concat({"--pods=2", "--base_port=0", "--seed=1", "--rate=200", "--requests=4000"},
+                                       MixArgs("window:32,none", "2,0"))));
   ASSERT_TRUE(first.ok()) << first.status();
   // The restarted engines bind the ports the kernel gave the first ones.
   const std::string same_ports = (*first)->SamePortsFlag();
@@ -175,7 +189,8 @@ TEST_F(FaultInjectionTest, EngineKilledAndRestartedMidStream) {
   // A new process on the same ports, with other engine hashes, slower: its seq
   // restarts at 0 and stays below the old one's until kvindex reconnects.
   absl::StatusOr<std::unique_ptr<SimProcess>> second =
-      SimProcess::Start(SimArgs({"--pods=2", same_ports, "--seed=2", "--rate=20", "--requests=80"}));
+      SimProcess::Start(SimArgs(Concat({"--pods=2", same_ports, "--seed=2", "--rate=20", "--requests=80"},
+                                       MixArgs("window:32,none", "2,0"))));
   ASSERT_TRUE(second.ok()) << second.status();
   ExpectTruth(**second, *client_);
   for (const v1::Pod& pod : (*second)->pods().pods()) {
@@ -514,6 +529,13 @@ std::vector<v1::MatchRequest> PromptRequests(const nlohmann::json& prompts, cons
     v1::MatchRequest& request = out.emplace_back();
     request.set_model(prompts["model"].get<std::string>());
     for (const auto& t : p["tokens"]) request.add_token_ids(t.get<uint32_t>());
+    if (p.contains("cache_salt")) request.set_cache_salt(p["cache_salt"].get<std::string>());
+    for (const auto& in : p.value("mm_inputs", nlohmann::json::array())) {
+      v1::MultimodalInput* mm = request.add_mm_inputs();
+      mm->set_identifier(in["identifier"].get<std::string>());
+      mm->set_offset(in["offset"].get<uint32_t>());
+      mm->set_length(in["length"].get<uint32_t>());
+    }
   }
   return out;
 }
@@ -611,7 +633,8 @@ TEST_F(FaultInjectionTest, ThousandPodAddDeleteCyclesUnderMatchLoad) {
 
 TEST_F(FaultInjectionTest, SigtermUnderLoadThenRestartRebuildsFromReplay) {
   absl::StatusOr<std::unique_ptr<SimProcess>> sim =
-      SimProcess::Start(SimArgs({"--pods=2", "--base_port=0", "--seed=9", "--rate=100", "--requests=600"}));
+      SimProcess::Start(SimArgs(Concat({"--pods=2", "--base_port=0", "--seed=9", "--rate=100", "--requests=600"},
+                                       MixArgs("none,mamba", "0,2"))));
   ASSERT_TRUE(sim.ok()) << sim.status();
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(Push((*sim)->pods()));
