@@ -1,6 +1,9 @@
 // kvindex-soak: a soak run against real processes (scripts/soak). Starts
 // kvindex-server and kvindex-sim, follows the sim's pods, then for --minutes
-// runs Match load (--match_threads), the engines' event traffic and pod churn
+// runs Match load (--match_threads; the sim's sample prompts with their
+// cache_salt and mm_inputs, and random ones), the engines' event traffic (the
+// issue-15 mix: chunked CPU offloading, hybrid window and Mamba pods,
+// multimodal and salted prompts, next to single-group pods) and pod churn
 // (upsert + delete of extra pods over SyncPods), sampling every --sample
 // seconds the server's RSS, Match latency (p50/p99/max) and error counts.
 // Prints one line per sample and a JSON summary; exits 1 when any call failed,
@@ -54,7 +57,7 @@ class Load {
  public:
   explicit Load(client::KvIndexClient* client) : client_(client) {}
 
-  void SetPrompts(std::vector<std::vector<uint32_t>> prompts) {
+  void SetPrompts(std::vector<v1::MatchRequest> prompts) {
     absl::MutexLock lock(&mu_);
     if (!prompts.empty()) prompts_ = std::move(prompts);
   }
@@ -66,9 +69,7 @@ class Load {
       request.set_model("sim-model");
       {
         absl::MutexLock lock(&mu_);
-        if (!prompts_.empty() && rng() % 4 != 0) {
-          for (uint32_t t : prompts_[rng() % prompts_.size()]) request.add_token_ids(t);
-        }
+        if (!prompts_.empty() && rng() % 4 != 0) request = prompts_[rng() % prompts_.size()];
       }
       if (request.token_ids_size() == 0) {
         for (int i = 0; i < 512; ++i) request.add_token_ids(rng() % 32000);
@@ -133,7 +134,7 @@ class Load {
   client::KvIndexClient* const client_;
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;
-  std::vector<std::vector<uint32_t>> prompts_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::MatchRequest> prompts_ ABSL_GUARDED_BY(mu_);
   Window window_ ABSL_GUARDED_BY(mu_);
   std::vector<int64_t> all_us_ ABSL_GUARDED_BY(mu_);
   uint64_t match_errors_ ABSL_GUARDED_BY(mu_) = 0;
@@ -142,11 +143,24 @@ class Load {
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 };
 
-std::vector<std::vector<uint32_t>> PromptsOf(SimProcess& sim) {
-  std::vector<std::vector<uint32_t>> out;
+// The sim's sample prompts as the gateway would send them: tokens, and the
+// tenant's cache_salt and the images' mm_inputs where the prompt has them.
+std::vector<v1::MatchRequest> PromptsOf(SimProcess& sim) {
+  std::vector<v1::MatchRequest> out;
   absl::StatusOr<nlohmann::json> prompts = sim.Prompts();
   if (!prompts.ok()) return out;
-  for (const auto& p : (*prompts)["prompts"]) out.push_back(p["tokens"].get<std::vector<uint32_t>>());
+  for (const auto& p : (*prompts)["prompts"]) {
+    v1::MatchRequest& request = out.emplace_back();
+    request.set_model((*prompts)["model"].get<std::string>());
+    for (const auto& t : p["tokens"]) request.add_token_ids(t.get<uint32_t>());
+    if (p.contains("cache_salt")) request.set_cache_salt(p["cache_salt"].get<std::string>());
+    for (const auto& in : p.value("mm_inputs", nlohmann::json::array())) {
+      v1::MultimodalInput* mm = request.add_mm_inputs();
+      mm->set_identifier(in["identifier"].get<std::string>());
+      mm->set_offset(in["offset"].get<uint32_t>());
+      mm->set_length(in["length"].get<uint32_t>());
+    }
+  }
   return out;
 }
 
@@ -165,7 +179,12 @@ int Main() {
       {"--pods=" + std::to_string(absl::GetFlag(FLAGS_pods)), "--base_port=0",
        absl::StrCat("--rate=", absl::GetFlag(FLAGS_rate)), "--capacity_blocks=1024", "--cpu_capacity_blocks=512",
        "--system_prompts=4", "--system_prompt_tokens=256", "--conversations=16", "--turn_tokens=128",
-       "--layout=mixed", "--hash=mixed", "--log_level=warn", "--truth_interval=5s"});
+       "--layout=mixed", "--hash=mixed", "--log_level=warn", "--truth_interval=5s",
+       // The issue-15 engines, round robin over the pods (layouts map, array,
+       // sglang, map, ...): a chunk-offloading sliding-window hybrid, a Mamba
+       // hybrid, two single-group pods; multimodal and salted prompts.
+       "--offload_chunk_blocks=4,0,0,0", "--hybrid=window:64,mamba,none,none", "--mm_fraction=0.25",
+       "--salted_tenants=2"});
   if (!sim.ok()) {
     std::fprintf(stderr, "kvindex-soak: %s\n", sim.status().ToString().c_str());
     return 1;
