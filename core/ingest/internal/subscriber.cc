@@ -150,11 +150,7 @@ void Subscriber::OnLiveMessage(uint64_t seq, std::string_view payload, absl::Tim
   } else {
     feed_.OnLive(seq, payload, now);
   }
-  try {
-    CarryOutReplayOps(now);
-  } catch (const zmq::error_t& e) {
-    spdlog::error("worker {}: socket error: {}", WorkerKeyString(config_.worker), e.what());
-  }
+  CarryOutReplayOps(now);  // throws nothing: a request it cannot send fails its replay
   Publish();
 }
 

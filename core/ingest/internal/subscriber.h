@@ -67,6 +67,7 @@ class Subscriber : public WorkerSubscription {
   void ReadReplay(absl::Time now);
   void ReadMonitor();
   // Carries out the replay socket work the feed asked for (after the reads).
+  // Throws nothing: a request it cannot send fails that replay in the feed.
   void CarryOutReplayOps(absl::Time now);
   // Opens the replay socket when it is not open (it exists only while a replay is out).
   bool SendReplayRequest(uint64_t from_seq);
