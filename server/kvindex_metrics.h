@@ -59,6 +59,9 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   HISTOGRAM(event_lag, "kvindex_event_lag_seconds", "", kEventLagBounds,                                       \
             "Time from an engine's batch timestamp to its application, for live batches")                      \
   COUNTER(events, "kvindex_events_total", "type", "Engine events applied, by type")                            \
+  GAUGE(incomplete_workers, "kvindex_incomplete_workers", "",                                                  \
+        "Workers whose history is incomplete: the index may lack blocks the engine stored before kvindex "     \
+        "followed it")                                                                                         \
   GAUGE(index_blocks, "kvindex_index_blocks", "", "Distinct blocks (index hashes) held by at least one worker") \
   GAUGE(index_entries, "kvindex_index_entries", "", "(block, worker) entries in the index")                    \
   COUNTER(index_evictions, "kvindex_index_evictions_total", "",                                                \
@@ -77,9 +80,6 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   COUNTER(uncovered_gaps, "kvindex_uncovered_gaps_total", "",                                                  \
           "Gaps no replay could cover; the worker's blocks were cleared")                                      \
   GAUGE(workers, "kvindex_workers", "state", "Subscribed (pod, dp rank) workers by state")                     \
-  GAUGE(incomplete_workers, "kvindex_incomplete_workers", "",                                                  \
-        "Workers whose history is incomplete: the index may lack blocks the engine stored before kvindex "     \
-        "followed it")                                                                                         \
   GAUGE(process_resident_memory, "process_resident_memory_bytes", "", "Resident memory of the process")
 // clang-format on
 
