@@ -54,7 +54,9 @@ class ReflectionTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.channel.close()
         cls.server.terminate()
-        assert cls.server.wait(timeout=10) == 0
+        code = cls.server.wait(timeout=10)
+        cls.log.seek(0)
+        assert code == 0, f"kvindex-server exited {code}; its log:\n{cls.log.read().decode(errors='replace')[-20000:]}"
 
     def reflect_all(self, version, *requests, expect_errors=False):
         """The responses of one ServerReflectionInfo stream of `version` to `requests` (dicts), in order."""
