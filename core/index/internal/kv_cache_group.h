@@ -38,6 +38,14 @@ enum class GroupKind : uint8_t {
 // The hit-rule kind of vLLM's kv_cache_spec_kind (nullopt: the engine did not say).
 GroupKind KindOf(const std::optional<std::string>& kv_cache_spec_kind);
 
+// Which group stands for a worker in Match's counts and in its stats (the
+// primary group): full-attention kinds before the others, then the lowest
+// group_idx. True when (kind, group_idx) comes before (other_kind, other_idx).
+inline bool PrimaryBefore(GroupKind kind, uint32_t group_idx, GroupKind other_kind, uint32_t other_idx) {
+  const bool full = kind == GroupKind::kFull, other_full = other_kind == GroupKind::kFull;
+  return full != other_full ? full : group_idx < other_idx;
+}
+
 // What Match needs of a group, packed into one word so that it can be
 // published to Match without a lock.
 struct GroupShape {

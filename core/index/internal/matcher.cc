@@ -184,9 +184,7 @@ class HybridRule {
  public:
   // `sizes`: the block sizes the query's tokens were walked at (none for a hash query).
   HybridRule(const BlockTable& table, const MaskScores& mask_score, const MatchQuery& q, absl::Span<const uint32_t> sizes)
-      : table_(table), mask_score_(mask_score), q_(q), sizes_(sizes) {
-    chains_.reserve(std::max<size_t>(sizes.size(), 1));
-  }
+      : table_(table), mask_score_(mask_score), q_(q), sizes_(sizes) {}
 
   struct Hit {
     RawMatch blocks;  // the primary group's blocks within the hit
@@ -203,8 +201,7 @@ class HybridRule {
     for (uint32_t slot = 1; slot < layout.groups; ++slot) {
       const GroupShape& a = layout.shapes[slot];
       const GroupShape& p = layout.shapes[primary];
-      const bool full = a.kind == GroupKind::kFull, p_full = p.kind == GroupKind::kFull;
-      if ((full && !p_full) || (full == p_full && a.group_idx < p.group_idx)) primary = slot;
+      if (PrimaryBefore(a.kind, a.group_idx, p.kind, p.group_idx)) primary = slot;
     }
     const uint32_t primary_bs = layout.shapes[primary].block_size;
     if (primary_bs == 0) return std::nullopt;
@@ -289,12 +286,15 @@ class HybridRule {
     for (QueryChain& c : chains_) {
       if (c.block_size() == block_size) return c;
     }
+    // Reserved once, on the first hybrid worker (never for most Matches): at
+    // most one chain per size walked, so references stay valid.
+    if (chains_.capacity() == 0) chains_.reserve(std::max<size_t>(sizes_.size(), 1));
     return block_size == 0 ? chains_.emplace_back(q_) : chains_.emplace_back(q_, block_size);
   }
 
   const MatchQuery& q_;
   const absl::Span<const uint32_t> sizes_;
-  std::vector<QueryChain> chains_;  // reserved: ChainOf's references stay valid
+  std::vector<QueryChain> chains_;  // ChainOf's; never reallocated once reserved
   HolderTable::Scratch scratch_;
 };
 

@@ -129,11 +129,17 @@ WorkerBlocks::Layout WorkerBlocks::GroupLayout() const {
   return layout;
 }
 
-WorkerBlocks::Group* WorkerBlocks::GroupOf(std::optional<uint32_t> group_idx) {
+WorkerBlocks::Group* WorkerBlocks::FindGroup(std::optional<uint32_t> group_idx) const {
   const uint32_t idx = group_idx.value_or(0);
   for (const auto& g : groups_) {
     if (g->group_idx == idx) return g.get();
   }
+  return nullptr;
+}
+
+WorkerBlocks::Group* WorkerBlocks::GroupOf(std::optional<uint32_t> group_idx) {
+  if (Group* g = FindGroup(group_idx)) return g;
+  const uint32_t idx = group_idx.value_or(0);
   if (idx > kMaxGroupIdx || groups_.size() == kMaxGroupsPerWorker) return nullptr;
   groups_.push_back(std::make_unique<Group>(HolderId(id_, static_cast<uint32_t>(groups_.size()))));
   groups_.back()->group_idx = idx;
@@ -143,8 +149,7 @@ WorkerBlocks::Group* WorkerBlocks::GroupOf(std::optional<uint32_t> group_idx) {
 const WorkerBlocks::Group* WorkerBlocks::Primary() const {
   const Group* primary = nullptr;
   for (const auto& g : groups_) {
-    const bool full = KindOf(g->kind) == GroupKind::kFull, primary_full = primary && KindOf(primary->kind) == GroupKind::kFull;
-    if (primary == nullptr || (full && !primary_full) || (full == primary_full && g->group_idx < primary->group_idx)) {
+    if (primary == nullptr || PrimaryBefore(KindOf(g->kind), g->group_idx, KindOf(primary->kind), primary->group_idx)) {
       primary = g.get();
     }
   }
@@ -268,11 +273,7 @@ void WorkerBlocks::TrackParentsOfOffloadedGroups(const EventBatch& batch) {
 }
 
 void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
-  Group* g = nullptr;
-  const uint32_t idx = ev.group_idx.value_or(0);
-  for (const auto& candidate : groups_) {
-    if (candidate->group_idx == idx) g = candidate.get();
-  }
+  Group* g = FindGroup(ev.group_idx);
   if (g == nullptr) {  // a group the worker never stored into holds nothing
     result.unknown_removals += ev.block_hashes.size();
     return;

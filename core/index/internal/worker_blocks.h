@@ -134,6 +134,8 @@ class WorkerBlocks {
     std::array<uint32_t, kMaxMedia> chunk_blocks = {};
   };
 
+  // The group an event names (nullopt: group 0); nullptr when it has none yet.
+  Group* FindGroup(std::optional<uint32_t> group_idx) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // The group an event names (nullopt: group 0), created on first use;
   // nullptr past kMaxGroupIdx or kMaxGroupsPerWorker groups.
   Group* GroupOf(std::optional<uint32_t> group_idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
