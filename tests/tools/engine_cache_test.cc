@@ -9,6 +9,7 @@
 #include "core/index/prefix_index.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/tools/engine_cache_testing.h"
 #include "tools/sim/engine_hash.h"
 #include "tools/sim/ground_truth.h"
 #include "tools/sim/workload.h"
@@ -20,22 +21,6 @@ using ::testing::ElementsAre;
 using ::testing::Optional;
 using ::testing::Pair;
 using ::testing::SizeIs;
-
-std::vector<uint32_t> Seq(uint32_t n, uint32_t first) {
-  std::vector<uint32_t> t(n);
-  std::iota(t.begin(), t.end(), first);
-  return t;
-}
-
-EngineCacheOptions Options(uint32_t block_size, size_t gpu, size_t cpu = 0) {
-  EngineCacheOptions o;
-  o.block_size = block_size;
-  o.gpu_capacity_blocks = gpu;
-  o.cpu_capacity_blocks = cpu;
-  o.salt = 42;
-  o.model = "m";
-  return o;
-}
 
 // Engine hashes of a prompt's full blocks.
 std::vector<uint64_t> Chain(uint64_t salt, const std::vector<uint32_t>& tokens, uint32_t bs) {

@@ -11,6 +11,7 @@
 #include "core/index/prefix_index.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/tools/engine_cache_testing.h"
 #include "tools/sim/engine_cache.h"
 #include "tools/sim/payload_encoder.h"
 #include "tools/sim/workload.h"
@@ -20,22 +21,6 @@ namespace {
 
 using ::testing::Optional;
 using ::testing::SizeIs;
-
-EngineCacheOptions Options(uint32_t block_size, size_t gpu, size_t cpu = 0) {
-  EngineCacheOptions o;
-  o.block_size = block_size;
-  o.gpu_capacity_blocks = gpu;
-  o.cpu_capacity_blocks = cpu;
-  o.salt = 42;
-  o.model = "m";
-  return o;
-}
-
-std::vector<uint32_t> Seq(uint32_t n, uint32_t first) {
-  std::vector<uint32_t> t(n);
-  for (uint32_t i = 0; i < n; ++i) t[i] = first + i;
-  return t;
-}
 
 TEST(EngineVariantsTest, OffloadingStoresWholeChunksWithoutTokensNamedByTheirLastBlock) {
   EngineCacheOptions o = Options(4, 100, 8);

@@ -160,19 +160,7 @@ func (s *PodSyncer) Synced() bool {
 
 // WaitSynced waits until Synced, or ctx ends (its error then).
 func (s *PodSyncer) WaitSynced(ctx context.Context) error {
-	for {
-		s.mu.Lock()
-		ok, ch := s.syncedLocked(), s.changed
-		s.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return s.waitUntil(ctx, s.syncedLocked)
 }
 
 func (s *PodSyncer) syncedLocked() bool {
@@ -221,9 +209,15 @@ func (s *PodSyncer) Run(ctx context.Context) error {
 }
 
 func (s *PodSyncer) waitReady(ctx context.Context) error {
+	return s.waitUntil(ctx, func() bool { return s.ready })
+}
+
+// waitUntil waits until cond (called with s.mu held) holds, or ctx ends (its
+// error then); it wakes on each change of the syncer's state.
+func (s *PodSyncer) waitUntil(ctx context.Context, cond func() bool) error {
 	for {
 		s.mu.Lock()
-		ok, ch := s.ready, s.changed
+		ok, ch := cond(), s.changed
 		s.mu.Unlock()
 		if ok {
 			return nil
