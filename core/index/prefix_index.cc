@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
+
 #include "core/index/internal/block_table.h"
 #include "core/index/internal/context_registry.h"
 #include "core/index/internal/matcher.h"
@@ -57,10 +59,11 @@ class PrefixIndex::Impl {
 PrefixIndex::PrefixIndex(IndexOptions options) : impl_(std::make_unique<Impl>(options)) {}
 PrefixIndex::~PrefixIndex() = default;
 
-ApplyResult PrefixIndex::Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch) {
+ApplyResult PrefixIndex::Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch,
+                               const std::optional<BatchCursor>& cursor) {
   std::shared_ptr<WorkerBlocks> w = impl_->workers.FindOrCreate(
       worker, [&](uint32_t id) { return std::make_shared<WorkerBlocks>(id, worker, impl_->SharedParts()); });
-  const ApplyResult result = w->Apply(context, batch, impl_->options.max_blocks_per_worker);
+  const ApplyResult result = w->Apply(context, batch, impl_->options.max_blocks_per_worker, cursor);
   if (!result.worker_removed) impl_->EnforceGlobalCap();
   return result;
 }
@@ -109,6 +112,35 @@ IndexStats PrefixIndex::Stats() const {
   s.evictions = impl_->counters.evictions.load(std::memory_order_relaxed);
   s.unresolved_parents = impl_->counters.unresolved_parents.load(std::memory_order_relaxed);
   return s;
+}
+
+std::vector<WorkerKey> PrefixIndex::WorkerKeys() const {
+  std::vector<WorkerKey> out;
+  for (const auto& w : impl_->workers.All()) out.push_back(w->key());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::optional<WorkerSnapshot> PrefixIndex::ExportWorker(const WorkerKey& worker) const {
+  std::shared_ptr<WorkerBlocks> w = impl_->workers.Find(worker);
+  if (w == nullptr) return std::nullopt;
+  return w->Export();
+}
+
+absl::Status PrefixIndex::ImportWorker(const WorkerSnapshot& snapshot) {
+  if (absl::Status valid = WorkerBlocks::Validate(snapshot); !valid.ok()) return valid;
+  bool created = false;
+  std::shared_ptr<WorkerBlocks> w = impl_->workers.FindOrCreate(snapshot.worker, [&](uint32_t id) {
+    created = true;
+    return std::make_shared<WorkerBlocks>(id, snapshot.worker, impl_->SharedParts());
+  });
+  if (!created) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", WorkerKeyString(snapshot.worker), " already exists"));
+  }
+  w->Import(snapshot, impl_->options.max_blocks_per_worker);
+  impl_->EnforceGlobalCap();
+  return absl::OkStatus();
 }
 
 }  // namespace kvindex

@@ -21,6 +21,7 @@
 #include "core/events/event_batch.h"
 #include "core/index/extra_keys_hash.h"
 #include "core/index/worker_key.h"
+#include "core/index/worker_snapshot.h"
 
 namespace kvindex {
 
@@ -141,9 +142,13 @@ class PrefixIndex {
   // Applies every event of `batch` to `worker` (created on first use) in order.
   // BlockRemoved/AllBlocksCleared affect only this worker. Events the worker
   // cannot index (unknown parent) are counted in the result, not errors.
-  [[nodiscard]] ApplyResult Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch);
+  // `cursor`, when given, is recorded with the worker's blocks, under the same
+  // lock: a later ExportWorker says exactly which batch its blocks follow.
+  [[nodiscard]] ApplyResult Apply(const WorkerKey& worker, const WorkerContext& context, const EventBatch& batch,
+                                  const std::optional<BatchCursor>& cursor = std::nullopt);
 
-  // Drops every block of `worker` but keeps it known (engine restart, unrecoverable gap).
+  // Drops every block of `worker` but keeps it known (engine restart,
+  // unrecoverable gap); its cursor is forgotten too.
   void ClearWorker(const WorkerKey& worker);
 
   // Drops `worker` and all its blocks. No-op when unknown.
@@ -167,6 +172,22 @@ class PrefixIndex {
   std::vector<uint64_t> EngineHashes(const WorkerKey& worker) const;
 
   IndexStats Stats() const;
+
+  // Keys of every worker, ordered.
+  std::vector<WorkerKey> WorkerKeys() const;
+
+  // A consistent copy of `worker` (its blocks, groups, contexts and cursor,
+  // all as of one instant), taken under the worker's lock: that worker's Apply
+  // waits for the copy (about 5 ns an entry); Match and other workers do not.
+  // nullopt when unknown.
+  std::optional<WorkerSnapshot> ExportWorker(const WorkerKey& worker) const;
+
+  // Creates `snapshot.worker` holding exactly what the snapshot says (as if
+  // its batches had been applied), then enforces the caps as Apply does.
+  // FAILED_PRECONDITION when the worker already exists; INVALID_ARGUMENT
+  // (nothing created) when the snapshot is not one a worker could be in: a
+  // group past the limits, a block on no tier or on an unnamed one.
+  [[nodiscard]] absl::Status ImportWorker(const WorkerSnapshot& snapshot);
 
  private:
   class Impl;

@@ -19,7 +19,8 @@ WorkerBlocks::WorkerBlocks(uint32_t id, WorkerKey key, const Shared& shared)
       media_(shared.media),
       counters_(shared.counters) {}
 
-ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks) {
+ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks,
+                                const std::optional<BatchCursor>& cursor) {
   ApplyResult result;
   absl::MutexLock lock(&lock_.mu);
   if (removed_) {
@@ -40,6 +41,7 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
     }
   }
   last_event_ts_ = batch.ts;
+  if (cursor.has_value()) cursor_ = cursor;
   if (max_blocks != 0) {
     for (size_t held = BlocksLocked(); held > max_blocks; --held) {
       EvictOne();
@@ -55,6 +57,7 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
 void WorkerBlocks::Clear() {
   absl::MutexLock lock(&lock_.mu);
   ClearLocked();
+  cursor_.reset();
   Publish();
 }
 

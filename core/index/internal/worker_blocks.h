@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/container/flat_hash_map.h"
 #include "core/events/event_batch.h"
 #include "core/index/internal/block_table.h"
@@ -43,6 +44,7 @@
 #include "core/index/internal/medium_table.h"
 #include "core/index/prefix_index.h"
 #include "core/index/worker_key.h"
+#include "core/index/worker_snapshot.h"
 
 namespace kvindex {
 
@@ -86,13 +88,26 @@ class WorkerBlocks {
   uint32_t group_count() const { return group_count_.load(std::memory_order_acquire); }
 
   // Applies the events of `batch` in order, with the worker's model and
-  // default LoRA from `context`, then evicts down to `max_blocks` (0: no cap).
-  // Once Remove()d: applies nothing and says worker_removed.
-  [[nodiscard]] ApplyResult Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks)
+  // default LoRA from `context`, then evicts down to `max_blocks` (0: no cap);
+  // records `cursor` (when given) with the result. Once Remove()d: applies
+  // nothing and says worker_removed.
+  [[nodiscard]] ApplyResult Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks,
+                                  const std::optional<BatchCursor>& cursor = std::nullopt)
       ABSL_LOCKS_EXCLUDED(lock_.mu);
 
-  // Drops every block; the worker stays usable.
+  // Drops every block and the cursor; the worker stays usable.
   void Clear() ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // A copy of everything the worker holds, as of one instant (under its lock).
+  WorkerSnapshot Export() const ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // OK when `snapshot` describes a state a worker can be in (Import takes it
+  // whole); INVALID_ARGUMENT naming what is wrong otherwise.
+  static absl::Status Validate(const WorkerSnapshot& snapshot);
+
+  // Fills a worker that holds nothing yet with a Validate()d snapshot, then
+  // evicts down to `max_blocks` (0: no cap); returns the evictions.
+  uint64_t Import(const WorkerSnapshot& snapshot, size_t max_blocks) ABSL_LOCKS_EXCLUDED(lock_.mu);
 
   // Drops every block, releases the worker's contexts, and makes later Apply
   // calls no-ops: the worker is gone from the directory.
@@ -188,6 +203,7 @@ class WorkerBlocks {
   uint64_t evictions_ ABSL_GUARDED_BY(lock_.mu) = 0;
   uint64_t unresolved_parents_ ABSL_GUARDED_BY(lock_.mu) = 0;
   double last_event_ts_ ABSL_GUARDED_BY(lock_.mu) = 0;
+  std::optional<BatchCursor> cursor_ ABSL_GUARDED_BY(lock_.mu);  // of the last batch applied with one
 
   // Written under lock_.mu, read without it.
   std::atomic<uint32_t> block_size_{0};
