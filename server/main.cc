@@ -68,7 +68,7 @@ ABSL_FLAG(std::string, models, "",
           "matches, and answer Match only for those models (another is FAILED_PRECONDITION). Empty: every model");
 ABSL_FLAG(uint64_t, max_workers, 0,
           "Most workers (pod, dp rank) followed at once; a pod that would go past it is rejected. The open-files "
-          "limit is raised to what they need (6 per worker) at start. 0: as many as the hard open-files limit "
+          "limit is raised to what they need (2 per worker) at start. 0: as many as the hard open-files limit "
           "allows, at most 10000.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
 ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,

@@ -18,6 +18,7 @@
 #include "core/ingest/internal/completion.h"
 #include "core/ingest/internal/io_thread.h"
 #include "core/ingest/internal/pod_removal.h"
+#include "core/ingest/internal/replay_router.h"
 #include "core/ingest/internal/subscriber.h"
 #include "core/ingest/internal/subscription_identity.h"
 #include "spdlog/spdlog.h"
@@ -27,6 +28,11 @@ namespace kvindex {
 namespace {
 
 constexpr int kMaxIoThreads = 64;
+// Task ids on the I/O threads: tasks are destroyed newest (highest id) first,
+// so the shared tasks outlive every worker's.
+constexpr uint64_t kBindReceiverTask = 0;  // on thread 0
+constexpr uint64_t kReplayRouterTask = 1;  // on every thread
+constexpr uint64_t kFirstWorkerId = 2;
 
 // The largest ZeroMQ socket count a context of `max_workers` needs, within what ZeroMQ allows.
 int MaxSockets(zmq::context_t& context, size_t max_workers) {
@@ -162,11 +168,12 @@ class SubscriptionManager::Impl {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::map<std::string, PodEntry, std::less<>> pods_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = kFirstWorkerId;
   size_t workers_ ABSL_GUARDED_BY(mu_) = 0;  // subscribed workers: the task_ids of subscribed pods
   PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::unique_ptr<zmq::context_t> context_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<IoThread>> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<ReplayRouter*> replay_routers_ ABSL_GUARDED_BY(mu_);  // one per thread, owned by it
   BindReceiver* bind_receiver_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned by threads_[0]
   std::string bind_endpoint_ ABSL_GUARDED_BY(mu_);
 };
@@ -209,8 +216,15 @@ absl::Status SubscriptionManager::Impl::Start() {
   auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
   context->set(zmq::ctxopt::max_sockets, MaxSockets(*context, options_.max_workers));
   std::vector<std::unique_ptr<IoThread>> threads;
+  std::vector<ReplayRouter*> routers;
   for (int i = 0; i < n; ++i) {
     threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
+    auto router = std::make_unique<ReplayRouter>(*context);
+    routers.push_back(router.get());
+    // Posted first: it exists before any worker of the thread does.
+    threads.back()->Post([router = std::move(router)](IoThread& io) mutable {
+      io.AddTask(kReplayRouterTask, std::move(router));
+    });
   }
   BindReceiver* receiver = nullptr;
   std::string bound;
@@ -226,7 +240,7 @@ absl::Status SubscriptionManager::Impl::Start() {
       }
       receiver = created->get();
       bound = (*created)->endpoint();
-      io.AddTask(0, *std::move(created));  // id 0: destroyed after every subscriber
+      io.AddTask(kBindReceiverTask, *std::move(created));
       completion->Finish(absl::OkStatus());
     });
     // Waits without a bound: `receiver` and `bound` live on this stack frame.
@@ -250,6 +264,7 @@ absl::Status SubscriptionManager::Impl::Start() {
     index_ = index;
     context_ = std::move(context);
     threads_ = std::move(threads);
+    replay_routers_ = std::move(routers);
     bind_receiver_ = receiver;
     bind_endpoint_ = bound;
     state_ = State::kRunning;
@@ -288,6 +303,7 @@ void SubscriptionManager::Impl::Stop() {
     state_ = State::kStopped;
     threads.swap(threads_);
     context.swap(context_);
+    replay_routers_.clear();
     bind_receiver_ = nullptr;
   }
   // Each thread runs what was posted (unsubscribes drop blocks), closes its
@@ -327,6 +343,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     }
     if (entry.plan.replay_port.has_value()) {
       config.replay_endpoint = TcpEndpoint(entry.pod.ip, *entry.plan.replay_port + rank);
+      config.replay_router = replay_routers_[entry.thread];
     }
     config.replay_timeout = options_.replay_timeout;
     config.max_backlog = options_.max_backlog;

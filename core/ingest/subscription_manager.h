@@ -66,13 +66,14 @@ struct ManagerOptions {
   SubscriptionFactory* subscription_factory = nullptr;
 };
 
-// What one subscribed worker may hold at once: its SUB socket (a mailbox and a
-// TCP connection), the SUB's monitor (two inproc sockets, a mailbox each) and,
-// while it replays, a DEALER (a mailbox and a TCP connection).
-inline constexpr size_t kSocketsPerWorker = 4;
-inline constexpr size_t kFilesPerWorker = 6;
+// What one subscribed worker holds: its SUB socket, i.e. a mailbox (an
+// eventfd) and a TCP connection to its engine. A replay adds a TCP connection
+// of the I/O thread's shared ROUTER while it is out (at subscribe time, after a
+// gap), not counted: it lasts until the engine answers or the replay times out.
+inline constexpr size_t kSocketsPerWorker = 1;
+inline constexpr size_t kFilesPerWorker = 2;
 // Files the rest of the process may use (gRPC, the metrics server, logs, ...).
-inline constexpr size_t kFilesBesidesWorkers = 512;
+inline constexpr size_t kFilesBesidesWorkers = 256;
 
 // Open files needed to follow `max_workers`, and how many workers `open_files` allow.
 size_t OpenFilesNeeded(size_t max_workers);

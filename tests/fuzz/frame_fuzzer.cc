@@ -204,7 +204,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else if (kind == 7) {
       now += absl::Milliseconds(in.ConsumeIntegralInRange(0, 3000));
       if (now >= feed.Deadline()) feed.OnTimer(now);
-      (*subscriber)->OnPoll({}, now);
+      (*subscriber)->OnReady(now);
     } else if (kind == 8) {
       feed.OnConnected(in.ConsumeBool());
     } else {

@@ -142,12 +142,9 @@ void BindReceiver::Unroute(WorkerSubscription* subscriber) {
   absl::erase_if(routes_, [](const auto& entry) { return entry.second.empty(); });
 }
 
-void BindReceiver::CollectPollItems(std::vector<zmq::pollitem_t>& items) {
-  items.push_back({socket_.handle(), 0, ZMQ_POLLIN, 0});
-}
+void BindReceiver::CollectSockets(std::vector<zmq::socket_ref>& sockets) { sockets.push_back(socket_); }
 
-void BindReceiver::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) {
-  if (items.empty() || (items[0].revents & ZMQ_POLLIN) == 0) return;
+void BindReceiver::OnReady(absl::Time now) {
   try {
     for (int i = 0; i < kMaxMessagesPerTurn; ++i) {
       std::vector<zmq::message_t> frames;

@@ -71,8 +71,8 @@ class BindReceiver : public IoTask {
   const std::string& endpoint() const { return endpoint_; }
 
   // IoTask.
-  void CollectPollItems(std::vector<zmq::pollitem_t>& items) override;
-  void OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) override;
+  void CollectSockets(std::vector<zmq::socket_ref>& sockets) override;
+  void OnReady(absl::Time now) override;
 
  private:
   BindReceiver(zmq::socket_t socket, std::string endpoint, BindCounters* counters);

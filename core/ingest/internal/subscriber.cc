@@ -1,8 +1,5 @@
 #include "core/ingest/internal/subscriber.h"
 
-#include <zmq.h>
-
-#include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -45,6 +42,10 @@ std::string_view View(const zmq::message_t& frame) {
 absl::StatusOr<std::unique_ptr<Subscriber>> Subscriber::Create(
     zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
     std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning) {
+  if (!config.replay_endpoint.empty() && config.replay_router == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("worker ", WorkerKeyString(config.worker),
+                                                   ": a replay endpoint needs a replay router"));
+  }
   std::unique_ptr<Subscriber> subscriber(
       new Subscriber(context, std::move(config), index, std::move(status), tuning));
   if (absl::Status s = subscriber->Open(); !s.ok()) {
@@ -70,41 +71,30 @@ Subscriber::Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixI
       feed_(&writer_,
             FeedOptions{.has_replay = !config_.replay_endpoint.empty(),
                         .replay_timeout = config_.replay_timeout,
-                        .max_backlog = config_.max_backlog},
+                        .max_backlog = config_.max_backlog,
+                        .resume = config_.resume},
             config_.worker.dp_rank, config_.metrics) {
   published_.dp_rank = config_.worker.dp_rank;
 }
 
 Subscriber::~Subscriber() {
+  if (config_.replay_router != nullptr) config_.replay_router->Cancel(this);
   try {
-    if (sub_.has_value() && monitor_.has_value()) zmq_socket_monitor(sub_->handle(), nullptr, 0);
-    monitor_.reset();
     sub_.reset();
-    replay_.reset();
   } catch (const zmq::error_t& e) {
     spdlog::error("worker {}: closing sockets: {}", WorkerKeyString(config_.worker), e.what());
   }
 }
 
 absl::Status Subscriber::Open() {
+  if (config_.events_endpoint.empty()) return absl::OkStatus();
   try {
-    if (!config_.events_endpoint.empty()) {
-      sub_.emplace(context_, zmq::socket_type::sub);
-      TuneSocket(*sub_, tuning_);
-      sub_->set(zmq::sockopt::subscribe, config_.topic);
-      // Monitor connects/disconnects so ListPods can tell "connecting" from "live".
-      const std::string monitor_endpoint =
-          absl::StrCat("inproc://kvindex-monitor-", reinterpret_cast<uintptr_t>(this), "-",
-                       absl::ToUnixNanos(absl::Now()));
-      if (zmq_socket_monitor(sub_->handle(), monitor_endpoint.c_str(),
-                             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
-        monitor_.emplace(context_, zmq::socket_type::pair);
-        monitor_->set(zmq::sockopt::linger, 0);
-        monitor_->connect(monitor_endpoint);
-      }
-      sub_->connect(config_.events_endpoint);
-    }
+    sub_.emplace(context_, zmq::socket_type::sub);
+    TuneSocket(*sub_, tuning_);
+    sub_->set(zmq::sockopt::subscribe, config_.topic);
+    sub_->connect(config_.events_endpoint);
   } catch (const zmq::error_t& e) {
+    sub_.reset();
     return absl::UnavailableError(absl::StrCat("worker ", WorkerKeyString(config_.worker),
                                                ": cannot subscribe to ", config_.events_endpoint,
                                                ": ", e.what()));
@@ -112,35 +102,18 @@ absl::Status Subscriber::Open() {
   return absl::OkStatus();
 }
 
-void Subscriber::OpenReplay() {
-  replay_.emplace(context_, zmq::socket_type::dealer);
-  TuneSocket(*replay_, tuning_);
-  replay_->connect(config_.replay_endpoint);
+void Subscriber::CollectSockets(std::vector<zmq::socket_ref>& sockets) {
+  if (sub_.has_value()) sockets.push_back(*sub_);
 }
 
-void Subscriber::CollectPollItems(std::vector<zmq::pollitem_t>& items) {
-  for (std::optional<zmq::socket_t>* socket : {&sub_, &replay_, &monitor_}) {
-    if (socket->has_value()) items.push_back({(*socket)->handle(), 0, ZMQ_POLLIN, 0});
-  }
-}
-
-void Subscriber::OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) {
-  // The replay socket may have been replaced since the items were collected
-  // (CarryOutReplayOps): use the items only as a hint and always read from
-  // the current sockets.
-  bool any = false;
-  for (const zmq::pollitem_t& item : items) any = any || (item.revents & ZMQ_POLLIN) != 0;
+void Subscriber::OnReady(absl::Time now) {
   try {
-    if (any) {
-      if (monitor_.has_value()) ReadMonitor();
-      if (sub_.has_value()) ReadLive(now);
-      if (replay_.has_value()) ReadReplay(now);
-    }
-    feed_.OnTimer(now);
-    CarryOutReplayOps(now);
+    if (sub_.has_value()) ReadLive(now);
   } catch (const zmq::error_t& e) {
     spdlog::error("worker {}: socket error: {}", WorkerKeyString(config_.worker), e.what());
   }
+  feed_.OnTimer(now);
+  CarryOutReplayOps(now);
   Publish();
 }
 
@@ -152,6 +125,7 @@ void Subscriber::OnLiveMessage(uint64_t seq, std::string_view payload, absl::Tim
   }
   CarryOutReplayOps(now);  // throws nothing: a request it cannot send fails its replay
   Publish();
+  RequestTurn();  // the replay deadline may have changed
 }
 
 void Subscriber::ReadLive(absl::Time now) {
@@ -167,15 +141,12 @@ void Subscriber::ReadLive(absl::Time now) {
   }
 }
 
-void Subscriber::ReadReplay(absl::Time now) {
-  std::vector<zmq::message_t> frames;
-  size_t total = 0;
-  for (int i = 0; i < kMaxMessagesPerTurn && RecvMessage(*replay_, frames, total); ++i) {
-    // ["", seq, payload] or ["", topic, seq, payload].
-    if ((total != 3 && total != 4) || frames[0].size() != 0) {
-      feed_.OnBadFrame();
-      continue;
-    }
+void Subscriber::OnReplayReply(absl::Span<const zmq::message_t> frames, size_t total, absl::Time now) {
+  // ["", seq, payload] or ["", topic, seq, payload].
+  if ((total != 3 && total != 4) || frames[0].size() != 0) {
+    feed_.OnBadFrame();
+  } else {
+    feed_.OnConnected(true);  // the engine answered
     const zmq::message_t& seq_frame = frames[total - 2];
     std::optional<uint64_t> seq = ParseSeqFrame(seq_frame);
     if (!seq.has_value()) {
@@ -188,18 +159,9 @@ void Subscriber::ReadReplay(absl::Time now) {
       feed_.OnReplayBatch(*seq, View(frames[total - 1]));
     }
   }
-}
-
-void Subscriber::ReadMonitor() {
-  std::vector<zmq::message_t> frames;
-  size_t total = 0;
-  for (int i = 0; i < kMaxMessagesPerTurn && RecvMessage(*monitor_, frames, total); ++i) {
-    if (frames.empty() || frames[0].size() < sizeof(uint16_t)) continue;
-    uint16_t event;
-    std::memcpy(&event, frames[0].data(), sizeof(event));
-    if (event == ZMQ_EVENT_CONNECTED) feed_.OnConnected(true);
-    if (event == ZMQ_EVENT_DISCONNECTED) feed_.OnConnected(false);
-  }
+  CarryOutReplayOps(now);
+  Publish();
+  RequestTurn();  // the replay deadline may have changed
 }
 
 void Subscriber::Publish() {
@@ -231,39 +193,22 @@ void Subscriber::Publish() {
 }
 
 void Subscriber::CarryOutReplayOps(absl::Time now) {
+  ReplayRouter* router = config_.replay_router;
   // A request that cannot be sent fails its replay, which may start the next
   // one (from the batches held meanwhile): until the feed asks nothing more.
   for (std::vector<ReplayOp> ops = feed_.TakeReplayOps(); !ops.empty(); ops = feed_.TakeReplayOps()) {
     for (const ReplayOp& op : ops) {
       if (op.kind == ReplayOp::Kind::kReset) {
         // Late replies to the abandoned request must not be taken for replies
-        // to the next one: that one gets a fresh socket.
-        replay_.reset();
-      } else if (!SendReplayRequest(op.from_seq)) {
+        // to the next one: the router drops them with the connection.
+        if (router != nullptr) router->Cancel(this);
+      } else if (router == nullptr || !router->Request(this, config_.replay_endpoint, op.from_seq)) {
         feed_.OnReplayRequestFailed(now);
       }
     }
   }
-  // The replay socket exists only while a replay is out: two file descriptors
-  // fewer per idle worker.
-  if (!feed_.replaying()) replay_.reset();
-}
-
-bool Subscriber::SendReplayRequest(uint64_t from_seq) {
-  if (config_.replay_endpoint.empty()) return false;
-  try {
-    if (!replay_.has_value()) OpenReplay();
-    const std::string seq = SeqFrame(from_seq);
-    if (!replay_->send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-      return false;
-    }
-    replay_->send(zmq::buffer(seq), zmq::send_flags::dontwait);
-    return true;
-  } catch (const zmq::error_t& e) {
-    spdlog::error("worker {}: replay request failed: {}", WorkerKeyString(config_.worker),
-                  e.what());
-    return false;
-  }
+  // The replay connection exists only while a replay is out.
+  if (!feed_.replaying() && router != nullptr) router->Cancel(this);
 }
 
 SubscriptionFactory& ZmqSubscriptions() {

@@ -1,16 +1,18 @@
 #pragma once
 
-// Subscriber: the sockets of one worker (a pod's dp rank) on one IoThread.
+// Subscriber: one worker (a pod's dp rank) on one IoThread.
 //  - a SUB socket connected to the engine's PUB (absent in bind mode, where a
-//    BindReceiver hands it the worker's messages through OnLiveMessage);
-//  - a DEALER connected to the engine's replay ROUTER, while a replay is out
-//    (when the engine has one);
-//  - a PAIR reading the SUB socket's monitor (connected / disconnected).
+//    BindReceiver hands it the worker's messages through OnLiveMessage): the
+//    worker's only socket, one mailbox fd and one TCP connection;
+//  - while a replay is out (when the engine has a replay socket), a connection
+//    of the I/O thread's ReplayRouter to the engine's replay ROUTER.
 // Live messages must be exactly [topic, 8-byte big-endian seq, payload]; replay
 // replies [""(, topic), seq, payload] with the end marker seq 0xff..ff. Anything
 // else is counted and skipped. Sequencing is WorkerFeed's; batches go to the
 // PrefixIndex. Reconnects (backoff to 30 s) and dead-peer detection (ZMTP
-// heartbeats) are ZeroMQ's.
+// heartbeats) are ZeroMQ's. The worker is "connecting" until the engine is
+// heard from (a live batch or a replay reply): no socket monitor, which would
+// cost two sockets per worker.
 //
 // Thread safety: created, used and destroyed on its IoThread only. Its status
 // is published to a WorkerStatusCell that any thread may read.
@@ -28,6 +30,7 @@
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/internal/block_writer.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/replay_router.h"
 #include "core/ingest/internal/worker_feed.h"
 #include "core/ingest/internal/worker_subscription.h"
 #include "core/ingest/worker_status.h"
@@ -37,10 +40,11 @@
 namespace kvindex {
 
 
-class Subscriber : public WorkerSubscription {
+class Subscriber : public WorkerSubscription, public ReplayClient {
  public:
-  // Creates and connects the sockets (connects never wait for the engine) and
-  // asks for replay from 0. UNAVAILABLE when a socket cannot be set up.
+  // Creates and connects the SUB socket (connects never wait for the engine)
+  // and asks for replay from 0. UNAVAILABLE when the socket cannot be set up;
+  // INVALID_ARGUMENT for a replay endpoint without a replay router.
   // `index` must outlive the subscriber.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Subscriber>> Create(
       zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
@@ -48,12 +52,15 @@ class Subscriber : public WorkerSubscription {
   ~Subscriber() override;
 
   // IoTask.
-  void CollectPollItems(std::vector<zmq::pollitem_t>& items) override;
-  void OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time now) override;
+  void CollectSockets(std::vector<zmq::socket_ref>& sockets) override;
+  void OnReady(absl::Time now) override;
   absl::Time Deadline() const override { return feed_.Deadline(); }
 
   // WorkerSubscription.
   void OnLiveMessage(uint64_t seq, std::string_view payload, absl::Time now) override;
+
+  // ReplayClient.
+  void OnReplayReply(absl::Span<const zmq::message_t> frames, size_t total, absl::Time now) override;
 
   const WorkerKey& worker() const { return config_.worker; }
 
@@ -61,16 +68,11 @@ class Subscriber : public WorkerSubscription {
   Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
              std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning);
   [[nodiscard]] absl::Status Open();
-  void OpenReplay();  // throws zmq::error_t
 
   void ReadLive(absl::Time now);
-  void ReadReplay(absl::Time now);
-  void ReadMonitor();
-  // Carries out the replay socket work the feed asked for (after the reads).
-  // Throws nothing: a request it cannot send fails that replay in the feed.
+  // Carries out the replay work the feed asked for (after the reads). Throws
+  // nothing: a request it cannot send fails that replay in the feed.
   void CarryOutReplayOps(absl::Time now);
-  // Opens the replay socket when it is not open (it exists only while a replay is out).
-  bool SendReplayRequest(uint64_t from_seq);
   // Publishes the feed's status to the cell and logs state changes.
   void Publish();
 
@@ -82,8 +84,6 @@ class Subscriber : public WorkerSubscription {
   WorkerFeed feed_;
 
   std::optional<zmq::socket_t> sub_;
-  std::optional<zmq::socket_t> monitor_;
-  std::optional<zmq::socket_t> replay_;
   WorkerStatus published_;  // last status written to status_
 };
 

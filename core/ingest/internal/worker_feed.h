@@ -92,7 +92,8 @@ class WorkerFeed {
   void OnReplayEnd(absl::Time now);
   // A malformed message on either socket.
   void OnBadFrame();
-  // The live socket connected (true) or lost its engine (false).
+  // The engine was heard from outside a batch, e.g. a replay reply (true),
+  // or is known lost (false): "live" rather than "connecting" without traffic.
   void OnConnected(bool connected);
 
   // When OnTimer must run (a replay timeout); InfiniteFuture when none.

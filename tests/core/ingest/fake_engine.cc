@@ -81,12 +81,12 @@ class FakeEngine::Task : public IoTask {
     while (!buffer_.empty() && buffer_.front().first < seq) buffer_.pop_front();
   }
 
-  void CollectPollItems(std::vector<zmq::pollitem_t>& items) override {
-    items.push_back({pub_.handle(), 0, ZMQ_POLLIN, 0});
-    if (router_) items.push_back({router_->handle(), 0, ZMQ_POLLIN, 0});
+  void CollectSockets(std::vector<zmq::socket_ref>& sockets) override {
+    sockets.push_back(pub_);
+    if (router_) sockets.push_back(*router_);
   }
 
-  void OnPoll(absl::Span<const zmq::pollitem_t> items, absl::Time) override {
+  void OnReady(absl::Time) override {
     // Subscriptions: [1, topic...] subscribe, [0, topic...] unsubscribe.
     zmq::message_t msg;
     while (pub_.recv(msg, zmq::recv_flags::dontwait)) {

@@ -167,8 +167,8 @@ class FakeSubscriptions : public SubscriptionFactory {
       absl::MutexLock lock(&owner->mu_);
       owner->live_.erase(WorkerKeyString(config.worker));
     }
-    void CollectPollItems(std::vector<zmq::pollitem_t>&) override {}
-    void OnPoll(absl::Span<const zmq::pollitem_t>, absl::Time) override {}
+    void CollectSockets(std::vector<zmq::socket_ref>&) override {}
+    void OnReady(absl::Time) override {}
     void OnLiveMessage(uint64_t, std::string_view, absl::Time) override {}
 
     FakeSubscriptions* const owner;

@@ -41,6 +41,12 @@ std::unique_ptr<FakeEngine> StartEngine(FakeEngineOptions options = {}) {
 // One Subscriber on its own IoThread, feeding a real PrefixIndex.
 class SubscriberTest : public ::testing::Test {
  protected:
+  SubscriberTest() {
+    // The I/O thread's replay router, as the SubscriptionManager sets one up.
+    auto router = std::make_unique<ReplayRouter>(context_);
+    router_ = router.get();
+    io_.Post([router = std::move(router)](IoThread& io) mutable { io.AddTask(0, std::move(router)); });
+  }
   void TearDown() override { io_.Stop(); }
 
   void Subscribe(FakeEngine& engine, bool with_replay = true) {
@@ -48,7 +54,10 @@ class SubscriberTest : public ::testing::Test {
     config.worker = WorkerKey{kPod, 0};
     config.context = WorkerContext{kModel, ""};
     config.events_endpoint = TcpEndpoint(engine.host(), engine.events_port());
-    if (with_replay) config.replay_endpoint = TcpEndpoint(engine.host(), engine.replay_port());
+    if (with_replay) {
+      config.replay_endpoint = TcpEndpoint(engine.host(), engine.replay_port());
+      config.replay_router = router_;
+    }
     config.replay_timeout = absl::Milliseconds(300);
     absl::Notification done;
     io_.Post([&](IoThread& io) {
@@ -84,6 +93,7 @@ class SubscriberTest : public ::testing::Test {
   PrefixIndex index_;
   zmq::context_t context_{1};
   IoThread io_{context_, "test-io"};
+  ReplayRouter* router_ = nullptr;  // owned by io_
   std::shared_ptr<WorkerStatusCell> cell_ = std::make_shared<WorkerStatusCell>(0);
 };
 
@@ -243,9 +253,6 @@ TEST_F(SubscriberTest, MalformedFramesAndPayloadsAreSkipped) {
   EXPECT_EQ(status.state, WorkerState::kLive);
 }
 
-// Without an engine the worker stays kConnecting however often ZeroMQ retries
-// (never kLive, never kFailed) and the subscription keeps trying: once an
-// engine appears on the port, it connects and indexes its blocks.
 // What the index could not apply (removals of blocks the worker never held,
 // blocks whose parent it does not know) is counted in the worker's status.
 TEST_F(SubscriberTest, WhatTheIndexCouldNotApplyReachesTheStatus) {
@@ -260,6 +267,9 @@ TEST_F(SubscriberTest, WhatTheIndexCouldNotApplyReachesTheStatus) {
   EXPECT_EQ(status.unknown_chunks, 0u);
 }
 
+// Without an engine the worker stays kConnecting however often ZeroMQ retries
+// (never kLive, never kFailed) and the subscription keeps trying: once an
+// engine appears on the port, it connects and indexes its blocks.
 TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   // Refused while the worker waits; the engine then takes the port over (ZeroMQ sets SO_REUSEADDR too).
   absl::StatusOr<std::unique_ptr<DeadPort>> reserved = DeadPort::Bind(DeadPort::Takeover::kByReuseAddr);
@@ -281,7 +291,7 @@ TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   done.WaitForNotification();
   // Dozens of refused connections, each followed by a pass of the I/O thread
   // (a task posted behind the subscriber's poll has run) that would publish
-  // any state change the monitor reported.
+  // any state change.
   for (int i = 0; i < 40; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // two retry intervals
     absl::Notification passed;
@@ -298,9 +308,10 @@ TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   auto engine = StartEngine(options);
   ASSERT_NE(engine, nullptr);
   ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
-  ASSERT_TRUE(WaitFor([&] { return Status().state == WorkerState::kLive; }));
+  EXPECT_EQ(Status().state, WorkerState::kConnecting);  // connected, but not heard from yet
   engine->Publish(ChainBlockPayload(0, kBlockSize));
   ASSERT_TRUE(WaitFor([&] { return Matched() == 1; }));
+  EXPECT_EQ(Status().state, WorkerState::kLive);
 }
 
 TEST(TuneSocketTest, ReconnectBackoffHeartbeatsAndLimits) {
