@@ -76,7 +76,9 @@ class SubscriptionManager::Impl {
   Impl(IndexProvider* provider, ManagerOptions options)
       : provider_(provider),
         options_(std::move(options)),
-        factory_(options_.subscription_factory != nullptr ? *options_.subscription_factory : ZmqSubscriptions()) {}
+        factory_(options_.subscription_factory != nullptr ? *options_.subscription_factory : ZmqSubscriptions()) {
+    for (const WorkerResume& r : options_.resume) resume_.insert_or_assign(r.worker, r);
+  }
   ~Impl() { Stop(); }
 
   absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
@@ -141,6 +143,13 @@ class SubscriptionManager::Impl {
   // Waits for a posted subscription and turns the result into the ack.
   PodAck Finish(Pending pending) ABSL_LOCKS_EXCLUDED(mu_);
   size_t ThreadFor(const std::string& key, bool bound) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the saved cursor of `worker` (ManagerOptions::resume) for a
+  // subscription under `entry`: nullopt, with `stale` set when restored
+  // blocks must be dropped first, unless `entry` is the engine it was saved under.
+  std::optional<BatchCursor> TakeResumeLocked(const WorkerKey& worker, const PodEntry& entry, bool& stale)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the restored blocks of every saved worker no subscription took.
+  void DropUnusedResumesLocked(PrefixIndex* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   IndexProvider* const provider_;
@@ -176,6 +185,7 @@ class SubscriptionManager::Impl {
   std::vector<ReplayRouter*> replay_routers_ ABSL_GUARDED_BY(mu_);  // one per thread, owned by it
   BindReceiver* bind_receiver_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned by threads_[0]
   std::string bind_endpoint_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<WorkerKey, WorkerResume> resume_ ABSL_GUARDED_BY(mu_);  // not yet taken
 };
 
 absl::Status SubscriptionManager::Impl::Start() {
@@ -188,6 +198,7 @@ absl::Status SubscriptionManager::Impl::Start() {
   if (!options_.sync_enabled) {
     spdlog::info("kv event sync is disabled: pods are recorded, never subscribed");
     absl::MutexLock lock(&mu_);
+    if (!resume_.empty()) DropUnusedResumesLocked(provider_->GetIndex());
     if (state_ == State::kStopped) return absl::CancelledError("manager stopped while starting");
     state_ = State::kRunning;
     return absl::OkStatus();
@@ -281,6 +292,7 @@ absl::Status SubscriptionManager::Impl::Start() {
       p.subscription = entry.subscription;
       pending.push_back(std::move(p));
     }
+    DropUnusedResumesLocked(index_);
   }
   // Each pod's setup is bounded; one failure does not stop the others.
   for (Pending& p : pending) {
@@ -333,9 +345,13 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
   workers_ += entry.plan.dp_size;
 
   std::vector<SubscriberConfig> configs;
+  std::vector<WorkerKey> stale;  // restored blocks that are not this engine's
   for (uint32_t rank = 0; rank < entry.plan.dp_size; ++rank) {
     SubscriberConfig config;
     config.worker = WorkerKey{key, rank};
+    bool drop = false;
+    config.resume = TakeResumeLocked(config.worker, entry, drop);
+    if (drop) stale.push_back(config.worker);
     config.context = WorkerContext{entry.plan.model, entry.plan.default_lora};
     if (!entry.bound) {
       config.events_endpoint = TcpEndpoint(entry.pod.ip, entry.plan.events_port + rank);
@@ -354,10 +370,11 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
   }
 
   const bool posted = threads_[entry.thread]->Post(
-      [completion, configs = std::move(configs), ids = entry.task_ids, cells = entry.workers,
-       index = index_, receiver = ReceiverOf(entry), ip = entry.pod.ip, events_port = entry.plan.events_port,
+      [completion, configs = std::move(configs), stale = std::move(stale), ids = entry.task_ids,
+       cells = entry.workers, index = index_, receiver = ReceiverOf(entry), ip = entry.pod.ip, events_port = entry.plan.events_port,
        model = entry.plan.model, &factory = factory_](IoThread& io) mutable {
         absl::Status result;
+        for (const WorkerKey& worker : stale) index->RemoveWorker(worker);
         for (size_t rank = 0; rank < configs.size(); ++rank) {
           absl::StatusOr<std::unique_ptr<WorkerSubscription>> subscriber =
               factory.Create(io.context(), std::move(configs[rank]), index, cells[rank]);
@@ -378,6 +395,31 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
                entry.bound ? "engine connects, ip" : "ip", entry.pod.ip, entry.plan.model,
                entry.plan.dp_size);
   return completion;
+}
+
+std::optional<BatchCursor> SubscriptionManager::Impl::TakeResumeLocked(const WorkerKey& worker,
+                                                                       const PodEntry& entry, bool& stale) {
+  stale = false;
+  auto it = resume_.find(worker);
+  if (it == resume_.end()) return std::nullopt;
+  const WorkerResume saved = std::move(it->second);
+  resume_.erase(it);
+  const std::string changed = Changes(IdentityOf(saved.pod, PlanPod(saved.pod)), IdentityOf(entry.pod, entry.plan));
+  if (!changed.empty()) {
+    spdlog::info("worker {}: snapshot not resumed ({} changed): replayed from 0", WorkerKeyString(worker), changed);
+    stale = true;
+    return std::nullopt;
+  }
+  spdlog::info("worker {}: resumes from the snapshot after seq {}", WorkerKeyString(worker), saved.cursor.seq);
+  return saved.cursor;
+}
+
+void SubscriptionManager::Impl::DropUnusedResumesLocked(PrefixIndex* index) {
+  for (const auto& [worker, saved] : resume_) {
+    spdlog::info("worker {}: in the snapshot, not followed: its blocks are dropped", WorkerKeyString(worker));
+    if (index != nullptr) index->RemoveWorker(worker);
+  }
+  resume_.clear();
 }
 
 std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const std::string& key,

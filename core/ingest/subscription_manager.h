@@ -20,6 +20,7 @@
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/model_filter.h"
 #include "core/ingest/pod.h"
+#include "core/ingest/worker_resume.h"
 #include "core/ingest/worker_status.h"  // WorkerState, WorkerStateName, WorkerStatus
 
 namespace kvindex {
@@ -64,6 +65,12 @@ struct ManagerOptions {
   // fakes without sockets); must outlive the manager. null: Subscribers with
   // real ZeroMQ sockets.
   SubscriptionFactory* subscription_factory = nullptr;
+  // Workers restored from a snapshot into the provider's index before Start.
+  // The first subscription of each resumes its engine's stream after the
+  // saved batch when its pod is the same engine as when saved (same
+  // subscription identity); otherwise, and for every saved worker Start does
+  // not subscribe, the restored blocks are dropped first. Used once, at Start.
+  std::vector<WorkerResume> resume;
 };
 
 // What one subscribed worker holds: its SUB socket, i.e. a mailbox (an

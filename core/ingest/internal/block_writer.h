@@ -21,6 +21,11 @@ class BlockWriter {
   virtual ~BlockWriter() = default;
   // Applies a decoded batch to the worker; what could not be applied is counted in the result.
   [[nodiscard]] virtual ApplyResult Apply(const EventBatch& batch) = 0;
+  // Apply, recording `cursor` (the batch's seq and digest) with the blocks it
+  // leaves (PrefixIndex::Apply). Writers that keep no cursor just Apply.
+  [[nodiscard]] virtual ApplyResult ApplyAt(const EventBatch& batch, const BatchCursor& cursor) {
+    return Apply(batch);
+  }
   // Drops every block the worker holds (it stays known).
   virtual void Clear() = 0;
 };
@@ -32,6 +37,9 @@ class IndexWriter final : public BlockWriter {
       : index_(index), worker_(std::move(worker)), context_(std::move(context)) {}
 
   [[nodiscard]] ApplyResult Apply(const EventBatch& batch) override { return index_->Apply(worker_, context_, batch); }
+  [[nodiscard]] ApplyResult ApplyAt(const EventBatch& batch, const BatchCursor& cursor) override {
+    return index_->Apply(worker_, context_, batch, cursor);
+  }
   void Clear() override { index_->ClearWorker(worker_); }
 
  private:

@@ -1,7 +1,9 @@
 #include "core/ingest/internal/worker_feed.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
+#include <variant>
 
 #include "core/events/event_decoder.h"
 
@@ -13,7 +15,12 @@ WorkerFeed::WorkerFeed(BlockWriter* writer, FeedOptions options, uint32_t dp_ran
 }
 
 void WorkerFeed::Start(absl::Time now) {
-  if (options_.has_replay) StartReplay(0, -1, now);
+  if (options_.resume.has_value()) {
+    last_applied_ = live_last_ = static_cast<int64_t>(options_.resume->seq);
+    status_.last_seq = last_applied_;
+    status_.history_complete = options_.resume->history_complete;
+  }
+  if (options_.has_replay) StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);
   UpdateState();
 }
 
@@ -105,7 +112,10 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
     metrics_.OnDecodeError(DecodeErrorReasonOf(batch.status()));
     return;
   }
-  const ApplyResult applied = writer_->Apply(*batch);
+  const bool clears = std::any_of(batch->events.begin(), batch->events.end(),
+                                  [](const Event& e) { return std::holds_alternative<AllBlocksCleared>(e); });
+  const ApplyResult applied =
+      writer_->ApplyAt(*batch, BatchCursor{seq, BatchDigest(payload), status_.history_complete || clears});
   std::optional<absl::Duration> lag;
   if (live && std::isfinite(batch->ts)) {
     lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);

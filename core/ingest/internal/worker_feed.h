@@ -7,7 +7,10 @@
 //
 // Rules (see ../shared/wire/README.md):
 //  - Start() asks for replay from 0 (when there is a replay endpoint) so a new
-//    subscription starts warm.
+//    subscription starts warm. A worker restored from a snapshot
+//    (FeedOptions::resume) starts as if it had just applied the saved seq:
+//    replay from seq + 1, and a live seq at or below it is an engine restart
+//    (the engine had published past it when the snapshot was taken).
 //  - Live seq <= last applied: duplicate or old, skipped. Live seq going
 //    backwards relative to the previous *live* seq: engine restart: the worker
 //    is cleared, then the batch is handled as the first of a new stream.
@@ -41,6 +44,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/events/event_batch.h"
+#include "core/index/worker_snapshot.h"
 #include "core/ingest/internal/block_writer.h"
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/worker_status.h"
@@ -69,6 +73,9 @@ struct FeedOptions {
   size_t max_backlog = 100000;  // live batches held during a replay
   // Read after a live batch is applied, for its lag (ts -> visible in Match).
   absl::Time (*clock)() = &absl::Now;
+  // A worker restored from a snapshot: the last batch its blocks include, and
+  // its history_complete then. nullopt: a new worker, replayed from 0.
+  std::optional<BatchCursor> resume;
 };
 
 class WorkerFeed {

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,8 @@ struct SubscriberConfig {
   absl::Duration replay_timeout = absl::Seconds(2);
   size_t max_backlog = 100000;
   IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
+  // Restored from a snapshot: resume after this batch (FeedOptions::resume).
+  std::optional<BatchCursor> resume;
 };
 
 class WorkerSubscription : public IoTask {

@@ -1,5 +1,6 @@
 #include "core/ingest/subscription_manager.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -895,6 +896,44 @@ TEST(SubscriptionManagerTest, ASnapshotRemovalHeldPastTheTimeoutIsAckedPending) 
   }
   EXPECT_EQ(manager.GetStats().removals_pending, 1u);
   release.Notify();
+}
+
+// Workers restored from a snapshot (ManagerOptions::resume): the one whose pod
+// is the engine it was saved under resumes from its cursor; one whose pod
+// moved, and one whose pod Start does not subscribe, lose the restored blocks.
+TEST(SubscriptionManagerTest, RestoredWorkersResumeOnlyUnderTheEngineTheyWereSavedUnder) {
+  const Pod same = BasePod("same", "10.0.0.1"), moved = BasePod("moved", "10.0.0.2"), gone = BasePod("gone", "10.0.0.3");
+  ManagerOptions options = FastOptions();
+  options.resume = {WorkerResume{WorkerKey{"default/same", 0}, same, BatchCursor{41, 7, false}},
+                    WorkerResume{WorkerKey{"default/moved", 0}, moved, BatchCursor{5, 1, true}},
+                    WorkerResume{WorkerKey{"default/gone", 0}, gone, BatchCursor{9, 2, true}}};
+  FakeManager m(options);
+  for (const char* pod : {"default/same", "default/moved", "default/gone"}) {
+    absl::StatusOr<EventBatch> batch = DecodeEventBatch(ChainBlockPayload(0, kBlockSize));
+    ASSERT_TRUE(batch.ok());
+    (void)m.index.Apply(WorkerKey{pod, 0}, WorkerContext{kModel, ""}, *batch);
+  }
+  Pod moved_now = moved;
+  moved_now.ip = "10.0.0.9";
+  EXPECT_EQ(m.manager.Upsert(same).outcome, PodOutcome::kIgnored);  // recorded until Start
+  EXPECT_EQ(m.manager.Upsert(moved_now).outcome, PodOutcome::kIgnored);
+  ASSERT_TRUE(m.manager.Start().ok());
+
+  std::vector<SubscriberConfig> made = m.subscriptions.made();
+  ASSERT_EQ(made.size(), 2u);
+  std::sort(made.begin(), made.end(), [](const auto& a, const auto& b) { return a.worker < b.worker; });
+  EXPECT_EQ(made[0].worker, (WorkerKey{"default/moved", 0}));
+  EXPECT_EQ(made[0].resume, std::nullopt);
+  EXPECT_EQ(made[1].worker, (WorkerKey{"default/same", 0}));
+  EXPECT_EQ(made[1].resume, (BatchCursor{41, 7, false}));
+  // The moved pod's blocks went before its subscription was made; the unfollowed one's at Start.
+  EXPECT_EQ(m.index.WorkerKeys(), std::vector<WorkerKey>{(WorkerKey{"default/same", 0})});
+
+  // Used once: a later subscription of a saved worker starts from 0.
+  EXPECT_EQ(m.manager.Upsert(gone).outcome, PodOutcome::kSubscribed);
+  made = m.subscriptions.made();
+  ASSERT_EQ(made.size(), 3u);
+  EXPECT_EQ(made[2].resume, std::nullopt);
 }
 
 }  // namespace

@@ -24,6 +24,10 @@ class RecordingSink : public BlockWriter {
     applied.push_back(static_cast<int>(batch.ts));
     return result;
   }
+  ApplyResult ApplyAt(const EventBatch& batch, const BatchCursor& cursor) override {
+    cursors.push_back(cursor);
+    return Apply(batch);
+  }
   void Clear() override {
     ++clears;
     applied.push_back(-1);  // marks the clear's position
@@ -44,6 +48,7 @@ class RecordingSink : public BlockWriter {
   }
 
   std::vector<int> applied;
+  std::vector<BatchCursor> cursors;  // of every ApplyAt, in order
   std::vector<uint64_t> requests;
   int clears = 0;
   int resets = 0;
@@ -449,6 +454,88 @@ TEST_F(WorkerFeedTest, LagIsReportedForLiveBatchesOnly) {
   ASSERT_EQ(metrics.lags.size(), 2u);
   EXPECT_EQ(metrics.lags[0], std::nullopt);
   EXPECT_EQ(metrics.lags[1], absl::Seconds(999));
+}
+
+// Each applied batch is recorded with its cursor: seq, the payload's digest, history_complete after it.
+TEST_F(WorkerFeedTest, EveryAppliedBatchCarriesItsCursor) {
+  DrivenFeed feed = MakeFeed(false);
+  feed.Start(now_);
+  Live(feed, 4);  // a stream seen from 4: incomplete
+  Live(feed, 5);
+  ASSERT_EQ(sink_.cursors.size(), 2u);
+  EXPECT_EQ(sink_.cursors[0], (BatchCursor{4, BatchDigest(Batch(4)), false}));
+  EXPECT_EQ(sink_.cursors[1], (BatchCursor{5, BatchDigest(Batch(5)), false}));
+  EXPECT_NE(sink_.cursors[0].digest, sink_.cursors[1].digest);
+}
+
+class ResumedFeedTest : public WorkerFeedTest {
+ protected:
+  DrivenFeed MakeResumed(bool has_replay, BatchCursor cursor) {
+    FeedOptions options{has_replay, absl::Seconds(2), 100};
+    options.resume = cursor;
+    return DrivenFeed(&sink_, options, 0);
+  }
+};
+
+TEST_F(ResumedFeedTest, AResumedWorkerReplaysAfterItsSavedSeqAndKeepsItsHistory) {
+  DrivenFeed feed = MakeResumed(true, BatchCursor{9, 1234, false});
+  feed.Start(now_);
+  EXPECT_THAT(sink_.requests, ElementsAre(10u));
+  EXPECT_EQ(feed.status().last_seq, 9);
+  EXPECT_FALSE(feed.status().history_complete);
+  Replayed(feed, 10);
+  Replayed(feed, 11);
+  feed.OnReplayEnd(now_);
+  Live(feed, 11);  // already replayed
+  Live(feed, 12);
+  EXPECT_THAT(sink_.applied, ElementsAre(10, 11, 12));
+  EXPECT_EQ(feed.status().duplicates, 1u);
+  EXPECT_EQ(feed.status().replays_ok, 1u);
+  EXPECT_FALSE(feed.status().history_complete);
+  EXPECT_EQ(sink_.clears, 0);
+}
+
+TEST_F(ResumedFeedTest, AReplayThatNoLongerReachesTheSavedSeqClearsTheWorker) {
+  DrivenFeed feed = MakeResumed(true, BatchCursor{9, 1234, true});
+  feed.Start(now_);
+  Replayed(feed, 15);  // the engine's buffer moved past 10
+  Replayed(feed, 16);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(-1, 15, 16));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  EXPECT_FALSE(feed.status().history_complete);
+}
+
+TEST_F(ResumedFeedTest, ALiveSeqAtOrBelowTheSavedOneIsAnEngineRestart) {
+  DrivenFeed feed = MakeResumed(true, BatchCursor{50, 1234, true});
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);  // nothing after 50 in this incarnation's buffer
+  Live(feed, 3);
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_THAT(sink_.applied, ElementsAre(-1));
+  EXPECT_THAT(sink_.requests, ElementsAre(51u, 0u));  // the new incarnation from 0
+  for (uint64_t s : {0, 1, 2}) Replayed(feed, s);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(-1, 0, 1, 2, 3));
+  EXPECT_TRUE(feed.status().history_complete);
+}
+
+TEST_F(ResumedFeedTest, WithoutReplayTheNextSeqContinuesAndAJumpClears) {
+  {
+    DrivenFeed feed = MakeResumed(false, BatchCursor{9, 1234, true});
+    feed.Start(now_);
+    EXPECT_THAT(sink_.requests, IsEmpty());
+    Live(feed, 10);
+    EXPECT_THAT(sink_.applied, ElementsAre(10));
+    EXPECT_TRUE(feed.status().history_complete);
+  }
+  sink_.applied.clear();
+  DrivenFeed feed = MakeResumed(false, BatchCursor{9, 1234, true});
+  feed.Start(now_);
+  Live(feed, 12);
+  EXPECT_THAT(sink_.applied, ElementsAre(-1, 12));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  EXPECT_FALSE(feed.status().history_complete);
 }
 
 }  // namespace
