@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/time/clock.h"
 #include "core/index/prefix_index.h"
 #include "core/ingest/subscription_manager.h"
 
@@ -84,6 +85,12 @@ KvIndexMetrics::KvIndexMetrics() {
   // vLLM's and SGLang's offload tier): at zero from the start. Others (e.g.
   // STORAGE) appear when first held.
   for (const char* medium : {"GPU", "CPU"}) families_.index_medium_entries->Get({medium});
+  for (SnapshotLoadOutcome outcome : kSnapshotLoadOutcomes) {
+    families_.snapshot_loads->Get({SnapshotLoadOutcomeName(outcome)});
+  }
+  families_.snapshot_writes->Get({"ok"});
+  families_.snapshot_writes->Get({"failed"});
+  families_.snapshot_age->Get({}).Set(-1);
 
   registry_.AddCollector([this] { Collect(); });
 }
@@ -142,8 +149,27 @@ void KvIndexMetrics::OnDecodeError(DecodeErrorReason reason) {
 
 void KvIndexMetrics::OnFeedEvent(FeedEvent event) { feed_events_[static_cast<size_t>(event)]->Increment(); }
 
+void KvIndexMetrics::OnSnapshotLoad(const SnapshotLoad& load) {
+  families_.snapshot_loads->Get({SnapshotLoadOutcomeName(load.outcome)}).Increment();
+  if (load.outcome != SnapshotLoadOutcome::kLoaded) return;
+  families_.snapshot_bytes->Get({}).Set(static_cast<double>(load.bytes));
+  snapshot_created_us_.store(absl::ToUnixMicros(load.created), std::memory_order_relaxed);
+}
+
+void KvIndexMetrics::OnSnapshotWrite(const absl::StatusOr<SnapshotWriteStats>& write) {
+  families_.snapshot_writes->Get({write.ok() ? "ok" : "failed"}).Increment();
+  if (!write.ok()) return;
+  families_.snapshot_write_duration->Get({}).Observe(absl::ToDoubleSeconds(write->duration));
+  families_.snapshot_bytes->Get({}).Set(static_cast<double>(write->bytes));
+  families_.snapshot_pause->Get({}).Set(absl::ToDoubleSeconds(write->longest_pause));
+  snapshot_created_us_.store(absl::ToUnixMicros(write->created), std::memory_order_relaxed);
+}
+
 void KvIndexMetrics::Collect() {
   families_.process_resident_memory->Get({}).Set(ResidentBytes());
+  if (const int64_t created = snapshot_created_us_.load(std::memory_order_relaxed); created != 0) {
+    families_.snapshot_age->Get({}).Set(absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMicros(created)));
+  }
   absl::MutexLock lock(&mu_);
   if (pods_ != nullptr) {
     absl::flat_hash_map<WorkerState, uint64_t> workers;

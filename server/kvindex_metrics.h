@@ -13,6 +13,8 @@
 // Thread safety: every call may be made from any thread.
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -21,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/ingest/ingest_metrics.h"
+#include "core/snapshot/index_snapshot.h"
 #include "server/metrics_registry.h"
 
 namespace kvindex {
@@ -31,6 +34,7 @@ class SubscriptionManager;
 // Upper bounds, seconds.
 inline constexpr double kMatchLatencyBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                  0.01,    0.025,  0.05,    0.1,    0.25,  1};
+inline constexpr double kSnapshotWriteBounds[] = {0.001, 0.01, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                              0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
 
@@ -77,6 +81,17 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   GAUGE(pods, "kvindex_pods", "subscribed", "Known pods, subscribed or not")                                   \
   COUNTER(replays, "kvindex_replays_total", "result", "Replay requests by result: ok, timeout, incomplete")    \
   COUNTER(seq_gaps, "kvindex_seq_gaps_total", "", "Seq jumps in engines' live streams (a replay is asked)")     \
+  GAUGE(snapshot_age, "kvindex_snapshot_age_seconds", "",                                                      \
+        "Age of the last snapshot written or loaded (--snapshot_dir); -1 before any")                          \
+  GAUGE(snapshot_bytes, "kvindex_snapshot_bytes", "", "Size of the last snapshot written or loaded")           \
+  COUNTER(snapshot_loads, "kvindex_snapshot_loads_total", "outcome",                                           \
+          "Snapshot loads at start by outcome: loaded, none, unreadable, corrupt, version, hashing (refused: "   \
+          "the server started cold)")                                                                          \
+  GAUGE(snapshot_pause, "kvindex_snapshot_pause_seconds", "",                                                  \
+        "Longest time one worker's ingestion waited for the last snapshot's copy of it")                      \
+  HISTOGRAM(snapshot_write_duration, "kvindex_snapshot_write_seconds", "", kSnapshotWriteBounds,              \
+            "Time to write a snapshot, fsyncs included")                                                       \
+  COUNTER(snapshot_writes, "kvindex_snapshot_writes_total", "result", "Snapshot writes by result: ok, failed") \
   COUNTER(uncovered_gaps, "kvindex_uncovered_gaps_total", "",                                                  \
           "Gaps no replay could cover; the worker's blocks were cleared")                                      \
   GAUGE(workers, "kvindex_workers", "state", "Subscribed (pod, dp rank) workers by state")                     \
@@ -102,6 +117,10 @@ class KvIndexMetrics final : public IngestMetrics {
                       std::optional<absl::Duration> lag) override;
   void OnDecodeError(DecodeErrorReason reason) override;
   void OnFeedEvent(FeedEvent event) override;
+
+  // Snapshots (server/snapshot_keeper.h): the load at start, and each write.
+  void OnSnapshotLoad(const SnapshotLoad& load);
+  void OnSnapshotWrite(const absl::StatusOr<SnapshotWriteStats>& write);
 
   // Every metric in the Prometheus text format, scrape-time gauges refreshed.
   std::string Render() const { return registry_.Render(); }
@@ -135,6 +154,8 @@ class KvIndexMetrics final : public IngestMetrics {
   Counter* unknown_chunks_ = nullptr;
   Histogram* event_lag_ = nullptr;
   Histogram* match_latency_ = nullptr;
+  // Creation time of the last snapshot written or loaded, Unix microseconds; 0: none.
+  std::atomic<int64_t> snapshot_created_us_{0};
 
   mutable absl::Mutex mu_;
   const PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -1,5 +1,6 @@
 #include "server/kvindex_server.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,9 +25,23 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   server->options_.manager.metrics = &server->metrics_;
   const ServerOptions& opts = server->options_;
   IndexProvider* provider = server.get();
+  // A snapshot is loaded before anything subscribes: its workers resume
+  // their engines' streams after the saved batch, its pods are recorded.
+  SnapshotLoad restored;
+  if (!opts.snapshot.dir.empty()) {
+    restored = SnapshotKeeper::Load(opts.snapshot, &server->index_, &server->metrics_);
+    server->options_.manager.resume = std::move(restored.resumes);
+  }
   server->manager_ = std::make_unique<SubscriptionManager>(provider, opts.manager);
+  server->options_.manager.resume.clear();
+  if (!opts.snapshot.dir.empty()) {
+    server->snapshots_ = std::make_unique<SnapshotKeeper>(opts.snapshot, &server->index_, server->manager_.get(),
+                                                          &server->metrics_);
+  }
+  for (const Pod& pod : restored.pods) (void)server->manager_->Upsert(pod);  // recorded until Start
   server->metrics_.SetSources(&server->index_, server->manager_.get());
   if (absl::Status status = server->manager_->Start(); !status.ok()) return status;
+  if (server->snapshots_ != nullptr) server->snapshots_->Start();
   if (!opts.initial_pods.empty()) {
     for (const PodAck& ack : server->manager_->ApplySnapshot(opts.initial_pods)) {
       if (ack.outcome == PodOutcome::kRejected || ack.outcome == PodOutcome::kIgnored) {
@@ -97,6 +112,10 @@ void KvIndexServer::Shutdown(absl::Time deadline) {
     reflection_v1_.Disconnect();
   }
   if (manager_ != nullptr) manager_->Stop();
+  if (snapshots_ != nullptr) {
+    snapshots_->Stop();
+    snapshots_->WriteFinal(std::max(deadline, absl::Now()) + kFinalSnapshotTime);
+  }
 }
 
 }  // namespace kvindex::server

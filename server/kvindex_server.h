@@ -25,6 +25,7 @@
 #include "server/metrics_http_server.h"
 #include "server/reflection_v1.h"
 #include "server/server_credentials.h"
+#include "server/snapshot_keeper.h"
 
 namespace kvindex::server {
 
@@ -43,6 +44,9 @@ struct ServerOptions {
   std::string metrics_listen;
   // Applied as a snapshot before the server starts accepting calls (--pods_file).
   std::vector<Pod> initial_pods;
+  // --snapshot_dir, --snapshot_interval: loaded before the subscriptions
+  // start, written every interval and at Shutdown (snapshot_keeper.h).
+  SnapshotOptions snapshot;
 };
 
 class KvIndexServer : private IndexProvider {
@@ -69,8 +73,11 @@ class KvIndexServer : private IndexProvider {
   // and SyncPods streams are cancelled; then health turns NOT_SERVING. In-flight
   // unary calls get until `deadline` to finish, and health keeps answering (NOT_SERVING)
   // meanwhile; then the gRPC server stops, cancelling the calls still in
-  // flight, and finally every subscription stops. Idempotent.
+  // flight, and finally every subscription stops. With snapshot.dir, the
+  // timer stops and a last snapshot is written if it fits before `deadline`
+  // + kFinalSnapshotTime. Idempotent.
   void Shutdown(absl::Time deadline);
+  static constexpr absl::Duration kFinalSnapshotTime = absl::Milliseconds(1500);
 
  private:
   explicit KvIndexServer(ServerOptions options);
@@ -81,6 +88,7 @@ class KvIndexServer : private IndexProvider {
   PrefixIndex index_;
   KvIndexMetrics metrics_;  // reported into by the manager and the service: outlives both
   std::unique_ptr<SubscriptionManager> manager_;
+  std::unique_ptr<SnapshotKeeper> snapshots_;  // null without snapshot.dir
   std::unique_ptr<KvIndexService> service_;
   ReflectionV1 reflection_v1_;  // relays to gRPC's v1alpha reflection of server_
   std::unique_ptr<grpc::Server> server_;

@@ -1,0 +1,183 @@
+// Snapshots end to end (issue 17, README "Snapshots"), with real
+// kvindex-server and kvindex-sim processes: an engine whose replay buffer
+// holds 30 batches publishes 160; server A (--snapshot_dir) follows it,
+// is stopped with SIGTERM after about 150 and restarted after the engine's
+// last 10: it answers exactly the engine's cache (the simulator's ground
+// truth), every worker complete, without the control plane pushing anything
+// again. A server started cold beside it can only say its workers are
+// incomplete; a damaged snapshot is refused and the server starts cold.
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/kvindex_client.h"
+#include "gtest/gtest.h"
+#include "tests/reliability/sim_process.h"
+#include "tests/server/server_process.h"
+#include "tests/testing/clients.h"
+#include "tests/testing/pods.h"
+#include "tests/testing/wait.h"
+
+namespace kvindex::testing {
+namespace {
+
+constexpr absl::Duration kPoll = absl::Milliseconds(20);
+
+using ::kvindex::testutil::Connect;
+using ::kvindex::testutil::SnapshotUpdate;
+using ::kvindex::testutil::WaitFor;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/kvindex-snapshot-restart-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::system(absl::StrCat("rm -rf '", path_, "'").c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The fault tests' engines (tests/reliability/fault_injection_test.cc): mixed
+// layouts and hashes, a CPU tier, a Mamba hybrid, images and salted tenants.
+std::vector<std::string> SimArgs(std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--ip=127.0.0.1",      "--block_size=16",         "--capacity_blocks=64",
+                                   "--cpu_capacity_blocks=64", "--layout=mixed",   "--hash=mixed",
+                                   "--replay_form=mixed", "--system_prompts=2",      "--system_prompt_tokens=64",
+                                   "--conversations=4",   "--turn_tokens=64",        "--keep_running",
+                                   "--hybrid=none,mamba", "--offload_chunk_blocks=0,2", "--mm_fraction=0.25",
+                                   "--salted_tenants=1"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+void Push(client::KvIndexClient& client, const v1::PodSnapshot& pods) {
+  absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client.SyncPods({SnapshotUpdate(pods)});
+  ASSERT_TRUE(acks.ok()) << acks.status();
+  for (const v1::PodAck& ack : (*acks)[0].pods()) {
+    EXPECT_EQ(ack.outcome(), v1::POD_OUTCOME_SUBSCRIBED) << ack.pod() << ": " << ack.reason();
+  }
+}
+
+// Every worker of the server has applied at least `seq`.
+bool AllAtLeast(client::KvIndexClient& client, size_t workers, int64_t seq) {
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> w = Workers(client);
+  if (!w.ok() || w->size() != workers) return false;
+  for (const auto& [name, info] : *w) {
+    if (info.last_seq() < seq) return false;
+  }
+  return true;
+}
+
+TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
+      SimArgs({"--pods=2", "--base_port=0", "--seed=17", "--rate=15", "--requests=160", "--replay_buffer=30"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=1s"};
+  absl::StatusOr<ServerProcess> a = StartServerProcess(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  std::unique_ptr<client::KvIndexClient> client = Connect(a->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  ASSERT_NO_FATAL_FAILURE(Push(*client, (*sim)->pods()));
+  ASSERT_TRUE(WaitFor([&] { return AllAtLeast(*client, 2, 149); }, absl::Seconds(60), kPoll))
+      << a->process->Stderr();
+  // Followed from the start: nothing missing.
+  absl::StatusOr<v1::GetStatsResponse> stats = client->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->incomplete_workers(), 0u);
+
+  const absl::Time signalled = absl::Now();
+  ASSERT_TRUE(a->process->Signal(SIGTERM));
+  const std::optional<int> exit_code = a->process->Wait(absl::Seconds(5));
+  if (!exit_code.has_value()) a->process->Signal(SIGKILL);
+  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << a->process->Stderr();
+  EXPECT_EQ(*exit_code, 0) << a->process->Stderr();
+  std::printf("server A stopped %s after SIGTERM\n", absl::FormatDuration(absl::Now() - signalled).c_str());
+  EXPECT_TRUE(absl::StrContains(a->process->Stderr(), "snapshot at shutdown:")) << a->process->Stderr();
+  client.reset();
+
+  // The engine goes on without A: its last batches are in its replay buffer, its first ones long gone.
+  absl::Status done = (*sim)->WaitTrafficDone(absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done << "\n" << (*sim)->process().Stderr();
+  absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
+  absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+  for (const auto& pod : (*truth)["pods"]) {
+    for (const auto& worker : pod["workers"]) EXPECT_GE(worker["last_seq"].get<int64_t>(), 159);
+  }
+
+  // A again, on its snapshot: no pods pushed, the whole cache known at once.
+  const absl::Time restarted = absl::Now();
+  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
+  ASSERT_TRUE(again.ok()) << again.status();
+  client = Connect(again->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
+  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
+  std::printf("restarted server caught up %s after it was started\n",
+              absl::FormatDuration(absl::Now() - restarted).c_str());
+  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
+  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
+  std::printf("compared with the truth: %zu workers, %zu blocks held (%zu on CPU), %zu chains, %zu prompts\n",
+              same->workers, same->blocks, same->cpu_blocks, same->chains, same->prompts);
+  EXPECT_GT(same->blocks, 0u);
+  EXPECT_GT(same->cpu_blocks, 0u);
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*client);
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->size(), 2u);
+  for (const auto& [name, info] : *workers) {
+    EXPECT_TRUE(info.history_complete()) << name;
+    EXPECT_EQ(info.uncovered_gaps(), 0u) << name;
+    EXPECT_EQ(info.restarts(), 0u) << name;
+    EXPECT_GE(info.replays_ok(), 1u) << name;  // the batches published while A was down
+    EXPECT_LT(info.batches(), 30u) << name << ": more than the missed batches were applied";
+  }
+  EXPECT_TRUE(absl::StrContains(again->process->Stderr(), "snapshot loaded from")) << again->process->Stderr();
+
+  // Without the snapshot, a server can only know the buffer's last 30 batches, and says so.
+  absl::StatusOr<ServerProcess> cold = StartServerProcess({});
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  std::unique_ptr<client::KvIndexClient> cold_client = Connect(cold->address, absl::Seconds(30));
+  ASSERT_NE(cold_client, nullptr);
+  ASSERT_NO_FATAL_FAILURE(Push(*cold_client, (*sim)->pods()));
+  ASSERT_TRUE(WaitForCatchUp(*cold_client, *truth, absl::Seconds(30)).ok());
+  absl::StatusOr<v1::GetStatsResponse> cold_stats = cold_client->GetStats();
+  ASSERT_TRUE(cold_stats.ok()) << cold_stats.status();
+  EXPECT_EQ(cold_stats->incomplete_workers(), 2u);
+}
+
+TEST(SnapshotRestartTest, ADamagedSnapshotIsRefusedAndTheServerStartsCold) {
+  TempDir dir;
+  {
+    std::ofstream out(dir.path() + "/kvindex.snapshot", std::ios::binary);
+    // This format's header (version 1, 32 bytes, a 4-byte body), a checksum the body does not have.
+    out << "KVIXSNAP" << std::string("\x01\0\0\0\x20\0\0\0\x04\0\0\0\0\0\0\0", 16) << std::string(8, '\x55')
+        << "body";
+  }
+  absl::StatusOr<ServerProcess> server = StartServerProcess({absl::StrCat("--snapshot_dir=", dir.path())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::unique_ptr<client::KvIndexClient> client = Connect(server->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<v1::GetStatsResponse> stats = client->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->pods(), 0u);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server->process->Stderr(), "refused (corrupt)"); },
+                      absl::Seconds(10), kPoll))
+      << server->process->Stderr();
+}
+
+}  // namespace
+}  // namespace kvindex::testing
