@@ -21,6 +21,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/ingest/subscription_manager.h"
+#include "core/util/open_files.h"
 #include "server/bearer_auth.h"
 #include "server/command_line.h"
 #include "server/env_flags.h"
@@ -29,7 +31,6 @@
 #include "server/manager_config.h"
 #include "server/match_latch.h"
 #include "server/memory_budget.h"
-#include "server/open_files.h"
 #include "server/pods_file.h"
 #include "server/server_credentials.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -235,8 +236,8 @@ int main(int argc, char** argv) {
   // late per-pod "Too many open files".
   const size_t max_workers = options->manager.max_workers;
   const bool explicit_workers = absl::GetFlag(FLAGS_max_workers) != 0;
-  if (absl::StatusOr<kvindex::server::OpenFilesLimit> files =
-          kvindex::server::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers));
+  if (absl::StatusOr<kvindex::OpenFilesLimit> files =
+          kvindex::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers));
       !files.ok()) {
     spdlog::warn("open-files limit unknown ({}); --max_workers={} needs {}", files.status().ToString(), max_workers,
                  kvindex::OpenFilesNeeded(max_workers));
@@ -246,12 +247,16 @@ int main(int argc, char** argv) {
                  fit, files->hard, max_workers);
     options->manager.max_workers = fit;
   } else if (fit < max_workers) {
+    // Asked for explicitly: kept as far as the workers' sockets fit (one file
+    // each); only a connected engine's TCP connection needs the second.
+    const size_t sockets_fit = kvindex::WorkerSocketsThatFit(files->soft);
     spdlog::error(
-        "--max_workers={} needs {} open files, but the hard open-files limit is {}: following at most {} workers "
-        "(more pods are rejected, saying so). To follow more, raise the hard limit (ulimit -Hn; systemd "
+        "--max_workers={} needs {} open files when every engine is connected, but the hard open-files limit is {}: "
+        "it carries {} connected workers; beyond them connections to engines fail (ZeroMQ retries them). Following "
+        "at most {} workers (more pods are rejected, saying so). Raise the hard limit (ulimit -Hn; systemd "
         "LimitNOFILE=; docker run --ulimit nofile=N:N; the container runtime's default on Kubernetes)",
-        max_workers, kvindex::OpenFilesNeeded(max_workers), files->hard, fit);
-    options->manager.max_workers = fit;
+        max_workers, kvindex::OpenFilesNeeded(max_workers), files->hard, fit, std::min(max_workers, sockets_fit));
+    options->manager.max_workers = std::min(max_workers, sockets_fit);
   }
   const bool tls = !options->tls.cert_file.empty();
   const bool mtls = !options->tls.client_ca_file.empty();

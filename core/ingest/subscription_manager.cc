@@ -18,7 +18,6 @@
 #include "core/ingest/internal/completion.h"
 #include "core/ingest/internal/io_thread.h"
 #include "core/ingest/internal/pod_removal.h"
-#include "core/ingest/internal/replay_router.h"
 #include "core/ingest/internal/subscriber.h"
 #include "core/ingest/internal/subscription_identity.h"
 #include "spdlog/spdlog.h"
@@ -29,10 +28,9 @@ namespace {
 
 constexpr int kMaxIoThreads = 64;
 // Task ids on the I/O threads: tasks are destroyed newest (highest id) first,
-// so the shared tasks outlive every worker's.
+// so the bind receiver outlives every worker's.
 constexpr uint64_t kBindReceiverTask = 0;  // on thread 0
-constexpr uint64_t kReplayRouterTask = 1;  // on every thread
-constexpr uint64_t kFirstWorkerId = 2;
+constexpr uint64_t kFirstWorkerId = 1;
 
 // The largest ZeroMQ socket count a context of `max_workers` needs, within what ZeroMQ allows.
 int MaxSockets(zmq::context_t& context, size_t max_workers) {
@@ -51,6 +49,10 @@ size_t OpenFilesNeeded(size_t max_workers) { return kFilesPerWorker * max_worker
 
 size_t WorkersThatFit(size_t open_files) {
   return open_files > kFilesBesidesWorkers ? (open_files - kFilesBesidesWorkers) / kFilesPerWorker : 0;
+}
+
+size_t WorkerSocketsThatFit(size_t open_files) {
+  return open_files > kFilesBesidesWorkers ? open_files - kFilesBesidesWorkers : 0;
 }
 
 std::string_view PodOutcomeName(PodOutcome outcome) {
@@ -182,7 +184,6 @@ class SubscriptionManager::Impl {
   PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::unique_ptr<zmq::context_t> context_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<IoThread>> threads_ ABSL_GUARDED_BY(mu_);
-  std::vector<ReplayRouter*> replay_routers_ ABSL_GUARDED_BY(mu_);  // one per thread, owned by it
   BindReceiver* bind_receiver_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned by threads_[0]
   std::string bind_endpoint_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WorkerKey, WorkerResume> resume_ ABSL_GUARDED_BY(mu_);  // not yet taken
@@ -227,15 +228,8 @@ absl::Status SubscriptionManager::Impl::Start() {
   auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
   context->set(zmq::ctxopt::max_sockets, MaxSockets(*context, options_.max_workers));
   std::vector<std::unique_ptr<IoThread>> threads;
-  std::vector<ReplayRouter*> routers;
   for (int i = 0; i < n; ++i) {
     threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
-    auto router = std::make_unique<ReplayRouter>(*context);
-    routers.push_back(router.get());
-    // Posted first: it exists before any worker of the thread does.
-    threads.back()->Post([router = std::move(router)](IoThread& io) mutable {
-      io.AddTask(kReplayRouterTask, std::move(router));
-    });
   }
   BindReceiver* receiver = nullptr;
   std::string bound;
@@ -275,7 +269,6 @@ absl::Status SubscriptionManager::Impl::Start() {
     index_ = index;
     context_ = std::move(context);
     threads_ = std::move(threads);
-    replay_routers_ = std::move(routers);
     bind_receiver_ = receiver;
     bind_endpoint_ = bound;
     state_ = State::kRunning;
@@ -315,7 +308,6 @@ void SubscriptionManager::Impl::Stop() {
     state_ = State::kStopped;
     threads.swap(threads_);
     context.swap(context_);
-    replay_routers_.clear();
     bind_receiver_ = nullptr;
   }
   // Each thread runs what was posted (unsubscribes drop blocks), closes its
@@ -359,7 +351,6 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     }
     if (entry.plan.replay_port.has_value()) {
       config.replay_endpoint = TcpEndpoint(entry.pod.ip, *entry.plan.replay_port + rank);
-      config.replay_router = replay_routers_[entry.thread];
     }
     config.replay_timeout = options_.replay_timeout;
     config.max_backlog = options_.max_backlog;

@@ -74,10 +74,11 @@ struct ManagerOptions {
 };
 
 // What one subscribed worker holds: its SUB socket, i.e. a mailbox (an
-// eventfd) and a TCP connection to its engine. A replay adds a TCP connection
-// of the I/O thread's shared ROUTER while it is out (at subscribe time, after a
-// gap), not counted: it lasts until the engine answers or the replay times out.
-inline constexpr size_t kSocketsPerWorker = 1;
+// eventfd) and a TCP connection to its engine. A replay adds a DEALER (two
+// more) while it is out (at subscribe time, after a gap), not counted: it
+// lasts until the engine answers or the replay times out.
+// ZeroMQ sockets (a context-wide count) include the DEALER; files do not.
+inline constexpr size_t kSocketsPerWorker = 2;
 inline constexpr size_t kFilesPerWorker = 2;
 // Files the rest of the process may use (gRPC, the metrics server, logs, ...).
 inline constexpr size_t kFilesBesidesWorkers = 256;
@@ -85,6 +86,8 @@ inline constexpr size_t kFilesBesidesWorkers = 256;
 // Open files needed to follow `max_workers`, and how many workers `open_files` allow.
 size_t OpenFilesNeeded(size_t max_workers);
 size_t WorkersThatFit(size_t open_files);
+// Workers whose sockets `open_files` allow (one file each), engines not connected.
+size_t WorkerSocketsThatFit(size_t open_files);
 
 // Totals for GetStats and metrics.
 struct ManagerStats {

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/util/open_files.h"
 #include "nlohmann/json.hpp"
 #include "server/flags_help.h"
 #include "spdlog/spdlog.h"
@@ -378,7 +380,17 @@ int Main() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Thousands of engines in one process: two sockets each (PUB, replay ROUTER),
+  // and per socket a mailbox, a listener and the connections of its peers.
   zmq::context_t context(absl::GetFlag(FLAGS_zmq_io_threads));
+  const size_t sockets = 2 * plan->size() + 64;
+  context.set(zmq::ctxopt::max_sockets,
+              static_cast<int>(std::min<size_t>(sockets, std::max(1024, context.get(zmq::ctxopt::socket_limit)))));
+  if (absl::StatusOr<OpenFilesLimit> files = RaiseOpenFilesLimit(6 * plan->size() + 256);
+      files.ok() && files->soft < 6 * plan->size() + 256) {
+    spdlog::warn("{} engines may need {} open files; the hard limit is {}: raise it (ulimit -Hn) or run fewer "
+                 "engines per process", plan->size(), 6 * plan->size() + 256, files->hard);
+  }
   std::vector<std::unique_ptr<SimEngine>> engines;
   std::vector<SimEngine*> engine_ptrs;
   std::vector<uint32_t> events_ports;

@@ -42,10 +42,6 @@ std::string_view View(const zmq::message_t& frame) {
 absl::StatusOr<std::unique_ptr<Subscriber>> Subscriber::Create(
     zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
     std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning) {
-  if (!config.replay_endpoint.empty() && config.replay_router == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("worker ", WorkerKeyString(config.worker),
-                                                   ": a replay endpoint needs a replay router"));
-  }
   std::unique_ptr<Subscriber> subscriber(
       new Subscriber(context, std::move(config), index, std::move(status), tuning));
   if (absl::Status s = subscriber->Open(); !s.ok()) {
@@ -78,8 +74,8 @@ Subscriber::Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixI
 }
 
 Subscriber::~Subscriber() {
-  if (config_.replay_router != nullptr) config_.replay_router->Cancel(this);
   try {
+    replay_.reset();
     sub_.reset();
   } catch (const zmq::error_t& e) {
     spdlog::error("worker {}: closing sockets: {}", WorkerKeyString(config_.worker), e.what());
@@ -102,13 +98,21 @@ absl::Status Subscriber::Open() {
   return absl::OkStatus();
 }
 
+void Subscriber::OpenReplay() {
+  replay_.emplace(context_, zmq::socket_type::dealer);
+  TuneSocket(*replay_, tuning_);
+  replay_->connect(config_.replay_endpoint);
+}
+
 void Subscriber::CollectSockets(std::vector<zmq::socket_ref>& sockets) {
   if (sub_.has_value()) sockets.push_back(*sub_);
+  if (replay_.has_value()) sockets.push_back(*replay_);
 }
 
 void Subscriber::OnReady(absl::Time now) {
   try {
     if (sub_.has_value()) ReadLive(now);
+    if (replay_.has_value()) ReadReplay(now);
   } catch (const zmq::error_t& e) {
     spdlog::error("worker {}: socket error: {}", WorkerKeyString(config_.worker), e.what());
   }
@@ -141,7 +145,17 @@ void Subscriber::ReadLive(absl::Time now) {
   }
 }
 
-void Subscriber::OnReplayReply(absl::Span<const zmq::message_t> frames, size_t total, absl::Time now) {
+void Subscriber::ReadReplay(absl::Time now) {
+  std::vector<zmq::message_t> frames;
+  size_t total = 0;
+  // The socket may be replaced (kReset) or closed (replay over) by the message read.
+  for (int i = 0; i < kMaxMessagesPerTurn && replay_.has_value() && RecvMessage(*replay_, frames, total); ++i) {
+    OnReplayMessage(frames, total, now);
+    CarryOutReplayOps(now);
+  }
+}
+
+void Subscriber::OnReplayMessage(const std::vector<zmq::message_t>& frames, size_t total, absl::Time now) {
   // ["", seq, payload] or ["", topic, seq, payload].
   if ((total != 3 && total != 4) || frames[0].size() != 0) {
     feed_.OnBadFrame();
@@ -159,9 +173,6 @@ void Subscriber::OnReplayReply(absl::Span<const zmq::message_t> frames, size_t t
       feed_.OnReplayBatch(*seq, View(frames[total - 1]));
     }
   }
-  CarryOutReplayOps(now);
-  Publish();
-  RequestTurn();  // the replay deadline may have changed
 }
 
 void Subscriber::Publish() {
@@ -193,22 +204,37 @@ void Subscriber::Publish() {
 }
 
 void Subscriber::CarryOutReplayOps(absl::Time now) {
-  ReplayRouter* router = config_.replay_router;
   // A request that cannot be sent fails its replay, which may start the next
   // one (from the batches held meanwhile): until the feed asks nothing more.
   for (std::vector<ReplayOp> ops = feed_.TakeReplayOps(); !ops.empty(); ops = feed_.TakeReplayOps()) {
     for (const ReplayOp& op : ops) {
       if (op.kind == ReplayOp::Kind::kReset) {
         // Late replies to the abandoned request must not be taken for replies
-        // to the next one: the router drops them with the connection.
-        if (router != nullptr) router->Cancel(this);
-      } else if (router == nullptr || !router->Request(this, config_.replay_endpoint, op.from_seq)) {
+        // to the next one: that one gets a fresh socket.
+        replay_.reset();
+      } else if (!SendReplayRequest(op.from_seq)) {
         feed_.OnReplayRequestFailed(now);
       }
     }
   }
-  // The replay connection exists only while a replay is out.
-  if (!feed_.replaying() && router != nullptr) router->Cancel(this);
+  // The replay socket exists only while a replay is out: two files fewer per idle worker.
+  if (!feed_.replaying()) replay_.reset();
+}
+
+bool Subscriber::SendReplayRequest(uint64_t from_seq) {
+  if (config_.replay_endpoint.empty()) return false;
+  try {
+    if (!replay_.has_value()) OpenReplay();
+    const std::string seq = SeqFrame(from_seq);
+    if (!replay_->send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return false;
+    }
+    replay_->send(zmq::buffer(seq), zmq::send_flags::dontwait);
+    return true;
+  } catch (const zmq::error_t& e) {
+    spdlog::error("worker {}: replay request failed: {}", WorkerKeyString(config_.worker), e.what());
+    return false;
+  }
 }
 
 SubscriptionFactory& ZmqSubscriptions() {

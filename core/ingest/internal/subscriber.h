@@ -4,8 +4,11 @@
 //  - a SUB socket connected to the engine's PUB (absent in bind mode, where a
 //    BindReceiver hands it the worker's messages through OnLiveMessage): the
 //    worker's only socket, one mailbox fd and one TCP connection;
-//  - while a replay is out (when the engine has a replay socket), a connection
-//    of the I/O thread's ReplayRouter to the engine's replay ROUTER.
+//  - while a replay is out (when the engine has a replay socket), a DEALER
+//    connected to the engine's replay ROUTER. (One ROUTER per I/O thread for
+//    every worker's replay would save the DEALER's mailbox, but libzmq 4.3's
+//    fair queue asserts when one of its connections ends while another's
+//    message is half read: `!_more` in fq.cpp.)
 // Live messages must be exactly [topic, 8-byte big-endian seq, payload]; replay
 // replies [""(, topic), seq, payload] with the end marker seq 0xff..ff. Anything
 // else is counted and skipped. Sequencing is WorkerFeed's; batches go to the
@@ -30,7 +33,6 @@
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/internal/block_writer.h"
 #include "core/ingest/internal/io_thread.h"
-#include "core/ingest/internal/replay_router.h"
 #include "core/ingest/internal/worker_feed.h"
 #include "core/ingest/internal/worker_subscription.h"
 #include "core/ingest/worker_status.h"
@@ -39,12 +41,10 @@
 
 namespace kvindex {
 
-
-class Subscriber : public WorkerSubscription, public ReplayClient {
+class Subscriber : public WorkerSubscription {
  public:
   // Creates and connects the SUB socket (connects never wait for the engine)
-  // and asks for replay from 0. UNAVAILABLE when the socket cannot be set up;
-  // INVALID_ARGUMENT for a replay endpoint without a replay router.
+  // and asks for replay from 0. UNAVAILABLE when the socket cannot be set up.
   // `index` must outlive the subscriber.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Subscriber>> Create(
       zmq::context_t& context, SubscriberConfig config, PrefixIndex* index,
@@ -59,9 +59,6 @@ class Subscriber : public WorkerSubscription, public ReplayClient {
   // WorkerSubscription.
   void OnLiveMessage(uint64_t seq, std::string_view payload, absl::Time now) override;
 
-  // ReplayClient.
-  void OnReplayReply(absl::Span<const zmq::message_t> frames, size_t total, absl::Time now) override;
-
   const WorkerKey& worker() const { return config_.worker; }
 
  private:
@@ -69,10 +66,16 @@ class Subscriber : public WorkerSubscription, public ReplayClient {
              std::shared_ptr<WorkerStatusCell> status, const ZmqTuning& tuning);
   [[nodiscard]] absl::Status Open();
 
+  void OpenReplay();  // throws zmq::error_t
   void ReadLive(absl::Time now);
+  void ReadReplay(absl::Time now);
+  // One message of the replay socket: its first frames and their count `total`.
+  void OnReplayMessage(const std::vector<zmq::message_t>& frames, size_t total, absl::Time now);
   // Carries out the replay work the feed asked for (after the reads). Throws
   // nothing: a request it cannot send fails that replay in the feed.
   void CarryOutReplayOps(absl::Time now);
+  // Opens the replay socket when it is not open (it exists only while a replay is out).
+  bool SendReplayRequest(uint64_t from_seq);
   // Publishes the feed's status to the cell and logs state changes.
   void Publish();
 
@@ -84,6 +87,7 @@ class Subscriber : public WorkerSubscription, public ReplayClient {
   WorkerFeed feed_;
 
   std::optional<zmq::socket_t> sub_;
+  std::optional<zmq::socket_t> replay_;
   WorkerStatus published_;  // last status written to status_
 };
 

@@ -26,17 +26,12 @@
 
 namespace kvindex {
 
-class ReplayRouter;
-
 // What to follow for one worker, and how.
 struct SubscriberConfig {
   WorkerKey worker;
   WorkerContext context;
   std::string events_endpoint;  // "tcp://ip:port"; empty: bind mode (fed through OnLiveMessage)
   std::string replay_endpoint;  // "tcp://ip:port"; empty: the engine has no replay socket
-  // The I/O thread's replay connections (replay_router.h); required with a
-  // replay_endpoint, not owned, outlives the subscription.
-  ReplayRouter* replay_router = nullptr;
   std::string topic;            // SUB prefix filter; empty: every topic
   absl::Duration replay_timeout = absl::Seconds(2);
   size_t max_backlog = 100000;

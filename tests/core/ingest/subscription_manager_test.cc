@@ -507,6 +507,8 @@ TEST(SubscriptionManagerTest, OpenFilesNeededAndWorkersThatFitAgree) {
   EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000) - 1), 9999u);
   EXPECT_EQ(WorkersThatFit(20000), (20000 - kFilesBesidesWorkers) / kFilesPerWorker);
   EXPECT_EQ(WorkersThatFit(100), 0u);
+  EXPECT_EQ(WorkerSocketsThatFit(20000), 20000 - kFilesBesidesWorkers);
+  EXPECT_EQ(WorkerSocketsThatFit(100), 0u);
 }
 
 TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {

@@ -41,12 +41,6 @@ std::unique_ptr<FakeEngine> StartEngine(FakeEngineOptions options = {}) {
 // One Subscriber on its own IoThread, feeding a real PrefixIndex.
 class SubscriberTest : public ::testing::Test {
  protected:
-  SubscriberTest() {
-    // The I/O thread's replay router, as the SubscriptionManager sets one up.
-    auto router = std::make_unique<ReplayRouter>(context_);
-    router_ = router.get();
-    io_.Post([router = std::move(router)](IoThread& io) mutable { io.AddTask(0, std::move(router)); });
-  }
   void TearDown() override { io_.Stop(); }
 
   void Subscribe(FakeEngine& engine, bool with_replay = true) {
@@ -54,10 +48,7 @@ class SubscriberTest : public ::testing::Test {
     config.worker = WorkerKey{kPod, 0};
     config.context = WorkerContext{kModel, ""};
     config.events_endpoint = TcpEndpoint(engine.host(), engine.events_port());
-    if (with_replay) {
-      config.replay_endpoint = TcpEndpoint(engine.host(), engine.replay_port());
-      config.replay_router = router_;
-    }
+    if (with_replay) config.replay_endpoint = TcpEndpoint(engine.host(), engine.replay_port());
     config.replay_timeout = absl::Milliseconds(300);
     absl::Notification done;
     io_.Post([&](IoThread& io) {
@@ -93,7 +84,6 @@ class SubscriberTest : public ::testing::Test {
   PrefixIndex index_;
   zmq::context_t context_{1};
   IoThread io_{context_, "test-io"};
-  ReplayRouter* router_ = nullptr;  // owned by io_
   std::shared_ptr<WorkerStatusCell> cell_ = std::make_shared<WorkerStatusCell>(0);
 };
 

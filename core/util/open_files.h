@@ -1,14 +1,15 @@
 #pragma once
 
-// The process's open-files limit (RLIMIT_NOFILE), raised at start to what the
-// subscriptions need, so that a pod never fails late with "Too many open
-// files". Called once from main, before any thread starts.
+// The process's open-files limit (RLIMIT_NOFILE), raised at start to what its
+// sockets need (kvindex-server: the subscriptions, so that a pod never fails
+// late with "Too many open files"; kvindex-sim: its engines). Called once from
+// main, before any thread starts.
 
 #include <cstdint>
 
 #include "absl/status/statusor.h"
 
-namespace kvindex::server {
+namespace kvindex {
 
 struct OpenFilesLimit {
   uint64_t soft = 0;  // in force now
@@ -20,4 +21,4 @@ struct OpenFilesLimit {
 // cannot be read.
 [[nodiscard]] absl::StatusOr<OpenFilesLimit> RaiseOpenFilesLimit(uint64_t needed);
 
-}  // namespace kvindex::server
+}  // namespace kvindex

@@ -1,4 +1,4 @@
-#include "server/open_files.h"
+#include "core/util/open_files.h"
 
 #include <sys/resource.h>
 
@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace kvindex::server {
+namespace kvindex {
 
 absl::StatusOr<OpenFilesLimit> RaiseOpenFilesLimit(uint64_t needed) {
   rlimit limit;
@@ -26,4 +26,4 @@ absl::StatusOr<OpenFilesLimit> RaiseOpenFilesLimit(uint64_t needed) {
   return OpenFilesLimit{soft, hard};
 }
 
-}  // namespace kvindex::server
+}  // namespace kvindex
