@@ -159,6 +159,57 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   EXPECT_EQ(cold_stats->incomplete_workers(), 2u);
 }
 
+// README's old known limit: an engine that restarts while kvindex is down and
+// publishes more batches than its previous incarnation. Resuming after the
+// saved seq would keep the old incarnation's blocks; the saved batch's digest
+// tells the new incarnation apart (issue 17 item 4): the worker is cleared and
+// replayed from 0, exactly the new engine's cache.
+TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasDownIsDetected) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<SimProcess>> first = SimProcess::Start(
+      SimArgs({"--pods=1", "--base_port=0", "--seed=18", "--rate=40", "--requests=40", "--replay_buffer=1000"}));
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=1h"};
+  absl::StatusOr<ServerProcess> a = StartServerProcess(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  std::unique_ptr<client::KvIndexClient> client = Connect(a->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  ASSERT_NO_FATAL_FAILURE(Push(*client, (*first)->pods()));
+  ASSERT_TRUE((*first)->WaitTrafficDone(absl::Seconds(60)).ok());
+  ASSERT_TRUE(WaitFor([&] { return AllAtLeast(*client, 1, 39); }, absl::Seconds(60), kPoll)) << a->process->Stderr();
+  ASSERT_TRUE(a->process->Signal(SIGTERM));
+  const std::optional<int> exit_code = a->process->Wait(absl::Seconds(5));
+  if (!exit_code.has_value()) a->process->Signal(SIGKILL);
+  ASSERT_EQ(exit_code, std::optional<int>(0)) << a->process->Stderr();
+  client.reset();
+
+  // The engine restarts on the same ports with another workload and publishes 80 batches: seq 39 again, another batch.
+  const std::string same_ports = (*first)->SamePortsFlag();
+  first->reset();
+  absl::StatusOr<std::unique_ptr<SimProcess>> second = SimProcess::Start(
+      SimArgs({"--pods=1", same_ports, "--seed=19", "--rate=80", "--requests=80", "--replay_buffer=1000"}));
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE((*second)->WaitTrafficDone(absl::Seconds(60)).ok());
+  absl::StatusOr<nlohmann::json> truth = (*second)->Truth();
+  absl::StatusOr<nlohmann::json> prompts = (*second)->Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+
+  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
+  ASSERT_TRUE(again.ok()) << again.status();
+  client = Connect(again->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
+  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
+  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
+  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
+  EXPECT_GT(same->blocks, 0u);
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*client);
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->size(), 1u);
+  EXPECT_EQ((*workers)[0].second.restarts(), 1u);
+  EXPECT_TRUE((*workers)[0].second.history_complete());
+}
+
 TEST(SnapshotRestartTest, ADamagedSnapshotIsRefusedAndTheServerStartsCold) {
   TempDir dir;
   {

@@ -19,6 +19,7 @@ void WorkerFeed::Start(absl::Time now) {
     last_applied_ = live_last_ = static_cast<int64_t>(options_.resume->seq);
     status_.last_seq = last_applied_;
     status_.history_complete = options_.resume->history_complete;
+    last_digest_ = options_.resume->digest;
   }
   if (options_.has_replay) StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);
   UpdateState();
@@ -73,6 +74,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
     writer_->Clear();
     last_applied_ = -1;
     live_last_ = -1;
+    last_digest_.reset();
     status_.last_seq = -1;
   }
   if (s <= last_applied_) {
@@ -106,6 +108,8 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
   if (last_applied_ < 0) status_.history_complete = seq == 0;
   last_applied_ = static_cast<int64_t>(seq);
   status_.last_seq = last_applied_;
+  const uint64_t digest = BatchDigest(payload);
+  last_digest_ = digest;
   absl::StatusOr<EventBatch> batch = DecodeEventBatch(payload);
   if (!batch.ok()) {
     ++status_.decode_errors;
@@ -115,7 +119,7 @@ void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
   const bool clears = std::any_of(batch->events.begin(), batch->events.end(),
                                   [](const Event& e) { return std::holds_alternative<AllBlocksCleared>(e); });
   const ApplyResult applied =
-      writer_->ApplyAt(*batch, BatchCursor{seq, BatchDigest(payload), status_.history_complete || clears});
+      writer_->ApplyAt(*batch, BatchCursor{seq, digest, status_.history_complete || clears});
   std::optional<absl::Duration> lag;
   if (live && std::isfinite(batch->ts)) {
     lag = (options_.clock() - absl::UnixEpoch()) - absl::Seconds(batch->ts);
@@ -140,14 +144,45 @@ void WorkerFeed::ClearUncovered() {
 
 void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
   replay_ = Replay{from, target, now + options_.replay_timeout};
+  if (last_applied_ >= 0 && from == static_cast<uint64_t>(last_applied_) + 1 && last_digest_.has_value()) {
+    // Continuing a stream: ask for the last applied batch too, to check it is the same.
+    replay_->from = static_cast<uint64_t>(last_applied_);
+    replay_->verify_digest = last_digest_;
+  }
   UpdateState();
-  replay_ops_.push_back({ReplayOp::Kind::kRequest, from});
+  replay_ops_.push_back({ReplayOp::Kind::kRequest, replay_->from});
+}
+
+void WorkerFeed::RestartFromZero(absl::Time now) {
+  const int64_t target = replay_->target;
+  replay_.reset();
+  replay_ops_.push_back({ReplayOp::Kind::kReset});  // this replay's later replies are the old request's
+  ++status_.restarts;
+  metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
+  writer_->Clear();
+  last_applied_ = -1;
+  live_last_ = -1;
+  last_digest_.reset();
+  status_.last_seq = -1;
+  StartReplay(0, target, now);
 }
 
 void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
   if (!replay_.has_value()) return;  // late reply to a finished replay
   replay_reachable_ = true;
   const auto s = static_cast<int64_t>(seq);
+  if (std::optional<uint64_t> expected = std::exchange(replay_->verify_digest, std::nullopt); expected.has_value()) {
+    if (seq == replay_->from) {
+      if (BatchDigest(payload) != *expected) {
+        RestartFromZero(options_.clock());
+        return;
+      }
+      replay_->got_any = true;  // the batch already applied: the same incarnation
+      return;
+    }
+    // The buffer no longer holds the batch to check: nothing to compare; go on.
+    replay_->from += 1;
+  }
   if (!replay_->got_any) {
     replay_->got_any = true;
     if (seq > replay_->from && s > last_applied_ + 1) {
@@ -177,6 +212,12 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
 void WorkerFeed::OnReplayEnd(absl::Time now) {
   if (!replay_.has_value()) return;
   replay_reachable_ = true;
+  if (replay_->verify_digest.has_value()) {
+    // Not even the batch already applied: the engine's stream is behind the
+    // seq applied, so it restarted.
+    RestartFromZero(now);
+    return;
+  }
   FinishReplay(/*timed_out=*/false, now);
 }
 

@@ -17,6 +17,14 @@
 //  - Live seq > last + 1: a gap: ask replay from last + 1 and hold live batches
 //    (bounded) until the replay ends, then apply them in order, skipping those
 //    the replay already applied.
+//  - A replay that continues a stream (after a gap, or for a worker restored
+//    from a snapshot) asks from the last applied seq itself, not + 1, and
+//    compares the batch it gets for that seq with the digest recorded when it
+//    was applied: a different batch, or an empty replay (the engine's buffer
+//    always holds its latest batch), means the engine restarted (and may have
+//    published past the old seq meanwhile): the worker is cleared and replayed
+//    from 0. When the buffer no longer holds that batch but holds the next,
+//    the check cannot be made and the stream goes on.
 //  - The replay cannot cover the gap (its first seq is above the one asked,
 //    no end marker before the timeout, no replay endpoint, or it ends before
 //    the live batch that revealed the gap): the worker is cleared, counted in
@@ -117,6 +125,8 @@ class WorkerFeed {
     absl::Time deadline;
     bool got_any = false;
     bool failed = false;  // the gap was found uncoverable while replaying
+    // Asked from the last applied seq (`from`), whose batch must have this digest.
+    std::optional<uint64_t> verify_digest;
   };
 
   // Handles a live batch outside a replay; may start one.
@@ -125,6 +135,8 @@ class WorkerFeed {
   void Apply(uint64_t seq, std::string_view payload, bool live);
   void StartReplay(uint64_t from, int64_t target, absl::Time now);
   void FinishReplay(bool timed_out, absl::Time now);
+  // The replay showed the engine restarted: clears the worker and replays from 0.
+  void RestartFromZero(absl::Time now);
   // Clears the worker after an uncoverable gap.
   void ClearUncovered();
   void UpdateState();
@@ -135,6 +147,7 @@ class WorkerFeed {
 
   int64_t last_applied_ = -1;  // -1: nothing yet (or since a restart)
   int64_t live_last_ = -1;     // last seq consumed from the live stream
+  std::optional<uint64_t> last_digest_;  // BatchDigest of the batch last_applied_ names
   bool replay_reachable_ = true;  // false after a replay timed out, until one answers
   bool connected_ = false;
   std::optional<Replay> replay_;

@@ -191,7 +191,7 @@ TEST_F(WorkerFeedTest, GapIsReplayedAndAppliedInOrder) {
   feed.OnReplayEnd(now_);  // engine had nothing yet
   Live(feed, 0);
   Live(feed, 3);  // 1 and 2 were dropped by the PUB queue
-  EXPECT_THAT(sink_.requests, ElementsAre(0u, 1u));
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u));  // from 0, the batch applied last, to check it
   Live(feed, 4);  // held
   Replayed(feed, 1);
   Replayed(feed, 2);
@@ -310,7 +310,7 @@ TEST_F(WorkerFeedTest, BacklogOverflowDropsAndIsRecoveredAsAGap) {
   feed.OnReplayEnd(now_);  // engine had nothing when asked
   EXPECT_THAT(sink_.applied, ElementsAre(0, 1));
   Live(feed, 4);  // reveals the gap 2..3
-  EXPECT_THAT(sink_.requests, ElementsAre(0u, 2u));
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 1u));
   Replayed(feed, 2);
   Replayed(feed, 3);
   Replayed(feed, 4);
@@ -480,7 +480,7 @@ class ResumedFeedTest : public WorkerFeedTest {
 TEST_F(ResumedFeedTest, AResumedWorkerReplaysAfterItsSavedSeqAndKeepsItsHistory) {
   DrivenFeed feed = MakeResumed(true, BatchCursor{9, 1234, false});
   feed.Start(now_);
-  EXPECT_THAT(sink_.requests, ElementsAre(10u));
+  EXPECT_THAT(sink_.requests, ElementsAre(9u));  // the saved batch too, to check it
   EXPECT_EQ(feed.status().last_seq, 9);
   EXPECT_FALSE(feed.status().history_complete);
   Replayed(feed, 10);
@@ -509,11 +509,11 @@ TEST_F(ResumedFeedTest, AReplayThatNoLongerReachesTheSavedSeqClearsTheWorker) {
 TEST_F(ResumedFeedTest, ALiveSeqAtOrBelowTheSavedOneIsAnEngineRestart) {
   DrivenFeed feed = MakeResumed(true, BatchCursor{50, 1234, true});
   feed.Start(now_);
-  feed.OnReplayEnd(now_);  // nothing after 50 in this incarnation's buffer
-  Live(feed, 3);
+  feed.OnReplayEnd(now_);  // not even 50 in this incarnation's buffer: it restarted
   EXPECT_EQ(feed.status().restarts, 1u);
   EXPECT_THAT(sink_.applied, ElementsAre(-1));
-  EXPECT_THAT(sink_.requests, ElementsAre(51u, 0u));  // the new incarnation from 0
+  EXPECT_THAT(sink_.requests, ElementsAre(50u, 0u));  // the new incarnation from 0
+  Live(feed, 3);  // held while the replay from 0 is out
   for (uint64_t s : {0, 1, 2}) Replayed(feed, s);
   feed.OnReplayEnd(now_);
   EXPECT_THAT(sink_.applied, ElementsAre(-1, 0, 1, 2, 3));
@@ -536,6 +536,91 @@ TEST_F(ResumedFeedTest, WithoutReplayTheNextSeqContinuesAndAJumpClears) {
   EXPECT_THAT(sink_.applied, ElementsAre(-1, 12));
   EXPECT_EQ(feed.status().uncovered_gaps, 1u);
   EXPECT_FALSE(feed.status().history_complete);
+}
+
+// The second incarnation of an engine: the same seqs, other batches.
+std::string Reborn(uint64_t seq) {
+  return ChainBlockPayload(static_cast<uint32_t>(seq + 1000), 4, static_cast<double>(seq));
+}
+
+TEST_F(WorkerFeedTest, GapReplayChecksTheLastAppliedBatchAndGoesOn) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  Live(feed, 0);
+  Live(feed, 1);
+  Live(feed, 4);  // 2 and 3 lost
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 1u));
+  for (uint64_t s : {1, 2, 3, 4}) Replayed(feed, s);  // 1: the same batch as applied
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_EQ(feed.status().restarts, 0u);
+  EXPECT_EQ(feed.status().duplicates, 1u);  // live 4, which the replay applied; not the checked 1
+  EXPECT_EQ(feed.status().replays_ok, 2u);
+}
+
+// The known limit of seq-order detection: an engine that restarts while the
+// live stream is cut and publishes past the old seq. Its first live batch
+// after that is a gap; the batch the replay returns for the last applied seq
+// is not the one applied: the worker is cleared and replayed from 0.
+TEST_F(WorkerFeedTest, EngineThatRestartedAndPublishedPastTheOldSeqIsDetected) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  for (uint64_t s = 0; s <= 4; ++s) Live(feed, s);
+  feed.OnLive(9, Reborn(9), now_);  // the new incarnation, already at 9
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 4u));
+  feed.OnReplayBatch(4, Reborn(4));
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_EQ(sink_.resets, 1);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 4u, 0u));
+  for (uint64_t s = 0; s <= 9; ++s) feed.OnReplayBatch(s, Reborn(s));
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9));
+  EXPECT_EQ(feed.status().last_seq, 9);
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+}
+
+TEST_F(WorkerFeedTest, ABufferPastTheCheckedBatchCannotCheckItAndGoesOn) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  Live(feed, 0);
+  Live(feed, 1);
+  Live(feed, 3);
+  Replayed(feed, 2);  // 1 fell out of the buffer, 2 did not: nothing lost
+  Replayed(feed, 3);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(feed.status().restarts, 0u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+}
+
+TEST_F(ResumedFeedTest, TheSavedBatchIsCheckedAgainstItsDigest) {
+  {
+    DrivenFeed feed = MakeResumed(true, BatchCursor{9, BatchDigest(Batch(9)), true});
+    feed.Start(now_);
+    Replayed(feed, 9);  // the same engine
+    Replayed(feed, 10);
+    feed.OnReplayEnd(now_);
+    EXPECT_THAT(sink_.applied, ElementsAre(10));
+    EXPECT_EQ(feed.status().restarts, 0u);
+    EXPECT_TRUE(feed.status().history_complete);
+  }
+  sink_ = RecordingSink();
+  {
+    // Restarted while kvindex was down, and published past the saved seq.
+    DrivenFeed feed = MakeResumed(true, BatchCursor{9, BatchDigest(Batch(9)), true});
+    feed.Start(now_);
+    feed.OnReplayBatch(9, Reborn(9));
+    EXPECT_EQ(feed.status().restarts, 1u);
+    EXPECT_THAT(sink_.requests, ElementsAre(9u, 0u));
+    for (uint64_t s = 0; s <= 12; ++s) feed.OnReplayBatch(s, Reborn(s));
+    feed.OnReplayEnd(now_);
+    EXPECT_THAT(sink_.applied, ElementsAre(-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12));
+    EXPECT_TRUE(feed.status().history_complete);
+  }
 }
 
 }  // namespace
