@@ -30,6 +30,9 @@ inline constexpr char kSnapshotMagic[] = "KVIXSNAP";  // 8 bytes, no NUL in the 
 inline constexpr uint32_t kSnapshotFormatVersion = 1;
 inline constexpr size_t kSnapshotHeaderBytes = 32;
 inline constexpr char kSnapshotFileName[] = "kvindex.snapshot";
+// Tags of the body's records after the pods.
+inline constexpr char kSnapshotWorkerTag = 'W';
+inline constexpr char kSnapshotEndTag = 'E';
 
 struct SnapshotHeader {
   uint32_t version = kSnapshotFormatVersion;
