@@ -20,8 +20,8 @@ absl::StatusOr<BearerAuth> BearerAuth::FromFile(const std::string& path, bool al
   return BearerAuth(std::move(token), all_rpcs);
 }
 
-absl::Status BearerAuth::Check(absl::string_view authorization, bool sync_pods) const {
-  if (token_.empty() || (!sync_pods && !all_rpcs_)) return absl::OkStatus();
+absl::Status BearerAuth::Check(absl::string_view authorization, bool always_guarded) const {
+  if (token_.empty() || (!always_guarded && !all_rpcs_)) return absl::OkStatus();
   if (authorization.empty()) return absl::UnauthenticatedError("missing authorization: Bearer <token>");
   constexpr absl::string_view kScheme = "bearer ";
   if (authorization.size() < kScheme.size() ||

@@ -1,8 +1,8 @@
 #pragma once
 
 // BearerAuth: the shared-token check of kvindex-server. When the server has a
-// token, SyncPods (and with --auth_all_rpcs every kvindex.v1 RPC) needs the
-// metadata `authorization: Bearer <token>`. Health and reflection stay open so
+// token, SyncPods and ExportIndex (and with --auth_all_rpcs every kvindex.v1
+// RPC) need the metadata `authorization: Bearer <token>`. Health and reflection stay open so
 // that probes and grpcurl work.
 //
 // Thread safety: immutable after construction; Check may run concurrently.
@@ -21,7 +21,7 @@ class BearerAuth {
   // No token: every call is allowed.
   BearerAuth() = default;
 
-  // Requires `token` (non-empty) on SyncPods, and on every RPC when `all_rpcs`.
+  // Requires `token` (non-empty) on SyncPods and ExportIndex, and on every RPC when `all_rpcs`.
   BearerAuth(std::string token, bool all_rpcs);
 
   // Reads the token from `path` (surrounding whitespace trimmed). NOT_FOUND
@@ -30,12 +30,17 @@ class BearerAuth {
 
   // Whether a token is configured at all.
   bool enabled() const { return !token_.empty(); }
+  // The token; empty when none (kvindex-server presents it to its
+  // --bootstrap_from peer, a replica of the same deployment).
+  const std::string& token() const { return token_; }
 
   // OK, or UNAUTHENTICATED when the call needs a token and `authorization`
   // (the metadata value, empty when absent) does not carry the right one.
-  // `sync_pods` says whether the call is SyncPods. The comparison takes time
-  // independent of where the tokens differ.
-  [[nodiscard]] absl::Status Check(absl::string_view authorization, bool sync_pods) const;
+  // `always_guarded` says whether the call needs the token whenever one is
+  // configured (SyncPods, which changes what is followed, and ExportIndex,
+  // which reads the whole index); other calls need it only with `all_rpcs`.
+  // The comparison takes time independent of where the tokens differ.
+  [[nodiscard]] absl::Status Check(absl::string_view authorization, bool always_guarded) const;
 
  private:
   std::string token_;

@@ -91,6 +91,12 @@ KvIndexMetrics::KvIndexMetrics() {
   families_.snapshot_writes->Get({"ok"});
   families_.snapshot_writes->Get({"failed"});
   families_.snapshot_age->Get({}).Set(-1);
+  for (server::BootstrapOutcome outcome : server::kBootstrapOutcomes) {
+    families_.bootstraps->Get({server::BootstrapOutcomeName(outcome)});
+  }
+  families_.bootstrap_bytes->Get({});
+  families_.index_exports->Get({"ok"});
+  families_.index_exports->Get({"failed"});
 
   registry_.AddCollector([this] { Collect(); });
 }
@@ -164,6 +170,13 @@ void KvIndexMetrics::OnSnapshotWrite(const absl::StatusOr<SnapshotWriteStats>& w
   families_.snapshot_pause->Get({}).Set(absl::ToDoubleSeconds(write->longest_pause));
   snapshot_created_us_.store(absl::ToUnixMicros(write->created), std::memory_order_relaxed);
 }
+
+void KvIndexMetrics::OnBootstrap(server::BootstrapOutcome outcome, uint64_t bytes) {
+  families_.bootstraps->Get({server::BootstrapOutcomeName(outcome)}).Increment();
+  families_.bootstrap_bytes->Get({}).Set(static_cast<double>(bytes));
+}
+
+void KvIndexMetrics::OnIndexExport(bool ok) { families_.index_exports->Get({ok ? "ok" : "failed"}).Increment(); }
 
 void KvIndexMetrics::Collect() {
   families_.process_resident_memory->Get({}).Set(ResidentBytes());

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "core/ingest/ingest_metrics.h"
 #include "core/snapshot/index_snapshot.h"
+#include "server/bootstrap_outcome.h"
 #include "server/metrics_registry.h"
 
 namespace kvindex {
@@ -52,6 +53,11 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   COUNTER(bad_frames, "kvindex_bad_frames_total", "",                                                          \
           "Engine messages not shaped [topic, seq, payload] (or a replay reply form); skipped")               \
   COUNTER(batches, "kvindex_batches_total", "", "Event batches (engine messages) applied to the index")        \
+  GAUGE(bootstrap_bytes, "kvindex_bootstrap_bytes", "",                                                        \
+        "Bytes of index received by the bootstrap from a peer at start (--bootstrap_from), loaded or not")     \
+  COUNTER(bootstraps, "kvindex_bootstrap_total", "outcome",                                                    \
+          "Bootstraps from a peer at start by outcome: loaded, unreachable, unauthenticated, deadline, "       \
+          "refused, failed (anything but loaded: the snapshot, if any, or a cold start)")                       \
   COUNTER(decode_errors, "kvindex_decode_errors_total", "reason",                                              \
           "Payloads that did not decode, by reason; skipped, the subscription stays up")                       \
   COUNTER(dropped_batches, "kvindex_dropped_batches_total", "",                                                \
@@ -70,6 +76,8 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   GAUGE(index_entries, "kvindex_index_entries", "", "(block, worker) entries in the index")                    \
   COUNTER(index_evictions, "kvindex_index_evictions_total", "",                                                \
           "Entries evicted by the per-worker or the global cap")                                               \
+  COUNTER(index_exports, "kvindex_index_exports_total", "result",                                              \
+          "ExportIndex calls served to bootstrapping peers, by result: ok, failed")                            \
   GAUGE(index_medium_entries, "kvindex_index_medium_entries", "medium",                                        \
         "(block, worker) entries by medium; a block a worker holds on GPU and CPU counts in both")             \
   GAUGE(index_memory, "kvindex_index_memory_bytes", "", "Bytes allocated by the index's tables")               \
@@ -121,6 +129,10 @@ class KvIndexMetrics final : public IngestMetrics {
   // Snapshots (server/snapshot_keeper.h): the load at start, and each write.
   void OnSnapshotLoad(const SnapshotLoad& load);
   void OnSnapshotWrite(const absl::StatusOr<SnapshotWriteStats>& write);
+  // Bootstraps from a peer (server/peer_bootstrap.h): the one at start, with
+  // the body bytes received; and each ExportIndex served.
+  void OnBootstrap(server::BootstrapOutcome outcome, uint64_t bytes);
+  void OnIndexExport(bool ok);
 
   // Every metric in the Prometheus text format, scrape-time gauges refreshed.
   std::string Render() const { return registry_.Render(); }

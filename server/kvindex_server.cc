@@ -25,13 +25,29 @@ absl::StatusOr<std::unique_ptr<KvIndexServer>> KvIndexServer::Start(ServerOption
   server->options_.manager.metrics = &server->metrics_;
   const ServerOptions& opts = server->options_;
   IndexProvider* provider = server.get();
-  // A snapshot is loaded before anything subscribes: its workers resume
-  // their engines' streams after the saved batch, its pods are recorded.
+  // A peer's index, or else a snapshot, is loaded before anything
+  // subscribes: its workers resume their engines' streams after the batch it
+  // last applied, its pods are recorded. The peer wins: it is live, so its
+  // cursors are seconds old (every engine's replay buffer still holds what
+  // follows them), where a snapshot is at least as old as this server's downtime.
   SnapshotLoad restored;
-  if (!opts.snapshot.dir.empty()) {
-    restored = SnapshotKeeper::Load(opts.snapshot, &server->index_, &server->metrics_);
-    server->options_.manager.resume = std::move(restored.resumes);
+  bool bootstrapped = false;
+  if (!opts.bootstrap.peer.empty()) {
+    BootstrapResult peer = BootstrapFromPeer(opts.bootstrap, &server->index_, &server->metrics_);
+    if (peer.outcome == BootstrapOutcome::kLoaded) {
+      restored = std::move(peer.load);
+      bootstrapped = true;
+    }
   }
+  if (!opts.snapshot.dir.empty()) {
+    if (bootstrapped) {
+      spdlog::info("snapshot in {} not loaded: bootstrapped from {}, whose index is newer", opts.snapshot.dir,
+                   opts.bootstrap.peer);
+    } else {
+      restored = SnapshotKeeper::Load(opts.snapshot, &server->index_, &server->metrics_);
+    }
+  }
+  if (bootstrapped || !opts.snapshot.dir.empty()) server->options_.manager.resume = std::move(restored.resumes);
   server->manager_ = std::make_unique<SubscriptionManager>(provider, opts.manager);
   server->options_.manager.resume.clear();
   if (!opts.snapshot.dir.empty()) {

@@ -23,6 +23,7 @@
 #include "server/kvindex_metrics.h"
 #include "server/kvindex_service.h"
 #include "server/metrics_http_server.h"
+#include "server/peer_bootstrap.h"
 #include "server/reflection_v1.h"
 #include "server/server_credentials.h"
 #include "server/snapshot_keeper.h"
@@ -47,12 +48,17 @@ struct ServerOptions {
   // --snapshot_dir, --snapshot_interval: loaded before the subscriptions
   // start, written every interval and at Shutdown (snapshot_keeper.h).
   SnapshotOptions snapshot;
+  // --bootstrap_from: the peer's index is streamed in before the
+  // subscriptions start (peer_bootstrap.h). When it loads, the snapshot is
+  // not read (the live peer's data is newer); when it fails, the snapshot is
+  // loaded as usual, else the server starts cold.
+  BootstrapOptions bootstrap;
 };
 
 class KvIndexServer : private IndexProvider {
  public:
-  // Builds everything, starts the subscriptions and applies initial_pods, then
-  // starts serving. UNAVAILABLE when the address (or metrics_listen) cannot be
+  // Builds everything (bootstrapping from a peer or loading a snapshot first),
+  // starts the subscriptions and applies initial_pods, then starts serving. UNAVAILABLE when the address (or metrics_listen) cannot be
   // bound; the status of credentials or manager start-up when those fail.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<KvIndexServer>> Start(ServerOptions options);
 

@@ -1,5 +1,6 @@
 #include "server/kvindex_service.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -9,6 +10,8 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/snapshot/body_export.h"
+#include "core/snapshot/snapshot_format.h"
 #include "google/protobuf/arena.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "proto/grpc_status.h"
@@ -23,6 +26,12 @@ namespace {
 constexpr size_t kMatchArenaStackBytes = 24 << 10;
 // Most mm_inputs in one Match (a prompt with more images than this is absurd).
 constexpr int kMaxMultimodalInputs = 4096;
+
+// ExportIndex chunks: ExportIndexRequest.max_chunk_bytes when 0, its floor,
+// and what a chunk's message adds to its body (tags, lengths, flags).
+constexpr size_t kDefaultExportChunkBytes = 1 << 20;
+constexpr size_t kMinExportChunkBytes = 1024;
+constexpr size_t kChunkOverheadBytes = 64;
 
 constexpr PodOutcome kAllOutcomes[] = {PodOutcome::kSubscribed, PodOutcome::kUpdated, PodOutcome::kRemoved,
                                        PodOutcome::kIgnored, PodOutcome::kRejected, PodOutcome::kRemovalPending};
@@ -92,13 +101,13 @@ grpc::Status KvIndexService::TooLarge(size_t request_bytes) const {
                                    " (--max_message_bytes)"));
 }
 
-grpc::Status KvIndexService::Authorize(const grpc::ServerContextBase& context, bool sync_pods) const {
+grpc::Status KvIndexService::Authorize(const grpc::ServerContextBase& context, bool always_guarded) const {
   absl::string_view authorization;
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
     authorization = absl::string_view(it->second.data(), it->second.size());
   }
-  return ToGrpcStatus(auth_->Check(authorization, sync_pods));
+  return ToGrpcStatus(auth_->Check(authorization, always_guarded));
 }
 
 grpc::ServerUnaryReactor* KvIndexService::Match(grpc::CallbackServerContext* context,
@@ -131,7 +140,7 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
   auto* request = google::protobuf::Arena::CreateMessage<v1::MatchRequest>(&arena);
   auto* response = google::protobuf::Arena::CreateMessage<v1::MatchResponse>(&arena);
   grpc::Status status = call.refused() ? ShuttingDown() : TooLarge(request_bytes.Length());
-  if (status.ok()) status = Authorize(context, /*sync_pods=*/false);
+  if (status.ok()) status = Authorize(context, /*always_guarded=*/false);
   if (status.ok()) {
     if (ParseMatchRequest(request_bytes, request)) {
       status = AnswerMatch(*request, response);
@@ -196,7 +205,7 @@ grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::Ma
 
 grpc::Status KvIndexService::SyncPods(grpc::ServerContext* context,
                                       grpc::ServerReaderWriter<v1::PodUpdateAck, v1::PodUpdate>* stream) {
-  if (grpc::Status status = Authorize(*context, /*sync_pods=*/true); !status.ok()) return status;
+  if (grpc::Status status = Authorize(*context, /*always_guarded=*/true); !status.ok()) return status;
   {
     absl::MutexLock lock(&mu_);
     if (streams_cancelled_) return ShuttingDown();
@@ -266,7 +275,7 @@ grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::Li
   const InFlight call(this);
   if (call.refused()) return ShuttingDown();
   if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
-  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  if (grpc::Status status = Authorize(*context, /*always_guarded=*/false); !status.ok()) return status;
   // One pod more than the page holds tells whether another page follows.
   const size_t page = request->page_size();
   std::vector<PodStatus> pods = pods_->ListPods(request->page_token(), page == 0 ? 0 : page + 1);
@@ -295,7 +304,7 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
   const InFlight call(this);
   if (call.refused()) return ShuttingDown();
   if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
-  if (grpc::Status status = Authorize(*context, /*sync_pods=*/false); !status.ok()) return status;
+  if (grpc::Status status = Authorize(*context, /*always_guarded=*/false); !status.ok()) return status;
   const IndexStats index = index_->Stats();
   response->set_workers(index.workers);
   response->set_blocks(index.blocks);
@@ -321,6 +330,42 @@ grpc::Status KvIndexService::GetStats(grpc::ServerContext* context, const v1::Ge
   response->set_matches(matches_.load(std::memory_order_relaxed));
   response->set_match_errors(match_errors_.load(std::memory_order_relaxed));
   response->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - started_));
+  return grpc::Status::OK;
+}
+
+grpc::Status KvIndexService::ExportIndex(grpc::ServerContext* context, const v1::ExportIndexRequest* request,
+                                         grpc::ServerWriter<v1::IndexChunk>* writer) {
+  const InFlight call(this);
+  if (call.refused()) return ShuttingDown();
+  if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
+  // It reads the whole index: guarded whenever there is a token.
+  if (grpc::Status status = Authorize(*context, /*always_guarded=*/true); !status.ok()) return status;
+  const std::string peer = context->peer();
+  size_t max_chunk = request->max_chunk_bytes() == 0 ? kDefaultExportChunkBytes : request->max_chunk_bytes();
+  max_chunk = std::clamp<size_t>(max_chunk, kMinExportChunkBytes,
+                                 std::max(kMinExportChunkBytes, options_.max_response_bytes - kChunkOverheadBytes));
+  std::vector<Pod> pods;
+  for (const PodStatus& pod : pods_->ListPods()) pods.push_back(pod.pod);
+  v1::IndexChunk chunk;
+  chunk.set_format_version(kSnapshotFormatVersion);
+  absl::StatusOr<SnapshotWriteStats> stats = ExportIndexBody(
+      *index_, pods, BodyExportOptions{.max_piece_bytes = max_chunk},
+      [&](std::string_view piece, bool record_continues) -> absl::Status {
+        if (context->IsCancelled()) return absl::CancelledError("export cancelled");
+        chunk.set_body(piece.data(), piece.size());
+        chunk.set_record_continues(record_continues);
+        if (!writer->Write(chunk)) return absl::CancelledError("export cancelled: the stream to the peer broke");
+        return absl::OkStatus();
+      });
+  if (metrics_ != nullptr) metrics_->OnIndexExport(stats.ok());
+  if (!stats.ok()) {
+    spdlog::warn("ExportIndex to {}: {}", peer, stats.status().ToString());
+    return ToGrpcStatus(stats.status());
+  }
+  spdlog::info("ExportIndex to {}: {} pods, {} workers, {} entries, {} bytes in {} (longest pause of one worker {})",
+               peer, stats->pods, stats->workers, stats->entries, stats->bytes,
+               absl::FormatDuration(absl::Trunc(stats->duration, absl::Microseconds(100))),
+               absl::FormatDuration(absl::Trunc(stats->longest_pause, absl::Microseconds(1))));
   return grpc::Status::OK;
 }
 

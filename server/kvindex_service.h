@@ -74,6 +74,10 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
                         v1::ListPodsResponse* response) override;
   grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
                         v1::GetStatsResponse* response) override;
+  // Counts as in flight (AwaitIdle waits for it) until its last chunk is
+  // written; cancelled with the call (the peer gone, or the server's stop deadline).
+  grpc::Status ExportIndex(grpc::ServerContext* context, const v1::ExportIndexRequest* request,
+                           grpc::ServerWriter<v1::IndexChunk>* writer) override;
 
   // The first step of a shutdown: from its return on, every new kvindex.v1
   // call is refused with UNAVAILABLE, and every open SyncPods stream is
@@ -82,13 +86,14 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
   void StopAccepting() ABSL_LOCKS_EXCLUDED(mu_);
 
   // After StopAccepting: waits until no unary call (Match, ListPods, GetStats)
-  // is in flight, or until `deadline`. True when none is.
+  // and no ExportIndex is in flight, or until `deadline`. True when none is.
   [[nodiscard]] bool AwaitIdle(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   class InFlight;  // counts one unary call in in_flight_, or refuses it
 
-  grpc::Status Authorize(const grpc::ServerContextBase& context, bool sync_pods) const;
+  // `always_guarded`: SyncPods, ExportIndex (BearerAuth::Check).
+  grpc::Status Authorize(const grpc::ServerContextBase& context, bool always_guarded) const;
   // RESOURCE_EXHAUSTED when a request of `request_bytes` exceeds max_request_bytes.
   grpc::Status TooLarge(size_t request_bytes) const;
   // The Match of a call (counted in flight by `call`), metrics included: the

@@ -95,6 +95,22 @@ ABSL_FLAG(std::string, snapshot_dir, "",
           "Empty: no snapshots.");
 ABSL_FLAG(absl::Duration, snapshot_interval, absl::Seconds(60),
           "How often to write a snapshot into --snapshot_dir (e.g. 60s, 5m).");
+ABSL_FLAG(std::string, bootstrap_from, "",
+          "A live replica (gRPC target HOST:PORT, e.g. the chart's headless Service) whose index is streamed in "
+          "(ExportIndex) before the subscriptions start: this server knows the engines' caches at once and follows "
+          "each engine after the peer's last batch; a peer's incomplete worker stays incomplete. The server's own "
+          "--auth_token_file is presented as the token (replicas share it), and TLS is used when this server "
+          "serves TLS (see --bootstrap_ca_file). A failed bootstrap (no peer, wrong token, past "
+          "--bootstrap_timeout) is one log line and kvindex_bootstrap_total{outcome}, and the server starts from "
+          "its --snapshot_dir or cold. When it loads, --snapshot_dir's snapshot is not read (the peer's is newer). "
+          "Empty: no bootstrap.");
+ABSL_FLAG(absl::Duration, bootstrap_timeout, absl::Seconds(30),
+          "Longest the bootstrap from --bootstrap_from may take, connection included; past it the server starts "
+          "without it.");
+ABSL_FLAG(std::string, bootstrap_ca_file, "",
+          "PEM CA bundle verifying the --bootstrap_from peer's certificate; setting it (or serving TLS with "
+          "--tls_cert_file) makes the bootstrap use TLS, presenting this server's own certificate when "
+          "--tls_client_ca_file is set. Empty: the system's roots.");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off.");
 
 namespace {
@@ -159,6 +175,18 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.snapshot.interval = absl::GetFlag(FLAGS_snapshot_interval);
   if (options.snapshot.interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--snapshot_interval must be positive");
+  }
+  options.bootstrap.peer = absl::GetFlag(FLAGS_bootstrap_from);
+  options.bootstrap.timeout = absl::GetFlag(FLAGS_bootstrap_timeout);
+  if (options.bootstrap.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--bootstrap_timeout must be positive");
+  }
+  if (!options.bootstrap.peer.empty()) {
+    options.bootstrap.token = options.auth.token();
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peer_credentials =
+        kvindex::server::MakePeerCredentials(options.tls, absl::GetFlag(FLAGS_bootstrap_ca_file));
+    if (!peer_credentials.ok()) return peer_credentials.status();
+    options.bootstrap.credentials = *std::move(peer_credentials);
   }
   if (const std::string pods_file = absl::GetFlag(FLAGS_pods_file); !pods_file.empty()) {
     absl::StatusOr<std::vector<kvindex::Pod>> pods = kvindex::server::LoadPodsFile(pods_file);

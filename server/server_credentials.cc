@@ -38,4 +38,24 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(c
   return grpc::SslServerCredentials(options);
 }
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(const TlsFiles& own,
+                                                                             const std::string& peer_ca_file) {
+  if (own.cert_file.empty() && peer_ca_file.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  if (!peer_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = kvindex::ReadFileToString(peer_ca_file);
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *std::move(ca);
+  }
+  if (!own.client_ca_file.empty()) {
+    absl::StatusOr<std::string> cert = kvindex::ReadFileToString(own.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = kvindex::ReadFileToString(own.key_file);
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = *std::move(cert);
+    options.pem_private_key = *std::move(key);
+  }
+  return grpc::SslCredentials(options);
+}
+
 }  // namespace kvindex::server

@@ -1,12 +1,14 @@
 #pragma once
 
-// Transport credentials of kvindex-server: plaintext, TLS, or mutual TLS.
+// Transport credentials of kvindex-server: plaintext, TLS, or mutual TLS; and
+// those its bootstrap client (--bootstrap_from) connects to a peer with.
 
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace kvindex::server {
@@ -26,5 +28,14 @@ struct TlsFiles {
 // INVALID_ARGUMENT when only one of cert/key is given or a client CA comes
 // without them; NOT_FOUND when a file cannot be read.
 [[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const TlsFiles& files);
+
+// Credentials for a peer replica, which serves as this server does (one
+// deployment, one configuration): plaintext when this server serves plaintext
+// and no `peer_ca_file` is named; else TLS, verifying the peer with
+// `peer_ca_file` (--bootstrap_ca_file; empty: the system's roots) and, when
+// this server requires client certificates (own.client_ca_file), presenting
+// its own certificate and key. NOT_FOUND when a file cannot be read.
+[[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakePeerCredentials(
+    const TlsFiles& own, const std::string& peer_ca_file);
 
 }  // namespace kvindex::server

@@ -1,0 +1,173 @@
+// Bootstrap from a peer, in process: ExportIndex streams a replica's index in
+// chunks no larger than asked, guarded by the token even without
+// --auth_all_rpcs; BootstrapFromPeer imports it whole (cursors and
+// history_complete as the peer had them) or, refused (wrong or missing token,
+// no peer), leaves the index empty and counts the outcome; a server whose
+// bootstrap fails starts anyway.
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "kvindex/v1/kvindex.grpc.pb.h"
+#include "server/kvindex_server.h"
+#include "server/peer_bootstrap.h"
+#include "tests/server/prometheus_text.h"
+#include "tests/testing/dead_port.h"
+
+namespace kvindex::testing {
+namespace {
+
+constexpr char kToken[] = "s3cret";
+
+Pod MakePod(std::string name) {
+  Pod pod;
+  pod.ns = "ns";
+  pod.name = std::move(name);
+  pod.ip = "127.0.0.1";
+  pod.phase = "Running";
+  pod.labels = {{"model.aibrix.ai/name", "llama"}, {"model.aibrix.ai/kv-events-enabled", "true"}};
+  return pod;
+}
+
+// `worker` stores `n` blocks of 4 tokens (one chain) at `seq`.
+void Store(PrefixIndex& index, const WorkerKey& worker, size_t n, uint64_t seq, bool complete) {
+  BlockStored s;
+  for (size_t i = 0; i < n; ++i) s.block_hashes.push_back(seq * 100000 + i + 1);
+  for (uint32_t t = 0; t < 4 * n; ++t) s.token_ids.push_back(t);
+  s.block_size = 4;
+  EventBatch b;
+  b.events.push_back(std::move(s));
+  (void)index.Apply(worker, WorkerContext{"llama", ""}, b, BatchCursor{seq, seq * 7, complete});
+}
+
+double Counter(KvIndexMetrics& metrics, const std::string& series) {
+  absl::StatusOr<PrometheusScrape> scrape = ParsePrometheusText(metrics.Render());
+  EXPECT_TRUE(scrape.ok()) << scrape.status();
+  return scrape.ok() ? scrape->Get(series).value_or(-1) : -1;
+}
+
+std::string Outcome(server::BootstrapOutcome outcome) {
+  return absl::StrCat("kvindex_bootstrap_total{outcome=\"", std::string(server::BootstrapOutcomeName(outcome)), "\"}");
+}
+
+// A replica with a token (SyncPods and ExportIndex guarded, the rest open),
+// pods recorded but not followed, and two workers in its index: a/0 large and
+// complete, b/0 small and incomplete.
+class PeerBootstrapTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.metrics_listen = "";
+    options.auth = server::BearerAuth(kToken, /*all_rpcs=*/false);
+    options.manager.sync_enabled = false;
+    options.initial_pods = {MakePod("a"), MakePod("b")};
+    absl::StatusOr<std::unique_ptr<server::KvIndexServer>> peer = server::KvIndexServer::Start(options);
+    ASSERT_TRUE(peer.ok()) << peer.status();
+    peer_ = *std::move(peer);
+    Store(peer_->index(), {"ns/a", 0}, 2000, 41, true);
+    Store(peer_->index(), {"ns/b", 0}, 3, 9, false);
+    address_ = absl::StrCat("127.0.0.1:", peer_->port());
+  }
+
+  server::BootstrapResult Bootstrap(std::string token, PrefixIndex* index, std::string peer = "") {
+    return server::BootstrapFromPeer({.peer = peer.empty() ? address_ : peer,
+                                      .timeout = absl::Seconds(20),
+                                      .token = std::move(token)},
+                                     index, &metrics_);
+  }
+
+  std::unique_ptr<server::KvIndexServer> peer_;
+  std::string address_;
+  KvIndexMetrics metrics_;
+};
+
+TEST_F(PeerBootstrapTest, AReplicaImportsThePeersWorkersCursorsAndPods) {
+  PrefixIndex index;
+  server::BootstrapResult result = Bootstrap(kToken, &index);
+  ASSERT_EQ(result.outcome, server::BootstrapOutcome::kLoaded) << result.status;
+  const SnapshotLoad& load = result.load;
+  ASSERT_EQ(load.pods.size(), 2u);
+  EXPECT_EQ(load.pods[0], MakePod("a"));
+  ASSERT_EQ(load.resumes.size(), 2u);
+  EXPECT_EQ(load.resumes[0].worker, (WorkerKey{"ns/a", 0}));
+  EXPECT_EQ(load.resumes[0].cursor, (BatchCursor{41, 41 * 7, true}));
+  EXPECT_EQ(load.resumes[1].cursor, (BatchCursor{9, 9 * 7, false}));  // incomplete at the peer, so here too
+  EXPECT_EQ(load.entries, 2003u);
+  EXPECT_EQ(index.Stats().entries, peer_->index().Stats().entries);
+  EXPECT_GT(result.bytes, 2000u * 16);
+  EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kLoaded)), 1);
+  EXPECT_EQ(Counter(metrics_, "kvindex_bootstrap_bytes"), static_cast<double>(result.bytes));
+}
+
+TEST_F(PeerBootstrapTest, ChunksStayWithinTheSizeAsked) {
+  auto stub = v1::KvIndex::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+  v1::ExportIndexRequest request;
+  request.set_max_chunk_bytes(1024);
+  std::unique_ptr<grpc::ClientReader<v1::IndexChunk>> reader = stub->ExportIndex(&context, request);
+  v1::IndexChunk chunk;
+  size_t chunks = 0, continued = 0;
+  while (reader->Read(&chunk)) {
+    ++chunks;
+    EXPECT_LE(chunk.body().size(), 1024u);
+    EXPECT_EQ(chunk.format_version(), 1u);
+    continued += chunk.record_continues() ? 1 : 0;
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_GT(chunks, 30u);     // a/0 alone is over 30 KB
+  EXPECT_GT(continued, 20u);  // carried across chunks
+  EXPECT_FALSE(chunk.record_continues());
+}
+
+TEST_F(PeerBootstrapTest, ExportIndexNeedsTheTokenEvenWithoutAuthAllRpcs) {
+  for (const std::string& token : {std::string(""), std::string("wrong")}) {
+    PrefixIndex index;
+    server::BootstrapResult result = Bootstrap(token, &index);
+    EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnauthenticated) << token;
+    EXPECT_EQ(result.status.code(), absl::StatusCode::kUnauthenticated) << result.status;
+    EXPECT_TRUE(index.WorkerKeys().empty());
+    EXPECT_TRUE(result.load.resumes.empty());
+  }
+  EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kUnauthenticated)), 2);
+  // The other reads stay open without --auth_all_rpcs.
+  auto stub = v1::KvIndex::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::GetStatsResponse stats;
+  EXPECT_TRUE(stub->GetStats(&context, v1::GetStatsRequest(), &stats).ok());
+}
+
+TEST_F(PeerBootstrapTest, NoPeerIsUnreachableAndLeavesNothing) {
+  absl::StatusOr<std::unique_ptr<testutil::DeadPort>> dead = testutil::DeadPort::Bind();
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  PrefixIndex index;
+  server::BootstrapResult result = Bootstrap(kToken, &index, absl::StrCat("127.0.0.1:", (*dead)->port()));
+  EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
+  EXPECT_TRUE(index.WorkerKeys().empty());
+  EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kUnreachable)), 1);
+}
+
+TEST_F(PeerBootstrapTest, AServerWhoseBootstrapFailsStartsColdAndCountsIt) {
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.metrics_listen = "";
+  options.manager.sync_enabled = false;
+  options.bootstrap = {.peer = address_, .timeout = absl::Seconds(20), .token = "wrong"};
+  absl::StatusOr<std::unique_ptr<server::KvIndexServer>> server = server::KvIndexServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE((*server)->index().WorkerKeys().empty());
+  EXPECT_TRUE((*server)->pods().ListPods().empty());
+  EXPECT_EQ(Counter((*server)->metrics(), Outcome(server::BootstrapOutcome::kUnauthenticated)), 1);
+  EXPECT_EQ(Counter((*server)->metrics(), Outcome(server::BootstrapOutcome::kLoaded)), 0);  // registered at start
+  EXPECT_EQ(Counter(peer_->metrics(), "kvindex_index_exports_total{result=\"ok\"}"), 0);
+}
+
+}  // namespace
+}  // namespace kvindex::testing
