@@ -9,6 +9,8 @@
 #include "core/index/internal/context_registry.h"
 #include "core/index/internal/matcher.h"
 #include "core/index/internal/medium_table.h"
+#include "core/index/internal/prompt_hashes.h"
+#include "core/index/internal/speculative_table.h"
 #include "core/index/internal/worker_blocks.h"
 #include "core/index/internal/worker_directory.h"
 
@@ -24,13 +26,18 @@ namespace kvindex {
 //                    workers' holder updates
 //   Matcher          Match: walking, scoring, naming the workers
 //   MediumTable      medium names <-> bits
+//   SpeculativeTable routing hints: speculative entries until confirmed,
+//                    dropped or expired (written by the workers)
 //
 // The front routes each call to them, and enforces the global cap, the one
 // rule that spans workers.
 class PrefixIndex::Impl {
  public:
   explicit Impl(IndexOptions options)
-      : options(options), table(options.shards), matcher(table, workers, contexts, media) {}
+      : options(options),
+        table(options.shards),
+        speculative(options.speculative),
+        matcher(table, workers, contexts, media, &speculative) {}
 
   // While the index holds more than max_entries entries, evicts from the
   // worker holding the most (second chance within it), so one flooding
@@ -45,13 +52,14 @@ class PrefixIndex::Impl {
     }
   }
 
-  WorkerBlocks::Shared SharedParts() { return {table, contexts, media, counters}; }
+  WorkerBlocks::Shared SharedParts() { return {table, contexts, media, counters, &speculative}; }
 
   const IndexOptions options;
   MediumTable media;
   BlockTable table;
   ContextRegistry contexts;
   IndexCounters counters;
+  SpeculativeTable speculative;
   WorkerDirectory workers;  // after what the workers refer to: destroyed before it
   Matcher matcher;
 };
@@ -82,13 +90,47 @@ void PrefixIndex::RemovePod(std::string_view pod) {
 
 absl::StatusOr<MatchResult> PrefixIndex::Match(const MatchQuery& query) const { return impl_->matcher.Match(query); }
 
+absl::StatusOr<RoutingResult> PrefixIndex::RecordRouting(const RoutingHint& hint) {
+  if (hint.model.empty()) return absl::InvalidArgumentError("model is required");
+  if (hint.token_ids.empty() == hint.block_hashes.empty()) {
+    return absl::InvalidArgumentError("exactly one of token_ids and block_hashes must be given");
+  }
+  std::shared_ptr<WorkerBlocks> w = impl_->workers.FindOrCreate(
+      hint.worker, [&](uint32_t id) { return std::make_shared<WorkerBlocks>(id, hint.worker, impl_->SharedParts()); });
+  SpeculativeTable& speculative = impl_->speculative;
+  uint32_t block_size = w->block_size();
+  if (block_size == 0) {
+    const std::vector<uint32_t> known = impl_->contexts.BlockSizes(hint.model, hint.lora_name);
+    block_size = known.empty() ? speculative.options().default_block_size : known.front();
+  }
+  if (block_size == 0) return absl::InvalidArgumentError("no block size: the default block size is 0");
+  const std::vector<uint64_t> xs =
+      hint.token_ids.empty()
+          ? std::vector<uint64_t>(hint.block_hashes.begin(), hint.block_hashes.end())
+          : PromptHashes(hint.model, hint.lora_name, block_size, hint.token_ids, hint.cache_salt, hint.mm_inputs);
+  RoutingResult result;
+  result.ttl = hint.ttl.value_or(speculative.TtlOf(w->id()));
+  const absl::Time deadline =
+      result.ttl == absl::InfiniteDuration() ? absl::InfiniteFuture() : speculative.Now() + result.ttl;
+  result.blocks = w->Speculate(
+      hint.model, ContextKey{std::string(hint.model), std::string(hint.lora_name), block_size}, xs, deadline);
+  return result;
+}
+
+SpeculativeStats PrefixIndex::GetSpeculativeStats() const {
+  impl_->speculative.PurgeExpired(impl_->speculative.Now());
+  return impl_->speculative.Stats();
+}
+
 std::optional<WorkerStats> PrefixIndex::GetWorkerStats(const WorkerKey& worker) const {
   std::shared_ptr<WorkerBlocks> w = impl_->workers.Find(worker);
   if (w == nullptr) return std::nullopt;
+  impl_->speculative.PurgeExpired(impl_->speculative.Now());
   return w->Stats();
 }
 
 std::vector<WorkerStats> PrefixIndex::ListWorkers() const {
+  impl_->speculative.PurgeExpired(impl_->speculative.Now());
   std::vector<WorkerStats> out;
   for (const auto& w : impl_->workers.All()) out.push_back(w->Stats());
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.worker < b.worker; });

@@ -8,6 +8,7 @@
 // whole batch to be applied (it takes short per-shard reader locks only).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/events/event_batch.h"
 #include "core/index/extra_keys_hash.h"
@@ -24,6 +26,31 @@
 #include "core/index/worker_snapshot.h"
 
 namespace kvindex {
+
+// Speculative entries: the blocks of prompts gateways routed to a worker
+// (RecordRouting), matched as the tier "SPECULATIVE" until the worker's engine
+// confirms them (README "Routing hints").
+struct SpeculativeOptions {
+  // Most speculative entries in the whole index; beyond it the least recently
+  // recorded are dropped. 0 means unlimited.
+  size_t max_entries = 1u << 20;
+  // The adaptive TTL (a hint without one): `ttl` until a worker has
+  // ConfirmLatencies::kMinSamples confirmations, then a high quantile of its
+  // recent confirmation latencies times a safety factor within [ttl_min,
+  // ttl_max] (internal/confirm_latencies.h).
+  absl::Duration ttl = absl::Seconds(2);
+  absl::Duration ttl_min = absl::Milliseconds(200);
+  absl::Duration ttl_max = absl::Seconds(30);
+  // Block size of hints given by tokens for a (model, LoRA) no event has shown
+  // a block size of (vLLM's default).
+  uint32_t default_block_size = 16;
+  // The clock deadlines and latencies are read from; null: absl::Now. Tests
+  // inject one.
+  std::function<absl::Time()> clock;
+  // Called with each confirmation's latency (RecordRouting -> the confirming
+  // batch applied), on the thread applying the batch; must take no index lock.
+  std::function<void(absl::Duration)> on_confirm;
+};
 
 struct IndexOptions {
   // Most engine blocks one worker may hold; beyond it the worker's blocks are
@@ -35,6 +62,7 @@ struct IndexOptions {
   size_t max_entries = 64u << 20;
   // Number of lock shards of the block table (rounded up to a power of two).
   size_t shards = 64;
+  SpeculativeOptions speculative;
 };
 
 // Where a worker's events come from: its model and the LoRA name used when an
@@ -108,6 +136,37 @@ struct GroupStats {
   bool operator==(const GroupStats&) const = default;
 };
 
+// A gateway's routing decision: it sent this prompt to `worker`
+// (PrefixIndex::RecordRouting).
+struct RoutingHint {
+  WorkerKey worker;
+  std::string_view model;
+  std::string_view lora_name;
+  // Exactly one of these is non-empty, as in MatchQuery (with the same
+  // cache_salt and mm_inputs for token_ids).
+  absl::Span<const uint32_t> token_ids;
+  absl::Span<const uint64_t> block_hashes;
+  std::string_view cache_salt;
+  absl::Span<const MultimodalInput> mm_inputs;
+  // How long the entries wait for the engine's confirmation: nullopt: the
+  // worker's adaptive TTL; absl::InfiniteDuration(): until evicted by the cap
+  // (a pod without KV events).
+  std::optional<absl::Duration> ttl;
+};
+
+struct RoutingResult {
+  uint32_t blocks = 0;  // speculative entries written or refreshed (blocks not held confirmed)
+  absl::Duration ttl;   // the TTL applied (InfiniteDuration: none)
+};
+
+struct SpeculativeStats {
+  uint64_t entries = 0;    // held now (expired ones not purged yet included)
+  uint64_t confirmed = 0;  // since start: confirmed by the worker's engine
+  uint64_t expired = 0;    //   reached their deadline unconfirmed
+  uint64_t dropped = 0;    //   dropped: the worker removed the block, cleared, restarted or was
+                           //   removed, or the entry was evicted by max_entries
+};
+
 struct WorkerStats {
   WorkerKey worker;
   std::string model;
@@ -121,6 +180,8 @@ struct WorkerStats {
   uint64_t evictions = 0;
   uint64_t unresolved_parents = 0;
   double last_event_ts = 0;  // ts of the last applied batch
+  uint64_t speculative_entries = 0;  // live speculative entries
+  absl::Duration speculative_ttl;    // the TTL a hint without one would get now
 };
 
 struct IndexStats {
@@ -161,6 +222,18 @@ class PrefixIndex {
   // holds. INVALID_ARGUMENT when the model is empty or not exactly one of
   // token_ids / block_hashes is given. An unknown model is an empty OK result.
   absl::StatusOr<MatchResult> Match(const MatchQuery& query) const;
+
+  // Records a routing decision: each full block of the prompt that `worker`
+  // does not hold becomes (or stays) a speculative entry of the worker until
+  // its engine stores it (confirmed), drops it, clears or restarts
+  // (ClearWorker), the worker is removed, or the TTL passes. Blocks by tokens
+  // are hashed at the worker's block size, else the (model, LoRA)'s smallest,
+  // else options.speculative.default_block_size. The worker is created when
+  // unknown (a pod without KV events). INVALID_ARGUMENT as Match's.
+  absl::StatusOr<RoutingResult> RecordRouting(const RoutingHint& hint);
+
+  // Speculative entries: totals; purges expired entries first.
+  SpeculativeStats GetSpeculativeStats() const;
 
   // Stats of one worker; nullopt when unknown.
   std::optional<WorkerStats> GetWorkerStats(const WorkerKey& worker) const;

@@ -8,8 +8,9 @@
 //   1. DirectoryLock  WorkerDirectory: which workers exist, by key, id and pod.
 //   2. WorkerLock     WorkerBlocks, one per worker: its engine blocks, aliases,
 //                     queued holder updates and accounting.
-//   3. ContextsLock   ContextRegistry: the block sizes in use per (model, LoRA).
-//   4. ShardLock      BlockTable, one per shard: the holders of its blocks.
+//   3. SpeculativeLock SpeculativeTable: the speculative entries (routing hints).
+//   4. ContextsLock   ContextRegistry: the block sizes in use per (model, LoRA).
+//   5. ShardLock      BlockTable, one per shard: the holders of its blocks.
 //
 // MediumTable's own mutex (registration of a new medium name) comes after all
 // of them: it is taken only inside MediumTable::BitOf, which calls nothing.
@@ -18,8 +19,11 @@
 // registers a context (ContextRegistry::Use/Release) and while it carries out
 // its holder updates, one shard lock at a time (BlockTable::Apply); those calls
 // take the caller's WorkerLock as an argument and require it held, so the
-// nesting is visible to the analysis. Match holds one lock at a time (the
-// directory's, the registry's, shard locks as reader block by block).
+// nesting is visible to the analysis. A worker writes, confirms and drops its
+// speculative entries under its WorkerLock (SpeculativeTable's calls require
+// it), and takes no other lock while the table's is held. Match holds one lock at a time (the
+// directory's, the registry's, shard locks as reader block by block, the
+// speculative table's as reader before a block's shard lock when it holds entries).
 // Nothing is acquired under the directory lock, and no part calls out while
 // holding its own lock except into parts later in this order.
 //
@@ -47,8 +51,13 @@ struct ContextsLock {
   mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(ShardLock::mu);
 };
 
-struct WorkerLock {
+struct SpeculativeLock {
+  // Never held with ContextsLock or a ShardLock: the order only fixes which comes first if one ever is.
   mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(ContextsLock::mu, ShardLock::mu);
+};
+
+struct WorkerLock {
+  mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(SpeculativeLock::mu, ContextsLock::mu, ShardLock::mu);
 };
 
 struct DirectoryLock {

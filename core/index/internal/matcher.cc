@@ -15,6 +15,7 @@
 #include "core/index/block_hash.h"
 #include "core/index/extra_keys_hash.h"
 #include "core/index/internal/kv_cache_group.h"
+#include "core/index/internal/speculative_table.h"
 
 namespace kvindex {
 namespace {
@@ -28,12 +29,16 @@ struct RawMatch {
   std::array<uint32_t, kMaxMedia> by_medium;
   double score;
   MediumMask last_mask;  // media of the last block credited
+  uint32_t speculative = 0;  // blocks credited as held only speculatively
 };
 
-// Score of a block held on a medium mask: the highest weight among its media.
-using MaskScores = std::array<double, 1 << kMaxMedia>;
+// Score of a block held on a medium mask: the highest weight among its media;
+// the last entry is kSpeculativeMask's (a block held only speculatively).
+using MaskScores = std::array<double, (1 << kMaxMedia) + 1>;
+static_assert(kSpeculativeMask == (1 << kMaxMedia));
 
-MaskScores ScoreMasks(const MediumTable& media, const absl::flat_hash_map<std::string, double>& medium_weights) {
+MaskScores ScoreMasks(const MediumTable& media, const absl::flat_hash_map<std::string, double>& medium_weights,
+                      double speculative_weight) {
   std::array<double, kMaxMedia> weights;
   weights.fill(1.0);
   if (!medium_weights.empty()) {
@@ -41,7 +46,8 @@ MaskScores ScoreMasks(const MediumTable& media, const absl::flat_hash_map<std::s
   }
   MaskScores scores;
   scores[0] = 0;
-  for (size_t mask = 1; mask < scores.size(); ++mask) {
+  scores[kSpeculativeMask] = speculative_weight;
+  for (size_t mask = 1; mask < kSpeculativeMask; ++mask) {
     const int low = std::countr_zero(mask);
     const size_t rest = mask & (mask - 1);
     scores[mask] = rest == 0 ? weights[low] : std::max(weights[low], scores[rest]);
@@ -55,13 +61,45 @@ bool SameHolders(absl::Span<const Holder> a, const std::vector<Holder>& b) {
   return std::memcmp(a.data(), b.data(), a.size() * sizeof(Holder)) == 0;
 }
 
+// The speculative holders a walk merges in: none (NoSpeculation: the code of
+// every Match while no routing hint is held, or with SPECULATIVE weighted 0),
+// or a SpeculativeTable's entries live at `now`.
+struct NoSpeculation {
+  static constexpr bool kActive = false;
+  void HoldersOf(uint64_t, std::vector<Holder>&) const {}
+};
+struct LiveSpeculation {
+  static constexpr bool kActive = true;
+  const SpeculativeTable& table;
+  absl::Time now;
+  void HoldersOf(uint64_t x, std::vector<Holder>& out) const { table.HoldersOf(x, now, out); }
+  bool Holds(uint64_t x, uint32_t worker) const { return table.Holds(x, worker, now); }
+};
+
+// `confirmed` and `speculative` holders (each sorted by holder) merged into
+// `out`, sorted; a holder in both is its confirmed self (never counted twice).
+void MergeSpeculative(absl::Span<const Holder> confirmed, const std::vector<Holder>& speculative,
+                      std::vector<Holder>& out) {
+  out.clear();
+  size_t c = 0, s = 0;
+  while (c < confirmed.size() || s < speculative.size()) {
+    if (s == speculative.size() || (c < confirmed.size() && confirmed[c].worker <= speculative[s].worker)) {
+      if (s < speculative.size() && confirmed[c].worker == speculative[s].worker) ++s;
+      out.push_back(confirmed[c++]);
+    } else {
+      out.push_back(speculative[s++]);
+    }
+  }
+}
+
 // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, at most
 // kPrefetchAhead blocks beyond the last one someone still matches) and
 // appends each holder's contiguous run. `candidates` (worker ids, ascending;
 // empty: every worker) limits who may start a run.
-template <typename HashAt>
+template <typename Speculation, typename HashAt>
 void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<uint32_t>& candidates,
-          const MaskScores& mask_score, uint32_t block_size, std::vector<RawMatch>& out) {
+          const MaskScores& mask_score, uint32_t block_size, const Speculation& speculation,
+          std::vector<RawMatch>& out) {
   std::vector<RawMatch> active, next;
   // Holders of the last block merged, and how many blocks since had exactly
   // the same holders (common: a prefix cached everywhere). Those blocks are
@@ -72,6 +110,7 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
   auto credit = [&](RawMatch& m, MediumMask mask, uint32_t blocks) {
     m.blocks += blocks;
     for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += (mask >> b & 1) * blocks;
+    if constexpr (Speculation::kActive) m.speculative += (mask >> kMaxMedia) * blocks;
     m.score += mask_score[mask] * blocks;
     m.last_mask = mask;
   };
@@ -124,12 +163,26 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
   // cache, the lookups' misses overlap instead of queueing one per block.
   std::array<uint64_t, kPrefetchAhead> ahead;
   size_t hashed = 0;
+  [[maybe_unused]] std::vector<Holder> speculative, merged;  // (with speculation only)
   for (size_t i = 0; i < n; ++i) {
     for (; hashed < std::min(n, i + kPrefetchAhead); ++hashed) {
       ahead[hashed % kPrefetchAhead] = hash_at(hashed);
       table.Prefetch(ahead[hashed % kPrefetchAhead]);
     }
     const uint64_t x = ahead[i % kPrefetchAhead];
+    if constexpr (Speculation::kActive) {
+      speculative.clear();
+      speculation.HoldersOf(x, speculative);  // under the table's lock, released before the shard's
+      if (!speculative.empty()) {
+        if (!table.WithHolders(x, scratch, [&](absl::Span<const Holder> holders) {
+              MergeSpeculative(holders, speculative, merged);
+              return merge(i, merged);
+            })) {
+          break;
+        }
+        continue;
+      }
+    }
     if (!table.WithHolders(x, scratch, [&](absl::Span<const Holder> holders) { return merge(i, holders); })) break;
   }
   flush_repeats();
@@ -183,8 +236,11 @@ class QueryChain {
 class HybridRule {
  public:
   // `sizes`: the block sizes the query's tokens were walked at (none for a hash query).
-  HybridRule(const BlockTable& table, const MaskScores& mask_score, const MatchQuery& q, absl::Span<const uint32_t> sizes)
-      : table_(table), mask_score_(mask_score), q_(q), sizes_(sizes) {}
+  // `speculation`: the live speculative entries, which stand for every group
+  // of their worker at their block size; null: none.
+  HybridRule(const BlockTable& table, const MaskScores& mask_score, const MatchQuery& q, absl::Span<const uint32_t> sizes,
+             const LiveSpeculation* speculation)
+      : table_(table), mask_score_(mask_score), q_(q), sizes_(sizes), speculation_(speculation) {}
 
   struct Hit {
     RawMatch blocks;  // the primary group's blocks within the hit
@@ -263,19 +319,25 @@ class HybridRule {
       if (media == 0) continue;
       ++m.blocks;
       for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += media >> b & 1;
+      m.speculative += media >> kMaxMedia;
       m.score += mask_score_[media];
     }
     return Hit{m, static_cast<uint32_t>(n)};
   }
 
  private:
-  // The media `holder` holds X on; 0 when it does not hold X.
+  // The media `holder` holds X on (kSpeculativeMask: only a live speculative
+  // entry of its worker); 0 when it does not hold X.
   MediumMask HeldOn(uint64_t x, uint32_t holder) {
-    return table_.WithHolders(x, scratch_, [&](absl::Span<const Holder> holders) -> MediumMask {
+    const MediumMask media = table_.WithHolders(x, scratch_, [&](absl::Span<const Holder> holders) -> MediumMask {
       auto it = std::lower_bound(holders.begin(), holders.end(), holder,
                                  [](const Holder& h, uint32_t id) { return h.worker < id; });
       return it != holders.end() && it->worker == holder ? it->media : 0;
     });
+    if (media == 0 && speculation_ != nullptr && speculation_->Holds(x, WorkerOfHolder(holder))) {
+      return kSpeculativeMask;
+    }
+    return media;
   }
 
   const BlockTable& table_;
@@ -296,13 +358,14 @@ class HybridRule {
   const absl::Span<const uint32_t> sizes_;
   std::vector<QueryChain> chains_;  // ChainOf's; never reallocated once reserved
   HolderTable::Scratch scratch_;
+  const LiveSpeculation* const speculation_;
 };
 
 // Resolves the holders' workers, applies the hit rule of hybrid workers,
 // orders best first, and fills the query-level fields.
 MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<const uint32_t> sizes,
                    const BlockTable& table, const MaskScores& mask_score, const WorkerDirectory& workers,
-                   const ContextRegistry& contexts, const MediumTable& media) {
+                   const ContextRegistry& contexts, const MediumTable& media, const LiveSpeculation* speculation) {
   MatchResult result;
   // By holder (a worker's groups adjacent), best run first.
   std::sort(raw.begin(), raw.end(), [](const RawMatch& a, const RawMatch& b) {
@@ -328,6 +391,7 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
     for (int b = 0; b < kMaxMedia; ++b) {
       if (r.by_medium[b] != 0) m.blocks_by_medium.emplace_back(media.Name(b), r.by_medium[b]);
     }
+    if (r.speculative != 0) m.blocks_by_medium.emplace_back(kSpeculativeTier, r.speculative);
     result.workers.push_back(std::move(m));
   };
   // A single-group worker's answer is its best run (it may have one per block
@@ -342,13 +406,15 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
   std::vector<Hybrid> hybrids;
   result.workers.reserve(ids.size());
   workers.Resolve(ids, [&](size_t i, const WorkerBlocks& worker) {  // a worker removed while we walked is skipped
+    // A worker with no event yet (hints only) answers in its hints' block size.
+    const uint32_t block_size = worker.block_size() != 0 ? worker.block_size() : worker.hint_block_size();
     if (worker.group_count() <= 1) {
-      add(worker.key(), worker.block_size(), runs_of(i).front(), 0);
+      add(worker.key(), block_size, runs_of(i).front(), 0);
     } else {
-      hybrids.push_back(Hybrid{i, worker.key(), worker.block_size(), worker.GroupLayout()});
+      hybrids.push_back(Hybrid{i, worker.key(), block_size, worker.GroupLayout()});
     }
   });
-  HybridRule rule(table, mask_score, q, sizes);
+  HybridRule rule(table, mask_score, q, sizes, speculation);
   for (Hybrid& h : hybrids) {
     if (std::optional<HybridRule::Hit> hit = rule.Match(ids[h.i], h.layout, runs_of(h.i))) {
       add(std::move(h.key), h.block_size, hit->blocks, hit->tokens);
@@ -380,37 +446,67 @@ absl::StatusOr<MatchResult> Matcher::Match(const MatchQuery& q) const {
   if (q.token_ids.empty() == q.block_hashes.empty()) {
     return absl::InvalidArgumentError("exactly one of token_ids and block_hashes must be given");
   }
-  const MaskScores scores = ScoreMasks(media_, q.medium_weights);
+  // Speculative entries take part only when some exist and SPECULATIVE does
+  // not weigh 0 (then the answer is the confirmed blocks' alone).
+  const double speculative_weight = speculative_ == nullptr || speculative_->empty()
+                                        ? 0
+                                        : MediumTable::WeightOf(kSpeculativeTier, q.medium_weights);
+  std::optional<LiveSpeculation> live;
+  if (speculative_weight > 0) live.emplace(LiveSpeculation{*speculative_, speculative_->Now()});
+  const MaskScores scores = ScoreMasks(media_, q.medium_weights, speculative_weight);
   std::vector<RawMatch> raw;
   std::vector<uint32_t> sizes;  // the block sizes the tokens are walked at
   std::vector<uint32_t> candidates;
   if (!q.pods.empty()) {
     candidates = workers_.IdsOfPods(q.pods);
-    if (candidates.empty()) return Finish(q, {}, sizes, table_, scores, workers_, contexts_, media_);
+    if (candidates.empty()) return Finish(q, {}, sizes, table_, scores, workers_, contexts_, media_, nullptr);
   }
   if (!q.token_ids.empty()) {
     const bool keyed = !q.cache_salt.empty() || !q.mm_inputs.empty();
     ExtraKeysHasher keys;
     sizes = contexts_.BlockSizes(q.model, q.lora_name);
-    for (uint32_t bs : sizes) {
-      uint64_t parent = ContextSeed(q.model, q.lora_name, bs);
-      Walk(
-          table_, q.token_ids.size() / bs,
-          [&](size_t i) {
-            parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs));
-            if (keyed) {
-              keys.Clear();
-              AddQueryExtraKeys(q.mm_inputs, q.cache_salt, uint64_t{i} * bs, bs, keys);
-              parent = keys.Hash(parent);
-            }
-            return parent;
-          },
-          candidates, scores, bs, raw);
+    if (live) {
+      // Hints may be hashed at a block size no event showed (a pod without KV events).
+      const std::vector<uint32_t> hinted = speculative_->BlockSizes(q.model, q.lora_name);
+      if (hinted.empty()) {
+        live.reset();
+      } else {
+        sizes.insert(sizes.end(), hinted.begin(), hinted.end());
+        std::sort(sizes.begin(), sizes.end());
+        sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+      }
+    }
+    auto walk = [&](const auto& speculation) {
+      for (uint32_t bs : sizes) {
+        uint64_t parent = ContextSeed(q.model, q.lora_name, bs);
+        Walk(
+            table_, q.token_ids.size() / bs,
+            [&](size_t i) {
+              parent = HashBlock(parent, q.token_ids.subspan(i * bs, bs));
+              if (keyed) {
+                keys.Clear();
+                AddQueryExtraKeys(q.mm_inputs, q.cache_salt, uint64_t{i} * bs, bs, keys);
+                parent = keys.Hash(parent);
+              }
+              return parent;
+            },
+            candidates, scores, bs, speculation, raw);
+      }
+    };
+    if (live) {
+      walk(*live);
+    } else {
+      walk(NoSpeculation{});
     }
   } else {
-    Walk(table_, q.block_hashes.size(), [&](size_t i) { return q.block_hashes[i]; }, candidates, scores, 0, raw);
+    auto hash_at = [&](size_t i) { return q.block_hashes[i]; };
+    if (live) {
+      Walk(table_, q.block_hashes.size(), hash_at, candidates, scores, 0, *live, raw);
+    } else {
+      Walk(table_, q.block_hashes.size(), hash_at, candidates, scores, 0, NoSpeculation{}, raw);
+    }
   }
-  return Finish(q, std::move(raw), sizes, table_, scores, workers_, contexts_, media_);
+  return Finish(q, std::move(raw), sizes, table_, scores, workers_, contexts_, media_, live ? &*live : nullptr);
 }
 
 }  // namespace kvindex

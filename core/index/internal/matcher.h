@@ -8,7 +8,11 @@
 // a holder) gets the longest hit every group accepts by vLLM's rule for its
 // kind (kv_cache_group.h): bounded by its full-attention groups' runs, then
 // checked downwards against the blocks the other groups need, so it looks
-// only at a few blocks past the walk. It has no state and no lock of its own.
+// only at a few blocks past the walk. Speculative entries (SpeculativeTable),
+// when any exist and SPECULATIVE does not weigh 0, are merged into each
+// block's holders as the tier SPECULATIVE, never over a confirmed holder; with
+// none, the walk is the same code as without them. It has no state and no lock
+// of its own.
 //
 // Thread safety: Match may be called from any thread, concurrently with
 // everything else. It holds one lock at a time (lock_order.h), each briefly:
@@ -20,6 +24,7 @@
 #include "core/index/internal/block_table.h"
 #include "core/index/internal/context_registry.h"
 #include "core/index/internal/medium_table.h"
+#include "core/index/internal/speculative_table.h"
 #include "core/index/internal/worker_directory.h"
 #include "core/index/prefix_index.h"
 
@@ -27,10 +32,10 @@ namespace kvindex {
 
 class Matcher {
  public:
-  // Each must outlive the Matcher.
+  // Each must outlive the Matcher; `speculative` may be null (no hints).
   Matcher(const BlockTable& table, const WorkerDirectory& workers, const ContextRegistry& contexts,
-          const MediumTable& media)
-      : table_(table), workers_(workers), contexts_(contexts), media_(media) {}
+          const MediumTable& media, const SpeculativeTable* speculative = nullptr)
+      : table_(table), workers_(workers), contexts_(contexts), media_(media), speculative_(speculative) {}
 
   // See PrefixIndex::Match.
   absl::StatusOr<MatchResult> Match(const MatchQuery& query) const;
@@ -40,6 +45,7 @@ class Matcher {
   const WorkerDirectory& workers_;
   const ContextRegistry& contexts_;
   const MediumTable& media_;
+  const SpeculativeTable* const speculative_;
 };
 
 }  // namespace kvindex

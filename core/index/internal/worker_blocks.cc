@@ -17,7 +17,8 @@ WorkerBlocks::WorkerBlocks(uint32_t id, WorkerKey key, const Shared& shared)
       table_(shared.table),
       contexts_(shared.contexts),
       media_(shared.media),
-      counters_(shared.counters) {}
+      counters_(shared.counters),
+      speculative_(shared.speculative) {}
 
 ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks,
                                 const std::optional<BatchCursor>& cursor) {
@@ -29,6 +30,7 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
   }
   model_ = context.model;
   default_lora_ = context.default_lora;
+  settling_ = HasSpeculative();
   TrackParentsOfOffloadedGroups(batch);
   for (const Event& event : batch.events) {
     if (const auto* stored = std::get_if<BlockStored>(&event)) {
@@ -51,12 +53,61 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
   unresolved_parents_ += result.unresolved_parents;
   counters_.unresolved_parents.fetch_add(result.unresolved_parents, std::memory_order_relaxed);
   Publish();
+  if (settling_) {
+    SettleSpeculative();
+    settling_ = false;
+  }
   return result;
+}
+
+uint32_t WorkerBlocks::Speculate(std::string_view model, const ContextKey& context, absl::Span<const uint64_t> xs,
+                                 absl::Time deadline) {
+  if (speculative_ == nullptr) return 0;
+  absl::MutexLock lock(&lock_.mu);
+  if (removed_) return 0;
+  if (model_.empty()) model_ = std::string(model);
+  // The entries stand for the group Match counts (its primary).
+  uint32_t slot = 0;
+  const Group* primary = Primary();
+  for (uint32_t i = 0; i < groups_.size(); ++i) {
+    if (groups_[i].get() == primary) slot = i;
+  }
+  // Every holder update of the worker is carried out (each call ends with
+  // Publish), so the table says exactly which X it holds.
+  std::vector<uint64_t> fresh;
+  fresh.reserve(xs.size());
+  HolderTable::Scratch scratch;
+  for (uint64_t x : xs) {
+    const bool held = table_.WithHolders(x, scratch, [this](absl::Span<const Holder> holders) {
+      return std::any_of(holders.begin(), holders.end(),
+                         [this](const Holder& h) { return WorkerOfHolder(h.worker) == id_; });
+    });
+    if (!held) fresh.push_back(x);
+  }
+  hint_block_size_.store(std::get<2>(context), std::memory_order_relaxed);
+  return speculative_->Record(HolderId(id_, slot), context, fresh, deadline, lock_);
+}
+
+bool WorkerBlocks::HasSpeculative() const {
+  return speculative_ != nullptr && speculative_->Watches(id_);
+}
+
+void WorkerBlocks::SettleSpeculative() {
+  speculative_->Confirm(id_, stored_xs_, lock_);
+  speculative_->Drop(id_, forgotten_xs_, lock_);
+  stored_xs_.clear();
+  forgotten_xs_.clear();
+}
+
+void WorkerBlocks::DropSpeculative(bool forget) {
+  if (speculative_ == nullptr) return;
+  speculative_->DropWorker(id_, forget, lock_);
 }
 
 void WorkerBlocks::Clear() {
   absl::MutexLock lock(&lock_.mu);
   ClearLocked();
+  if (HasSpeculative()) DropSpeculative(/*forget=*/false);
   cursor_.reset();
   Publish();
 }
@@ -65,6 +116,7 @@ void WorkerBlocks::Remove() {
   absl::MutexLock lock(&lock_.mu);
   removed_ = true;
   ClearLocked();
+  DropSpeculative(/*forget=*/true);
   Publish();
   contexts_.Release(used_contexts_, lock_);
   used_contexts_.clear();
@@ -102,6 +154,10 @@ WorkerStats WorkerBlocks::Stats() const {
   s.evictions = evictions_;
   s.unresolved_parents = unresolved_parents_;
   s.last_event_ts = last_event_ts_;
+  if (speculative_ != nullptr) {
+    s.speculative_entries = speculative_->CountOf(id_);
+    s.speculative_ttl = speculative_->TtlOf(id_);
+  }
   return s;
 }
 
@@ -321,6 +377,7 @@ void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
 // Engine block `engine` of group `g` is (now also) on medium `m` and maps to
 // X. Returns true when something changed in the index.
 bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
+  if (settling_) stored_xs_.push_back(x);
   const std::optional<EngineMap::Block> old = g.blocks.Store(engine, x, m);  // marks it recently stored
   if (old && old->index == x) {
     if (old->media & m) return false;
@@ -336,6 +393,7 @@ bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
 
 // Accounts for engine block `b` of group `g`, already gone from its blocks.
 void WorkerBlocks::Forget(Group& g, const EngineMap::Block& b) {
+  if (settling_) forgotten_xs_.push_back(b.index);
   if (g.parents) g.parents->erase(b.engine);
   Queue(g, {b.index, HolderOp::kDropRef, b.media});
   CountMedia(g, b.media, -1);
@@ -371,6 +429,10 @@ void WorkerBlocks::EvictOne() {
 }
 
 void WorkerBlocks::ClearLocked() {
+  if (settling_) {  // an AllBlocksCleared: what the batch stored before it is confirmed, then every entry dropped
+    SettleSpeculative();
+    DropSpeculative(/*forget=*/false);
+  }
   for (const auto& group : groups_) {
     Group& g = *group;
     // ForEach calls back here, on this thread, under lock_.mu; the analysis

@@ -18,6 +18,13 @@
 // IndexCounters::entries), once per call rather than per block: atomics are
 // costly on the ingestion path.
 //
+// Speculative entries (routing hints) live in the SpeculativeTable, never in
+// the worker's EngineMap; the worker writes them (Speculate) and, as it
+// applies events, confirms those its engine stores and drops those it
+// removes, clears or forgets — under its lock, so a hint and a batch of one
+// worker never interleave. A worker with no entry pays one relaxed load per
+// Apply for this.
+//
 // Thread safety: every call may be made from any thread. Calls on one worker
 // are serialized by its WorkerLock; different workers run in parallel.
 // id(), key(), block_size() and live() take no lock (Match and the global cap
@@ -42,6 +49,7 @@
 #include "core/index/internal/kv_cache_group.h"
 #include "core/index/internal/lock_order.h"
 #include "core/index/internal/medium_table.h"
+#include "core/index/internal/speculative_table.h"
 #include "core/index/prefix_index.h"
 #include "core/index/worker_key.h"
 #include "core/index/worker_snapshot.h"
@@ -63,6 +71,7 @@ class WorkerBlocks {
     ContextRegistry& contexts;
     MediumTable& media;
     IndexCounters& counters;
+    SpeculativeTable* speculative = nullptr;  // null: routing hints are not kept
   };
 
   WorkerBlocks(uint32_t id, WorkerKey key, const Shared& shared);
@@ -73,6 +82,8 @@ class WorkerBlocks {
   const WorkerKey& key() const { return key_; }
   // Block size of the last event stored with tokens; 0 before any.
   uint32_t block_size() const { return block_size_.load(std::memory_order_relaxed); }
+  // Block size of the last routing hint recorded; 0 before any.
+  uint32_t hint_block_size() const { return hint_block_size_.load(std::memory_order_relaxed); }
   // Blocks held as of the last completed call, over every group (the
   // worker's entries in the index).
   uint64_t live() const { return live_.load(std::memory_order_relaxed); }
@@ -94,6 +105,13 @@ class WorkerBlocks {
   [[nodiscard]] ApplyResult Apply(const WorkerContext& context, const EventBatch& batch, size_t max_blocks,
                                   const std::optional<BatchCursor>& cursor = std::nullopt)
       ABSL_LOCKS_EXCLUDED(lock_.mu);
+
+  // Records a routing hint of `model`: each X of `xs` (hashed in `context`)
+  // the worker holds in no group becomes or stays a speculative entry with
+  // `deadline` (SpeculativeTable::Record). Returns how many; 0 once Remove()d
+  // or without a SpeculativeTable.
+  uint32_t Speculate(std::string_view model, const ContextKey& context, absl::Span<const uint64_t> xs,
+                     absl::Time deadline) ABSL_LOCKS_EXCLUDED(lock_.mu);
 
   // Drops every block and the cursor; the worker stays usable.
   void Clear() ABSL_LOCKS_EXCLUDED(lock_.mu);
@@ -181,6 +199,15 @@ class WorkerBlocks {
     if (g.updates.Push(op)) table_.Apply(g.updates, lock_);
   }
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Whether the worker has speculative entries, or expired ones a late
+  // confirmation may still measure (one relaxed load when nobody has any);
+  // when so, Store and Forget note their X for SettleSpeculative.
+  bool HasSpeculative() const;
+  // After the holder updates are carried out: confirms the entries of the X
+  // stored since the last call, drops those of the X forgotten.
+  void SettleSpeculative() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Drops every speculative entry of the worker (`forget`: its latencies too).
+  void DropSpeculative(bool forget) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   size_t BlocksLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
 
   // Constant after construction.
@@ -190,6 +217,7 @@ class WorkerBlocks {
   ContextRegistry& contexts_;
   MediumTable& media_;
   IndexCounters& counters_;
+  SpeculativeTable* const speculative_;
 
   WorkerLock lock_;
   bool removed_ ABSL_GUARDED_BY(lock_.mu) = false;
@@ -204,9 +232,15 @@ class WorkerBlocks {
   uint64_t unresolved_parents_ ABSL_GUARDED_BY(lock_.mu) = 0;
   double last_event_ts_ ABSL_GUARDED_BY(lock_.mu) = 0;
   std::optional<BatchCursor> cursor_ ABSL_GUARDED_BY(lock_.mu);  // of the last batch applied with one
+  // While an Apply of a worker with speculative entries runs: the X it stored
+  // and forgot, settled at its end.
+  bool settling_ ABSL_GUARDED_BY(lock_.mu) = false;
+  std::vector<uint64_t> stored_xs_ ABSL_GUARDED_BY(lock_.mu);
+  std::vector<uint64_t> forgotten_xs_ ABSL_GUARDED_BY(lock_.mu);
 
   // Written under lock_.mu, read without it.
   std::atomic<uint32_t> block_size_{0};
+  std::atomic<uint32_t> hint_block_size_{0};
   std::atomic<uint64_t> live_{0};  // blocks of every group as of the last Publish
   std::atomic<uint32_t> group_count_{0};
   std::array<std::atomic<uint64_t>, kMaxGroupsPerWorker> group_shapes_ = {};  // GroupShape::Pack()
