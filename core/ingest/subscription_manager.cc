@@ -17,7 +17,10 @@
 #include "core/ingest/internal/bind_receiver.h"
 #include "core/ingest/internal/completion.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/io_threads.h"
 #include "core/ingest/internal/pod_removal.h"
+#include "core/ingest/internal/pod_subscription.h"
+#include "core/ingest/internal/resume_book.h"
 #include "core/ingest/internal/subscriber.h"
 #include "core/ingest/internal/subscription_identity.h"
 #include "spdlog/spdlog.h"
@@ -26,34 +29,11 @@
 namespace kvindex {
 namespace {
 
-constexpr int kMaxIoThreads = 64;
-// Task ids on the I/O threads: tasks are destroyed newest (highest id) first,
-// so the bind receiver outlives every worker's.
-constexpr uint64_t kBindReceiverTask = 0;  // on thread 0
-constexpr uint64_t kFirstWorkerId = 1;
-
-// The largest ZeroMQ socket count a context of `max_workers` needs, within what ZeroMQ allows.
-int MaxSockets(zmq::context_t& context, size_t max_workers) {
-  const size_t wanted = kSocketsPerWorker * max_workers + 64;  // + the bind receiver, inproc spares
-  const auto limit = static_cast<size_t>(std::max(1024, context.get(zmq::ctxopt::socket_limit)));
-  return static_cast<int>(std::min(wanted, limit));
-}
-
 PodAck Ack(std::string pod, PodOutcome outcome, std::string reason) {
   return PodAck{std::move(pod), outcome, std::move(reason)};
 }
 
 }  // namespace
-
-size_t OpenFilesNeeded(size_t max_workers) { return kFilesPerWorker * max_workers + kFilesBesidesWorkers; }
-
-size_t WorkersThatFit(size_t open_files) {
-  return open_files > kFilesBesidesWorkers ? (open_files - kFilesBesidesWorkers) / kFilesPerWorker : 0;
-}
-
-size_t WorkerSocketsThatFit(size_t open_files) {
-  return open_files > kFilesBesidesWorkers ? open_files - kFilesBesidesWorkers : 0;
-}
 
 std::string_view PodOutcomeName(PodOutcome outcome) {
   switch (outcome) {
@@ -78,9 +58,8 @@ class SubscriptionManager::Impl {
   Impl(IndexProvider* provider, ManagerOptions options)
       : provider_(provider),
         options_(std::move(options)),
-        factory_(options_.subscription_factory != nullptr ? *options_.subscription_factory : ZmqSubscriptions()) {
-    for (const WorkerResume& r : options_.resume) resume_.insert_or_assign(r.worker, r);
-  }
+        factory_(options_.subscription_factory != nullptr ? *options_.subscription_factory : ZmqSubscriptions()),
+        resume_(options_.resume) {}
   ~Impl() { Stop(); }
 
   absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
@@ -89,6 +68,7 @@ class SubscriptionManager::Impl {
   PodAck Delete(std::string_view pod_key) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<PodAck> ApplySnapshot(const std::vector<Pod>& pods) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<PodStatus> ListPods(std::string_view after, size_t limit) const ABSL_LOCKS_EXCLUDED(mu_);
+  std::optional<PodStatus> FindPod(std::string_view key) const ABSL_LOCKS_EXCLUDED(mu_);
   ManagerStats GetStats() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -131,7 +111,7 @@ class SubscriptionManager::Impl {
   }
   // The bind receiver that routes the entry's live events; null when it is followed by connecting.
   BindReceiver* ReceiverOf(const PodEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return entry.bound ? bind_receiver_ : nullptr;
+    return entry.bound ? io_.bind_receiver : nullptr;
   }
   Pending UpsertLocked(const Pod& pod) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Posts the creation of the entry's sockets; returns its completion.
@@ -145,13 +125,6 @@ class SubscriptionManager::Impl {
   // Waits for a posted subscription and turns the result into the ack.
   PodAck Finish(Pending pending) ABSL_LOCKS_EXCLUDED(mu_);
   size_t ThreadFor(const std::string& key, bool bound) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes the saved cursor of `worker` (ManagerOptions::resume) for a
-  // subscription under `entry`: nullopt, with `stale` set when restored
-  // blocks must be dropped first, unless `entry` is the engine it was saved under.
-  std::optional<BatchCursor> TakeResumeLocked(const WorkerKey& worker, const PodEntry& entry, bool& stale)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the restored blocks of every saved worker no subscription took.
-  void DropUnusedResumesLocked(PrefixIndex* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   IndexProvider* const provider_;
@@ -179,14 +152,11 @@ class SubscriptionManager::Impl {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   std::map<std::string, PodEntry, std::less<>> pods_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = kFirstWorkerId;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = kFirstWorkerTask;
   size_t workers_ ABSL_GUARDED_BY(mu_) = 0;  // subscribed workers: the task_ids of subscribed pods
   PrefixIndex* index_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::unique_ptr<zmq::context_t> context_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<IoThread>> threads_ ABSL_GUARDED_BY(mu_);
-  BindReceiver* bind_receiver_ ABSL_GUARDED_BY(mu_) = nullptr;  // owned by threads_[0]
-  std::string bind_endpoint_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<WorkerKey, WorkerResume> resume_ ABSL_GUARDED_BY(mu_);  // not yet taken
+  IoThreads io_ ABSL_GUARDED_BY(mu_);  // empty until started
+  ResumeBook resume_ ABSL_GUARDED_BY(mu_);  // saved workers not yet taken
 };
 
 absl::Status SubscriptionManager::Impl::Start() {
@@ -199,7 +169,7 @@ absl::Status SubscriptionManager::Impl::Start() {
   if (!options_.sync_enabled) {
     spdlog::info("kv event sync is disabled: pods are recorded, never subscribed");
     absl::MutexLock lock(&mu_);
-    if (!resume_.empty()) DropUnusedResumesLocked(provider_->GetIndex());
+    if (!resume_.empty()) resume_.DropUnused(provider_->GetIndex());
     if (state_ == State::kStopped) return absl::CancelledError("manager stopped while starting");
     state_ = State::kRunning;
     return absl::OkStatus();
@@ -223,54 +193,24 @@ absl::Status SubscriptionManager::Impl::Start() {
     mu_.AwaitWithTimeout(absl::Condition(&stopped), std::min(options_.provider_poll, deadline - now));
   }
 
-  // I/O threads, and the bind endpoint when asked for.
-  const int n = std::clamp(options_.io_threads, 1, kMaxIoThreads);
-  auto context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
-  context->set(zmq::ctxopt::max_sockets, MaxSockets(*context, options_.max_workers));
-  std::vector<std::unique_ptr<IoThread>> threads;
-  for (int i = 0; i < n; ++i) {
-    threads.push_back(std::make_unique<IoThread>(*context, absl::StrCat("kv-io-", i)));
+  absl::StatusOr<IoThreads> io =
+      IoThreads::Start(options_.io_threads, options_.max_workers, options_.events_bind, &bind_counters_);
+  if (!io.ok()) {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kStopped) state_ = State::kNew;
+    return io.status();
   }
-  BindReceiver* receiver = nullptr;
-  std::string bound;
-  if (!options_.events_bind.empty()) {
-    auto completion = std::make_shared<Completion>();
-    threads[0]->Post([&receiver, &bound, completion, endpoint = options_.events_bind,
-                      counters = &bind_counters_](IoThread& io) {
-      absl::StatusOr<std::unique_ptr<BindReceiver>> created =
-          BindReceiver::Create(io.context(), endpoint, counters);
-      if (!created.ok()) {
-        completion->Finish(created.status());
-        return;
-      }
-      receiver = created->get();
-      bound = (*created)->endpoint();
-      io.AddTask(kBindReceiverTask, *std::move(created));
-      completion->Finish(absl::OkStatus());
-    });
-    // Waits without a bound: `receiver` and `bound` live on this stack frame.
-    std::optional<absl::Status> status = completion->Wait(absl::InfiniteDuration());
-    if (!status->ok()) {
-      for (auto& thread : threads) thread->Stop();
-      absl::MutexLock lock(&mu_);
-      if (state_ != State::kStopped) state_ = State::kNew;
-      return *status;
-    }
-    spdlog::info("kv events bind endpoint {}", bound);
-  }
+  const size_t n = io->threads.size();
 
   std::vector<Pending> pending;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kStopped) {
-      for (auto& thread : threads) thread->Stop();
+      io->Stop();
       return absl::CancelledError("manager stopped while starting");
     }
     index_ = index;
-    context_ = std::move(context);
-    threads_ = std::move(threads);
-    bind_receiver_ = receiver;
-    bind_endpoint_ = bound;
+    io_ = *std::move(io);
     state_ = State::kRunning;
     for (auto& [key, entry] : pods_) {
       if (!WantSubscribed(entry)) continue;
@@ -285,7 +225,7 @@ absl::Status SubscriptionManager::Impl::Start() {
       p.subscription = entry.subscription;
       pending.push_back(std::move(p));
     }
-    DropUnusedResumesLocked(index_);
+    resume_.DropUnused(index_);
   }
   // Each pod's setup is bounded; one failure does not stop the others.
   for (Pending& p : pending) {
@@ -300,50 +240,43 @@ absl::Status SubscriptionManager::Impl::Start() {
 }
 
 void SubscriptionManager::Impl::Stop() {
-  std::vector<std::unique_ptr<IoThread>> threads;
-  std::unique_ptr<zmq::context_t> context;
+  IoThreads io;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kStopped) return;
     state_ = State::kStopped;
-    threads.swap(threads_);
-    context.swap(context_);
-    bind_receiver_ = nullptr;
+    std::swap(io, io_);
   }
   // Each thread runs what was posted (unsubscribes drop blocks), closes its
   // sockets and joins; then the context can terminate.
-  for (auto& thread : threads) thread->Stop();
-  threads.clear();
-  context.reset();
+  io.Stop();
   spdlog::info("subscription manager stopped");
 }
 
 size_t SubscriptionManager::Impl::ThreadFor(const std::string& key, bool bound) const {
   // The bind receiver routes on its own thread, 0; otherwise a pod always maps
   // to the same thread, so its unsubscribe runs before its next subscribe.
-  if (bound || threads_.size() <= 1) return 0;
-  return absl::Hash<std::string>{}(key) % threads_.size();
+  if (bound || io_.threads.size() <= 1) return 0;
+  return absl::Hash<std::string>{}(key) % io_.threads.size();
 }
 
 std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std::string& key,
                                                                        PodEntry& entry) {
-  auto completion = std::make_shared<Completion>();
   entry.subscribed = true;
   entry.subscription = next_id_++;
-  entry.bound = bind_receiver_ != nullptr && entry.plan.engine_connects;
+  entry.bound = io_.bind_receiver != nullptr && entry.plan.engine_connects;
   entry.thread = ThreadFor(key, entry.bound);
   entry.task_ids.clear();
   entry.workers.clear();
   workers_ += entry.plan.dp_size;
 
-  std::vector<SubscriberConfig> configs;
-  std::vector<WorkerKey> stale;  // restored blocks that are not this engine's
+  PodSubscription subscription;
   for (uint32_t rank = 0; rank < entry.plan.dp_size; ++rank) {
     SubscriberConfig config;
     config.worker = WorkerKey{key, rank};
-    bool drop = false;
-    config.resume = TakeResumeLocked(config.worker, entry, drop);
-    if (drop) stale.push_back(config.worker);
+    bool stale = false;
+    config.resume = resume_.Take(config.worker, entry.pod, entry.plan, stale);
+    if (stale) subscription.stale.push_back(config.worker);
     config.context = WorkerContext{entry.plan.model, entry.plan.default_lora};
     if (!entry.bound) {
       config.events_endpoint = TcpEndpoint(entry.pod.ip, entry.plan.events_port + rank);
@@ -355,62 +288,24 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     config.replay_timeout = options_.replay_timeout;
     config.max_backlog = options_.max_backlog;
     config.metrics = options_.metrics;
-    configs.push_back(std::move(config));
+    subscription.configs.push_back(std::move(config));
     entry.task_ids.push_back(next_id_++);
     entry.workers.push_back(std::make_shared<WorkerStatusCell>(rank));
   }
+  subscription.task_ids = entry.task_ids;
+  subscription.cells = entry.workers;
+  subscription.index = index_;
+  subscription.receiver = ReceiverOf(entry);
+  subscription.ip = entry.pod.ip;
+  subscription.events_port = entry.plan.events_port;
+  subscription.model = entry.plan.model;
+  std::shared_ptr<Completion> completion =
+      PostSubscription(*io_.threads[entry.thread], std::move(subscription), factory_);
 
-  const bool posted = threads_[entry.thread]->Post(
-      [completion, configs = std::move(configs), stale = std::move(stale), ids = entry.task_ids,
-       cells = entry.workers, index = index_, receiver = ReceiverOf(entry), ip = entry.pod.ip, events_port = entry.plan.events_port,
-       model = entry.plan.model, &factory = factory_](IoThread& io) mutable {
-        absl::Status result;
-        for (const WorkerKey& worker : stale) index->RemoveWorker(worker);
-        for (size_t rank = 0; rank < configs.size(); ++rank) {
-          absl::StatusOr<std::unique_ptr<WorkerSubscription>> subscriber =
-              factory.Create(io.context(), std::move(configs[rank]), index, cells[rank]);
-          if (!subscriber.ok()) {
-            result.Update(subscriber.status());
-            continue;
-          }
-          if (receiver != nullptr) {
-            receiver->Route(ip, events_port + static_cast<uint32_t>(rank), rank == 0, model,
-                            subscriber->get());
-          }
-          io.AddTask(ids[rank], *std::move(subscriber));
-        }
-        completion->Finish(std::move(result));
-      });
-  if (!posted) completion->Finish(absl::CancelledError("manager stopping"));
   spdlog::info("pod {}: subscribing ({} {}, model {}, dp_size {})", key,
                entry.bound ? "engine connects, ip" : "ip", entry.pod.ip, entry.plan.model,
                entry.plan.dp_size);
   return completion;
-}
-
-std::optional<BatchCursor> SubscriptionManager::Impl::TakeResumeLocked(const WorkerKey& worker,
-                                                                       const PodEntry& entry, bool& stale) {
-  stale = false;
-  auto it = resume_.find(worker);
-  if (it == resume_.end()) return std::nullopt;
-  const WorkerResume saved = std::move(it->second);
-  resume_.erase(it);
-  const std::string changed = Changes(IdentityOf(saved.pod, PlanPod(saved.pod)), IdentityOf(entry.pod, entry.plan));
-  if (!changed.empty()) {
-    spdlog::info("worker {}: snapshot not resumed ({} changed): replayed from 0", WorkerKeyString(worker), changed);
-    stale = true;
-    return std::nullopt;
-  }
-  spdlog::info("worker {}: resumes from the snapshot after seq {}", WorkerKeyString(worker), saved.cursor.seq);
-  return saved.cursor;
-}
-
-void SubscriptionManager::Impl::DropUnusedResumesLocked(PrefixIndex* index) {
-  for (const auto& [worker, saved] : resume_) {
-    spdlog::info("worker {}: in the snapshot, not followed: its blocks are dropped", WorkerKeyString(worker));
-    if (index != nullptr) index->RemoveWorker(worker);
-  }
-  resume_.clear();
 }
 
 std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const std::string& key,
@@ -420,7 +315,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::UnsubscribeLocked(const s
   entry.subscription = 0;
   workers_ -= entry.task_ids.size();
   std::shared_ptr<Completion> removal =
-      PostRemoval(*threads_[entry.thread], std::move(entry.task_ids), key, index_, ReceiverOf(entry),
+      PostRemoval(*io_.threads[entry.thread], std::move(entry.task_ids), key, index_, ReceiverOf(entry),
                   options_.before_removal);
   entry.task_ids.clear();
   entry.workers.clear();
@@ -510,7 +405,7 @@ PodAck SubscriptionManager::Impl::Finish(Pending pending) {
       it->second.subscribed = false;
       it->second.subscription = 0;
       workers_ -= it->second.task_ids.size();
-      PostRemoval(*threads_[it->second.thread], std::move(it->second.task_ids), pending.key,
+      PostRemoval(*io_.threads[it->second.thread], std::move(it->second.task_ids), pending.key,
                   index_, ReceiverOf(it->second), options_.before_removal);
       it->second.task_ids.clear();  // the cells stay: ListPods shows the failed workers
     }
@@ -590,6 +485,16 @@ std::vector<PodStatus> SubscriptionManager::Impl::ListPods(std::string_view afte
   return out;
 }
 
+std::optional<PodStatus> SubscriptionManager::Impl::FindPod(std::string_view key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = pods_.find(key);
+  if (it == pods_.end()) return std::nullopt;
+  const PodEntry& entry = it->second;
+  PodStatus status{entry.pod, entry.plan, entry.subscribed, {}};
+  for (const auto& cell : entry.workers) status.workers.push_back(cell->Get());
+  return status;
+}
+
 ManagerStats SubscriptionManager::Impl::GetStats() const {
   ManagerStats stats;
   absl::MutexLock lock(&mu_);
@@ -599,7 +504,7 @@ ManagerStats SubscriptionManager::Impl::GetStats() const {
     ++stats.subscribed_pods;
     stats.workers += entry.task_ids.size();
   }
-  stats.events_bind_endpoint = bind_endpoint_;
+  stats.events_bind_endpoint = io_.bind_endpoint;
   stats.bind_messages = bind_counters_.messages.load(std::memory_order_relaxed);
   stats.bind_unknown_senders = bind_counters_.unknown_senders.load(std::memory_order_relaxed);
   stats.bind_bad_frames = bind_counters_.bad_frames.load(std::memory_order_relaxed);
@@ -621,6 +526,7 @@ std::vector<PodStatus> SubscriptionManager::ListPods() const { return impl_->Lis
 std::vector<PodStatus> SubscriptionManager::ListPods(std::string_view after, size_t limit) const {
   return impl_->ListPods(after, limit);
 }
+std::optional<PodStatus> SubscriptionManager::FindPod(std::string_view key) const { return impl_->FindPod(key); }
 ManagerStats SubscriptionManager::GetStats() const { return impl_->GetStats(); }
 
 }  // namespace kvindex

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/model_filter.h"
 #include "core/ingest/pod.h"
+#include "core/ingest/worker_capacity.h"
 #include "core/ingest/worker_resume.h"
 #include "core/ingest/worker_status.h"  // WorkerState, WorkerStateName, WorkerStatus
 
@@ -73,21 +75,6 @@ struct ManagerOptions {
   std::vector<WorkerResume> resume;
 };
 
-// What one subscribed worker holds: its SUB socket, i.e. a mailbox (an
-// eventfd) and a TCP connection to its engine. A replay adds a DEALER (two
-// more) while it is out (at subscribe time, after a gap), not counted: it
-// lasts until the engine answers or the replay times out.
-// ZeroMQ sockets (a context-wide count) include the DEALER; files do not.
-inline constexpr size_t kSocketsPerWorker = 2;
-inline constexpr size_t kFilesPerWorker = 2;
-// Files the rest of the process may use (gRPC, the metrics server, logs, ...).
-inline constexpr size_t kFilesBesidesWorkers = 256;
-
-// Open files needed to follow `max_workers`, and how many workers `open_files` allow.
-size_t OpenFilesNeeded(size_t max_workers);
-size_t WorkersThatFit(size_t open_files);
-// Workers whose sockets `open_files` allow (one file each), engines not connected.
-size_t WorkerSocketsThatFit(size_t open_files);
 
 // Totals for GetStats and metrics.
 struct ManagerStats {
@@ -170,6 +157,8 @@ class SubscriptionManager {
   // The first `limit` known pods whose key is greater than `after` (every one
   // after it when `limit` is 0), ordered by key.
   std::vector<PodStatus> ListPods(std::string_view after, size_t limit) const;
+  // The known pod keyed `key` ("namespace/name"); nullopt when unknown.
+  std::optional<PodStatus> FindPod(std::string_view key) const;
 
   ManagerStats GetStats() const;
 

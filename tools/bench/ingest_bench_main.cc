@@ -20,6 +20,11 @@
 //   kvindex-ingest-bench                      # spawns kvindex-server, lag then ramp
 //   kvindex-ingest-bench --mode=ramp --ramp=500k,1M,2M,max --step_duration=10s --json
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -33,6 +38,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -67,6 +74,10 @@ ABSL_FLAG(bool, lag_fill, true,
           "full cache (--capacity_blocks), so that the window sees the steady state, not tables still growing.");
 ABSL_FLAG(absl::Duration, lag_fill_timeout, absl::Minutes(2), "Lag: longest wait of --lag_fill.");
 ABSL_FLAG(uint64_t, lag_requests_per_batch, 1, "Lag: prompts per batch (message).");
+ABSL_FLAG(uint32_t, idle_pods, 0,
+          "Lag: pods without an engine (their port refuses connections) followed beside the active ones, "
+          "as in a large cluster (issue 16: 1,000 active among 10,000); the spawned server needs "
+          "--server_args=--max_workers=N above pods + idle_pods + 1.");
 ABSL_FLAG(uint32_t, probe_blocks, 4, "Lag: fresh blocks in each probe prompt.");
 ABSL_FLAG(absl::Duration, probe_lead, absl::Milliseconds(2),
           "Lag: the poller starts its tight Match loop this long before each probe batch is published.");
@@ -213,6 +224,47 @@ struct Env {
 
 double Cpu(pid_t pid) { return pid > 0 ? std::max(ProcessCpuSeconds(pid), 0.0) : 0; }
 
+// A TCP port on 127.0.0.1 bound but never listening, for the whole run:
+// connecting to it is refused (the idle pods' engines).
+class RefusingPort {
+ public:
+  RefusingPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~RefusingPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+  uint32_t port() const { return port_; }  // 0: none could be bound
+
+ private:
+  int fd_ = -1;
+  uint32_t port_ = 0;
+};
+
+// Resident set size of a process (VmRSS), bytes; 0 when unreadable.
+uint64_t ResidentBytes(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    uint64_t kib = 0;
+    if (absl::StartsWith(line, "VmRSS:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kib)) {
+      return kib * 1024;
+    }
+  }
+  return 0;
+}
+
 absl::StatusOr<nlohmann::json> RunLag(const Env& env) {
   const uint32_t pods = absl::GetFlag(FLAGS_pods);
   const double bpr = MeanBlocksPerRequest(absl::GetFlag(FLAGS_turn_tokens), absl::GetFlag(FLAGS_block_size));
@@ -251,8 +303,22 @@ absl::StatusOr<nlohmann::json> RunLag(const Env& env) {
   if (!snapshot.ok()) return snapshot.status();
   *snapshot->add_pods() = (*probe)->pod();
   const absl::flat_hash_set<std::string> keys = KeysOf(*snapshot);
+  const uint32_t idle_pods = absl::GetFlag(FLAGS_idle_pods);
+  RefusingPort refusing;
+  if (idle_pods > 0 && refusing.port() == 0) return absl::UnavailableError("no port to refuse connections on");
+  for (uint32_t i = 0; i < idle_pods; ++i) {
+    v1::Pod* idle = snapshot->add_pods();
+    *idle = snapshot->pods(0);
+    idle->set_namespace_("idle");
+    idle->set_name(absl::StrCat("idle-", i));
+    idle->set_events_port(refusing.port());
+    idle->clear_replay_port();
+  }
+  const uint64_t rss_before = env.server_pid > 0 ? ResidentBytes(env.server_pid) : 0;
   (*probe)->Start();
+  const absl::Time subscribe_start = absl::Now();
   if (absl::Status s = ApplySnapshot(*env.client, *snapshot); !s.ok()) return s;
+  const double subscribe_seconds = absl::ToDoubleSeconds(absl::Now() - subscribe_start);
   if (absl::Status s = WaitForWorkersLive(*env.client, std::vector<std::string>(keys.begin(), keys.end()),
                                           absl::Seconds(30));
       !s.ok()) {
@@ -314,6 +380,7 @@ absl::StatusOr<nlohmann::json> RunLag(const Env& env) {
   nlohmann::json j;
   j["config"] = {{"target_blocks_per_second", absl::GetFlag(FLAGS_lag_rate)},
                  {"sim_pods", pods},
+                 {"idle_pods", idle_pods},
                  {"probe_pods", 1},
                  {"requests_per_second_per_pod", per_engine},
                  {"requests_per_batch", rpb},
@@ -329,6 +396,12 @@ absl::StatusOr<nlohmann::json> RunLag(const Env& env) {
     j["fill_seconds"] = fill_seconds;
   }
   j["blocks_held"] = c0->blocks_held;
+  j["subscribe_seconds"] = subscribe_seconds;  // the SyncPods snapshot of every pod, acked
+  if (env.server_pid > 0) {
+    const uint64_t rss = ResidentBytes(env.server_pid);
+    j["server_rss_mib"] = static_cast<double>(rss) / (1 << 20);
+    j["server_rss_growth_mib"] = (static_cast<double>(rss) - static_cast<double>(rss_before)) / (1 << 20);
+  }
   j["probes"] = r.probes;
   j["visible"] = r.lag_upper_ns.size();
   j["lost"] = r.lost;

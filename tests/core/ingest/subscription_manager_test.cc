@@ -501,16 +501,6 @@ TEST(SubscriptionManagerTest, PodsPastMaxWorkersAreRejectedSayingSo) {
   EXPECT_EQ(m.subscriptions.alive(), 3u);
 }
 
-TEST(SubscriptionManagerTest, OpenFilesNeededAndWorkersThatFitAgree) {
-  EXPECT_EQ(OpenFilesNeeded(10000), 10000 * kFilesPerWorker + kFilesBesidesWorkers);
-  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000)), 10000u);
-  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000) - 1), 9999u);
-  EXPECT_EQ(WorkersThatFit(20000), (20000 - kFilesBesidesWorkers) / kFilesPerWorker);
-  EXPECT_EQ(WorkersThatFit(100), 0u);
-  EXPECT_EQ(WorkerSocketsThatFit(20000), 20000 - kFilesBesidesWorkers);
-  EXPECT_EQ(WorkerSocketsThatFit(100), 0u);
-}
-
 TEST(SubscriptionManagerTest, BindModeRoutesTwoEnginesByTopic) {
   PrefixIndex index;
   TestProvider provider(&index);
