@@ -57,8 +57,58 @@ def machine_info(args):
         "compiler": run("c++", "--version").splitlines()[0] if run("c++", "--version") else "",
         "build_dir": args.build_dir,
         "build_type": args.build_type,
+        "compile_flags": compile_flags(args.build_dir, args.build_type),
         "quick": args.quick == "1",
     }
+
+
+def compile_flags(build_dir, build_type):
+    """The C++ flags the build type compiled with, from the build's CMakeCache.txt."""
+    flags = {}
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            for line in f:
+                m = re.match(r"(CMAKE_CXX_FLAGS(?:_[A-Z]+)?):STRING=(.*)", line.strip())
+                if m:
+                    flags[m.group(1)] = m.group(2)
+    except OSError:
+        return ""
+    return " ".join(x for x in (flags.get("CMAKE_CXX_FLAGS", ""),
+                                flags.get(f"CMAKE_CXX_FLAGS_{build_type.upper()}", "")) if x)
+
+
+# Summary keys where a larger number is worse (latencies, bytes); in all others smaller is worse.
+def larger_is_worse(key):
+    return any(w in key for w in ("p99", "p50", "_ms", "bytes_per_entry", "_ns", "_us"))
+
+
+def previous_results(json_path):
+    """The newest other results file beside `json_path`, or None."""
+    directory = os.path.dirname(os.path.abspath(json_path))
+    mine = os.path.basename(json_path)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".json") and n != mine and n < mine)
+    except OSError:
+        return None, None
+    for name in reversed(names):
+        doc = load_json(os.path.join(directory, name))
+        if doc and isinstance(doc.get("summary"), dict):
+            return name, doc
+    return None, None
+
+
+def regressions(now, before, threshold=0.15):
+    """(key, before, now, change) for every summary number worse than `before` by more than `threshold`."""
+    out = []
+    for key, v in sorted(now.items()):
+        b = before.get(key)
+        if not isinstance(v, (int, float)) or not isinstance(b, (int, float)) or isinstance(v, bool) or b == 0:
+            continue
+        change = (v - b) / abs(b)
+        worse = change > threshold if larger_is_worse(key) else change < -threshold
+        if worse:
+            out.append((key, b, v, change))
+    return out
 
 
 def benchmarks(doc):
@@ -258,12 +308,28 @@ def main():
 
     print(f"machine: {machine['nproc']} x {machine['cpu_model']}, {machine['mem_total_gib']} GiB, "
           f"{machine['kernel']}; {machine['compiler']}")
-    print(f"build: {machine['build_dir']} ({machine['build_type']}), commit {machine['git_commit'][:12]}"
+    print(f"build: {machine['build_dir']} ({machine['build_type']}: {machine['compile_flags'] or 'flags unknown'}), "
+          f"commit {machine['git_commit'][:12]}"
           f"{' (dirty tree)' if machine['git_dirty'] else ''}{'; QUICK run' if machine['quick'] else ''}")
     print(f"load average: {machine['loadavg_start']} at start, {machine['loadavg_end']} at end "
           f"(2 shared cores: other work on the machine shows in every number)")
     print()
     print(t.render())
+
+    name, before = previous_results(args.json)
+    if before is None:
+        print("\nno previous results file to compare with")
+        return
+    prev = before.get("machine", {})
+    print(f"\ncompared with {name} (commit {str(prev.get('git_commit', ''))[:12]}, "
+          f"{prev.get('build_type', '?')}: {prev.get('compile_flags') or 'flags unknown'}):")
+    if prev.get("build_type") != machine["build_type"] or prev.get("compile_flags") != machine["compile_flags"]:
+        print("  NOTE: another build type or other flags; differences may be the compiler's")
+    worse = regressions(summary, before["summary"])
+    if not worse:
+        print("  no row more than 15 % worse")
+    for key, b, v, change in worse:
+        print(f"  REGRESSION {key}: {b:.4g} -> {v:.4g} ({change:+.0%})")
 
 
 if __name__ == "__main__":
