@@ -5,6 +5,9 @@
 // no peer), leaves the index empty and counts the outcome; a server whose
 // bootstrap fails starts anyway.
 
+#include <stdlib.h>
+
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -167,6 +170,32 @@ TEST_F(PeerBootstrapTest, AServerWhoseBootstrapFailsStartsColdAndCountsIt) {
   EXPECT_EQ(Counter((*server)->metrics(), Outcome(server::BootstrapOutcome::kUnauthenticated)), 1);
   EXPECT_EQ(Counter((*server)->metrics(), Outcome(server::BootstrapOutcome::kLoaded)), 0);  // registered at start
   EXPECT_EQ(Counter(peer_->metrics(), "kvindex_index_exports_total{result=\"ok\"}"), 0);
+}
+
+TEST_F(PeerBootstrapTest, ThePeerWinsOverTheSnapshotWhichIsTheFallback) {
+  char tmpl[] = "/tmp/kvindex-bootstrap-test-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  ASSERT_TRUE(WriteIndexSnapshot(peer_->index(), {MakePod("a"), MakePod("b")}, {.dir = dir}).ok());
+  absl::StatusOr<std::unique_ptr<testutil::DeadPort>> dead = testutil::DeadPort::Bind();
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  for (const bool peer_alive : {true, false}) {
+    server::ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.metrics_listen = "";
+    options.manager.sync_enabled = false;
+    options.snapshot.dir = dir;
+    options.bootstrap = {.peer = peer_alive ? address_ : absl::StrCat("127.0.0.1:", (*dead)->port()),
+                         .timeout = absl::Seconds(20),
+                         .token = kToken};
+    absl::StatusOr<std::unique_ptr<server::KvIndexServer>> server = server::KvIndexServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    KvIndexMetrics& metrics = (*server)->metrics();
+    EXPECT_EQ(Counter(metrics, Outcome(server::BootstrapOutcome::kLoaded)), peer_alive ? 1 : 0);
+    EXPECT_EQ(Counter(metrics, Outcome(server::BootstrapOutcome::kUnreachable)), peer_alive ? 0 : 1);
+    EXPECT_EQ(Counter(metrics, "kvindex_snapshot_loads_total{outcome=\"loaded\"}"), peer_alive ? 0 : 1);
+    EXPECT_EQ((*server)->pods().ListPods().size(), 2u);  // the peer's pods, or the snapshot's
+  }
+  std::system(absl::StrCat("rm -rf '", dir, "'").c_str());
 }
 
 }  // namespace
