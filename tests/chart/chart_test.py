@@ -127,16 +127,18 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(f["listen"], "0.0.0.0:50051")
         self.assertEqual(f["metrics_listen"], "0.0.0.0:9090")
 
-        # Services: ClusterIP and headless, both with grpc 50051 and metrics 9090 by name.
-        services = [d for d in docs if d["kind"] == "Service"]
+        # Services: ClusterIP and headless, both with grpc 50051 and metrics 9090 by name; the
+        # peers Service (bootstrap) has grpc only.
+        services = [d for d in docs if d["kind"] == "Service" and not d["metadata"]["name"].endswith("-peers")]
         self.assertEqual(len(services), 2)
         for svc in services:
             sp = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
             self.assertEqual(sp, {"grpc": (50051, "grpc"), "metrics": (9090, "metrics")})
             self.assertLessEqual(svc["spec"]["selector"].items(), labels.items())
         headless = [s for s in services if s["spec"].get("clusterIP") == "None"]
-        self.assertEqual(len(headless), 1, "exactly one headless Service")
+        self.assertEqual(len(headless), 1, "exactly one headless Service besides the peers")
         self.assertTrue(headless[0]["metadata"]["name"].endswith("-headless"))
+        self.check_snapshots_and_bootstrap(docs, c)
 
         # Security: non-root, read-only, no capabilities, RuntimeDefault seccomp.
         sc = c["securityContext"]
@@ -172,9 +174,34 @@ class ChartTest(unittest.TestCase):
             self.assertIn(name, volumes)
         return dep, pod, c
 
+    def check_snapshots_and_bootstrap(self, docs, c):
+        """--snapshot_dir is a mounted volume; --bootstrap_from names the peers Service, which lists ready pods only."""
+        f = flags(c)
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        if "snapshot_dir" in f:
+            self.assertIn(f["snapshot_dir"], mounts)
+            self.assertNotIn("readOnly", [m for m in c["volumeMounts"] if m["mountPath"] == f["snapshot_dir"]][0])
+        peers = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-peers")]
+        if "bootstrap_from" not in f:
+            self.assertEqual(peers, [])
+            return
+        self.assertEqual(len(peers), 1)
+        svc = peers[0]
+        self.assertEqual(svc["spec"]["clusterIP"], "None")
+        self.assertIs(svc["spec"]["publishNotReadyAddresses"], False)
+        self.assertEqual([(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]],
+                         [("grpc", 50051, "grpc")])
+        labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        self.assertLessEqual(svc["spec"]["selector"].items(), labels.items())
+        ns = svc["metadata"]["namespace"]
+        self.assertEqual(f["bootstrap_from"], f"{svc['metadata']['name']}.{ns}.svc:50051")
+        # The ServiceMonitor's selector leaves it out, as the -headless one.
+        self.assertIn("kvindex/headless", svc["metadata"]["labels"])
+
     def test_defaults(self):
         docs = render()
-        self.assertEqual(sorted(d["kind"] for d in docs), ["Deployment", "PodDisruptionBudget", "Service", "Service"])
+        self.assertEqual(sorted(d["kind"] for d in docs),
+                         ["Deployment", "PodDisruptionBudget", "Service", "Service", "Service"])
         dep, pod, c = self.check_common(docs)
         self.assertEqual(dep["spec"]["replicas"], 2)
         self.assertEqual(dep["metadata"]["name"], "kvindex")
@@ -189,12 +216,48 @@ class ChartTest(unittest.TestCase):
             self.assertNotIn(absent, f)
         self.assertNotIn("env", c)
         self.assertIn("cpu", c["resources"]["requests"])
+        # Snapshots into an emptyDir; bootstrap from the ready peers.
+        self.assertEqual(f["snapshot_dir"], "/var/lib/kvindex")
+        self.assertEqual(f["snapshot_interval"], "60s")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["snapshots"], {"name": "snapshots", "emptyDir": {"sizeLimit": "4Gi"}})
+        self.assertEqual(f["bootstrap_from"], "kvindex-peers.default.svc:50051")
+        self.assertEqual(f["bootstrap_timeout"], "30s")
+
+    def test_snapshot_volume_and_bootstrap_options(self):
+        # A PVC instead of the emptyDir, for a single replica.
+        docs = render({"replicaCount": 1, "snapshots": {"existingClaim": "kvindex-snapshots", "mountPath": "/data",
+                                                        "interval": "5m"}})
+        dep, pod, c = self.check_common(docs)
+        f = flags(c)
+        self.assertEqual(f["snapshot_dir"], "/data")
+        self.assertEqual(f["snapshot_interval"], "5m")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["snapshots"], {"name": "snapshots",
+                                                "persistentVolumeClaim": {"claimName": "kvindex-snapshots"}})
+        # A PVC shared by several replicas would have several writers: refused.
+        err = render({"snapshots": {"existingClaim": "kvindex-snapshots"}}, expect_error=True)
+        self.assertIn("snapshots.existingClaim needs replicaCount 1", err)
+        # Both off: no flags, no volume, no peers Service.
+        docs = render({"snapshots": {"enabled": False}, "bootstrap": {"enabled": False}})
+        dep, pod, c = self.check_common(docs)
+        f = flags(c)
+        for absent in ("snapshot_dir", "snapshot_interval", "bootstrap_from", "bootstrap_timeout"):
+            self.assertNotIn(absent, f)
+        self.assertNotIn("snapshots", {v["name"] for v in pod["volumes"]})
+        self.assertEqual(len([d for d in docs if d["kind"] == "Service"]), 2)
+        # Another release name and namespace: the peers address follows.
+        docs = render({"bootstrap": {"timeout": "10s"}}, name="prod", namespace="llm")
+        _, _, c = self.check_common(docs)
+        self.assertEqual(flags(c)["bootstrap_from"], "prod-kvindex-peers.llm.svc:50051")
+        self.assertEqual(flags(c)["bootstrap_timeout"], "10s")
 
     def test_ha_auth_tls(self):
         docs = render(files=[os.path.join(HERE, "values-ha.yaml")], name="prod", namespace="llm")
         self.assertEqual(
             sorted(d["kind"] for d in docs),
-            ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "Service", "ServiceMonitor"])
+            ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "Service", "Service",
+             "ServiceMonitor"])
         for d in docs:
             self.assertEqual(d["metadata"]["namespace"], "llm")
         dep, pod, c = self.check_common(docs)
@@ -246,10 +309,10 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(sm["metadata"]["labels"]["release"], "prometheus")
         self.assertEqual(sm["spec"]["endpoints"][0]["port"], "metrics")
         # It selects the ClusterIP Service and not the headless one (no double scrape).
-        headless = [s for s in docs if s["kind"] == "Service" and s["spec"].get("clusterIP") == "None"][0]
         expr = sm["spec"]["selector"]["matchExpressions"][0]
         self.assertEqual(expr["operator"], "DoesNotExist")
-        self.assertIn(expr["key"], headless["metadata"]["labels"])
+        for headless in [s for s in docs if s["kind"] == "Service" and s["spec"].get("clusterIP") == "None"]:
+            self.assertIn(expr["key"], headless["metadata"]["labels"])
 
     def test_auth_existing_secret(self):
         docs = render({"auth": {"enabled": True, "existingSecret": "my-token", "secretKey": "tok"}})
@@ -296,7 +359,7 @@ class ChartTest(unittest.TestCase):
 
     def test_optional_parts_off(self):
         docs = render({"headless": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
-                       "server": {"metrics": False}, "replicaCount": 1})
+                       "server": {"metrics": False}, "replicaCount": 1, "bootstrap": {"enabled": False}})
         self.assertEqual(sorted(d["kind"] for d in docs), ["Deployment", "Service"])
         c = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual(flags(c)["metrics_listen"], "")
@@ -320,7 +383,8 @@ class ChartTest(unittest.TestCase):
                      "grpc.health.v1.Health/Check",
                      "kvindex.v1.KvIndex/Match",
                      "-d '{\"model\"",
-                     "kvindex-headless.default.svc:50051"):
+                     "kvindex-headless.default.svc:50051",
+                     "kvindex-peers.default.svc:50051"):
             self.assertIn(want, notes)
         self.assertNotIn("<no value>", notes)
         notes = render(files=[os.path.join(HERE, "values-ha.yaml")], notes=True, name="prod", namespace="llm")

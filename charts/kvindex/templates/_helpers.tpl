@@ -60,3 +60,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kvindex.tlsKeyFile" -}}/etc/kvindex/tls/tls.key{{- end }}
 {{- define "kvindex.clientCAFile" -}}/etc/kvindex/client-ca/ca.crt{{- end }}
 {{- define "kvindex.podsFile" -}}/etc/kvindex/pods/pods.textproto{{- end }}
+
+{{/* The peers Service (ready replicas only) as a --bootstrap_from target. */}}
+{{- define "kvindex.peersAddress" -}}
+{{ include "kvindex.fullname" . }}-peers.{{ .Release.Namespace }}.svc:{{ int .Values.ports.grpc }}
+{{- end }}
