@@ -81,6 +81,15 @@ bool AllAtLeast(client::KvIndexClient& client, size_t workers, int64_t seq) {
   return true;
 }
 
+// SIGTERM, and the server exits 0 within 5 s (killed otherwise).
+void StopWithSigterm(ServerProcess& server) {
+  ASSERT_TRUE(server.process->Signal(SIGTERM));
+  const std::optional<int> exit_code = server.process->Wait(absl::Seconds(5));
+  if (!exit_code.has_value()) server.process->Signal(SIGKILL);
+  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << server.process->Stderr();
+  EXPECT_EQ(*exit_code, 0) << server.process->Stderr();
+}
+
 TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   TempDir dir;
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
@@ -100,11 +109,7 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   EXPECT_EQ(stats->incomplete_workers(), 0u);
 
   const absl::Time signalled = absl::Now();
-  ASSERT_TRUE(a->process->Signal(SIGTERM));
-  const std::optional<int> exit_code = a->process->Wait(absl::Seconds(5));
-  if (!exit_code.has_value()) a->process->Signal(SIGKILL);
-  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << a->process->Stderr();
-  EXPECT_EQ(*exit_code, 0) << a->process->Stderr();
+  ASSERT_NO_FATAL_FAILURE(StopWithSigterm(*a));
   std::printf("server A stopped %s after SIGTERM\n", absl::FormatDuration(absl::Now() - signalled).c_str());
   EXPECT_TRUE(absl::StrContains(a->process->Stderr(), "snapshot at shutdown:")) << a->process->Stderr();
   client.reset();
@@ -177,10 +182,7 @@ TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasD
   ASSERT_NO_FATAL_FAILURE(Push(*client, (*first)->pods()));
   ASSERT_TRUE((*first)->WaitTrafficDone(absl::Seconds(60)).ok());
   ASSERT_TRUE(WaitFor([&] { return AllAtLeast(*client, 1, 39); }, absl::Seconds(60), kPoll)) << a->process->Stderr();
-  ASSERT_TRUE(a->process->Signal(SIGTERM));
-  const std::optional<int> exit_code = a->process->Wait(absl::Seconds(5));
-  if (!exit_code.has_value()) a->process->Signal(SIGKILL);
-  ASSERT_EQ(exit_code, std::optional<int>(0)) << a->process->Stderr();
+  ASSERT_NO_FATAL_FAILURE(StopWithSigterm(*a));
   client.reset();
 
   // The engine restarts on the same ports with another workload and publishes 80 batches: seq 39 again, another batch.

@@ -69,13 +69,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
   const auto s = static_cast<int64_t>(seq);
   if (live_last_ >= 0 && s <= live_last_) {
     // A PUB never repeats a seq: the engine restarted and counts from 0 again.
-    ++status_.restarts;
-    metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
-    writer_->Clear();
-    last_applied_ = -1;
-    live_last_ = -1;
-    last_digest_.reset();
-    status_.last_seq = -1;
+    ForgetEngine();
   }
   if (s <= last_applied_) {
     ++status_.duplicates;
@@ -157,6 +151,11 @@ void WorkerFeed::RestartFromZero(absl::Time now) {
   const int64_t target = replay_->target;
   replay_.reset();
   replay_ops_.push_back({ReplayOp::Kind::kReset});  // this replay's later replies are the old request's
+  ForgetEngine();
+  StartReplay(0, target, now);
+}
+
+void WorkerFeed::ForgetEngine() {
   ++status_.restarts;
   metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
   writer_->Clear();
@@ -164,7 +163,6 @@ void WorkerFeed::RestartFromZero(absl::Time now) {
   live_last_ = -1;
   last_digest_.reset();
   status_.last_seq = -1;
-  StartReplay(0, target, now);
 }
 
 void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {

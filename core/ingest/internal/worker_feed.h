@@ -137,6 +137,8 @@ class WorkerFeed {
   void FinishReplay(bool timed_out, absl::Time now);
   // The replay showed the engine restarted: clears the worker and replays from 0.
   void RestartFromZero(absl::Time now);
+  // The engine restarted: counted, the worker cleared, its stream starts over.
+  void ForgetEngine();
   // Clears the worker after an uncoverable gap.
   void ClearUncovered();
   void UpdateState();
