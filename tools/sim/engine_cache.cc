@@ -6,9 +6,9 @@
 #include <utility>
 #include <variant>
 
-#include "core/index/block_hash.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/engine_hash.h"
+#include "tools/sim/reference_hash.h"
 #include "tools/sim/rng.h"
 
 namespace kvindex::sim {
@@ -25,7 +25,7 @@ constexpr size_t kNoRun = ~size_t{0};
 
 EngineCache::EngineCache(EngineCacheOptions options)
     : options_(std::move(options)),
-      context_seed_(ContextSeed(options_.model, options_.lora_name, options_.block_size)),
+      context_seed_(ReferenceSeed(options_.model, options_.lora_name, options_.block_size)),
       salt_(options_.salt) {
   if (options_.block_size == 0 || options_.gpu_capacity_blocks == 0) {
     CannotHappen("block_size and gpu_capacity_blocks must be >= 1");
@@ -482,7 +482,7 @@ std::vector<HeldBlock> EngineCache::Snapshot() const {
     h.engine_hash = b.engine_hash;
     if (b.parent != kNone) h.parent_index_hash = index_hash[b.parent];
     h.index_hash = index_hash[slot] =
-        WithExtraKeys(HashBlock(h.parent_index_hash.value_or(context_seed_), TokensOf(slot)), keys_[slot]);
+        WithExtraKeys(ReferenceBlockHash(h.parent_index_hash.value_or(context_seed_), TokensOf(slot)), keys_[slot]);
     h.depth = b.depth;
     h.on_gpu = b.on[kGpuTier];
     h.on_cpu = b.on[kCpuTier];

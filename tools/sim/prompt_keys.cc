@@ -1,5 +1,6 @@
 #include "tools/sim/prompt_keys.h"
 
+#include "tools/sim/reference_hash.h"
 #include "tools/sim/rng.h"
 
 namespace kvindex::sim {
@@ -30,13 +31,7 @@ uint64_t ExtraKeysDigest(const ExtraKey& keys) {
   return Mix64(WithExtraKeys(0x6A09E667F3BCC908ULL, keys) ^ 0x510E527FADE682D1ULL);
 }
 
-uint64_t WithExtraKeys(uint64_t token_hash, const ExtraKey& keys) {
-  if (keys.kind != ExtraKey::Kind::kList || keys.items.empty()) return token_hash;
-  ExtraKeysHasher hasher;
-  hasher.Clear();
-  AddEventExtraKeys(keys, /*lora_name=*/"", hasher);
-  return hasher.Hash(token_hash);
-}
+uint64_t WithExtraKeys(uint64_t token_hash, const ExtraKey& keys) { return ReferenceWithExtraKeys(token_hash, keys); }
 
 void AddKeysJson(const PromptKeys& keys, nlohmann::json& prompt) {
   if (!keys.cache_salt.empty()) prompt["cache_salt"] = keys.cache_salt;

@@ -37,8 +37,8 @@ ExtraKey BlockExtraKeys(const PromptKeys& keys, size_t block, uint32_t block_siz
 // A 64-bit digest of a block's keys (for the engine's own hash chain); 0 for kNil.
 uint64_t ExtraKeysDigest(const ExtraKey& keys);
 
-// kvindex's index hash of a block from its token hash (block_hash.h) and its
-// keys (extra_keys_hash.h); `token_hash` itself when kNil.
+// kvindex's index hash of a block from its token hash and its keys
+// (reference_hash.h, not kvindex's own code); `token_hash` itself when kNil.
 uint64_t WithExtraKeys(uint64_t token_hash, const ExtraKey& keys);
 
 // The prompts-file fields: "cache_salt" (when set) and "mm_inputs"
