@@ -103,6 +103,16 @@ absl::StatusOr<v1::GetStatsResponse> KvIndexClient::GetStats() {
   return response;
 }
 
+absl::StatusOr<v1::RecordRoutingResponse> KvIndexClient::RecordRouting(const v1::RecordRoutingRequest& request) {
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::RecordRoutingResponse response;
+  if (absl::Status status = FromGrpcStatus(stub_->RecordRouting(&context, request, &response)); !status.ok()) {
+    return status;
+  }
+  return response;
+}
+
 absl::StatusOr<std::vector<v1::PodUpdateAck>> KvIndexClient::SyncPods(const std::vector<v1::PodUpdate>& updates) {
   grpc::ClientContext context;
   Prepare(&context);

@@ -59,6 +59,9 @@ class KvIndexClient {
   [[nodiscard]] absl::StatusOr<v1::ListPodsResponse> ListPods();
   [[nodiscard]] absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request);
   [[nodiscard]] absl::StatusOr<v1::GetStatsResponse> GetStats();
+  // RecordRouting: tells the server this prompt was sent to this pod (its
+  // blocks become speculative entries until the engine confirms them).
+  [[nodiscard]] absl::StatusOr<v1::RecordRoutingResponse> RecordRouting(const v1::RecordRoutingRequest& request);
 
   // Opens one SyncPods stream, sends `updates`, half-closes, and returns the
   // acks (one per update, in order).

@@ -11,6 +11,7 @@
 #include "client/decode_command.h"
 #include "client/match_command.h"
 #include "client/pods_command.h"
+#include "client/route_command.h"
 #include "client/stats_command.h"
 
 namespace kvindex {
@@ -30,6 +31,7 @@ constexpr Subcommand kSubcommands[] = {
     {"decode", "print engine KV-event payload files (msgpack) as JSON", RunDecodeCommand},
     {"match", "which pods hold the longest cached prefix of a prompt", RunMatchCommand},
     {"pods", "apply a pod snapshot, delete a pod, list pods", RunPodsCommand},
+    {"route", "record that a prompt was routed to a pod (speculative entries)", RunRouteCommand},
     {"stats", "the server's totals", RunStatsCommand},
 };
 

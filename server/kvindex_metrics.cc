@@ -97,6 +97,9 @@ KvIndexMetrics::KvIndexMetrics() {
   families_.bootstrap_bytes->Get({});
   families_.index_exports->Get({"ok"});
   families_.index_exports->Get({"failed"});
+  for (const char* outcome : {"confirmed", "expired", "dropped"}) families_.speculative->Get({outcome});
+  families_.speculative_entries->Get({});
+  families_.speculative_confirm->Get({});
 
   registry_.AddCollector([this] { Collect(); });
 }
@@ -178,6 +181,10 @@ void KvIndexMetrics::OnBootstrap(server::BootstrapOutcome outcome, uint64_t byte
 
 void KvIndexMetrics::OnIndexExport(bool ok) { families_.index_exports->Get({ok ? "ok" : "failed"}).Increment(); }
 
+void KvIndexMetrics::OnSpeculativeConfirm(absl::Duration latency) {
+  families_.speculative_confirm->Get({}).Observe(absl::ToDoubleSeconds(latency));
+}
+
 void KvIndexMetrics::Collect() {
   families_.process_resident_memory->Get({}).Set(ResidentBytes());
   if (const int64_t created = snapshot_created_us_.load(std::memory_order_relaxed); created != 0) {
@@ -209,6 +216,11 @@ void KvIndexMetrics::Collect() {
     families_.index_memory->Get({}).Set(static_cast<double>(stats.memory_bytes));
     families_.index_evictions->Get({}).AdvanceTo(stats.evictions);
     families_.index_unresolved_parents->Get({}).AdvanceTo(stats.unresolved_parents);
+    const SpeculativeStats speculative = index_->GetSpeculativeStats();
+    families_.speculative_entries->Get({}).Set(static_cast<double>(speculative.entries));
+    families_.speculative->Get({"confirmed"}).AdvanceTo(speculative.confirmed);
+    families_.speculative->Get({"expired"}).AdvanceTo(speculative.expired);
+    families_.speculative->Get({"dropped"}).AdvanceTo(speculative.dropped);
     // Media that emptied since the last scrape read 0, not their old value.
     absl::flat_hash_map<std::string, uint64_t> by_medium;
     for (const WorkerStats& worker : index_->ListWorkers()) {

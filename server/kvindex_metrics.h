@@ -35,6 +35,7 @@ class SubscriptionManager;
 // Upper bounds, seconds.
 inline constexpr double kMatchLatencyBounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                                  0.01,    0.025,  0.05,    0.1,    0.25,  1};
+inline constexpr double kSpeculativeConfirmBounds[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 inline constexpr double kSnapshotWriteBounds[] = {0.001, 0.01, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                              0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
@@ -100,6 +101,13 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
   HISTOGRAM(snapshot_write_duration, "kvindex_snapshot_write_seconds", "", kSnapshotWriteBounds,              \
             "Time to write a snapshot, fsyncs included")                                                       \
   COUNTER(snapshot_writes, "kvindex_snapshot_writes_total", "result", "Snapshot writes by result: ok, failed") \
+  HISTOGRAM(speculative_confirm, "kvindex_speculative_confirm_seconds", "", kSpeculativeConfirmBounds,         \
+            "Time from a RecordRouting to the engine's BlockStored confirming its entry, applied")             \
+  GAUGE(speculative_entries, "kvindex_speculative_entries", "",                                                \
+        "Speculative entries (RecordRouting) held, not yet confirmed, expired or dropped")                     \
+  COUNTER(speculative, "kvindex_speculative_total", "outcome",                                                 \
+          "Speculative entries that ended, by outcome: confirmed (the engine stored the block), expired (TTL), " \
+          "dropped (removed, cleared, restarted, pod gone, or evicted by --max_speculative_entries)")          \
   COUNTER(uncovered_gaps, "kvindex_uncovered_gaps_total", "",                                                  \
           "Gaps no replay could cover; the worker's blocks were cleared")                                      \
   GAUGE(workers, "kvindex_workers", "state", "Subscribed (pod, dp rank) workers by state")                     \
@@ -119,6 +127,10 @@ class KvIndexMetrics final : public IngestMetrics {
 
   // One Match call answered with `code` after `latency`.
   void OnMatch(absl::StatusCode code, absl::Duration latency);
+
+  // One speculative entry confirmed `latency` after its RecordRouting
+  // (SpeculativeOptions::on_confirm).
+  void OnSpeculativeConfirm(absl::Duration latency);
 
   // IngestMetrics.
   void OnBatchApplied(const EventBatch& batch, const ApplyResult& applied,

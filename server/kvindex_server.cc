@@ -12,8 +12,20 @@
 
 namespace kvindex::server {
 
+namespace {
+
+// `options` with each speculative confirmation's latency observed in `metrics`
+// (constructed after the index, destroyed before it: the manager, which
+// applies batches, stops first).
+IndexOptions ObservedBy(IndexOptions options, KvIndexMetrics* metrics) {
+  options.speculative.on_confirm = [metrics](absl::Duration latency) { metrics->OnSpeculativeConfirm(latency); };
+  return options;
+}
+
+}  // namespace
+
 KvIndexServer::KvIndexServer(ServerOptions options)
-    : options_(std::move(options)), index_(options_.index) {}
+    : options_(std::move(options)), index_(ObservedBy(options_.index, &metrics_)) {}
 
 KvIndexServer::~KvIndexServer() { Shutdown(absl::Now()); }
 

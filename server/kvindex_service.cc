@@ -16,7 +16,9 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "proto/grpc_status.h"
 #include "server/match_request_parser.h"
+#include "server/prompt_validation.h"
 #include "server/proto_convert.h"
+#include "server/record_routing.h"
 #include "spdlog/spdlog.h"
 
 namespace kvindex::server {
@@ -24,8 +26,6 @@ namespace {
 
 // Stack bytes that start each Match's protobuf arena.
 constexpr size_t kMatchArenaStackBytes = 24 << 10;
-// Most mm_inputs in one Match (a prompt with more images than this is absurd).
-constexpr int kMaxMultimodalInputs = 4096;
 
 // ExportIndex chunks: ExportIndexRequest.max_chunk_bytes when 0, its floor,
 // and what a chunk's message adds to its body (tags, lengths, flags).
@@ -163,38 +163,14 @@ grpc::Status KvIndexService::AnswerMatchCall(const InFlight& call, const grpc::C
 }
 
 grpc::Status KvIndexService::AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response) {
-  auto refuse = [](std::string message) { return InvalidArgument(std::move(message)); };
-  if (static_cast<uint64_t>(request.token_ids_size()) > options_.max_match_tokens) {
-    return refuse(absl::StrCat("Match carries ", request.token_ids_size(), " token_ids; the limit is ",
-                               options_.max_match_tokens, " (--max_match_tokens)"));
-  }
-  if (static_cast<uint64_t>(request.block_hashes_size()) > options_.max_match_tokens) {
-    return refuse(absl::StrCat("Match carries ", request.block_hashes_size(), " block_hashes; the limit is ",
-                               options_.max_match_tokens, " (--max_match_tokens)"));
+  if (grpc::Status valid = ValidatePrompt(PromptOf("Match", request), options_.max_match_tokens, options_.models);
+      !valid.ok()) {
+    return valid;
   }
   for (const auto& [medium, weight] : request.medium_weights()) {
     if (!std::isfinite(weight) || weight < 0) {
-      return refuse(absl::StrCat("medium_weights[\"", medium, "\"] must be finite and >= 0"));
+      return InvalidArgument(absl::StrCat("medium_weights[\"", medium, "\"] must be finite and >= 0"));
     }
-  }
-  if (!request.mm_inputs().empty() || !request.cache_salt().empty()) {
-    if (request.token_ids().empty()) {
-      return refuse("cache_salt and mm_inputs go with token_ids (block_hashes already include them)");
-    }
-    if (request.mm_inputs_size() > kMaxMultimodalInputs) {
-      return refuse(absl::StrCat("Match carries ", request.mm_inputs_size(), " mm_inputs; the limit is ",
-                                 kMaxMultimodalInputs));
-    }
-    for (int i = 0; i < request.mm_inputs_size(); ++i) {
-      const v1::MultimodalInput& input = request.mm_inputs(i);
-      if (input.identifier().empty() || input.length() == 0) {
-        return refuse(absl::StrCat("mm_inputs[", i, "] needs an identifier and a length of at least 1"));
-      }
-    }
-  }
-  if (!request.model().empty() && !options_.models.Serves(request.model())) {
-    // A gateway that routed this model here would otherwise see "no pod holds it".
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, options_.models.Refusal(request.model()));
   }
   MatchQueryStorage storage;
   absl::StatusOr<MatchResult> result = index_->Match(MatchQueryFromProto(request, &storage));
@@ -246,9 +222,12 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
     case v1::PodUpdate::kUpsert:
       fill(pods_->Upsert(PodFromProto(update.upsert())));
       break;
-    case v1::PodUpdate::kDelete:
-      fill(pods_->Delete(update.delete_()));
+    case v1::PodUpdate::kDelete: {
+      const PodAck ack = pods_->Delete(update.delete_());
+      ForgetRoutingHints(ack);
+      fill(ack);
       break;
+    }
     case v1::PodUpdate::kSnapshot: {
       std::vector<Pod> pods;
       pods.reserve(update.snapshot().pods_size());
@@ -256,6 +235,7 @@ v1::PodUpdateAck KvIndexService::Apply(const v1::PodUpdate& update) {
       std::vector<PodAck> acks = pods_->ApplySnapshot(pods);
       for (const PodAck& ack : acks) {
         LogAck(ack);
+        ForgetRoutingHints(ack);
         *proto.add_pods() = PodAckToProto(ack);
       }
       proto.set_outcome(v1::POD_OUTCOME_UPDATED);
@@ -367,6 +347,21 @@ grpc::Status KvIndexService::ExportIndex(grpc::ServerContext* context, const v1:
                absl::FormatDuration(absl::Trunc(stats->duration, absl::Microseconds(100))),
                absl::FormatDuration(absl::Trunc(stats->longest_pause, absl::Microseconds(1))));
   return grpc::Status::OK;
+}
+
+void KvIndexService::ForgetRoutingHints(const PodAck& ack) {
+  // A subscribed pod's workers are removed by the manager; a pod without KV
+  // events has workers only through RecordRouting, dropped here.
+  if (ack.outcome == PodOutcome::kRemoved || ack.outcome == PodOutcome::kRemovalPending) index_->RemovePod(ack.pod);
+}
+
+grpc::Status KvIndexService::RecordRouting(grpc::ServerContext* context, const v1::RecordRoutingRequest* request,
+                                           v1::RecordRoutingResponse* response) {
+  const InFlight call(this);
+  if (call.refused()) return ShuttingDown();
+  if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
+  if (grpc::Status status = Authorize(*context, /*always_guarded=*/false); !status.ok()) return status;
+  return AnswerRecordRouting(*request, *index_, *pods_, options_.max_match_tokens, options_.models, response);
 }
 
 void KvIndexService::StopAccepting() {

@@ -74,6 +74,9 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
                         v1::ListPodsResponse* response) override;
   grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest* request,
                         v1::GetStatsResponse* response) override;
+  // RecordRouting (server/record_routing.h): counted in flight like the other unary calls.
+  grpc::Status RecordRouting(grpc::ServerContext* context, const v1::RecordRoutingRequest* request,
+                             v1::RecordRoutingResponse* response) override;
   // Counts as in flight (AwaitIdle waits for it) until its last chunk is
   // written; cancelled with the call (the peer gone, or the server's stop deadline).
   grpc::Status ExportIndex(grpc::ServerContext* context, const v1::ExportIndexRequest* request,
@@ -103,6 +106,9 @@ class KvIndexService final : public v1::KvIndex::WithRawCallbackMethod_Match<v1:
   // Match of an authorized, parsed request, without the metrics.
   grpc::Status AnswerMatch(const v1::MatchRequest& request, v1::MatchResponse* response);
   v1::PodUpdateAck Apply(const v1::PodUpdate& update);
+  // After a pod was removed (`ack`): drops the workers RecordRouting created
+  // for it (a pod without KV events has no others).
+  void ForgetRoutingHints(const PodAck& ack);
 
   // Constant after construction.
   PrefixIndex* const index_;

@@ -82,6 +82,14 @@ ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
 ABSL_FLAG(uint64_t, index_memory_mb, 0,
           "Memory budget of the index, MiB: lowers --max_index_entries (and --max_blocks_per_worker) to what "
           "fits (server/memory_budget.h). 0: only those caps apply.");
+ABSL_FLAG(uint64_t, max_speculative_entries, 1u << 20,
+          "Most speculative entries (RecordRouting); beyond it the least recently routed are dropped. 0: no cap.");
+ABSL_FLAG(absl::Duration, speculative_ttl, absl::Seconds(2),
+          "TTL of a RecordRouting without ttl_ms until the worker has enough confirmations to adapt it.");
+ABSL_FLAG(absl::Duration, speculative_ttl_min, absl::Milliseconds(200), "Lower bound of the adaptive TTL.");
+ABSL_FLAG(absl::Duration, speculative_ttl_max, absl::Seconds(30), "Upper bound of the adaptive TTL.");
+ABSL_FLAG(uint32_t, default_block_size, 16,
+          "Block size (tokens) of RecordRouting hints given by tokens for a model no event has shown one of.");
 ABSL_FLAG(std::string, events_bind, "",
           "Also bind a ZMQ SUB socket here (e.g. tcp://*:5557) for engines that connect instead of bind.");
 ABSL_FLAG(bool, kv_event_sync, true,
@@ -162,6 +170,19 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.index.max_blocks_per_worker = absl::GetFlag(FLAGS_max_blocks_per_worker);
   options.index.max_entries = absl::GetFlag(FLAGS_max_index_entries);
   options.index = kvindex::WithMemoryBudget(options.index, absl::GetFlag(FLAGS_index_memory_mb) << 20);
+  options.index.speculative.max_entries = absl::GetFlag(FLAGS_max_speculative_entries);
+  options.index.speculative.ttl = absl::GetFlag(FLAGS_speculative_ttl);
+  options.index.speculative.ttl_min = absl::GetFlag(FLAGS_speculative_ttl_min);
+  options.index.speculative.ttl_max = absl::GetFlag(FLAGS_speculative_ttl_max);
+  options.index.speculative.default_block_size = absl::GetFlag(FLAGS_default_block_size);
+  if (options.index.speculative.ttl <= absl::ZeroDuration() || options.index.speculative.ttl_min <= absl::ZeroDuration() ||
+      options.index.speculative.ttl_max < options.index.speculative.ttl_min) {
+    return absl::InvalidArgumentError(
+        "--speculative_ttl and --speculative_ttl_min must be positive, --speculative_ttl_max at least the minimum");
+  }
+  if (options.index.speculative.default_block_size == 0) {
+    return absl::InvalidArgumentError("--default_block_size must be at least 1");
+  }
   options.manager.sync_enabled = absl::GetFlag(FLAGS_kv_event_sync);
   options.manager.io_threads = absl::GetFlag(FLAGS_subscriber_threads);
   options.manager.events_bind = absl::GetFlag(FLAGS_events_bind);

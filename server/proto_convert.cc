@@ -110,6 +110,8 @@ v1::WorkerInfo WorkerInfoToProto(const WorkerStatus& status, const std::optional
     proto.mutable_blocks_by_medium()->insert(stats->blocks_by_medium.begin(), stats->blocks_by_medium.end());
     proto.set_evictions(stats->evictions);
     proto.set_unresolved_parents(stats->unresolved_parents);
+    proto.set_speculative_entries(stats->speculative_entries);
+    proto.set_speculative_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(stats->speculative_ttl)));
     for (const GroupStats& g : stats->groups) {
       v1::KvCacheGroup* group = proto.add_groups();
       group->set_group_idx(g.group_idx);
