@@ -212,6 +212,50 @@ TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasD
   EXPECT_TRUE((*workers)[0].second.history_complete());
 }
 
+// A crash: no snapshot at shutdown, only the periodic one. The restarted
+// server resumes from it and replays what came after; still exact.
+TEST(SnapshotRestartTest, AKilledServerResumesFromItsLastPeriodicSnapshot) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
+      SimArgs({"--pods=2", "--base_port=0", "--seed=20", "--rate=15", "--requests=120", "--replay_buffer=60"}));
+  ASSERT_TRUE(sim.ok()) << sim.status();
+  const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=200ms"};
+  absl::StatusOr<ServerProcess> a = StartServerProcess(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  std::unique_ptr<client::KvIndexClient> client = Connect(a->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  ASSERT_NO_FATAL_FAILURE(Push(*client, (*sim)->pods()));
+  ASSERT_TRUE(WaitFor([&] { return AllAtLeast(*client, 2, 70); }, absl::Seconds(60), kPoll)) << a->process->Stderr();
+  absl::SleepFor(absl::Milliseconds(500));  // at least one periodic snapshot after seq 70
+  ASSERT_TRUE(a->process->Signal(SIGKILL));
+  ASSERT_TRUE(a->process->Wait(absl::Seconds(5)).has_value());
+  client.reset();
+
+  absl::Status done = (*sim)->WaitTrafficDone(absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done << "\n" << (*sim)->process().Stderr();
+  absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
+  absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+
+  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
+  ASSERT_TRUE(again.ok()) << again.status();
+  client = Connect(again->address, absl::Seconds(30));
+  ASSERT_NE(client, nullptr);
+  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
+  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
+  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
+  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*client);
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->size(), 2u);
+  for (const auto& [name, info] : *workers) {
+    EXPECT_TRUE(info.history_complete()) << name;  // the buffer (60) still held what the snapshot lacked
+    EXPECT_EQ(info.restarts(), 0u) << name;
+    EXPECT_EQ(info.uncovered_gaps(), 0u) << name;
+    EXPECT_LT(info.batches(), 60u) << name << ": resumed from the snapshot, not replayed from 0";
+  }
+}
+
 TEST(SnapshotRestartTest, ADamagedSnapshotIsRefusedAndTheServerStartsCold) {
   TempDir dir;
   {

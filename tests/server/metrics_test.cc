@@ -3,6 +3,9 @@
 // 127.0.0.1 before and after traffic; and the kvindex-server process's
 // --metrics_listen. Every scrape must parse as Prometheus text.
 
+#include <stdlib.h>
+
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -416,6 +419,47 @@ TEST_F(MetricsSmallBacklogTest, LiveBatchesBeyondTheBacklogAreDroppedAndCounted)
   EXPECT_EQ(Value(scrape, "kvindex_seq_gaps_total"), 0);
   EXPECT_EQ(Value(scrape, "kvindex_replays_total{result=\"ok\"}"), 0);
   EXPECT_EQ(Value(scrape, "kvindex_index_entries"), 0);
+}
+
+class MetricsSnapshotTest : public MetricsTest {
+ protected:
+  void Configure(server::ServerOptions& options) override {
+    char tmpl[] = "/tmp/kvindex-metrics-snapshot-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    options.snapshot.dir = dir_;
+    options.snapshot.interval = absl::Milliseconds(100);
+  }
+  void TearDown() override {
+    server_.reset();  // its last snapshot goes into dir_
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(MetricsSnapshotTest, SnapshotFamiliesSayWhatWasLoadedAndWritten) {
+  const PrometheusScrape start = Scrape(server_->metrics_port());
+  EXPECT_EQ(Value(start, "kvindex_snapshot_loads_total{outcome=\"none\"}"), 1);  // an empty directory
+  EXPECT_EQ(Value(start, "kvindex_snapshot_loads_total{outcome=\"corrupt\"}"), 0);
+  EXPECT_EQ(Value(start, "kvindex_snapshot_writes_total{result=\"failed\"}"), 0);
+
+  ASSERT_EQ(server_->pods().Upsert(EnginePod()).outcome, PodOutcome::kSubscribed);
+  ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.state == WorkerState::kLive; }));
+  for (uint32_t k = 0; k < kBlocks; ++k) engine_->Publish(ChainBlockPayload(k, kBlockSize, NowSeconds()));
+  ASSERT_TRUE(WaitForWorker([](const WorkerStatus& w) { return w.last_seq == kBlocks - 1; }));
+  // A write that began after the last batch was applied holds every block.
+  const double writes = Value(Scrape(server_->metrics_port()), "kvindex_snapshot_writes_total{result=\"ok\"}");
+  PrometheusScrape after;
+  ASSERT_TRUE(WaitFor([&] {
+    after = Scrape(server_->metrics_port());
+    return after.Get("kvindex_snapshot_writes_total{result=\"ok\"}").value_or(0) >= writes + 2;
+  }));
+  EXPECT_GT(Value(after, "kvindex_snapshot_bytes"), 0);
+  EXPECT_GE(Value(after, "kvindex_snapshot_age_seconds"), 0);
+  EXPECT_GE(Value(after, "kvindex_snapshot_pause_seconds"), 0);
+  EXPECT_GE(Value(after, "kvindex_snapshot_write_seconds_count"), writes + 2);
+  EXPECT_EQ(Value(after, "kvindex_snapshot_writes_total{result=\"failed\"}"), 0);
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir_) / "kvindex.snapshot"));
 }
 
 TEST_F(MetricsTest, HttpAnswersOnlyMetrics) {
