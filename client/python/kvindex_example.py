@@ -60,6 +60,13 @@ def main(argv):
     match.add_argument("--model", required=True)
     match.add_argument("--lora", default="")
     match.add_argument("--tokens", required=True, help="comma-separated token ids")
+    route = sub.add_parser("route", help="RecordRouting: the prompt was sent to this pod")
+    route.add_argument("--model", required=True)
+    route.add_argument("--lora", default="")
+    route.add_argument("--tokens", required=True, help="comma-separated token ids")
+    route.add_argument("--pod", required=True, help="namespace/name")
+    route.add_argument("--rank", type=int, default=0)
+    route.add_argument("--ttl-ms", type=int, default=0, help="0: the server's adaptive TTL")
     apply = sub.add_parser("pods-apply")
     apply.add_argument("snapshot")
     delete = sub.add_parser("pods-delete")
@@ -82,13 +89,18 @@ def main(argv):
     call = {"timeout": args.timeout, "metadata": metadata}
 
     try:
-        if args.command == "match":
+        if args.command in ("match", "route"):
             try:
                 tokens = [int(t) for t in args.tokens.split(",") if t.strip()]
             except ValueError:
                 print("kvindex_example: --tokens wants comma-separated integers", file=sys.stderr)
                 return 2
-            response = stub.Match(pb.MatchRequest(model=args.model, lora_name=args.lora, token_ids=tokens), **call)
+            if args.command == "match":
+                response = stub.Match(pb.MatchRequest(model=args.model, lora_name=args.lora, token_ids=tokens), **call)
+            else:
+                response = stub.RecordRouting(pb.RecordRoutingRequest(
+                    model=args.model, lora_name=args.lora, token_ids=tokens, pod=args.pod, dp_rank=args.rank,
+                    ttl_ms=args.ttl_ms), **call)
         elif args.command in ("pods-apply", "pods-delete"):
             if args.command == "pods-apply":
                 with open(args.snapshot) as f:

@@ -219,6 +219,22 @@ func (c *Client) GetStats(ctx context.Context) (*v1.GetStatsResponse, error) {
 	return c.stub.GetStats(ctx, &v1.GetStatsRequest{})
 }
 
+// RecordRouting tells the server the gateway sent this prompt to this pod:
+// its blocks match as the tier "SPECULATIVE" until the engine confirms them or
+// the TTL passes (ttl_ms 0: the server's adaptive TTL). Errors as Match's;
+// codes.NotFound for an unknown pod or rank.
+func (c *Client) RecordRouting(ctx context.Context, req *v1.RecordRoutingRequest) (*v1.RecordRoutingResponse, error) {
+	ctx, cancel := c.withDeadline(ctx)
+	defer cancel()
+	return c.stub.RecordRouting(ctx, req)
+}
+
+// RecordRoutingTokens is RecordRouting by the prompt's token ids, to dp rank
+// `rank` of `pod` ("namespace/name"), with the server's adaptive TTL.
+func (c *Client) RecordRoutingTokens(ctx context.Context, model, lora, pod string, rank uint32, tokens []uint32) (*v1.RecordRoutingResponse, error) {
+	return c.RecordRouting(ctx, &v1.RecordRoutingRequest{Model: model, LoraName: lora, Pod: pod, DpRank: rank, TokenIds: tokens})
+}
+
 // SyncPods opens one SyncPods stream, sends updates, half-closes and returns
 // the acks (one per update, in order), as the C++ client does; the deadline
 // covers the whole stream. A control plane that stays connected uses PodSyncer.

@@ -32,6 +32,18 @@ type KvIndexClient interface {
 	ListPods(ctx context.Context, in *ListPodsRequest, opts ...grpc.CallOption) (*ListPodsResponse, error)
 	// Totals of the whole process.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// The gateway sent this prompt to this pod: index its blocks as speculative until the engine
+	// confirms them (BlockStored on that worker) or the TTL passes.
+	// INVALID_ARGUMENT as Match; NOT_FOUND: the pod is not known, or has no such dp rank.
+	// Guarded by the token when the server runs with --auth_all_rpcs.
+	RecordRouting(ctx context.Context, in *RecordRoutingRequest, opts ...grpc.CallOption) (*RecordRoutingResponse, error)
+	// The whole index, for a replica bootstrapping from this one
+	// (kvindex-server --bootstrap_from): the pods and, per worker, its blocks
+	// and the last batch they include, in chunks of bounded size. Each worker is
+	// a consistent cut of its own (README "Snapshots"). It reads the whole
+	// index: when the server has an auth token, this call needs the metadata
+	// `authorization: Bearer <token>`, with or without --auth_all_rpcs.
+	ExportIndex(ctx context.Context, in *ExportIndexRequest, opts ...grpc.CallOption) (KvIndex_ExportIndexClient, error)
 }
 
 type kvIndexClient struct {
@@ -100,6 +112,47 @@ func (c *kvIndexClient) GetStats(ctx context.Context, in *GetStatsRequest, opts 
 	return out, nil
 }
 
+func (c *kvIndexClient) RecordRouting(ctx context.Context, in *RecordRoutingRequest, opts ...grpc.CallOption) (*RecordRoutingResponse, error) {
+	out := new(RecordRoutingResponse)
+	err := c.cc.Invoke(ctx, "/kvindex.v1.KvIndex/RecordRouting", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kvIndexClient) ExportIndex(ctx context.Context, in *ExportIndexRequest, opts ...grpc.CallOption) (KvIndex_ExportIndexClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_KvIndex_serviceDesc.Streams[1], "/kvindex.v1.KvIndex/ExportIndex", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &kvIndexExportIndexClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type KvIndex_ExportIndexClient interface {
+	Recv() (*IndexChunk, error)
+	grpc.ClientStream
+}
+
+type kvIndexExportIndexClient struct {
+	grpc.ClientStream
+}
+
+func (x *kvIndexExportIndexClient) Recv() (*IndexChunk, error) {
+	m := new(IndexChunk)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // KvIndexServer is the server API for KvIndex service.
 // All implementations must embed UnimplementedKvIndexServer
 // for forward compatibility
@@ -119,6 +172,18 @@ type KvIndexServer interface {
 	ListPods(context.Context, *ListPodsRequest) (*ListPodsResponse, error)
 	// Totals of the whole process.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// The gateway sent this prompt to this pod: index its blocks as speculative until the engine
+	// confirms them (BlockStored on that worker) or the TTL passes.
+	// INVALID_ARGUMENT as Match; NOT_FOUND: the pod is not known, or has no such dp rank.
+	// Guarded by the token when the server runs with --auth_all_rpcs.
+	RecordRouting(context.Context, *RecordRoutingRequest) (*RecordRoutingResponse, error)
+	// The whole index, for a replica bootstrapping from this one
+	// (kvindex-server --bootstrap_from): the pods and, per worker, its blocks
+	// and the last batch they include, in chunks of bounded size. Each worker is
+	// a consistent cut of its own (README "Snapshots"). It reads the whole
+	// index: when the server has an auth token, this call needs the metadata
+	// `authorization: Bearer <token>`, with or without --auth_all_rpcs.
+	ExportIndex(*ExportIndexRequest, KvIndex_ExportIndexServer) error
 	mustEmbedUnimplementedKvIndexServer()
 }
 
@@ -137,6 +202,12 @@ func (UnimplementedKvIndexServer) ListPods(context.Context, *ListPodsRequest) (*
 }
 func (UnimplementedKvIndexServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedKvIndexServer) RecordRouting(context.Context, *RecordRoutingRequest) (*RecordRoutingResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RecordRouting not implemented")
+}
+func (UnimplementedKvIndexServer) ExportIndex(*ExportIndexRequest, KvIndex_ExportIndexServer) error {
+	return status.Errorf(codes.Unimplemented, "method ExportIndex not implemented")
 }
 func (UnimplementedKvIndexServer) mustEmbedUnimplementedKvIndexServer() {}
 
@@ -231,6 +302,45 @@ func _KvIndex_GetStats_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KvIndex_RecordRouting_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordRoutingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KvIndexServer).RecordRouting(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/kvindex.v1.KvIndex/RecordRouting",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KvIndexServer).RecordRouting(ctx, req.(*RecordRoutingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KvIndex_ExportIndex_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportIndexRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KvIndexServer).ExportIndex(m, &kvIndexExportIndexServer{stream})
+}
+
+type KvIndex_ExportIndexServer interface {
+	Send(*IndexChunk) error
+	grpc.ServerStream
+}
+
+type kvIndexExportIndexServer struct {
+	grpc.ServerStream
+}
+
+func (x *kvIndexExportIndexServer) Send(m *IndexChunk) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _KvIndex_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "kvindex.v1.KvIndex",
 	HandlerType: (*KvIndexServer)(nil),
@@ -247,6 +357,10 @@ var _KvIndex_serviceDesc = grpc.ServiceDesc{
 			MethodName: "GetStats",
 			Handler:    _KvIndex_GetStats_Handler,
 		},
+		{
+			MethodName: "RecordRouting",
+			Handler:    _KvIndex_RecordRouting_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -254,6 +368,11 @@ var _KvIndex_serviceDesc = grpc.ServiceDesc{
 			Handler:       _KvIndex_SyncPods_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "ExportIndex",
+			Handler:       _KvIndex_ExportIndex_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "kvindex/v1/kvindex.proto",
