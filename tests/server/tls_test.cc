@@ -9,6 +9,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/kvindex_server.h"
+#include "server/peer_bootstrap.h"
+#include "server/server_credentials.h"
 #include "tests/server/server_process.h"
 #include "tests/server/subprocess.h"
 
@@ -40,6 +42,10 @@ key server.key
 openssl req -new -key server.key -out server.csr -subj /CN=localhost
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext 2>/dev/null
+key replica.key
+openssl req -new -key replica.key -out replica.csr -subj /CN=localhost
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > replica.ext
+openssl x509 -req -in replica.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out replica.crt -days 2 -extfile replica.ext 2>/dev/null
 key client.key
 openssl req -new -key client.key -out client.csr -subj /CN=kvindex-test-client
 printf 'extendedKeyUsage=clientAuth\n' > client.ext
@@ -74,11 +80,13 @@ class TlsTest : public ::testing::Test {
     ASSERT_NE(certs_, nullptr);
   }
 
-  void StartServer(bool mutual) {
+  // `cert`: server.crt (serverAuth) or replica.crt (serverAuth and clientAuth, as replicas
+  // that bootstrap from each other under mutual TLS share one).
+  void StartServer(bool mutual, const std::string& cert = "server") {
     ServerOptions options;
     options.listen = "127.0.0.1:0";
-    options.tls = {.cert_file = certs_->Path("server.crt"),
-                   .key_file = certs_->Path("server.key"),
+    options.tls = {.cert_file = certs_->Path(cert + ".crt"),
+                   .key_file = certs_->Path(cert + ".key"),
                    .client_ca_file = mutual ? certs_->Path("ca.crt") : ""};
     absl::StatusOr<std::unique_ptr<KvIndexServer>> server = KvIndexServer::Start(std::move(options));
     ASSERT_TRUE(server.ok()) << server.status();
@@ -103,6 +111,25 @@ class TlsTest : public ::testing::Test {
     return options;
   }
 
+  // A bootstrap from the server, by a replica configured with `own` (its own
+  // --tls_* files) and --bootstrap_ca_file `peer_ca` (file names; empty: none).
+  BootstrapOutcome BootstrapFromServer(const std::string& cert, bool mutual, const std::string& peer_ca) {
+    TlsFiles own;
+    if (!cert.empty()) {
+      own = {.cert_file = certs_->Path(cert + ".crt"), .key_file = certs_->Path(cert + ".key"),
+             .client_ca_file = mutual ? certs_->Path("ca.crt") : ""};
+    }
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        MakePeerCredentials(own, peer_ca.empty() ? "" : certs_->Path(peer_ca));
+    EXPECT_TRUE(credentials.ok()) << credentials.status();
+    if (!credentials.ok()) return BootstrapOutcome::kFailed;
+    PrefixIndex index;
+    KvIndexMetrics metrics;
+    return BootstrapFromPeer({.peer = address_, .timeout = absl::Seconds(10), .credentials = *credentials}, &index,
+                             &metrics)
+        .outcome;
+  }
+
   std::unique_ptr<Certificates> certs_;
   std::unique_ptr<KvIndexServer> server_;
   std::string address_;
@@ -124,6 +151,20 @@ TEST_F(TlsTest, MutualTlsNeedsAClientCertificateFromTheClientCa) {
   EXPECT_EQ(Call(Tls("ca.crt")).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(Call(Tls("ca.crt", "stranger.crt", "stranger.key")).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(Call({}).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(TlsTest, BootstrapReachesATlsPeerTrustingTheCaItIsGiven) {
+  StartServer(/*mutual=*/false);
+  EXPECT_EQ(BootstrapFromServer("server", /*mutual=*/false, "ca.crt"), BootstrapOutcome::kLoaded);
+  EXPECT_NE(BootstrapFromServer("server", /*mutual=*/false, "other-ca.crt"), BootstrapOutcome::kLoaded);
+  EXPECT_NE(BootstrapFromServer("", /*mutual=*/false, ""), BootstrapOutcome::kLoaded);  // plaintext
+}
+
+TEST_F(TlsTest, BootstrapUnderMutualTlsPresentsTheReplicasOwnCertificate) {
+  StartServer(/*mutual=*/true, "replica");
+  EXPECT_EQ(BootstrapFromServer("replica", /*mutual=*/true, "ca.crt"), BootstrapOutcome::kLoaded);
+  // A server-only certificate (no clientAuth) is refused as a client's.
+  EXPECT_NE(BootstrapFromServer("server", /*mutual=*/true, "ca.crt"), BootstrapOutcome::kLoaded);
 }
 
 TEST_F(TlsTest, CliSpeaksTlsAndMutualTls) {
