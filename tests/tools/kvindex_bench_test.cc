@@ -158,6 +158,31 @@ TEST_F(KvindexBenchTest, SpawnsItsOwnServerAndSimulatorAndPrintsTables) {
   EXPECT_TRUE(report["health"].contains("server_cpu_us_per_call"));
 }
 
+// --rpc=route: RecordRouting of new prompts (--route_prompts), each to one of
+// the sim's pods; every call writes or refreshes one entry per block.
+TEST_F(KvindexBenchTest, RouteModeRecordsRoutingAgainstTheEmptyRpc) {
+  const std::string json_file = dir_ / "route.json";
+  const CommandResult r = RunCommand({BinPath("kvindex-bench"), "--spawn", "--rpc=route", "--route_prompts=4",
+                                      "--route_ttl_ms=600000", "--concurrency=2", "--duration=500ms",
+                                      "--warmup=100ms", "--prompt_tokens=1024", "--json_file=" + json_file,
+                                      "--sim_args=--pods=2 --system_prompts=2 --system_prompt_tokens=1024 "
+                                      "--conversations=2 --turn_tokens=64 --rate=0 --requests=8 --keep_running "
+                                      "--stats_interval=0"},
+                                     absl::Seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("RecordRouting / empty-RPC throughput"), std::string::npos) << r.out;
+  std::ifstream in(json_file);
+  const nlohmann::json report = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(report.is_discarded());
+  EXPECT_FALSE(report.contains("match"));
+  ASSERT_TRUE(report.contains("route")) << report.dump(2);
+  EXPECT_GT(report["route"].value("calls", uint64_t{0}), 0u);
+  EXPECT_EQ(report["route"].value("errors", uint64_t{1}), 0u);
+  EXPECT_EQ(report["route"].value("blocks_per_call", 0.0), 64.0);  // 1024 tokens, 16-token blocks
+  EXPECT_EQ(report["config"]["route_pods"].size(), 2u);
+  EXPECT_EQ(report["config"].value("rpc", ""), "route");
+}
+
 // Probes go out one at a time, each waited for: 3 s leaves room for several
 // even in a sanitizer build on a busy machine. Probing starts once the index
 // holds the engines' full caches, a condition the bench waits for: its

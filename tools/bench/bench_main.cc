@@ -5,9 +5,12 @@
 // of the gRPC floor on this machine. Prompts come from kvindex-sim's
 // --prompts_file, cut to the lengths of --prompt_mix, so that they hit the
 // index. --spawn starts its own kvindex-sim and kvindex-server on 127.0.0.1.
+// --rpc=route measures RecordRouting instead: the same prompts, each sent to
+// every pod in turn (README "Routing hints").
 //
 //   kvindex-bench --spawn --prompt_mix=512:1,2048:2,8192:1 --concurrency=16 --duration=5s
 //   kvindex-bench --server=host:50051 --prompts_file=prompts.json --prompt_tokens=2048 --json
+//   kvindex-bench --spawn --rpc=route --prompt_tokens=2048 --route_ttl_ms=600000
 
 #include <algorithm>
 #include <cstdio>
@@ -15,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvindex_client.h"
@@ -47,7 +52,17 @@ ABSL_FLAG(size_t, channels, 1, "gRPC channels (TCP connections) the calls are sp
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "Measured time of each phase (health, Match) per round.");
 ABSL_FLAG(absl::Duration, warmup, absl::Seconds(1), "Unrecorded time before each phase's measurement.");
 ABSL_FLAG(int32_t, rounds, 1, "Rounds of (health phase, Match phase); alternating evens out a noisy machine.");
-ABSL_FLAG(std::string, mode, "both", "both, match or health.");
+ABSL_FLAG(std::string, mode, "both", "both, match (the --rpc phase alone) or health.");
+ABSL_FLAG(std::string, rpc, "match",
+          "The kvindex RPC measured: match, or route (RecordRouting of the same prompts, each prompt to every pod of "
+          "--route_pods in turn).");
+ABSL_FLAG(std::string, route_pods, "",
+          "Pods (NS/NAME, comma-separated) of --rpc=route; empty: every pod the server lists.");
+ABSL_FLAG(uint32_t, route_ttl_ms, 0, "ttl_ms of --rpc=route; 0: the server's adaptive TTL.");
+ABSL_FLAG(size_t, route_prompts, 0,
+          "--rpc=route: this many new prompts (random tokens nobody holds, lengths of the mix), each routed to one pod "
+          "in turn and sent round robin, so that calls write entries; 0: the Match prompts to every pod, which the "
+          "sim's pods already hold (nothing is written).");
 ABSL_FLAG(std::string, prompt_mix, "2048", "Prompt lengths in tokens with weights: \"512:1,2048:2,8192:1\".");
 ABSL_FLAG(uint32_t, prompt_tokens, 0, "One prompt length (overrides --prompt_mix); 0: use the mix.");
 ABSL_FLAG(size_t, prompts_per_length, 8, "Different prompts per length, sent in turn.");
@@ -76,6 +91,7 @@ namespace kvindex::bench {
 namespace {
 
 constexpr char kMatchMethod[] = "/kvindex.v1.KvIndex/Match";
+constexpr char kRouteMethod[] = "/kvindex.v1.KvIndex/RecordRouting";
 constexpr char kHealthMethod[] = "/grpc.health.v1.Health/Check";
 
 grpc::ByteBuffer ToByteBuffer(const std::string& bytes) {
@@ -147,6 +163,15 @@ int Main() {
     std::cerr << "kvindex-bench: --request must be tokens or hashes\n";
     return 2;
   }
+  const std::string rpc = absl::GetFlag(FLAGS_rpc);
+  if (rpc != "match" && rpc != "route") {
+    std::cerr << "kvindex-bench: --rpc must be match or route\n";
+    return 2;
+  }
+  const bool route = rpc == "route";
+  // The measured phase's name in the report: its JSON key and table rows.
+  const std::string phase_key = route ? "route" : "match";
+  const std::string phase_rpc = route ? "RecordRouting" : "Match";
   const bool spawn = absl::GetFlag(FLAGS_spawn);
   if (!spawn && target->server.empty()) target->server = "localhost:50051";
 
@@ -294,6 +319,60 @@ int Main() {
     }
   }
 
+  // --rpc=route: each prompt to each pod, the Match request's prompt (tokens or hashes) as it is.
+  std::vector<std::string> route_pods;
+  std::vector<std::string> route_requests;  // serialized RecordRoutingRequest
+  std::vector<size_t> route_request_class;
+  if (route && mode != "health") {
+    if (const std::string pods = absl::GetFlag(FLAGS_route_pods); !pods.empty()) {
+      route_pods = absl::StrSplit(pods, ',', absl::SkipEmpty());
+    } else {
+      absl::StatusOr<v1::ListPodsResponse> listed = (*sync_client)->ListPods();
+      if (!listed.ok()) {
+        std::cerr << "kvindex-bench: ListPods failed: " << listed.status() << "\n";
+        return 1;
+      }
+      for (const v1::PodInfo& pod : listed->pods()) route_pods.push_back(pod.key());
+    }
+    if (route_pods.empty()) {
+      std::cerr << "kvindex-bench: --rpc=route needs pods: the server lists none; pass --route_pods\n";
+      return 1;
+    }
+    const auto add = [&](const std::vector<uint32_t>& tokens, const std::string& pod) {
+      v1::RecordRoutingRequest r;
+      r.set_model(model);
+      r.set_lora_name(lora_name);
+      if (request_kind == "tokens") {
+        r.mutable_token_ids()->Assign(tokens.begin(), tokens.end());
+      } else {
+        const std::vector<uint64_t> hashes = HashPrefix(ContextSeed(model, lora_name, block_size), tokens, block_size);
+        r.mutable_block_hashes()->Assign(hashes.begin(), hashes.end());
+      }
+      r.set_pod(pod);
+      r.set_ttl_ms(absl::GetFlag(FLAGS_route_ttl_ms));
+      route_requests.push_back(r.SerializeAsString());
+    };
+    if (const size_t fresh = absl::GetFlag(FLAGS_route_prompts); fresh > 0) {
+      std::mt19937 rng(20261206);
+      std::vector<uint32_t> tokens;
+      route_request_class.clear();
+      for (size_t i = 0; i < fresh; ++i) {
+        const size_t c = i % mix.size();
+        tokens.resize(class_tokens[c]);
+        for (uint32_t& t : tokens) t = rng() % 32000;
+        add(tokens, route_pods[i % route_pods.size()]);
+        route_request_class.push_back(c);
+      }
+    } else {
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        for (const std::string& pod : route_pods) {
+          add(prompts[i], pod);
+          route_request_class.push_back(request_class[i]);
+        }
+      }
+    }
+  }
+
   // Channels and serialized requests.
   LoadOptions base;
   for (size_t i = 0; i < std::max<size_t>(absl::GetFlag(FLAGS_channels), 1); ++i) {
@@ -311,9 +390,14 @@ int Main() {
   base.token = target->token;
 
   LoadOptions match = base;
-  match.method = kMatchMethod;
-  for (const auto& r : requests) match.requests.push_back(ToByteBuffer(r.SerializeAsString()));
-  match.request_class = request_class;
+  match.method = route ? kRouteMethod : kMatchMethod;
+  if (route) {
+    for (const std::string& r : route_requests) match.requests.push_back(ToByteBuffer(r));
+    match.request_class = route_request_class;
+  } else {
+    for (const auto& r : requests) match.requests.push_back(ToByteBuffer(r.SerializeAsString()));
+    match.request_class = request_class;
+  }
   match.classes = mix.size();
   {
     // Weighted schedule: each class appears in proportion to its weight, interleaved.
@@ -330,9 +414,28 @@ int Main() {
       credit[best] -= 1;
       match.schedule.push_back(best * per_length + (next_in_class[best]++ % per_length));
     }
+    if (route && absl::GetFlag(FLAGS_route_prompts) > 0) {
+      match.schedule.clear();  // round robin over the new prompts
+    } else if (route) {
+      // Prompt-major requests: the schedule's prompts, each cycle of it to the next pod.
+      std::vector<size_t> prompts_schedule = std::move(match.schedule);
+      match.schedule.clear();
+      const size_t pods = route_pods.size();
+      for (size_t j = 0; j < prompts_schedule.size() * pods; ++j) {
+        match.schedule.push_back(prompts_schedule[j % prompts_schedule.size()] * pods +
+                                 (j + j / prompts_schedule.size()) % pods);
+      }
+    }
   }
   std::vector<HitCounters> hits(base.threads, HitCounters(mix.size()));
+  std::vector<uint64_t> routed_blocks(base.threads, 0);  // --rpc=route: entries written or refreshed
   match.on_response = [&](size_t thread, size_t request, grpc::ByteBuffer& buffer) {
+    if (route) {
+      v1::RecordRoutingResponse response;
+      grpc::ProtoBufferReader reader(&buffer);
+      if (response.ParseFromZeroCopyStream(&reader)) routed_blocks[thread] += response.blocks();
+      return;
+    }
     v1::MatchResponse response;
     grpc::ProtoBufferReader reader(&buffer);
     if (!response.ParseFromZeroCopyStream(&reader)) return;
@@ -373,10 +476,10 @@ int Main() {
       PhaseResult p = run(match);
       match_total.Add(p);
       match_calls_all += p.load.all_calls;
-      r["match_rps"] = p.load.rps();
+      r[phase_key + "_rps"] = p.load.rps();
     }
     if (mode == "both" && r["health_rps"].get<double>() > 0) {
-      r["match_to_health"] = r["match_rps"].get<double>() / r["health_rps"].get<double>();
+      r[phase_key + "_to_health"] = r[phase_key + "_rps"].get<double>() / r["health_rps"].get<double>();
     }
     spdlog::info("round {}: {}", round + 1, r.dump());
     rounds.push_back(std::move(r));
@@ -398,6 +501,7 @@ int Main() {
                       {"warmup_s", absl::ToDoubleSeconds(base.warmup)},
                       {"rounds", round_count},
                       {"mode", mode},
+                      {"rpc", rpc},
                       {"model", model},
                       {"request", request_kind},
                       {"block_size", block_size},
@@ -405,6 +509,10 @@ int Main() {
                       {"prompt_mix", nlohmann::json::array()}};
   for (const MixEntry& e : mix) report["config"]["prompt_mix"].push_back({{"tokens", e.tokens}, {"weight", e.weight}});
   if (spawn) report["config"]["sim_args"] = absl::GetFlag(FLAGS_sim_args);
+  if (route) {
+    report["config"]["route_pods"] = route_pods;
+    report["config"]["route_ttl_ms"] = absl::GetFlag(FLAGS_route_ttl_ms);
+  }
 
   const auto phase_json = [&](Totals& t, uint64_t all_calls) {
     std::vector<int64_t> all;
@@ -420,7 +528,13 @@ int Main() {
     return j;
   };
   if (mode != "match") report["health"] = phase_json(health_total, health_calls_all);
-  if (mode != "health") {
+  if (mode != "health" && route) {
+    nlohmann::json m = phase_json(match_total, match_calls_all);
+    uint64_t blocks = 0;
+    for (uint64_t b : routed_blocks) blocks += b;
+    m["blocks_per_call"] = match_total.ok > 0 ? static_cast<double>(blocks) / match_total.ok : 0;
+    report["route"] = std::move(m);
+  } else if (mode != "health") {
     nlohmann::json m = phase_json(match_total, match_calls_all);
     HitCounters sum(mix.size());
     for (const HitCounters& h : hits) {
@@ -459,8 +573,8 @@ int Main() {
     report["match"] = std::move(m);
   }
   if (mode == "both") {
-    report["match_to_health"] = health_total.rps() > 0 ? match_total.rps() / health_total.rps() : 0;
-    report["target_match_to_health"] = 0.8;
+    report[phase_key + "_to_health"] = health_total.rps() > 0 ? match_total.rps() / health_total.rps() : 0;
+    if (!route) report["target_match_to_health"] = 0.8;
   }
   report["rounds"] = rounds;
 
@@ -471,9 +585,10 @@ int Main() {
     std::cout << report.dump(2) << std::endl;
   } else {
     std::cout << absl::StrFormat(
-        "kvindex-bench: server %s%s; Match by %s; concurrency %d, %d client thread(s), %d connection(s); "
+        "kvindex-bench: server %s%s; %s by %s; concurrency %d, %d client thread(s), %d connection(s); "
         "%d round(s) of %s per phase after %s warmup\n",
-        target->server, spawn ? " (spawned, with kvindex-sim)" : "", request_kind == "hashes" ? "block hashes" : "tokens",
+        target->server, spawn ? " (spawned, with kvindex-sim)" : "", phase_rpc,
+        request_kind == "hashes" ? "block hashes" : "tokens",
         base.concurrency, base.threads,
         base.channels.size(), round_count, absl::FormatDuration(base.duration), absl::FormatDuration(base.warmup));
     std::cout << absl::StrFormat("machine: %u x %s; load average %s at start, %s at end\n\n", machine_start.nproc,
@@ -492,6 +607,13 @@ int Main() {
           j.value("client_cpu_us_per_call", 0.0));
     };
     if (report.contains("health")) row("Health/Check (empty)", report["health"]);
+    if (report.contains("route")) {
+      row("RecordRouting", report["route"]);
+      std::cout << absl::StrFormat("\nRecordRouting: %.1f speculative entries written or refreshed per call, to %d pod(s), "
+                                   "ttl_ms %d\n",
+                                   report["route"]["blocks_per_call"].get<double>(), route_pods.size(),
+                                   absl::GetFlag(FLAGS_route_ttl_ms));
+    }
     if (report.contains("match")) {
       row("Match (mix)", report["match"]);
       for (const nlohmann::json& p : report["match"]["by_prompt"]) {
@@ -507,16 +629,19 @@ int Main() {
           100 * m["hit_ratio"].get<double>(), m["pods_per_hit"].get<double>(),
           100 * m["best_matched_fraction"].get<double>());
     }
-    if (report.contains("match_to_health")) {
-      std::cout << absl::StrFormat("Match / empty-RPC throughput: %.2f (target >= 0.80)", 
-                                   report["match_to_health"].get<double>());
+    if (report.contains(phase_key + "_to_health")) {
+      std::cout << absl::StrFormat("%s / empty-RPC throughput: %.2f%s", phase_rpc,
+                                   report[phase_key + "_to_health"].get<double>(),
+                                   route ? "" : " (target >= 0.80)");
       if (round_count > 1) {
         std::cout << "; per round:";
-        for (const nlohmann::json& r : rounds) std::cout << absl::StrFormat(" %.2f", r.value("match_to_health", 0.0));
+        for (const nlohmann::json& r : rounds) {
+          std::cout << absl::StrFormat(" %.2f", r.value(phase_key + "_to_health", 0.0));
+        }
       }
       std::cout << "\n";
     }
-    for (const char* phase : {"health", "match"}) {
+    for (const char* phase : {"health", "match", "route"}) {
       if (report.contains(phase) && report[phase].contains("error_codes")) {
         std::cout << phase << " errors: " << report[phase]["error_codes"].dump() << "\n";
       }
@@ -527,7 +652,8 @@ int Main() {
   sim.reset();
   if (!work_dir.empty()) RemoveTree(work_dir);
   const bool failed = (report.contains("health") && report["health"]["calls"].get<uint64_t>() == 0) ||
-                      (report.contains("match") && report["match"]["calls"].get<uint64_t>() == 0);
+                      (report.contains("match") && report["match"]["calls"].get<uint64_t>() == 0) ||
+                      (report.contains("route") && report["route"]["calls"].get<uint64_t>() == 0);
   return failed ? 1 : 0;
 }
 
@@ -537,9 +663,10 @@ int Main() {
 int main(int argc, char** argv) {
   // absl's --help exits 1 and matches flags to the binary's name (none here).
   constexpr absl::string_view kUsage =
-      "gRPC load generator for kvindex-server: Match RPS and latency, and the same for an empty RPC.\n"
+      "gRPC load generator for kvindex-server: Match (or RecordRouting) RPS and latency, and the same for an empty RPC.\n"
       "  kvindex-bench --spawn --prompt_mix=512:1,2048:2,8192:1 --concurrency=16 --duration=5s\n"
-      "  kvindex-bench --server=HOST:PORT --prompts_file=prompts.json --prompt_tokens=2048 [--json]";
+      "  kvindex-bench --server=HOST:PORT --prompts_file=prompts.json --prompt_tokens=2048 [--json]\n"
+      "  kvindex-bench --spawn --rpc=route --prompt_tokens=2048 [--route_ttl_ms=N]   # RecordRouting instead";
   if (kvindex::HelpRequested(argc, argv)) {
     std::cout << kvindex::FlagsHelp(absl::StrCat("kvindex-bench: ", kUsage), {__FILE__, kvindex::bench::TargetFlagsFile()});
     return 0;
