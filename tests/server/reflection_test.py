@@ -93,8 +93,10 @@ class ReflectionTest(unittest.TestCase):
                 self.assertIn("kvindex/v1/kvindex.proto", files)
                 service = [s for s in files["kvindex/v1/kvindex.proto"].service if s.name == "KvIndex"][0]
                 methods = {m.name: m for m in service.method}
-                self.assertEqual(set(methods), {"Match", "SyncPods", "ListPods", "GetStats"})
+                self.assertEqual(set(methods),
+                                 {"Match", "SyncPods", "ListPods", "GetStats", "ExportIndex", "RecordRouting"})
                 self.assertTrue(methods["SyncPods"].client_streaming and methods["SyncPods"].server_streaming)
+                self.assertTrue(methods["ExportIndex"].server_streaming and not methods["ExportIndex"].client_streaming)
                 self.assertEqual(methods["Match"].input_type, ".kvindex.v1.MatchRequest")
 
     def test_describes_health(self):
