@@ -163,10 +163,10 @@ std::vector<WorkerKey> PrefixIndex::WorkerKeys() const {
   return out;
 }
 
-std::optional<WorkerSnapshot> PrefixIndex::ExportWorker(const WorkerKey& worker) const {
+std::optional<WorkerSnapshot> PrefixIndex::ExportWorker(const WorkerKey& worker, ExportPause* pause) const {
   std::shared_ptr<WorkerBlocks> w = impl_->workers.Find(worker);
   if (w == nullptr) return std::nullopt;
-  return w->Export();
+  return w->Export(pause);
 }
 
 absl::Status PrefixIndex::ImportWorker(const WorkerSnapshot& snapshot) {

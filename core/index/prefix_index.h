@@ -193,6 +193,14 @@ struct IndexStats {
   uint64_t unresolved_parents = 0;
 };
 
+// What one ExportWorker cost the worker's ingestion: the export holds the
+// worker's lock in steps, and the worker's Apply waits only for the step
+// under way.
+struct ExportPause {
+  absl::Duration longest_hold = absl::ZeroDuration();  // the longest step
+  uint32_t holds = 0;                                  // steps
+};
+
 class PrefixIndex {
  public:
   explicit PrefixIndex(IndexOptions options = {});
@@ -249,11 +257,15 @@ class PrefixIndex {
   // Keys of every worker, ordered.
   std::vector<WorkerKey> WorkerKeys() const;
 
-  // A consistent copy of `worker` (its blocks, groups, contexts and cursor,
-  // all as of one instant), taken under the worker's lock: that worker's Apply
-  // waits for the copy (about 5 ns an entry); Match and other workers do not.
-  // nullopt when unknown.
-  std::optional<WorkerSnapshot> ExportWorker(const WorkerKey& worker) const;
+  // A consistent copy of `worker`: its blocks, groups, contexts and cursor,
+  // all as of one instant (the blocks are exactly those the worker holds
+  // right after the batch of the cursor). Taken in steps that each hold the
+  // worker's lock for a bounded number of entries (a few ms at most,
+  // whatever the worker's size); the worker's Apply runs between them, Match
+  // and other workers never wait. `pause`, when given, receives the steps'
+  // cost. Exports of one worker run one at a time. nullopt when unknown; a
+  // worker removed meanwhile comes without a cursor.
+  std::optional<WorkerSnapshot> ExportWorker(const WorkerKey& worker, ExportPause* pause = nullptr) const;
 
   // Creates `snapshot.worker` holding exactly what the snapshot says (as if
   // its batches had been applied), then enforces the caps as Apply does.

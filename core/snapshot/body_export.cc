@@ -77,9 +77,9 @@ absl::StatusOr<SnapshotWriteStats> ExportIndexBody(const PrefixIndex& index, con
       return absl::DeadlineExceededError(absl::StrCat("abandoned after ", stats.workers,
                                                       " workers: past its deadline"));
     }
-    const absl::Time copy_start = absl::Now();
-    std::optional<WorkerSnapshot> worker = index.ExportWorker(key);
-    stats.longest_pause = std::max(stats.longest_pause, absl::Now() - copy_start);
+    ExportPause pause;
+    std::optional<WorkerSnapshot> worker = index.ExportWorker(key, &pause);
+    stats.longest_pause = std::max(stats.longest_pause, pause.longest_hold);
     // A worker removed meanwhile, or one whose blocks follow no known batch
     // (created or cleared since its last batch): its reader replays it from 0.
     if (!worker.has_value() || !worker->cursor.has_value()) continue;

@@ -14,7 +14,8 @@
 // buffers at most one piece plus the largest record.
 //
 // Consistency and pauses are WriteIndexSnapshot's (index_snapshot.h): one
-// worker is copied at a time under its own lock (PrefixIndex::ExportWorker),
+// worker is copied at a time, in bounded steps of its own lock
+// (PrefixIndex::ExportWorker),
 // encoded and handed to the sink before the next is copied; the sink runs
 // with no lock held, so a slow sink (a slow network peer) delays nobody but
 // the export.

@@ -8,10 +8,11 @@
 // A snapshot holds the pods (as the control plane last gave them) and, per
 // worker with a cursor (core/index/worker_snapshot.h), its blocks and the
 // last batch they include. It is a sequence of per-worker consistent cuts,
-// not one global instant: each worker is copied under its own lock
-// (PrefixIndex::ExportWorker) and written before the next is copied, so
-// ingestion of one worker waits only for its own copy, Match never waits,
-// and the memory the write needs is about one worker's. That is enough for a
+// not one global instant: each worker is copied as of one instant of its
+// own (PrefixIndex::ExportWorker: in steps of its lock, each bounded to a few
+// ms whatever the worker's size) and written before the next is copied, so
+// ingestion of one worker waits at most one step at a time, Match never
+// waits, and the memory the write needs is about one worker's. That is enough for a
 // restart: workers are independent, and each resumes from its own cursor.
 //
 // Thread safety: WriteIndexSnapshot may run on any thread while the index is
@@ -47,7 +48,7 @@ struct SnapshotWriteStats {
   uint64_t entries = 0;
   absl::Time created;                                     // when the write began
   absl::Duration duration;                                // the whole write, fsyncs included
-  absl::Duration longest_pause = absl::ZeroDuration();    // the longest one worker's copy held its lock
+  absl::Duration longest_pause = absl::ZeroDuration();    // the longest hold of one worker's lock by its copy
 };
 
 // Writes `pods` and every worker of `index` that has a cursor into

@@ -25,12 +25,28 @@
 // capacity(). Positions are [0, end()); a position stays valid until the next
 // Insert (EraseAt moves nothing unless it shrinks the table). Not thread-safe,
 // except Prefetch.
+//
+// Pinning (a copy of the table taken in steps, EngineMap's cut): Pin() fixes
+// the arrays the table uses at that instant for ForEachPinned, until Unpin().
+// Meanwhile (1) each entry an Insert moves from one slot of the pinned arrays
+// to another (a cuckoo path) has its key appended to the pin's log, and
+// (2) when the table leaves the pinned arrays (it grows, shrinks or is
+// cleared) it keeps them rather than freeing them, and never writes them
+// again. So an entry that is neither inserted, erased nor moved since Pin()
+// stays at the pinned position it had then, whatever else the table does,
+// and ForEachPinned reads it there (with its value and tag as they read at
+// that moment: SetValueAt/SetTagAt are the owner's to log). Key 0 has no
+// position in the arrays: ForEachPinned never reports it. Costs nothing
+// unpinned but a null test per moved entry; pinned, the kept arrays until
+// Unpin().
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/numeric/int128.h"
 #include "core/index/internal/table_memory.h"
@@ -45,7 +61,11 @@ class BucketTable {
 
   BucketTable() = default;
   BucketTable(BucketTable&& other) noexcept { *this = std::move(other); }
+  // Moves the entries; a pin stays with its table, which keeps the arrays it
+  // loses when they are pinned. (Moving out of a pinned table leaves its pin
+  // on arrays now in use elsewhere: only Rehash does, and it keeps them.)
   BucketTable& operator=(BucketTable&& other) noexcept {
+    KeepPinnedArrays(bucket_memory_, tag_memory_, buckets_);
     bucket_memory_ = std::move(other.bucket_memory_);
     tag_memory_ = std::move(other.tag_memory_);
     buckets_ = std::exchange(other.buckets_, nullptr);
@@ -148,6 +168,43 @@ class BucketTable {
     (pos == capacity() ? zero_.tag : tags_[pos]) = tag;
   }
 
+  // Pins the current arrays (see the header); `moved` receives the keys of
+  // entries moved between pinned slots, and must outlive the pin. Replaces
+  // any earlier pin.
+  void Pin(std::vector<uint64_t>* moved) {
+    pin_ = std::make_unique<Pinned>();
+    pin_->buckets = buckets_;
+    pin_->tags = tags_;
+    pin_->capacity = capacity();
+    pin_->moved = moved;
+  }
+  // The pinned arrays' memory once the table has left them (empty otherwise).
+  struct Kept {
+    TableMemory buckets;
+    TableMemory tags;
+  };
+  // Ends the pin; returns what it kept (the caller chooses when it is freed).
+  Kept Unpin() {
+    if (pin_ == nullptr) return {};
+    Kept kept{std::move(pin_->kept_buckets), std::move(pin_->kept_tags)};
+    pin_.reset();
+    return kept;
+  }
+  // Positions of the pinned arrays: [0, PinnedEnd()). 0 when not pinned.
+  size_t PinnedEnd() const { return pin_ == nullptr ? 0 : pin_->capacity; }
+  // Calls fn(key, value, tag) for each entry at pinned positions [from, to)
+  // as it reads now (tag 0 when untagged). Requires to <= PinnedEnd().
+  template <typename Fn>
+  void ForEachPinned(size_t from, size_t to, Fn fn) const {
+    for (size_t pos = from; pos < to; ++pos) {
+      const Bucket& b = pin_->buckets[pos / kSlots];
+      if (b.key[pos % kSlots] == 0) continue;
+      uint8_t tag = 0;
+      if constexpr (kTagged) tag = pin_->tags[pos];
+      fn(Unmix(b.key[pos % kSlots]), uint64_t(b.value[pos % kSlots]), tag);
+    }
+  }
+
   // Calls fn(key, value, tag) for every entry (tag 0 when untagged).
   template <typename Fn>
   void ForEach(Fn fn) const {
@@ -169,6 +226,15 @@ class BucketTable {
     uint64_t value = 0;
     uint8_t tag = 0;
     bool used = false;
+  };
+  // The arrays as of Pin(): owned by the table while it uses them, then by the pin.
+  struct Pinned {
+    const Bucket* buckets = nullptr;
+    const uint8_t* tags = nullptr;
+    size_t capacity = 0;
+    std::vector<uint64_t>* moved = nullptr;
+    TableMemory kept_buckets;  // the pinned arrays once the table has left them
+    TableMemory kept_tags;
   };
   // Breadth-first search bound: ~3 levels of eight-way fan-out from two buckets.
   static constexpr size_t kMaxSearch = 160;
@@ -226,6 +292,7 @@ class BucketTable {
   void MoveSlot(size_t from, size_t to) {
     Bucket& src = buckets_[from / kSlots];
     Bucket& dst = buckets_[to / kSlots];
+    if (pin_ != nullptr && pin_->buckets == buckets_) pin_->moved->push_back(Unmix(src.key[from % kSlots]));
     dst.key[to % kSlots] = std::exchange(src.key[from % kSlots], 0);
     dst.value[to % kSlots] = std::exchange(src.value[from % kSlots], 0);
     if constexpr (kTagged) tags_[to] = std::exchange(tags_[from], 0);
@@ -292,7 +359,14 @@ class BucketTable {
       bucket_count_ = bucket_count;
       if (Refill(old)) break;
     }
+    KeepPinnedArrays(old.bucket_memory_, old.tag_memory_, old.buckets_);
     PublishLayout();
+  }
+  // When `buckets` are the pinned arrays, hands their memory to the pin.
+  void KeepPinnedArrays(TableMemory& bucket_memory, TableMemory& tag_memory, const Bucket* buckets) {
+    if (pin_ == nullptr || buckets == nullptr || pin_->buckets != buckets) return;
+    pin_->kept_buckets = std::move(bucket_memory);
+    pin_->kept_tags = std::move(tag_memory);
   }
   // Places every entry of `old`; false if one found no slot. Reads `old` in
   // order and prefetches the new buckets of the entry kRefillAhead slots on:
@@ -341,6 +415,7 @@ class BucketTable {
   std::atomic<uintptr_t> prefetch_buckets_{0};
   std::atomic<uintptr_t> prefetch_tags_{0};
   std::atomic<size_t> prefetch_count_{0};
+  std::unique_ptr<Pinned> pin_;  // null: not pinned
 };
 
 }  // namespace kvindex

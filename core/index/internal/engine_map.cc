@@ -11,6 +11,7 @@ std::optional<EngineMap::Block> EngineMap::Find(uint64_t engine) const {
 }
 
 std::optional<EngineMap::Block> EngineMap::Store(uint64_t engine, uint64_t index, MediumMask media) {
+  Note(engine);
   bool inserted;
   const size_t pos = table_.Insert(engine, &inserted);
   std::optional<Block> old;
@@ -29,6 +30,7 @@ std::optional<EngineMap::Block> EngineMap::Remove(uint64_t engine, MediumMask me
   const uint8_t tag = table_.TagAt(pos);
   const Block block{engine, table_.ValueAt(pos), static_cast<MediumMask>(tag & kMediaBits)};
   if (!(block.media & media)) return std::nullopt;
+  Note(engine);
   if (block.media == media) {
     table_.EraseAt(pos);
   } else {
@@ -57,9 +59,36 @@ EngineMap::Block EngineMap::EvictOne() {
       continue;
     }
     const Block victim{table_.KeyAt(pos), table_.ValueAt(pos), static_cast<MediumMask>(tag)};
+    Note(victim.engine);
     table_.EraseAt(pos);
     return victim;
   }
+}
+
+void EngineMap::Clear() {
+  if (cut_ != nullptr) {  // nothing copied or settled counts any more, and no step is left
+    cut_->cleared = true;
+    cut_->next = 0;
+    cut_->pending.clear();
+    cut_->settled.clear();
+    table_.Unpin();
+  }
+  table_.Clear();
+}
+
+void EngineMap::BeginCut() {
+  cut_ = std::make_unique<Cut>();
+  table_.Pin(&cut_->pending);
+  if (table_.Find(0) != table_.kNpos) cut_->pending.push_back(0);
+}
+
+EngineMap::CutResult EngineMap::EndCut() {
+  CutResult out;
+  out.cleared = cut_->cleared;
+  out.settled = std::move(cut_->settled);
+  out.kept = table_.Unpin();
+  cut_.reset();
+  return out;
 }
 
 }  // namespace kvindex

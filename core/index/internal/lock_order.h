@@ -6,11 +6,14 @@
 // outermost first, and never two of the same level (two workers, two shards):
 //
 //   1. DirectoryLock  WorkerDirectory: which workers exist, by key, id and pod.
-//   2. WorkerLock     WorkerBlocks, one per worker: its engine blocks, aliases,
+//   2. ExportLock     WorkerBlocks, one per worker: one export of the worker at
+//                     a time (held across the export's many WorkerLock holds;
+//                     Apply never takes it).
+//   3. WorkerLock     WorkerBlocks, one per worker: its engine blocks, aliases,
 //                     queued holder updates and accounting.
-//   3. SpeculativeLock SpeculativeTable: the speculative entries (routing hints).
-//   4. ContextsLock   ContextRegistry: the block sizes in use per (model, LoRA).
-//   5. ShardLock      BlockTable, one per shard: the holders of its blocks.
+//   4. SpeculativeLock SpeculativeTable: the speculative entries (routing hints).
+//   5. ContextsLock   ContextRegistry: the block sizes in use per (model, LoRA).
+//   6. ShardLock      BlockTable, one per shard: the holders of its blocks.
 //
 // MediumTable's own mutex (registration of a new medium name) comes after all
 // of them: it is taken only inside MediumTable::BitOf, which calls nothing.
@@ -60,8 +63,12 @@ struct WorkerLock {
   mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(SpeculativeLock::mu, ContextsLock::mu, ShardLock::mu);
 };
 
-struct DirectoryLock {
+struct ExportLock {
   mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(WorkerLock::mu);
+};
+
+struct DirectoryLock {
+  mutable absl::Mutex mu ABSL_ACQUIRED_BEFORE(ExportLock::mu, WorkerLock::mu);
 };
 
 }  // namespace kvindex

@@ -200,9 +200,15 @@ WorkerBlocks::Group* WorkerBlocks::GroupOf(std::optional<uint32_t> group_idx) {
   if (Group* g = FindGroup(group_idx)) return g;
   const uint32_t idx = group_idx.value_or(0);
   if (idx > kMaxGroupIdx || groups_.size() == kMaxGroupsPerWorker) return nullptr;
+  Group& g = NewGroup();
+  g.group_idx = idx;
+  return &g;
+}
+
+WorkerBlocks::Group& WorkerBlocks::NewGroup() {
   groups_.push_back(std::make_unique<Group>(HolderId(id_, static_cast<uint32_t>(groups_.size()))));
-  groups_.back()->group_idx = idx;
-  return groups_.back().get();
+  if (exporting_) groups_.back()->blocks.BeginCut();
+  return *groups_.back();
 }
 
 const WorkerBlocks::Group* WorkerBlocks::Primary() const {
@@ -454,11 +460,12 @@ size_t WorkerBlocks::BlocksLocked() const {
   return n;
 }
 
-// Ends a mutation: carries out the queued holder updates, publishes the
-// groups' shapes, then the block count to live_ and its change to the
-// index's entries.
+// Ends a mutation: carries out the queued holder updates, settles the
+// groups' cuts during an export, publishes the groups' shapes, then the
+// block count to live_ and its change to the index's entries.
 void WorkerBlocks::Publish() {
   for (const auto& g : groups_) table_.Apply(g->updates, lock_);
+  if (exporting_) SettleCuts();
   for (size_t slot = 0; slot < groups_.size(); ++slot) {
     const Group& g = *groups_[slot];
     const GroupShape shape{g.group_idx, KindOf(g.kind), g.block_size, g.window};

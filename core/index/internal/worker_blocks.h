@@ -27,9 +27,10 @@
 //
 // Thread safety: every call may be made from any thread. Calls on one worker
 // are serialized by its WorkerLock; different workers run in parallel.
-// id(), key(), block_size() and live() take no lock (Match and the global cap
-// read them). Lock order: lock_order.h (WorkerLock, then the registry's and
-// the shards' locks, taken inside).
+// Export holds that lock in bounded steps, and runs one at a time per worker
+// (its ExportLock). id(), key(), block_size() and live() take no lock (Match
+// and the global cap read them). Lock order: lock_order.h (ExportLock, then
+// WorkerLock, then the registry's and the shards' locks, taken inside).
 
 #include <array>
 #include <atomic>
@@ -61,6 +62,13 @@ struct IndexCounters {
   std::atomic<uint64_t> entries{0};    // (engine block, worker) entries
   std::atomic<uint64_t> evictions{0};  // by either cap
   std::atomic<uint64_t> unresolved_parents{0};
+};
+
+// How much one hold of the worker's lock does in WorkerBlocks::Export (tests
+// make them small to interleave more).
+struct ExportSteps {
+  size_t positions = 65536;  // table positions copied per hold (step 2)
+  size_t lookups = 16384;    // the same, for a group that keeps parents (a look-up each)
 };
 
 class WorkerBlocks {
@@ -116,8 +124,36 @@ class WorkerBlocks {
   // Drops every block and the cursor; the worker stays usable.
   void Clear() ABSL_LOCKS_EXCLUDED(lock_.mu);
 
-  // A copy of everything the worker holds, as of one instant (under its lock).
-  WorkerSnapshot Export() const ABSL_LOCKS_EXCLUDED(lock_.mu);
+  // A copy of everything the worker holds as of one instant T, taken in
+  // steps so that no hold of the worker's lock copies more than
+  // steps.positions table positions (steps.lookups when a group keeps
+  // parents: each block's parent is looked up with it), whatever the
+  // worker's size; Apply, Clear and the rest run in between.
+  //   1. One hold starts a cut (engine_map.h) of every group: from then on,
+  //      every call that changes a group's blocks ends (Publish) by settling
+  //      the keys it changed: their blocks and parents as the call leaves
+  //      them. A group created meanwhile starts its cut as it is created.
+  //   2. Holds copy each group's pinned positions, a step at a time.
+  //   3. One hold is T: it takes each group's settled keys and copies the
+  //      cursor, model, contexts and the groups' shapes (O(groups)).
+  // Invariant (EngineMap's cut, per group): the blocks at T are those copied
+  // in 2 whose key was not settled (none when the group was cleared during
+  // the cut), plus every settled key that holds a block. A block's parent
+  // changes only in a call that changes the block itself (ApplyStored stores
+  // both, Forget and ClearLocked drop both), so a settled parent is the
+  // parent at T, and a copied one too. The cursor and the rest are read at T:
+  // the snapshot is the worker right after the last batch applied before T,
+  // its cursor that batch's. Assembling the blocks (dropping the copies of
+  // settled keys) and freeing what the cuts kept run with no lock held.
+  // During an export each call that changes blocks also pays a look-up and a
+  // hash-map write per block it changes (settling). After a hold of 100 us
+  // or more, the export stays off the lock as long as it held it, so a
+  // waiting Apply gets in (absl::Mutex does not hand a released lock to a
+  // waiter: re-locking at once starved Apply). `pause`, when given,
+  // receives the longest hold and the number of holds. A worker removed
+  // before T comes without a cursor.
+  WorkerSnapshot Export(ExportPause* pause = nullptr, const ExportSteps& steps = {})
+      ABSL_LOCKS_EXCLUDED(export_lock_.mu, lock_.mu);
 
   // OK when `snapshot` describes a state a worker can be in (Import takes it
   // whole); INVALID_ARGUMENT naming what is wrong otherwise.
@@ -167,6 +203,10 @@ class WorkerBlocks {
     std::array<uint32_t, kMaxMedia> chunk_blocks = {};
   };
 
+  // During an export: settles the keys each group's cut has pending (see Export).
+  void SettleCuts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  // Appends a group (its holder: the next slot); during an export, with its cut begun.
+  Group& NewGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // The group an event names (nullopt: group 0); nullptr when it has none yet.
   Group* FindGroup(std::optional<uint32_t> group_idx) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // The group an event names (nullopt: group 0), created on first use;
@@ -219,8 +259,10 @@ class WorkerBlocks {
   IndexCounters& counters_;
   SpeculativeTable* const speculative_;
 
+  ExportLock export_lock_;
   WorkerLock lock_;
   bool removed_ ABSL_GUARDED_BY(lock_.mu) = false;
+  bool exporting_ ABSL_GUARDED_BY(lock_.mu) = false;  // between Export's steps 1 and T: cuts settle
   std::string model_ ABSL_GUARDED_BY(lock_.mu);
   std::string default_lora_ ABSL_GUARDED_BY(lock_.mu);
   std::vector<std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(lock_.mu);  // by slot

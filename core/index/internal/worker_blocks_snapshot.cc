@@ -1,50 +1,200 @@
-// WorkerBlocks' snapshot calls: Export copies the worker out under its lock,
-// Import fills a new worker back in through Store (so the block table, the
-// aliases, the per-medium counts and the contexts are rebuilt exactly as
-// applying the worker's events would have left them). Media travel by name.
+// WorkerBlocks' snapshot calls: Export copies the worker out in bounded
+// steps of its lock (a cut, see worker_blocks.h), Import fills a new worker
+// back in through Store (so the block table, the aliases, the per-medium
+// counts and the contexts are rebuilt exactly as applying the worker's events
+// would have left them). Media travel by name.
 
 #include <algorithm>
 #include <bit>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/index/internal/worker_blocks.h"
 
 namespace kvindex {
 
 static_assert(kSnapshotMedia == kMaxMedia, "a snapshot names every medium bit of a worker");
 
-WorkerSnapshot WorkerBlocks::Export() const {
-  WorkerSnapshot out;
-  out.worker = key_;
+namespace {
+
+// Elements written under a lock into memory made ready before it: the
+// vector is grown (and so its pages touched: a first-touch page fault costs
+// ~16 us here, 100 ns an entry) with no lock held, and a hold only writes.
+template <typename T>
+struct Buffer {
+  std::vector<T> v;  // [0, n) written; the rest ready
+  size_t n = 0;
+  // With no lock held: room for `more` further elements.
+  void Ready(size_t more) {
+    if (v.size() - n < more) v.resize(std::max(v.size() * 3 / 2, n + more));
+  }
+  void Push(const T& t) { v[n++] = t; }  // requires room
+  std::vector<T> Take() {
+    v.resize(n);
+    return std::move(v);
+  }
+};
+
+// One group's copy while an export runs (WorkerBlocks::Export, step 2).
+struct GroupCopy {
+  Buffer<SnapshotBlock> blocks;                   // in pinned order
+  Buffer<std::pair<uint64_t, uint64_t>> parents;  // of those blocks
+  bool tracks_parents = false;                    // as of the last hold
+  bool scanned = false;
+};
+
+// Times one hold of the worker's lock into an ExportPause (declared after the
+// lock, so it stops before the lock is released).
+class HoldClock {
+ public:
+  explicit HoldClock(ExportPause& pause, absl::Duration* held = nullptr)
+      : pause_(pause), held_(held), start_(absl::Now()) {}
+  ~HoldClock() {
+    const absl::Duration held = absl::Now() - start_;
+    pause_.longest_hold = std::max(pause_.longest_hold, held);
+    ++pause_.holds;
+    if (held_ != nullptr) *held_ = held;
+  }
+  HoldClock(const HoldClock&) = delete;
+  HoldClock& operator=(const HoldClock&) = delete;
+
+ private:
+  ExportPause& pause_;
+  absl::Duration* const held_;
+  const absl::Time start_;
+};
+
+// After a hold of `held`, stays off the lock as long, so that an Apply
+// waiting for it gets it: absl::Mutex does not hand a released lock to a
+// waiter, and an export re-locking at once starved the worker's Apply for
+// hundreds of ms (measured). A big worker's export thus takes at most about
+// half of its lock time. Holds under kShort (a small worker's, O(groups)
+// ones) are not followed by a sleep: a worker of 10,000 would pay for it.
+void LetWaitersIn(absl::Duration held) {
+  constexpr absl::Duration kShort = absl::Microseconds(100);
+  if (held >= kShort) absl::SleepFor(held);
+}
+
+// A group's blocks at T (Export's invariant): the copied blocks whose key was
+// not settled (none when the group was cleared), then every settled block.
+void Assemble(GroupCopy& c, EngineMap::CutResult& cut, GroupSnapshot& gs) {
+  gs.blocks = c.blocks.Take();
+  gs.parents = c.parents.Take();
+  if (cut.cleared) {
+    gs.blocks.clear();
+    gs.parents.clear();
+  } else if (!cut.settled.empty()) {
+    std::erase_if(gs.blocks, [&cut](const SnapshotBlock& b) { return cut.settled.contains(b.engine); });
+    std::erase_if(gs.parents,
+                  [&cut](const std::pair<uint64_t, uint64_t>& p) { return cut.settled.contains(p.first); });
+  }
+  for (const auto& [engine, settled] : cut.settled) {
+    if (!settled.block.has_value()) continue;
+    gs.blocks.push_back({engine, settled.block->index, settled.block->media});
+    if (settled.attached.has_value()) gs.parents.emplace_back(engine, *settled.attached);
+  }
+}
+
+}  // namespace
+
+void WorkerBlocks::SettleCuts() {
+  for (const auto& group : groups_) {
+    const auto* parents = group->parents.get();
+    group->blocks.SettleCut([parents](uint64_t engine) -> std::optional<uint64_t> {
+      if (parents == nullptr) return std::nullopt;
+      const auto it = parents->find(engine);
+      return it == parents->end() ? std::nullopt : std::optional<uint64_t>(it->second);
+    });
+  }
+}
+
+WorkerSnapshot WorkerBlocks::Export(ExportPause* pause, const ExportSteps& steps) {
+  ExportPause own_pause;
+  ExportPause& p = pause != nullptr ? *pause : own_pause;
+  p = ExportPause{};
+  absl::MutexLock export_lock(&export_lock_.mu);
+  // 1. Start the cuts.
+  std::vector<GroupCopy> copies;
+  absl::Duration held;  // the last hold
   {
     absl::MutexLock lock(&lock_.mu);
+    HoldClock clock(p, &held);
+    exporting_ = true;
+    copies.resize(groups_.size());
+    for (size_t slot = 0; slot < groups_.size(); ++slot) {
+      Group& g = *groups_[slot];
+      g.blocks.BeginCut();
+      copies[slot].blocks.v.reserve(g.blocks.size() + steps.positions);  // (address space: nothing touched)
+      copies[slot].tracks_parents = g.parents != nullptr;
+    }
+    SettleCuts();  // (key 0)
+  }
+  // 2. Copy the pinned positions, group by group (a group created since step 1
+  // has none: its cut began empty).
+  for (size_t slot = 0; slot < copies.size(); ++slot) {
+    GroupCopy& c = copies[slot];
+    while (!c.scanned) {
+      c.blocks.Ready(c.tracks_parents ? steps.lookups : steps.positions);
+      if (c.tracks_parents) c.parents.Ready(steps.lookups);
+      LetWaitersIn(held);
+      absl::MutexLock lock(&lock_.mu);
+      HoldClock clock(p, &held);
+      Group& g = *groups_[slot];
+      // A parents map created since the last hold is empty but for keys
+      // stored since, which are settled: the blocks of this hold need none.
+      const auto* parents = c.tracks_parents ? g.parents.get() : nullptr;
+      c.scanned = !g.blocks.CopyCut(c.tracks_parents ? steps.lookups : steps.positions,
+                                    [&c, parents](const EngineMap::Block& b) {
+                                      c.blocks.Push({b.engine, b.index, b.media});
+                                      if (parents == nullptr) return;
+                                      if (auto it = parents->find(b.engine); it != parents->end()) {
+                                        c.parents.Push(*it);
+                                      }
+                                    });
+      c.tracks_parents = g.parents != nullptr;
+    }
+  }
+  // 3. T: the rest as it is now, and what each group settled.
+  WorkerSnapshot out;
+  out.worker = key_;
+  std::vector<EngineMap::CutResult> cuts;
+  LetWaitersIn(held);
+  {
+    absl::MutexLock lock(&lock_.mu);
+    HoldClock clock(p);
+    SettleCuts();  // (nothing pending: every call that changes blocks ends settled)
     out.model = model_;
     out.default_lora = default_lora_;
-    out.cursor = cursor_;
+    out.cursor = removed_ ? std::nullopt : cursor_;
     out.last_event_ts = last_event_ts_;
     for (const ContextKey& c : used_contexts_) {
       out.contexts.push_back(SnapshotContext{std::get<0>(c), std::get<1>(c), std::get<2>(c)});
     }
     out.groups.reserve(groups_.size());
+    cuts.reserve(groups_.size());
     for (const auto& group : groups_) {
-      const Group& g = *group;
+      Group& g = *group;
       GroupSnapshot& gs = out.groups.emplace_back();
       gs.group_idx = g.group_idx;
       gs.named = g.named;
       gs.kind = g.kind;
       gs.window = g.window;
       gs.block_size = g.block_size;
-      gs.blocks.reserve(g.blocks.size());
-      g.blocks.ForEach([&gs](const EngineMap::Block& b) { gs.blocks.push_back({b.engine, b.index, b.media}); });
       gs.tracks_parents = g.parents != nullptr;
-      if (g.parents != nullptr) gs.parents.assign(g.parents->begin(), g.parents->end());
       std::copy(g.chunk_blocks.begin(), g.chunk_blocks.end(), gs.chunk_blocks.begin());
+      cuts.push_back(g.blocks.EndCut());  // (what it kept is freed below, unlocked)
     }
+    exporting_ = false;
   }
+  copies.resize(out.groups.size());
+  for (size_t slot = 0; slot < out.groups.size(); ++slot) Assemble(copies[slot], cuts[slot], out.groups[slot]);
+  cuts.clear();
   // Every bit the copy uses was published before it was stored.
   media_.ForEach([&out](int bit, const std::string& name) { out.media[bit] = name; });
   std::sort(out.contexts.begin(), out.contexts.end(), [](const SnapshotContext& a, const SnapshotContext& b) {
@@ -111,8 +261,7 @@ uint64_t WorkerBlocks::Import(const WorkerSnapshot& s, size_t max_blocks) {
     if (used_contexts_.insert(key).second) contexts_.Use(key, lock_);
   }
   for (const GroupSnapshot& gs : s.groups) {
-    groups_.push_back(std::make_unique<Group>(HolderId(id_, static_cast<uint32_t>(groups_.size()))));
-    Group& g = *groups_.back();
+    Group& g = NewGroup();
     g.group_idx = gs.group_idx;
     g.named = gs.named;
     g.kind = gs.kind;

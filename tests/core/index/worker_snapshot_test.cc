@@ -5,10 +5,13 @@
 // sizes, groups, aliases, contexts).
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -328,6 +331,116 @@ TEST(WorkerSnapshotTest, ImportEnforcesTheCapsOfTheIndexItJoins) {
   PrefixIndex small(IndexOptions{.max_blocks_per_worker = 5});
   ASSERT_TRUE(small.ImportWorker(*big.ExportWorker(kPlain.key)).ok());
   EXPECT_EQ(small.Stats().entries, 5u);
+}
+
+// Batch i of a long-lived worker `w` (deterministic, so it can be replayed):
+// 64 new blocks chained to the previous batch's (every third a new prompt),
+// every fourth on CPU too, with removals, offloaded chunks of 4 blocks (so the
+// group keeps parents), a second (sliding-window) group from batch 300 on, and
+// for worker 0 a clear at batch 2500.
+EventBatch RacingBatch(uint64_t w, uint64_t i) {
+  constexpr uint32_t kBs = 4;
+  auto hash = [w](uint64_t batch, uint64_t j) { return (w + 1) * 1000000007ULL + batch * 64 + j + 1; };
+  EventBatch b;
+  b.ts = 1700000000.0 + static_cast<double>(i);
+  if (w == 0 && i == 2500) b.events.push_back(AllBlocksCleared{});
+  BlockStored s;
+  s.block_size = kBs;
+  if (i % 3 != 0 && i > 0) s.parent_block_hash = hash(i - 1, 63);
+  for (uint64_t j = 0; j < 64; ++j) {
+    s.block_hashes.push_back(hash(i, j));
+    for (uint32_t t = 0; t < kBs; ++t) s.token_ids.push_back(static_cast<uint32_t>((w * 7 + i * 64 + j) * 5 + t));
+  }
+  if (i % 4 == 0) {
+    BlockStored cpu = s;
+    cpu.medium = "CPU";
+    b.events.push_back(s);
+    b.events.push_back(std::move(cpu));
+  } else {
+    b.events.push_back(std::move(s));
+  }
+  if (i % 5 == 0 && i >= 10) {
+    BlockRemoved gone;
+    for (uint64_t j = 0; j < 64; j += 3) gone.block_hashes.push_back(hash(i - 10, j));
+    b.events.push_back(std::move(gone));
+  }
+  if (i % 7 == 0 && i >= 2) {
+    BlockStored chunk;  // chunks of 4 blocks on CPU, naming blocks of the batch before
+    chunk.block_size = 4 * kBs;
+    chunk.medium = "CPU";
+    chunk.block_hashes = {hash(i - 1, 7), hash(i - 1, 31)};
+    b.events.push_back(std::move(chunk));
+    if (i % 14 == 0) {
+      BlockRemoved chunk_gone;
+      chunk_gone.medium = "CPU";
+      chunk_gone.block_hashes = {hash(i - 1, 31)};
+      b.events.push_back(std::move(chunk_gone));
+    }
+  }
+  if (i >= 300 && i % 2 == 0) {
+    BlockStored window;
+    window.group_idx = 1;
+    window.kv_cache_spec_kind = "sliding_window";
+    window.kv_cache_spec_sliding_window = 16;
+    window.block_size = kBs;
+    for (uint64_t j = 0; j < 8; ++j) {
+      window.block_hashes.push_back(hash(i, 100 + j));
+      for (uint32_t t = 0; t < kBs; ++t) window.token_ids.push_back(static_cast<uint32_t>(i * 8 + j + t));
+    }
+    b.events.push_back(std::move(window));
+  }
+  return b;
+}
+
+const WorkerKey kRacing[] = {{"ns/race-a", 0}, {"ns/race-b", 0}, {"ns/race-c", 1}};
+
+// Exports taken while another thread applies batches are each the worker
+// exactly as it was right after the batch of its cursor: equal (blocks,
+// parents, groups, tiers, contexts) to the export of a fresh index that
+// applied the same batches up to that cursor. Workers of 100k+ entries, so
+// each export takes several holds of the lock with batches applied in between
+// (blocks stored, moved by the table's growth, removed, offloaded, cleared, a
+// group created).
+TEST(WorkerSnapshotTest, AnExportRacingApplyIsTheWorkerAtItsCursor) {
+  constexpr uint64_t kBefore = 1800;  // batches applied before the exports start
+  constexpr uint64_t kTotal = 3200;
+  PrefixIndex index;
+  auto apply = [](PrefixIndex& into, uint64_t w, uint64_t i) {
+    (void)into.Apply(kRacing[w], kLlama, RacingBatch(w, i), BatchCursor{i, i * 3 + 1, true});
+  };
+  for (uint64_t i = 0; i < kBefore; ++i) {
+    for (uint64_t w = 0; w < std::size(kRacing); ++w) apply(index, w, i);
+  }
+  std::atomic<bool> done{false};
+  std::thread ingest([&] {
+    for (uint64_t i = kBefore; i < kTotal; ++i) {
+      for (uint64_t w = 0; w < std::size(kRacing); ++w) apply(index, w, i);
+    }
+    done = true;
+  });
+  std::vector<std::pair<uint64_t, WorkerSnapshot>> exports;  // (worker, export)
+  for (uint64_t round = 0; !done.load() || round < 3; ++round) {
+    const uint64_t w = round % std::size(kRacing);
+    ExportPause pause;
+    std::optional<WorkerSnapshot> s = index.ExportWorker(kRacing[w], &pause);
+    ASSERT_TRUE(s.has_value());
+    EXPECT_GE(pause.holds, 3u);
+    exports.emplace_back(w, *std::move(s));
+  }
+  ingest.join();
+  ASSERT_GE(exports.size(), 3u);
+  for (const auto& [w, s] : exports) {
+    ASSERT_TRUE(s.cursor.has_value());
+    PrefixIndex replay;
+    for (uint64_t i = 0; i <= s.cursor->seq; ++i) apply(replay, w, i);
+    std::optional<WorkerSnapshot> truth = replay.ExportWorker(kRacing[w]);
+    ASSERT_TRUE(truth.has_value());
+    if (w != 0 || s.cursor->seq < 2500) {  // (worker 0 is cleared at 2500)
+      EXPECT_GT(truth->entries(), 100000u);
+    }
+    EXPECT_EQ(s.entries(), truth->entries()) << WorkerKeyString(kRacing[w]) << " at seq " << s.cursor->seq;
+    EXPECT_TRUE(Normalize(s) == Normalize(*truth)) << WorkerKeyString(kRacing[w]) << " at seq " << s.cursor->seq;
+  }
 }
 
 }  // namespace

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <random>
+#include <set>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -186,6 +189,125 @@ TEST(EngineMapTest, EvictOneFindsEngineHashZero) {  // kept beside the buckets
   EXPECT_EQ(victim.engine, 0u);
   EXPECT_EQ(victim.index, 42u);
   EXPECT_EQ(map.size(), 0u);
+}
+
+// A pin (a copy taken in steps): every entry present at Pin() that is neither
+// erased, overwritten nor moved afterwards is reported by ForEachPinned
+// exactly once, with its value as of Pin(), while the table grows (its arrays
+// left and kept), moves entries along cuckoo paths (logged), shrinks and is
+// cleared; nothing else reported but entries inserted or moved since (logged
+// or ours).
+TEST(BucketTableTest, APinnedViewKeepsEveryUntouchedEntryThroughGrowthShrinkAndClear) {
+  BucketTable<true> table;
+  std::map<uint64_t, uint64_t> at_pin;
+  for (uint64_t k = 1; k <= 5000; ++k) {
+    bool inserted;
+    const size_t pos = table.Insert(k, &inserted);
+    table.SetValueAt(pos, k * 7);
+    table.SetTagAt(pos, 1);
+    at_pin[k] = k * 7;
+  }
+  std::vector<uint64_t> moved;
+  table.Pin(&moved);
+  std::set<uint64_t> touched;  // erased or overwritten by us
+  std::map<uint64_t, int> reported;
+  std::map<uint64_t, uint64_t> values;
+  size_t next = 0;
+  auto step = [&] {
+    const size_t to = std::min(table.PinnedEnd(), next + 100);
+    table.ForEachPinned(next, to, [&](uint64_t k, uint64_t v, uint8_t) {
+      ++reported[k];
+      values[k] = v;
+    });
+    next = to;
+  };
+  std::mt19937_64 rng(9);
+  for (int round = 0; round < 400; ++round) {
+    step();
+    for (int i = 0; i < 100; ++i) {  // growth: new keys (moves, rehashes)
+      bool inserted;
+      table.Insert(100000 + round * 100 + i, &inserted);
+    }
+    const uint64_t k = 1 + rng() % 5000;  // an erase and an overwrite of old keys
+    if (const size_t pos = table.Find(k); pos != table.kNpos) table.EraseAt(pos);
+    touched.insert(k);
+    const uint64_t o = 1 + rng() % 5000;
+    if (const size_t pos = table.Find(o); pos != table.kNpos) table.SetValueAt(pos, 1);
+    touched.insert(o);
+  }
+  for (uint64_t k = 100000; k < 100000 + 40000; ++k) {  // shrink
+    if (const size_t pos = table.Find(k); pos != table.kNpos) table.EraseAt(pos);
+  }
+  step();
+  table.Clear();
+  while (next < table.PinnedEnd()) step();
+  const std::set<uint64_t> logged(moved.begin(), moved.end());
+  size_t untouched = 0;
+  for (const auto& [k, v] : at_pin) {
+    if (touched.count(k) || logged.count(k)) continue;
+    ++untouched;
+    ASSERT_EQ(reported[k], 1) << k;
+    EXPECT_EQ(values[k], v) << k;
+  }
+  EXPECT_GT(untouched, 3000u);
+  EXPECT_FALSE(moved.empty());  // the growth moved old entries along cuckoo paths
+  for (const auto& [k, n] : reported) {
+    EXPECT_TRUE(at_pin.count(k) || k >= 100000 || logged.count(k)) << k;
+  }
+  table.Unpin();
+}
+
+// EngineMap's cut: blocks copied in steps between random stores, removals,
+// evictions (and a clear, in the second run), settled after each call, give
+// exactly the map at the end: the copies of keys not settled, plus each
+// settled key that holds a block, with the owner's value attached.
+TEST(EngineMapTest, ACutTakenInStepsIsTheMapAtItsEnd) {
+  for (bool clear : {false, true}) {
+    EngineMap map;
+    std::mt19937_64 rng(clear ? 3 : 4);
+    for (uint64_t k = 0; k < 20000; ++k) map.Store(k, k * 3, 1);  // key 0 among them
+    map.BeginCut();
+    map.SettleCut([](uint64_t e) { return std::optional<uint64_t>(e * 2); });
+    std::vector<EngineMap::Block> copied;
+    bool more = true;
+    for (int round = 0; round < 3000; ++round) {
+      if (more) more = map.CopyCut(50, [&](const EngineMap::Block& b) { copied.push_back(b); });
+      for (int i = 0; i < 20; ++i) {
+        const uint64_t k = rng() % 60000;
+        switch (rng() % 4) {
+          case 0:
+          case 1:
+            map.Store(k, k * 3 + rng() % 2, static_cast<MediumMask>(1 + rng() % 3));
+            break;
+          case 2:
+            map.Remove(k, static_cast<MediumMask>(1 + rng() % 3));
+            break;
+          default:
+            if (map.size() > 0) map.EvictOne();
+        }
+      }
+      if (clear && round == 1500) map.Clear();
+      map.SettleCut([](uint64_t e) { return std::optional<uint64_t>(e * 2); });
+    }
+    while (more) more = map.CopyCut(50, [&](const EngineMap::Block& b) { copied.push_back(b); });
+    std::set<std::tuple<uint64_t, uint64_t, MediumMask>> truth, cut;
+    map.ForEach([&](const EngineMap::Block& b) { truth.emplace(b.engine, b.index, b.media); });
+    EngineMap::CutResult r = map.EndCut();
+    EXPECT_EQ(r.cleared, clear);
+    if (!clear) {
+      for (const EngineMap::Block& b : copied) {
+        if (r.settled.contains(b.engine)) continue;
+        EXPECT_TRUE(cut.emplace(b.engine, b.index, b.media).second) << b.engine;
+      }
+    }
+    for (const auto& [engine, settled] : r.settled) {
+      if (!settled.block.has_value()) continue;
+      EXPECT_EQ(settled.attached, std::optional<uint64_t>(engine * 2));
+      EXPECT_TRUE(cut.emplace(engine, settled.block->index, settled.block->media).second) << engine;
+    }
+    EXPECT_EQ(cut, truth) << (clear ? "with a clear" : "without a clear");
+    EXPECT_GT(truth.size(), 5000u);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,11 @@
 #include "core/index/internal/worker_blocks.h"
 
+#include <algorithm>
+#include <atomic>
 #include <optional>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/index/block_hash.h"
@@ -148,6 +152,94 @@ TEST_F(WorkerBlocksTest, MemoryBytesCountTheEngineMap) {
   for (size_t i = 0; i < hashes.size(); ++i) hashes[i] = 100 + i;
   ASSERT_EQ(worker_.Apply(kModel, Stored(hashes), 0).blocks_stored, 64u);
   EXPECT_GT(worker_.MemoryBytes(), empty);
+}
+
+// Batch i of the racing test: 12 new blocks (the prompt's blocks 12i..12i+11
+// of one long prompt, so each chains to the one before), some on CPU, older
+// ones removed, a clear at batch 900.
+EventBatch RacingBatch(uint64_t i) {
+  EventBatch batch;
+  batch.ts = static_cast<double>(i);
+  if (i == 900) batch.events.push_back(AllBlocksCleared{});
+  BlockStored s;
+  s.block_size = kBlockSize;
+  if (i % 50 != 0) s.parent_block_hash = 1000 + 12 * i - 1;
+  for (uint64_t j = 0; j < 12; ++j) {
+    s.block_hashes.push_back(1000 + 12 * i + j);
+    s.token_ids.push_back(static_cast<uint32_t>(i));
+    s.token_ids.push_back(static_cast<uint32_t>(j));
+  }
+  if (i % 3 == 0) s.medium = "CPU";
+  batch.events.push_back(std::move(s));
+  if (i >= 20 && i % 2 == 0) {
+    BlockRemoved gone;
+    for (uint64_t j = 0; j < 12; j += 2) gone.block_hashes.push_back(1000 + 12 * (i - 20) + j);
+    batch.events.push_back(std::move(gone));
+  }
+  return batch;
+}
+
+// (engine, index, tier names) of every block of `s`, sorted.
+std::vector<std::tuple<uint64_t, uint64_t, std::string>> BlocksOf(const WorkerSnapshot& s) {
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> out;
+  for (const GroupSnapshot& g : s.groups) {
+    for (const SnapshotBlock& b : g.blocks) {
+      std::string tiers;
+      for (int bit = 0; bit < kSnapshotMedia; ++bit) {
+        if (b.media >> bit & 1) tiers += s.media[bit] + ",";
+      }
+      out.emplace_back(b.engine, b.index, tiers);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Exports in steps of 16 table positions (hundreds of holds each) while
+// another thread applies batches: each is exactly the worker right after the
+// batch of its cursor (a fresh worker that applied the same batches up to it).
+TEST_F(WorkerBlocksTest, AnExportInSmallStepsRacingApplyIsTheWorkerAtItsCursor) {
+  constexpr uint64_t kBatches = 1500;
+  for (uint64_t i = 0; i < 300; ++i) (void)worker_.Apply(kModel, RacingBatch(i), 0, BatchCursor{i, i, true});
+  std::atomic<uint64_t> applied{300};
+  std::thread ingest([&] {
+    for (uint64_t i = 300; i < kBatches; ++i) {
+      (void)worker_.Apply(kModel, RacingBatch(i), 0, BatchCursor{i, i, true});
+      applied = i + 1;
+    }
+  });
+  // An export, then another once 40 more batches are in (back-to-back
+  // exports of a small worker would keep its lock from Apply).
+  std::vector<WorkerSnapshot> exports;
+  uint32_t most_holds = 0;
+  for (uint64_t at = applied.load(); at < kBatches; at = applied.load()) {
+    ExportPause pause;
+    exports.push_back(worker_.Export(&pause, ExportSteps{.positions = 16, .lookups = 4}));
+    most_holds = std::max(most_holds, pause.holds);
+    while (applied.load() < std::min(at + 40, kBatches)) std::this_thread::yield();
+  }
+  EXPECT_GT(most_holds, 100u);
+  ingest.join();
+  for (const WorkerSnapshot& s : exports) {
+    ASSERT_TRUE(s.cursor.has_value());
+    MediumTable media;
+    BlockTable table{4};
+    ContextRegistry contexts;
+    IndexCounters counters;
+    WorkerBlocks replay{7, {"ns/a", 0}, {table, contexts, media, counters}};
+    for (uint64_t i = 0; i <= s.cursor->seq; ++i) (void)replay.Apply(kModel, RacingBatch(i), 0, BatchCursor{i, i, true});
+    const WorkerSnapshot truth = replay.Export();
+    EXPECT_EQ(BlocksOf(s), BlocksOf(truth)) << "at seq " << s.cursor->seq;
+    EXPECT_EQ(s.cursor, truth.cursor);
+    EXPECT_EQ(s.last_event_ts, truth.last_event_ts);
+  }
+}
+
+TEST_F(WorkerBlocksTest, ARemovedWorkerExportsWithoutACursor) {
+  (void)worker_.Apply(kModel, Stored({11, 12}), 0, BatchCursor{4, 40, true});
+  EXPECT_EQ(worker_.Export().cursor, (BatchCursor{4, 40, true}));
+  worker_.Remove();
+  EXPECT_EQ(worker_.Export().cursor, std::nullopt);
 }
 
 }  // namespace
