@@ -133,6 +133,13 @@ class BucketTable {
     }
   }
 
+  // Grows the table at once to hold `n` entries at a load of 0.9 (so that
+  // inserting them rehashes nothing); no-op when it already can. May move any entry.
+  void Reserve(size_t n) {
+    const size_t buckets = n * 10 / (9 * kSlots) + 1;
+    if (buckets > bucket_count_) Rehash(buckets);
+  }
+
   // Removes the entry at `pos`. Moves nothing, unless the table shrinks.
   void EraseAt(size_t pos) {
     --size_;

@@ -58,6 +58,10 @@ class EngineMap {
   size_t size() const { return table_.size(); }
   size_t MemoryBytes() const { return table_.MemoryBytes(); }
 
+  // Grows the map at once to hold `n` blocks without growing again (see
+  // BucketTable::Reserve); a block already held may move (a cut logs it).
+  void Reserve(size_t n) { table_.Reserve(n); }
+
   // Starts loading the slot of `engine` (see BucketTable::Prefetch).
   void Prefetch(uint64_t engine) const { table_.Prefetch(engine); }
 

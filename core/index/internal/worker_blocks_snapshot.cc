@@ -273,7 +273,16 @@ uint64_t WorkerBlocks::Import(const WorkerSnapshot& s, size_t max_blocks) {
     for (int b = 0; b < kMaxMedia; ++b) {
       if (gs.chunk_blocks[b] != 0) g.chunk_blocks[std::countr_zero(bit_of[b])] = gs.chunk_blocks[b];
     }
-    for (const SnapshotBlock& b : gs.blocks) Store(g, b.engine, b.index, local(b.media));
+    // The map sized once (no rehash while it fills), each store
+    // kPrefetchAhead blocks behind the prefetch of its slot.
+    g.blocks.Reserve(gs.blocks.size());
+    const size_t n = gs.blocks.size();
+    for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) g.blocks.Prefetch(gs.blocks[i].engine);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + kPrefetchAhead < n) g.blocks.Prefetch(gs.blocks[i + kPrefetchAhead].engine);
+      const SnapshotBlock& b = gs.blocks[i];
+      Store(g, b.engine, b.index, local(b.media));
+    }
   }
   if (max_blocks != 0) {
     for (size_t held = BlocksLocked(); held > max_blocks; --held) {

@@ -191,6 +191,22 @@ TEST(EngineMapTest, EvictOneFindsEngineHashZero) {  // kept beside the buckets
   EXPECT_EQ(map.size(), 0u);
 }
 
+// Reserve(n) grows once: inserting n entries afterwards never grows the table again.
+TEST(BucketTableTest, ReserveSizesTheTableForItsEntriesAtOnce) {
+  BucketTable<true> table;
+  table.Reserve(100000);
+  const size_t capacity = table.capacity();
+  EXPECT_GE(capacity, 100000u);
+  for (uint64_t k = 0; k < 100000; ++k) {
+    bool inserted;
+    table.Insert(k * 7919, &inserted);
+  }
+  EXPECT_EQ(table.capacity(), capacity);
+  EXPECT_EQ(table.size(), 100000u);
+  table.Reserve(10);  // never shrinks
+  EXPECT_EQ(table.capacity(), capacity);
+}
+
 // A pin (a copy taken in steps): every entry present at Pin() that is neither
 // erased, overwritten nor moved afterwards is reported by ForEachPinned
 // exactly once, with its value as of Pin(), while the table grows (its arrays
