@@ -30,9 +30,10 @@ template <typename T>
 struct Buffer {
   std::vector<T> v;  // [0, n) written; the rest ready
   size_t n = 0;
-  // With no lock held: room for `more` further elements.
+  // With no lock held: room for `more` further elements (touching no more
+  // than that: the vector's capacity grows geometrically by itself).
   void Ready(size_t more) {
-    if (v.size() - n < more) v.resize(std::max(v.size() * 3 / 2, n + more));
+    if (v.size() - n < more) v.resize(n + more);
   }
   void Push(const T& t) { v[n++] = t; }  // requires room
   std::vector<T> Take() {
