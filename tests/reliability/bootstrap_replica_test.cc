@@ -23,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
 #include "gtest/gtest.h"
+#include "tests/reliability/replica_testing.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
 #include "tests/testing/clients.h"
@@ -33,44 +34,8 @@
 namespace kvindex::testing {
 namespace {
 
-constexpr absl::Duration kPoll = absl::Milliseconds(20);
-
 using ::kvindex::testutil::Connect;
 using ::kvindex::testutil::SnapshotUpdate;
-using ::kvindex::testutil::WaitFor;
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/kvindex-bootstrap-XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::system(absl::StrCat("rm -rf '", path_, "'").c_str()); }
-  const std::string& path() const { return path_; }
-
-  // A file of this directory holding `contents`.
-  std::string File(const std::string& name, const std::string& contents) const {
-    const std::string path = path_ + "/" + name;
-    std::ofstream(path) << contents;
-    return path;
-  }
-
- private:
-  std::string path_;
-};
-
-// The snapshot test's engines: mixed layouts and hashes, a CPU tier, a Mamba
-// hybrid, images and salted tenants.
-std::vector<std::string> SimArgs(std::vector<std::string> extra) {
-  std::vector<std::string> args = {"--ip=127.0.0.1",      "--block_size=16",         "--capacity_blocks=64",
-                                   "--cpu_capacity_blocks=64", "--layout=mixed",   "--hash=mixed",
-                                   "--replay_form=mixed", "--system_prompts=2",      "--system_prompt_tokens=64",
-                                   "--conversations=4",   "--turn_tokens=64",        "--keep_running",
-                                   "--hybrid=none,mamba", "--offload_chunk_blocks=0,2", "--mm_fraction=0.25",
-                                   "--salted_tenants=1"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
 
 client::ClientOptions WithToken(const std::string& token) {
   client::ClientOptions options;
@@ -84,7 +49,7 @@ TEST(BootstrapReplicaTest, AReplicaBootstrappedFromAPeerAnswersTheWholeCacheAtOn
   const std::string token_file = dir.File("token", "bootstrap-token\n");
   const std::string other_token_file = dir.File("other", "another-token\n");
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      SimArgs({"--pods=2", "--base_port=0", "--seed=18", "--rate=15", "--requests=160", "--replay_buffer=30"}));
+      MixedEngineArgs({"--pods=2", "--base_port=0", "--seed=18", "--rate=15", "--requests=160", "--replay_buffer=30"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
 
   // A follows the engines from their first batch; it has a token, which

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
 #include "gtest/gtest.h"
+#include "tests/reliability/replica_testing.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"
 #include "tests/testing/clients.h"
@@ -37,32 +38,6 @@ using ::kvindex::testutil::Connect;
 using ::kvindex::testutil::SnapshotUpdate;
 using ::kvindex::testutil::WaitFor;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/kvindex-snapshot-restart-XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::system(absl::StrCat("rm -rf '", path_, "'").c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// The fault tests' engines (tests/reliability/fault_injection_test.cc): mixed
-// layouts and hashes, a CPU tier, a Mamba hybrid, images and salted tenants.
-std::vector<std::string> SimArgs(std::vector<std::string> extra) {
-  std::vector<std::string> args = {"--ip=127.0.0.1",      "--block_size=16",         "--capacity_blocks=64",
-                                   "--cpu_capacity_blocks=64", "--layout=mixed",   "--hash=mixed",
-                                   "--replay_form=mixed", "--system_prompts=2",      "--system_prompt_tokens=64",
-                                   "--conversations=4",   "--turn_tokens=64",        "--keep_running",
-                                   "--hybrid=none,mamba", "--offload_chunk_blocks=0,2", "--mm_fraction=0.25",
-                                   "--salted_tenants=1"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
-
 void Push(client::KvIndexClient& client, const v1::PodSnapshot& pods) {
   absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client.SyncPods({SnapshotUpdate(pods)});
   ASSERT_TRUE(acks.ok()) << acks.status();
@@ -71,29 +46,10 @@ void Push(client::KvIndexClient& client, const v1::PodSnapshot& pods) {
   }
 }
 
-// Every worker of the server has applied at least `seq`.
-bool AllAtLeast(client::KvIndexClient& client, size_t workers, int64_t seq) {
-  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> w = Workers(client);
-  if (!w.ok() || w->size() != workers) return false;
-  for (const auto& [name, info] : *w) {
-    if (info.last_seq() < seq) return false;
-  }
-  return true;
-}
-
-// SIGTERM, and the server exits 0 within 5 s (killed otherwise).
-void StopWithSigterm(ServerProcess& server) {
-  ASSERT_TRUE(server.process->Signal(SIGTERM));
-  const std::optional<int> exit_code = server.process->Wait(absl::Seconds(5));
-  if (!exit_code.has_value()) server.process->Signal(SIGKILL);
-  ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << server.process->Stderr();
-  EXPECT_EQ(*exit_code, 0) << server.process->Stderr();
-}
-
 TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   TempDir dir;
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      SimArgs({"--pods=2", "--base_port=0", "--seed=17", "--rate=15", "--requests=160", "--replay_buffer=30"}));
+      MixedEngineArgs({"--pods=2", "--base_port=0", "--seed=17", "--rate=15", "--requests=160", "--replay_buffer=30"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=1s"};
   absl::StatusOr<ServerProcess> a = StartServerProcess(args);
@@ -172,7 +128,7 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
 TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasDownIsDetected) {
   TempDir dir;
   absl::StatusOr<std::unique_ptr<SimProcess>> first = SimProcess::Start(
-      SimArgs({"--pods=1", "--base_port=0", "--seed=18", "--rate=40", "--requests=40", "--replay_buffer=1000"}));
+      MixedEngineArgs({"--pods=1", "--base_port=0", "--seed=18", "--rate=40", "--requests=40", "--replay_buffer=1000"}));
   ASSERT_TRUE(first.ok()) << first.status();
   const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=1h"};
   absl::StatusOr<ServerProcess> a = StartServerProcess(args);
@@ -189,7 +145,7 @@ TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasD
   const std::string same_ports = (*first)->SamePortsFlag();
   first->reset();
   absl::StatusOr<std::unique_ptr<SimProcess>> second = SimProcess::Start(
-      SimArgs({"--pods=1", same_ports, "--seed=19", "--rate=80", "--requests=80", "--replay_buffer=1000"}));
+      MixedEngineArgs({"--pods=1", same_ports, "--seed=19", "--rate=80", "--requests=80", "--replay_buffer=1000"}));
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_TRUE((*second)->WaitTrafficDone(absl::Seconds(60)).ok());
   absl::StatusOr<nlohmann::json> truth = (*second)->Truth();
@@ -217,7 +173,7 @@ TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasD
 TEST(SnapshotRestartTest, AKilledServerResumesFromItsLastPeriodicSnapshot) {
   TempDir dir;
   absl::StatusOr<std::unique_ptr<SimProcess>> sim = SimProcess::Start(
-      SimArgs({"--pods=2", "--base_port=0", "--seed=20", "--rate=15", "--requests=120", "--replay_buffer=60"}));
+      MixedEngineArgs({"--pods=2", "--base_port=0", "--seed=20", "--rate=15", "--requests=120", "--replay_buffer=60"}));
   ASSERT_TRUE(sim.ok()) << sim.status();
   const std::vector<std::string> args = {absl::StrCat("--snapshot_dir=", dir.path()), "--snapshot_interval=200ms"};
   absl::StatusOr<ServerProcess> a = StartServerProcess(args);
