@@ -97,7 +97,7 @@ inline constexpr double kEventLagBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0
           "Snapshot loads at start by outcome: loaded, none, unreadable, corrupt, version, hashing (refused: "   \
           "the server started cold)")                                                                          \
   GAUGE(snapshot_pause, "kvindex_snapshot_pause_seconds", "",                                                  \
-        "Longest time one worker's ingestion waited for the last snapshot's copy of it")                      \
+        "Longest single hold of a worker's lock by the last snapshot's copy (bounded steps)")                  \
   HISTOGRAM(snapshot_write_duration, "kvindex_snapshot_write_seconds", "", kSnapshotWriteBounds,              \
             "Time to write a snapshot, fsyncs included")                                                       \
   COUNTER(snapshot_writes, "kvindex_snapshot_writes_total", "result", "Snapshot writes by result: ok, failed") \
