@@ -103,18 +103,7 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
   v1::MatchRequest request;
   request.set_model(*model);
   request.set_lora_name(parsed->Get("--lora").value_or(""));
-  if (auto hashes_text = parsed->Get("--hashes")) {
-    absl::StatusOr<std::vector<uint64_t>> hashes = ParseHashList(*hashes_text);
-    if (!hashes.ok()) return usage_error(hashes.status().message());
-    request.mutable_block_hashes()->Add(hashes->begin(), hashes->end());
-  } else {
-    absl::StatusOr<std::string> text = parsed->Has("--tokens") ? absl::StatusOr<std::string>(*parsed->Get("--tokens"))
-                                                               : cli::ReadInputFile(*parsed->Get("--tokens-file"));
-    if (!text.ok()) return cli::ReportUsageError("match", text.status(), err);
-    absl::StatusOr<std::vector<uint32_t>> tokens = ParseTokenList(*text);
-    if (!tokens.ok()) return usage_error(tokens.status().message());
-    request.mutable_token_ids()->Add(tokens->begin(), tokens->end());
-  }
+  if (const int code = ReadPrompt(*parsed, "match", request, usage_error, err); code != 0) return code;
   if (auto pods = parsed->Get("--pods")) {
     for (absl::string_view pod : absl::StrSplit(*pods, ',', absl::SkipEmpty())) request.add_pods(std::string(pod));
   }

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/cli_args.h"
+#include "client/cli_output.h"
 
 namespace kvindex {
 
@@ -27,5 +29,28 @@ int RunMatchCommand(std::span<const std::string_view> args, std::ostream& out, s
 
 // Block hashes from text, like ParseTokenList but 64-bit, decimal or 0x-hex.
 [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ParseHashList(std::string_view text);
+
+// The prompt of `kvindex match` and `kvindex route`: --hashes into
+// request.block_hashes, else --tokens or --tokens-file into request.token_ids
+// (the caller checked that exactly one is given). Returns 0, or the exit code
+// of the usage error it reported: a bad list through `usage_error(message)`,
+// an unreadable file as `command`'s usage error on `err`.
+template <typename Request, typename UsageError>
+int ReadPrompt(const cli::CliArgs& args, std::string_view command, Request& request, UsageError usage_error,
+               std::ostream& err) {
+  if (auto hashes_text = args.Get("--hashes")) {
+    absl::StatusOr<std::vector<uint64_t>> hashes = ParseHashList(*hashes_text);
+    if (!hashes.ok()) return usage_error(hashes.status().message());
+    request.mutable_block_hashes()->Add(hashes->begin(), hashes->end());
+    return 0;
+  }
+  absl::StatusOr<std::string> text = args.Has("--tokens") ? absl::StatusOr<std::string>(*args.Get("--tokens"))
+                                                          : cli::ReadInputFile(*args.Get("--tokens-file"));
+  if (!text.ok()) return cli::ReportUsageError(command, text.status(), err);
+  absl::StatusOr<std::vector<uint32_t>> tokens = ParseTokenList(*text);
+  if (!tokens.ok()) return usage_error(tokens.status().message());
+  request.mutable_token_ids()->Add(tokens->begin(), tokens->end());
+  return 0;
+}
 
 }  // namespace kvindex

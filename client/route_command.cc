@@ -57,18 +57,7 @@ int RunRouteCommand(std::span<const std::string_view> args, std::ostream& out, s
       std::string_view(flag) == "--rank" ? request.set_dp_rank(value) : request.set_ttl_ms(value);
     }
   }
-  if (auto hashes_text = parsed->Get("--hashes")) {
-    absl::StatusOr<std::vector<uint64_t>> hashes = ParseHashList(*hashes_text);
-    if (!hashes.ok()) return usage_error(hashes.status().message());
-    request.mutable_block_hashes()->Add(hashes->begin(), hashes->end());
-  } else {
-    absl::StatusOr<std::string> text = parsed->Has("--tokens") ? absl::StatusOr<std::string>(*parsed->Get("--tokens"))
-                                                               : cli::ReadInputFile(*parsed->Get("--tokens-file"));
-    if (!text.ok()) return cli::ReportUsageError("route", text.status(), err);
-    absl::StatusOr<std::vector<uint32_t>> tokens = ParseTokenList(*text);
-    if (!tokens.ok()) return usage_error(tokens.status().message());
-    request.mutable_token_ids()->Add(tokens->begin(), tokens->end());
-  }
+  if (const int code = ReadPrompt(*parsed, "route", request, usage_error, err); code != 0) return code;
   request.set_cache_salt(parsed->Get("--cache-salt").value_or(""));
 
   absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = cli::ConnectFromArgs(*parsed);
