@@ -13,7 +13,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
@@ -476,20 +475,6 @@ TEST_F(MetricsTest, ShutdownStopsTheEndpoint) {
   ASSERT_EQ(Get(port, "/metrics").status, 200);
   server_->Shutdown(absl::Now() + absl::Seconds(1));
   EXPECT_EQ(Get(port, "/metrics").status, -1);
-}
-
-// The metrics port a kvindex-server process started with --metrics_listen=127.0.0.1:0 logged; 0 when none.
-int MetricsPortOf(const ServerProcess& server) {
-  int port = 0;
-  WaitFor([&] {
-    const std::string log = server.process->Stderr();
-    constexpr std::string_view kMarker = "metrics on http://127.0.0.1:";
-    const size_t at = log.find(kMarker);
-    if (at == std::string::npos) return false;
-    const size_t start = at + kMarker.size();
-    return absl::SimpleAtoi(log.substr(start, log.find('/', start) - start), &port);
-  });
-  return port;
 }
 
 // A --pods_file naming one pod per engine ("default/<name>", model kModel).

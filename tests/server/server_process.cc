@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "tests/testing/wait.h"
 
 namespace kvindex::testing {
 
@@ -30,6 +31,19 @@ absl::StatusOr<ServerProcess> StartServerProcess(std::vector<std::string> args,
     absl::SleepFor(absl::Milliseconds(20));
   }
   return absl::UnavailableError(absl::StrCat("kvindex-server did not come up; stderr:\n", (*process)->Stderr()));
+}
+
+int MetricsPortOf(const ServerProcess& server) {
+  int port = 0;
+  testutil::WaitFor([&] {
+    const std::string log = server.process->Stderr();
+    constexpr std::string_view kMarker = "metrics on http://127.0.0.1:";
+    const size_t at = log.find(kMarker);
+    if (at == std::string::npos) return false;
+    const size_t start = at + kMarker.size();
+    return absl::SimpleAtoi(log.substr(start, log.find('/', start) - start), &port);
+  });
+  return port;
 }
 
 }  // namespace kvindex::testing

@@ -27,4 +27,8 @@ struct ServerProcess {
 absl::StatusOr<ServerProcess> StartServerProcess(std::vector<std::string> args,
                                                  std::vector<std::pair<std::string, std::string>> env = {});
 
+// The metrics port a kvindex-server process started with
+// --metrics_listen=127.0.0.1:0 logged (waits up to 10 s for the line); 0 when none.
+int MetricsPortOf(const ServerProcess& server);
+
 }  // namespace kvindex::testing

@@ -17,7 +17,6 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -60,26 +59,12 @@ class SpeculativeLifecycleTest : public ::testing::Test {
     server_ = *std::move(server);
     client_ = testutil::Connect(server_.address, absl::Seconds(20));
     ASSERT_NE(client_, nullptr);
-    metrics_port_ = MetricsPort();
+    metrics_port_ = MetricsPortOf(server_);
     ASSERT_GT(metrics_port_, 0) << server_.process->Stderr();
     ASSERT_TRUE(engine_->WaitForSubscribers(1, absl::Seconds(20)));
     // The first-subscribe replay is over: what the engine publishes from now on is applied live.
     ASSERT_TRUE(WaitFor([&] { return Scrape().Get("kvindex_replays_total{result=\"ok\"}") == 1; }, absl::Seconds(30),
                         absl::Milliseconds(50)));
-  }
-
-  // The metrics port the process logged (--metrics_listen=127.0.0.1:0); 0 when none.
-  int MetricsPort() const {
-    int port = 0;
-    WaitFor([&] {
-      const std::string log = server_.process->Stderr();
-      constexpr std::string_view kMarker = "metrics on http://127.0.0.1:";
-      const size_t at = log.find(kMarker);
-      if (at == std::string::npos) return false;
-      const size_t start = at + kMarker.size();
-      return absl::SimpleAtoi(log.substr(start, log.find('/', start) - start), &port);
-    });
-    return port;
   }
 
   // GET /metrics, parsed; an empty scrape (and a test failure) when it does not parse.
