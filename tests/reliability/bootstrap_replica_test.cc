@@ -60,11 +60,10 @@ TEST(BootstrapReplicaTest, AReplicaBootstrappedFromAPeerAnswersTheWholeCacheAtOn
   ASSERT_NE(a_client, nullptr);
   absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = a_client->SyncPods({SnapshotUpdate((*sim)->pods())});
   ASSERT_TRUE(acks.ok()) << acks.status();
-  absl::Status done = (*sim)->WaitTrafficDone(absl::Seconds(60));
-  ASSERT_TRUE(done.ok()) << done << "\n" << (*sim)->process().Stderr();
-  absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
-  absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
-  ASSERT_TRUE(truth.ok() && prompts.ok());
+  SimTruth sim_truth;
+  ASSERT_NO_FATAL_FAILURE(TakeTruth(**sim, sim_truth));
+  const nlohmann::json* truth = &sim_truth.truth;
+  const nlohmann::json* prompts = &sim_truth.prompts;
   for (const auto& pod : (*truth)["pods"]) {
     for (const auto& worker : pod["workers"]) EXPECT_GE(worker["last_seq"].get<int64_t>(), 159);
   }

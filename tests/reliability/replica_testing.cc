@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "gtest/gtest.h"
+#include "tests/testing/clients.h"
 #include "tests/reliability/sim_process.h"
 
 namespace kvindex::testing {
@@ -56,6 +57,28 @@ void StopWithSigterm(ServerProcess& server) {
   if (!exit_code.has_value()) server.process->Signal(SIGKILL);
   ASSERT_TRUE(exit_code.has_value()) << "kvindex-server did not stop within 5 s\n" << server.process->Stderr();
   EXPECT_EQ(*exit_code, 0) << server.process->Stderr();
+}
+
+void TakeTruth(SimProcess& sim, SimTruth& out) {
+  absl::Status done = sim.WaitTrafficDone(absl::Seconds(60));
+  ASSERT_TRUE(done.ok()) << done << "\n" << sim.process().Stderr();
+  absl::StatusOr<nlohmann::json> truth = sim.Truth();
+  absl::StatusOr<nlohmann::json> prompts = sim.Prompts();
+  ASSERT_TRUE(truth.ok() && prompts.ok());
+  out = SimTruth{*std::move(truth), *std::move(prompts)};
+}
+
+void StartEqualToTheTruth(const std::vector<std::string>& args, const SimTruth& truth, CheckedServer& out) {
+  absl::StatusOr<ServerProcess> server = StartServerProcess(args);
+  ASSERT_TRUE(server.ok()) << server.status();
+  out.server = *std::move(server);
+  out.client = testutil::Connect(out.server.address, absl::Seconds(30));
+  ASSERT_NE(out.client, nullptr);
+  absl::Status caught_up = WaitForCatchUp(*out.client, truth.truth, absl::Seconds(30));
+  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << out.server.process->Stderr();
+  absl::StatusOr<TruthComparison> same = CompareWithTruth(*out.client, truth.truth, truth.prompts);
+  ASSERT_TRUE(same.ok()) << same.status() << "\n" << out.server.process->Stderr();
+  out.same = *same;
 }
 
 }  // namespace kvindex::testing

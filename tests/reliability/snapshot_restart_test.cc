@@ -71,27 +71,20 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   client.reset();
 
   // The engine goes on without A: its last batches are in its replay buffer, its first ones long gone.
-  absl::Status done = (*sim)->WaitTrafficDone(absl::Seconds(60));
-  ASSERT_TRUE(done.ok()) << done << "\n" << (*sim)->process().Stderr();
-  absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
-  absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
-  ASSERT_TRUE(truth.ok() && prompts.ok());
-  for (const auto& pod : (*truth)["pods"]) {
+  SimTruth truth;
+  ASSERT_NO_FATAL_FAILURE(TakeTruth(**sim, truth));
+  for (const auto& pod : truth.truth["pods"]) {
     for (const auto& worker : pod["workers"]) EXPECT_GE(worker["last_seq"].get<int64_t>(), 159);
   }
 
   // A again, on its snapshot: no pods pushed, the whole cache known at once.
   const absl::Time restarted = absl::Now();
-  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
-  ASSERT_TRUE(again.ok()) << again.status();
-  client = Connect(again->address, absl::Seconds(30));
-  ASSERT_NE(client, nullptr);
-  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
-  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
-  std::printf("restarted server caught up %s after it was started\n",
+  CheckedServer again;
+  ASSERT_NO_FATAL_FAILURE(StartEqualToTheTruth(args, truth, again));
+  client = std::move(again.client);
+  std::printf("restarted server caught up and compared %s after it was started\n",
               absl::FormatDuration(absl::Now() - restarted).c_str());
-  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
-  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
+  const TruthComparison* same = &again.same;
   std::printf("compared with the truth: %zu workers, %zu blocks held (%zu on CPU), %zu chains, %zu prompts\n",
               same->workers, same->blocks, same->cpu_blocks, same->chains, same->prompts);
   EXPECT_GT(same->blocks, 0u);
@@ -106,7 +99,8 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
     EXPECT_GE(info.replays_ok(), 1u) << name;  // the batches published while A was down
     EXPECT_LT(info.batches(), 30u) << name << ": more than the missed batches were applied";
   }
-  EXPECT_TRUE(absl::StrContains(again->process->Stderr(), "snapshot loaded from")) << again->process->Stderr();
+  EXPECT_TRUE(absl::StrContains(again.server.process->Stderr(), "snapshot loaded from"))
+      << again.server.process->Stderr();
 
   // Without the snapshot, a server can only know the buffer's last 30 batches, and says so.
   absl::StatusOr<ServerProcess> cold = StartServerProcess({});
@@ -114,7 +108,7 @@ TEST(SnapshotRestartTest, ARestartedServerAnswersTheEnginesWholeCacheAtOnce) {
   std::unique_ptr<client::KvIndexClient> cold_client = Connect(cold->address, absl::Seconds(30));
   ASSERT_NE(cold_client, nullptr);
   ASSERT_NO_FATAL_FAILURE(Push(*cold_client, (*sim)->pods()));
-  ASSERT_TRUE(WaitForCatchUp(*cold_client, *truth, absl::Seconds(30)).ok());
+  ASSERT_TRUE(WaitForCatchUp(*cold_client, truth.truth, absl::Seconds(30)).ok());
   absl::StatusOr<v1::GetStatsResponse> cold_stats = cold_client->GetStats();
   ASSERT_TRUE(cold_stats.ok()) << cold_stats.status();
   EXPECT_EQ(cold_stats->incomplete_workers(), 2u);
@@ -147,21 +141,13 @@ TEST(SnapshotRestartTest, AnEngineThatRestartedPastTheSavedSeqWhileTheServerWasD
   absl::StatusOr<std::unique_ptr<SimProcess>> second = SimProcess::Start(
       MixedEngineArgs({"--pods=1", same_ports, "--seed=19", "--rate=80", "--requests=80", "--replay_buffer=1000"}));
   ASSERT_TRUE(second.ok()) << second.status();
-  ASSERT_TRUE((*second)->WaitTrafficDone(absl::Seconds(60)).ok());
-  absl::StatusOr<nlohmann::json> truth = (*second)->Truth();
-  absl::StatusOr<nlohmann::json> prompts = (*second)->Prompts();
-  ASSERT_TRUE(truth.ok() && prompts.ok());
+  SimTruth truth;
+  ASSERT_NO_FATAL_FAILURE(TakeTruth(**second, truth));
 
-  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
-  ASSERT_TRUE(again.ok()) << again.status();
-  client = Connect(again->address, absl::Seconds(30));
-  ASSERT_NE(client, nullptr);
-  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
-  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
-  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
-  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
-  EXPECT_GT(same->blocks, 0u);
-  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*client);
+  CheckedServer again;
+  ASSERT_NO_FATAL_FAILURE(StartEqualToTheTruth(args, truth, again));
+  EXPECT_GT(again.same.blocks, 0u);
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*again.client);
   ASSERT_TRUE(workers.ok()) << workers.status();
   ASSERT_EQ(workers->size(), 1u);
   EXPECT_EQ((*workers)[0].second.restarts(), 1u);
@@ -187,21 +173,12 @@ TEST(SnapshotRestartTest, AKilledServerResumesFromItsLastPeriodicSnapshot) {
   ASSERT_TRUE(a->process->Wait(absl::Seconds(5)).has_value());
   client.reset();
 
-  absl::Status done = (*sim)->WaitTrafficDone(absl::Seconds(60));
-  ASSERT_TRUE(done.ok()) << done << "\n" << (*sim)->process().Stderr();
-  absl::StatusOr<nlohmann::json> truth = (*sim)->Truth();
-  absl::StatusOr<nlohmann::json> prompts = (*sim)->Prompts();
-  ASSERT_TRUE(truth.ok() && prompts.ok());
+  SimTruth truth;
+  ASSERT_NO_FATAL_FAILURE(TakeTruth(**sim, truth));
 
-  absl::StatusOr<ServerProcess> again = StartServerProcess(args);
-  ASSERT_TRUE(again.ok()) << again.status();
-  client = Connect(again->address, absl::Seconds(30));
-  ASSERT_NE(client, nullptr);
-  absl::Status caught_up = WaitForCatchUp(*client, *truth, absl::Seconds(30));
-  ASSERT_TRUE(caught_up.ok()) << caught_up << "\n" << again->process->Stderr();
-  absl::StatusOr<TruthComparison> same = CompareWithTruth(*client, *truth, *prompts);
-  ASSERT_TRUE(same.ok()) << same.status() << "\n" << again->process->Stderr();
-  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*client);
+  CheckedServer again;
+  ASSERT_NO_FATAL_FAILURE(StartEqualToTheTruth(args, truth, again));
+  absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> workers = Workers(*again.client);
   ASSERT_TRUE(workers.ok()) << workers.status();
   ASSERT_EQ(workers->size(), 2u);
   for (const auto& [name, info] : *workers) {
