@@ -156,7 +156,8 @@ void IoThread::Unwatch(Entry& entry) {
 }
 
 void IoThread::Rewatch(uint64_t id, Entry& entry) {
-  std::vector<zmq::socket_ref> sockets;
+  std::vector<zmq::socket_ref>& sockets = collected_;  // reused: a turn allocates nothing
+  sockets.clear();
   entry.task->CollectSockets(sockets);
   const bool same = sockets.size() == entry.watched.size() &&
                     std::equal(sockets.begin(), sockets.end(), entry.watched.begin(),

@@ -134,6 +134,7 @@ class IoThread {
   std::map<uint64_t, Entry> tasks_;
   std::set<std::pair<absl::Time, uint64_t>> timers_;  // tasks with a finite deadline
   std::vector<uint64_t> ready_;                       // tasks owed a turn, in order
+  std::vector<zmq::socket_ref> collected_;            // Rewatch's scratch
 
   std::thread thread_;  // last: starts after everything above is built
 };
