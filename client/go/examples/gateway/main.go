@@ -1,6 +1,8 @@
 // Command gateway is one routing step of a gateway using kvindex: for a
 // request's token ids, Match, combine the normalised prefix score with a
-// per-pod load signal, and pick a pod.
+// per-pod load signal, pick a pod, and tell kvindex where the request went
+// (RecordRouting: a routing hint, so the next requests sharing the prefix see
+// it before the engine's events arrive; --hint=false to skip).
 //
 //	go run ./examples/gateway --server localhost:50051 --model sim-model \
 //	    --tokens 1,2,3,... --load default/sim-0=0.9,default/sim-1=0.1
@@ -32,6 +34,7 @@ func main() {
 	token := flag.String("token", os.Getenv("KVINDEX_TOKEN"), "bearer token")
 	byHashes := flag.Bool("hashes", false, "send index hashes computed here instead of tokens (needs --block_size)")
 	blockSize := flag.Uint("block_size", 16, "block size for --hashes")
+	hint := flag.Bool("hint", true, "tell kvindex where the request went (RecordRouting): its blocks match as SPECULATIVE on that pod until the engine confirms them")
 	flag.Parse()
 
 	ids, err := parseTokens(*tokens)
@@ -77,6 +80,14 @@ func main() {
 		}
 	}
 	fmt.Printf("route to %s\n", best)
+	if *hint && best != "" {
+		// Best effort: a gateway routes whether or not the hint lands.
+		if r, err := c.RecordRoutingTokens(ctx, *model, *lora, best, 0, ids); err != nil {
+			fmt.Fprintln(os.Stderr, "record routing:", err)
+		} else {
+			fmt.Printf("hinted %d blocks to %s (ttl %d ms)\n", r.GetBlocks(), best, r.GetTtlMs())
+		}
+	}
 }
 
 func parseTokens(s string) ([]uint32, error) {
