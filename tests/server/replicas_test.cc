@@ -16,7 +16,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/kvindex_client.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -32,6 +35,16 @@ namespace {
 constexpr int kReplicas = 3;
 constexpr int kPods = 4;
 constexpr int kRequestsPerEngine = 120;
+
+// A replica's warnings and errors (the last 40), to say why it differs.
+std::string WarningsOf(const ServerProcess& replica) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(replica.process->Stderr(), '\n')) {
+    if (absl::StrContains(line, "[warning]") || absl::StrContains(line, "[error]")) lines.emplace_back(line);
+  }
+  if (lines.size() > 40) lines.erase(lines.begin(), lines.end() - 40);
+  return absl::StrCat("replica's warnings:\n", absl::StrJoin(lines, "\n"));
+}
 
 TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
   // The engines start publishing at once (only the pods file is awaited); the
@@ -78,9 +91,9 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
 
   for (int i = 0; i < kReplicas; ++i) {
     absl::Status caught_up = WaitForCatchUp(*clients[i], *truth, absl::Seconds(90));
-    ASSERT_TRUE(caught_up.ok()) << "replica " << i << ": " << caught_up;
+    ASSERT_TRUE(caught_up.ok()) << "replica " << i << ": " << caught_up << "\n" << WarningsOf(replicas[i]);
     absl::StatusOr<TruthComparison> same = CompareWithTruth(*clients[i], *truth, *prompts);
-    ASSERT_TRUE(same.ok()) << "replica " << i << ":\n" << same.status();
+    ASSERT_TRUE(same.ok()) << "replica " << i << ":\n" << same.status() << "\n" << WarningsOf(replicas[i]);
     EXPECT_EQ(same->workers, static_cast<size_t>(kPods));
     EXPECT_GT(same->cpu_blocks, 0u) << "the CPU tier was never compared";
     EXPECT_GT(same->partial_matches, 0u) << "no chain matched some worker only partly: the workload is too easy";
@@ -117,7 +130,8 @@ TEST(ReplicasTest, EveryReplicaAnswersAlikeAndAsTheGroundTruth) {
       EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(answers[0], answers[i]))
           << prompt["label"] << ": replica " << i << " differs:\n"
           << answers[0].DebugString() << "\nvs\n"
-          << answers[i].DebugString();
+          << answers[i].DebugString() << "\n"
+          << WarningsOf(replicas[i]);
     }
   }
 
