@@ -350,6 +350,37 @@ TEST(SimEngineTest, RequestsPerBatchGroupsPromptsIntoOneMessage) {
   EXPECT_GE(c.cache.stored_blocks, 20u * 8);
 }
 
+// Gateway mode's engine: a prompt is served (and counted as cached) at once,
+// its events go out only when due, in the order served.
+TEST(SimEngineTest, ServeLaterHoldsTheEventsUntilTheyAreDue) {
+  zmq::context_t context;
+  auto engine = SimEngine::Create(context, Engine(0, PayloadLayout::kMap, HashEncoding::kInt, 4, 1000, 0));
+  ASSERT_TRUE(engine.ok());
+  SimEngine& e = **engine;
+  const std::vector<uint32_t> first = {1, 2, 3, 4, 5, 6, 7, 8, 9};  // two full blocks of 4
+  const std::vector<uint32_t> second = {1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13};
+  const absl::Time t0 = absl::Now();
+  EXPECT_EQ(e.ServeLater(first, t0 + absl::Seconds(10)), 0u);
+  EXPECT_EQ(e.CachedBlocks(second), 2u);  // served: the cache has it before the wire does
+  EXPECT_EQ(e.ServeLater(second, t0 + absl::Seconds(5)), 2u);  // due earlier, still after the first
+  EXPECT_EQ(e.NextDue(), t0 + absl::Seconds(10));
+  EXPECT_EQ(e.counters().requests, 2u);
+
+  ASSERT_TRUE(e.PublishDue(t0 + absl::Seconds(9)).ok());
+  EXPECT_EQ(e.Truth().last_seq, -1);  // nothing published yet
+  ASSERT_TRUE(e.PublishDue(t0 + absl::Seconds(10)).ok());
+  EXPECT_EQ(e.Truth().last_seq, 1);  // both, in the order served
+  EXPECT_EQ(e.NextDue(), absl::InfiniteFuture());
+  auto dealer = testing::Dealer(context, *e.replay_port());
+  auto replies = Replay(dealer, 0, [&] { ASSERT_TRUE(e.ServeReplay().ok()); });
+  ASSERT_THAT(replies, SizeIs(3));  // two batches and the end marker
+  auto batch = DecodeEventBatch(replies[1][2]);
+  ASSERT_TRUE(batch.ok());
+  ASSERT_THAT(batch->events, SizeIs(1));
+  ASSERT_TRUE(std::holds_alternative<BlockStored>(batch->events[0]));
+  EXPECT_THAT(std::get<BlockStored>(batch->events[0]).block_hashes, SizeIs(1));  // only the new block
+}
+
 // The runner's threads serve traffic and replay; a follower catches up through them.
 TEST(SimRunnerTest, RunnerThreadsPublishAndServeReplay) {
   zmq::context_t context;

@@ -1,5 +1,6 @@
 #include "tools/sim/sim_engine.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -56,11 +57,49 @@ absl::Status SimEngine::Step(size_t requests) {
   return first_error;
 }
 
+size_t SimEngine::ServeLater(absl::Span<const uint32_t> tokens, absl::Time publish_at) {
+  absl::MutexLock lock(&mu_);
+  EventBatch batch;
+  const size_t cached = cache_.Serve(tokens, &batch.events);
+  ++counters_.requests;
+  counters_.cache = cache_.counters();
+  if (!batch.events.empty()) {
+    // Due times only grow for a constant delay; a shorter one waits its turn (order is the engine's).
+    if (!held_.empty()) publish_at = std::max(publish_at, held_.back().first);
+    held_.emplace_back(publish_at, std::move(batch));
+  }
+  return cached;
+}
+
+absl::Status SimEngine::PublishDue(absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  absl::Status first_error;
+  while (!held_.empty() && held_.front().first <= now) {
+    if (absl::Status status = PublishLocked(held_.front().second); !status.ok() && first_error.ok()) {
+      first_error = status;
+    }
+    held_.pop_front();
+  }
+  counters_.publisher = publisher_->counters();
+  return first_error;
+}
+
+absl::Time SimEngine::NextDue() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return held_.empty() ? absl::InfiniteFuture() : held_.front().first;
+}
+
+size_t SimEngine::CachedBlocks(absl::Span<const uint32_t> tokens) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return cache_.CachedPrefixBlocks(tokens);
+}
+
 absl::Status SimEngine::Restart() {
   absl::MutexLock lock(&mu_);
   ++counters_.restarts;
   salt_ = Mix64(salt_ + 0x9E3779B97F4A7C15ULL);
   cache_.Reset(salt_);
+  held_.clear();  // the old incarnation's events die with it
   absl::Status status = publisher_->Restart(options_.rebind_on_restart);
   next_seq_ = publisher_->next_seq();
   if (status.ok() && options_.clear_event_on_restart) {

@@ -4,22 +4,25 @@
 // an EngineCache whose events are encoded in the engine's payload layout and
 // published by a Publisher.
 //
-// Thread safety: Step(), Restart(), ReplayPollItem() and ServeReplay() touch
+// Thread safety: Step(), PublishDue(), Restart(), ReplayPollItem() and ServeReplay() touch
 // ZeroMQ sockets and must be called from one thread (the one running the
 // engine). Truth(), Expected() and SampleConversations() may be called from any
 // thread; they see the state between two batches.
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "tools/sim/engine_cache.h"
 #include "tools/sim/ground_truth.h"
@@ -65,6 +68,16 @@ class SimEngine {
   // requests_per_batch prompts per batch (a batch without events is not sent).
   // UNAVAILABLE when ZeroMQ failed (the batch kept its seq and stays replayable).
   [[nodiscard]] absl::Status Step(size_t requests) ABSL_LOCKS_EXCLUDED(mu_);
+  // Serves one prompt chosen by someone else (a gateway) now, its events held
+  // until PublishDue reaches `publish_at` (event delivery delayed, as under
+  // load). Returns the prompt's leading full blocks that were already cached.
+  size_t ServeLater(absl::Span<const uint32_t> tokens, absl::Time publish_at) ABSL_LOCKS_EXCLUDED(mu_);
+  // Publishes, in order, the batches ServeLater held that are due at `now`.
+  [[nodiscard]] absl::Status PublishDue(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // When the next held batch falls due; InfiniteFuture when none is held.
+  absl::Time NextDue() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Leading full blocks of `tokens` this engine holds now, in any tier.
+  size_t CachedBlocks(absl::Span<const uint32_t> tokens) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Engine restart: the cache is emptied and its hash salt changes (vLLM's
   // NONE_HASH), seq restarts at 0, the replay buffer is emptied and the
@@ -112,6 +125,7 @@ class SimEngine {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t salt_ ABSL_GUARDED_BY(mu_);
   EngineCounters counters_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<absl::Time, EventBatch>> held_ ABSL_GUARDED_BY(mu_);  // ServeLater's, by due time
 };
 
 }  // namespace kvindex::sim

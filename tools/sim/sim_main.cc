@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "server/flags_help.h"
 #include "spdlog/spdlog.h"
 #include "tools/sim/atomic_file.h"
+#include "tools/sim/gateway.h"
 #include "tools/sim/pod_snapshot_text.h"
 #include "tools/sim/sim_engine.h"
 #include "tools/sim/sim_runner.h"
@@ -100,6 +102,23 @@ ABSL_FLAG(absl::Duration, duration, absl::ZeroDuration(), "Traffic time; 0: unti
 ABSL_FLAG(bool, keep_running, false, "After the traffic stops, keep the sockets up (replay served) until a signal.");
 ABSL_FLAG(uint32_t, threads, 1, "Threads driving the engines.");
 ABSL_FLAG(int32_t, zmq_io_threads, 1, "ZeroMQ I/O threads.");
+
+// Gateway mode (tools/sim/gateway.h): route bursts through a kvindex server instead of the traffic above.
+ABSL_FLAG(std::string, gateway, "",
+          "Gateway mode: the kvindex server (host:port) to route through. The simulator pushes its pods to it "
+          "(SyncPods), waits until it follows every engine, routes --bursts bursts by Match (and RecordRouting "
+          "with --gateway_hint), prints its report in the summary line and exits. --rate, --requests and the "
+          "workload flags other than --seed and --vocab_size do not apply.");
+ABSL_FLAG(std::string, gateway_token, "", "Gateway mode: bearer token for the server (KVINDEX_TOKEN when empty).");
+ABSL_FLAG(bool, gateway_hint, false, "Gateway mode: send RecordRouting for every pick.");
+ABSL_FLAG(uint32_t, bursts, 16, "Gateway mode: bursts of requests, each sharing a new prefix.");
+ABSL_FLAG(uint32_t, burst_size, 8, "Gateway mode: requests per burst.");
+ABSL_FLAG(uint32_t, burst_prefix_tokens, 1024, "Gateway mode: tokens of a burst's shared prefix.");
+ABSL_FLAG(uint32_t, burst_suffix_tokens, 64, "Gateway mode: tokens each request adds to the prefix.");
+ABSL_FLAG(absl::Duration, request_gap, absl::Milliseconds(5), "Gateway mode: time between a burst's requests.");
+ABSL_FLAG(absl::Duration, burst_gap, absl::Milliseconds(200), "Gateway mode: time between bursts.");
+ABSL_FLAG(absl::Duration, event_delay, absl::Milliseconds(300),
+          "Gateway mode: time from an engine serving a request to its KV events on the wire (delivery under load).");
 
 // Outputs.
 ABSL_FLAG(std::string, truth_file, "", "Write the ground truth JSON here (atomically), periodically and at exit.");
@@ -349,6 +368,59 @@ Totals Sum(const std::vector<std::unique_ptr<SimEngine>>& engines) {
   return t;
 }
 
+// Gateway mode: routes the bursts through `server` and prints the report.
+int RunGateway(const std::string& server, const std::vector<SimEngine*>& engines, const std::string& pods,
+               const sigset_t& signals) {
+  client::ClientOptions client_options;
+  client_options.server = server;
+  client_options.token = absl::GetFlag(FLAGS_gateway_token);
+  if (const char* token = std::getenv("KVINDEX_TOKEN"); client_options.token.empty() && token != nullptr) {
+    client_options.token = token;
+  }
+  absl::StatusOr<std::unique_ptr<client::KvIndexClient>> client = client::KvIndexClient::Create(client_options);
+  if (!client.ok()) {
+    spdlog::error("gateway: {}", client.status().ToString());
+    return 1;
+  }
+  GatewayOptions o;
+  o.hint = absl::GetFlag(FLAGS_gateway_hint);
+  o.bursts = absl::GetFlag(FLAGS_bursts);
+  o.burst_size = std::max<uint32_t>(absl::GetFlag(FLAGS_burst_size), 1);
+  o.prefix_tokens = absl::GetFlag(FLAGS_burst_prefix_tokens);
+  o.suffix_tokens = absl::GetFlag(FLAGS_burst_suffix_tokens);
+  o.request_gap = absl::GetFlag(FLAGS_request_gap);
+  o.burst_gap = absl::GetFlag(FLAGS_burst_gap);
+  o.event_delay = absl::GetFlag(FLAGS_event_delay);
+  o.vocab_size = std::max<uint32_t>(absl::GetFlag(FLAGS_vocab_size), 1);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.model = absl::GetFlag(FLAGS_model);
+  o.lora_name = absl::GetFlag(FLAGS_lora_name);
+  Gateway gateway(client->get(), engines, o);
+  auto stop = [&signals] {
+    const timespec none{0, 0};
+    const int sig = sigtimedwait(&signals, nullptr, &none);
+    return sig == SIGINT || sig == SIGTERM;
+  };
+  if (absl::Status s = gateway.Connect(pods, stop); !s.ok()) {
+    spdlog::error("gateway: {}", s.ToString());
+    return 1;
+  }
+  spdlog::info("gateway: the server follows every engine; routing {} bursts of {} ({}hints)", o.bursts,
+               o.burst_size, o.hint ? "" : "no ");
+  absl::StatusOr<GatewayReport> report = gateway.Run(stop);
+  if (!report.ok()) {
+    spdlog::error("gateway: {}", report.status().ToString());
+    return 1;
+  }
+  TruthWriter truth({.truth_file = absl::GetFlag(FLAGS_truth_file), .seed = absl::GetFlag(FLAGS_seed)});
+  if (absl::Status s = truth.Write(engines); !s.ok()) {
+    spdlog::error("{}", s.ToString());
+    return 1;
+  }
+  std::cout << nlohmann::json{{"engines", engines.size()}, {"gateway", report->ToJson()}}.dump() << std::endl;
+  return 0;
+}
+
 int Main() {
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   absl::StatusOr<std::vector<SimEngineOptions>> plan = PlanEngines();
@@ -419,6 +491,10 @@ int Main() {
       spdlog::error("{}", s.ToString());
       return 1;
     }
+  }
+
+  if (const std::string server = absl::GetFlag(FLAGS_gateway); !server.empty()) {
+    return RunGateway(server, engine_ptrs, PodSnapshotText(PodsOf(*plan, events_ports, replay_ports)), signals);
   }
 
   RunnerOptions run;
