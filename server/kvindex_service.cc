@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,6 +65,16 @@ grpc::Status InvalidArgument(std::string message) {
 }
 
 grpc::Status ShuttingDown() { return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"); }
+
+// WorkerInfo.state of a worker that exists only through routing hints (a pod
+// followed without KV events).
+constexpr char kHintsOnlyState[] = "hints_only";
+
+// Orders WorkerKeys (sorted by pod, then rank) against a pod key.
+struct PodOrder {
+  bool operator()(const WorkerKey& w, const std::string& pod) const { return w.pod < pod; }
+  bool operator()(const std::string& pod, const WorkerKey& w) const { return pod < w.pod; }
+};
 
 }  // namespace
 
@@ -261,12 +272,26 @@ grpc::Status KvIndexService::ListPods(grpc::ServerContext* context, const v1::Li
   std::vector<PodStatus> pods = pods_->ListPods(request->page_token(), page == 0 ? 0 : page + 1);
   const bool more = page != 0 && pods.size() > page;
   if (more) pods.pop_back();
+  std::optional<std::vector<WorkerKey>> index_workers;  // sorted; read once, for the first pod without events
   for (const PodStatus& pod : pods) {
     v1::PodInfo* info = response->add_pods();
     *info = PodInfoToProto(pod);
     for (const WorkerStatus& worker : pod.workers) {
       *info->add_workers() =
           WorkerInfoToProto(worker, index_->GetWorkerStats(WorkerKey{info->key(), worker.dp_rank}));
+    }
+    if (!pod.workers.empty()) continue;
+    // Not subscribed: its workers in the index exist through routing hints only.
+    if (!index_workers.has_value()) index_workers = index_->WorkerKeys();
+    const auto [first, last] = std::equal_range(index_workers->begin(), index_workers->end(), info->key(),
+                                                PodOrder{});
+    for (auto it = first; it != last; ++it) {
+      WorkerStatus hinted;
+      hinted.dp_rank = it->dp_rank;
+      v1::WorkerInfo* w = info->add_workers();
+      *w = WorkerInfoToProto(hinted, index_->GetWorkerStats(*it));
+      w->set_state(std::string(kHintsOnlyState));
+      w->set_speculative_ttl_ms(0);  // what ttl_ms = 0 gets for a pod without KV events: no deadline
     }
   }
   if (more) response->set_next_page_token(response->pods(response->pods_size() - 1).key());

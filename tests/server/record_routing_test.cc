@@ -161,12 +161,24 @@ TEST_F(RecordRoutingTest, HintsMatchAsSpeculativeAndShowInListPodsAndMetrics) {
 
   absl::StatusOr<v1::ListPodsResponse> pods = client_->ListPods();
   ASSERT_TRUE(pods.ok());
+  ASSERT_EQ(pods->pods_size(), 2);
   for (const v1::PodInfo& pod : pods->pods()) {
-    if (pod.key() != "default/followed") continue;
-    ASSERT_EQ(pod.workers_size(), 2);
-    EXPECT_EQ(pod.workers(0).speculative_entries(), 1u);
-    EXPECT_EQ(pod.workers(1).speculative_entries(), 2u);
-    EXPECT_EQ(pod.workers(1).speculative_ttl_ms(), 2000u);
+    if (pod.key() == "default/followed") {
+      ASSERT_EQ(pod.workers_size(), 2);
+      EXPECT_EQ(pod.workers(0).speculative_entries(), 1u);
+      EXPECT_EQ(pod.workers(1).speculative_entries(), 2u);
+      EXPECT_EQ(pod.workers(1).speculative_ttl_ms(), 2000u);
+    } else {
+      // Not subscribed: its one worker exists through the hints alone.
+      EXPECT_EQ(pod.key(), "default/silent");
+      EXPECT_FALSE(pod.subscribed());
+      ASSERT_EQ(pod.workers_size(), 1);
+      EXPECT_EQ(pod.workers(0).dp_rank(), 0u);
+      EXPECT_EQ(pod.workers(0).state(), "hints_only");
+      EXPECT_EQ(pod.workers(0).speculative_entries(), 4u);
+      EXPECT_EQ(pod.workers(0).speculative_ttl_ms(), 0u);  // kept until evicted
+      EXPECT_EQ(pod.workers(0).blocks(), 0u);
+    }
   }
   const std::string metrics = server_->metrics().Render();
   EXPECT_THAT(metrics, HasSubstr("kvindex_speculative_entries 7\n"));

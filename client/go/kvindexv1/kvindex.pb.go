@@ -1205,7 +1205,8 @@ type WorkerInfo struct {
 	unknownFields protoimpl.UnknownFields
 
 	DpRank uint32 `protobuf:"varint,1,opt,name=dp_rank,json=dpRank,proto3" json:"dp_rank,omitempty"`
-	// "connecting", "live", "replaying", "failed".
+	// "connecting", "live", "replaying", "failed"; "hints_only" for a rank of a pod
+	// without KV events that holds routing hints (RecordRouting).
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// Last sequence number applied; -1 before the first.
 	LastSeq       int64  `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
