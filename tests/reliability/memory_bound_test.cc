@@ -24,22 +24,13 @@
 #include "tests/server/server_process.h"
 #include "tests/testing/clients.h"
 #include "tests/testing/pods.h"
+#include "tests/testing/sanitized.h"
 
 namespace kvindex::testing {
 namespace {
 
 // Sanitizers keep shadow memory and quarantines: RSS says nothing there.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::kvindex::testutil::kSanitized;
 
 // Sanitized builds ingest 5-20x slower: a smaller budget is reached as surely.
 constexpr uint64_t kBudgetMb = kSanitized ? 4 : 48;

@@ -29,6 +29,7 @@
 #include "tests/testing/clients.h"
 #include "tests/testing/dead_port.h"
 #include "tests/testing/pods.h"
+#include "tests/testing/sanitized.h"
 
 namespace kvindex::testing {
 namespace {
@@ -40,9 +41,14 @@ using ::kvindex::testutil::PodKey;
 using ::kvindex::testutil::SnapshotUpdate;
 using ::kvindex::testutil::Upsert;
 
-constexpr int kWorkers = 10000;
-constexpr int kLivePods = 200;
-constexpr int kChurnRounds = 30;          // of kChurnPerRound updates, one round per 100 ms:
+// Sanitized builds run 5-15x slower: under TSan, 10,000 subscriptions at once
+// starved the live engines' replies past the replay timeout (CI). They check
+// the same behaviour at a tenth of the size; the default build checks the scale.
+using ::kvindex::testutil::kSanitized;
+
+constexpr int kWorkers = kSanitized ? 1000 : 10000;
+constexpr int kLivePods = kSanitized ? 50 : 200;
+constexpr int kChurnRounds = kSanitized ? 10 : 30;  // of kChurnPerRound updates, one round per 100 ms:
 constexpr int kChurnPerRound = 100;       // 1,000 updates per second
 constexpr absl::Duration kCatchUp = absl::Seconds(120);
 
@@ -164,6 +170,7 @@ TEST(ScaleTest, TenThousandWorkersOfWhichTwoHundredLiveChurnedAtAThousandPerSeco
     std::vector<v1::PodUpdate> updates;
     std::vector<std::pair<std::string, v1::PodOutcome>> want;
     for (int i = 0; i < kChurnPerRound / 2; ++i) {
+      ASSERT_FALSE(doomed.empty()) << "more churn than dead pods";
       const std::string key = doomed.back();
       doomed.pop_back();
       updates.push_back(testutil::Delete(key));
