@@ -15,6 +15,7 @@
 #include "tools/bench/latency_summary.h"
 #include "tools/bench/local_stack.h"
 #include "tools/sim/rng.h"
+#include "tools/sim/workload.h"
 #include "zmq.hpp"
 
 namespace kvindex::sim {
@@ -31,10 +32,6 @@ std::pair<double, double> Percentiles(const std::vector<double>& ms) {
   for (double m : ms) ns.push_back(static_cast<int64_t>(m * 1e6));
   const bench::LatencySummary s = bench::Summarize(ns);
   return {s.p50_us / 1e3, s.p99_us / 1e3};
-}
-
-void AppendRandom(Rng& rng, uint32_t vocab_size, size_t n, std::vector<uint32_t>& out) {
-  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<uint32_t>(rng.Below(vocab_size)));
 }
 
 }  // namespace
@@ -55,7 +52,9 @@ nlohmann::json GatewayReport::ToJson() const {
 }
 
 Gateway::Gateway(client::KvIndexClient* client, std::vector<SimEngine*> engines, GatewayOptions options)
-    : client_(client), engines_(std::move(engines)), options_(std::move(options)), sent_(engines_.size(), 0) {}
+    : client_(client), engines_(std::move(engines)), options_(std::move(options)), sent_(engines_.size(), 0) {
+  for (const SimEngine* engine : engines_) keys_.push_back(EngineKey(engine->pod_key(), engine->options().dp_rank));
+}
 
 absl::Status Gateway::Pump(absl::Time until) {
   std::vector<zmq::pollitem_t> items;
@@ -106,8 +105,7 @@ absl::Status Gateway::Connect(const std::string& pods, const std::function<bool(
       }
     }
     waiting.clear();
-    for (SimEngine* engine : engines_) {
-      const std::string key = EngineKey(engine->pod_key(), engine->options().dp_rank);
+    for (const std::string& key : keys_) {
       if (std::find(live.begin(), live.end(), key) == live.end()) absl::StrAppend(&waiting, " ", key);
     }
     if (waiting.empty()) return absl::OkStatus();
@@ -133,9 +131,7 @@ size_t Gateway::Route(const std::vector<uint32_t>& tokens, GatewayReport& report
     spdlog::warn("gateway: Match failed: {}", answer.status().ToString());
   } else if (answer->pods_size() > 0 && answer->pods(0).score() > 0) {
     const std::string best = EngineKey(answer->pods(0).pod(), answer->pods(0).dp_rank());
-    for (size_t i = 0; i < engines_.size(); ++i) {
-      if (EngineKey(engines_[i]->pod_key(), engines_[i]->options().dp_rank) == best) pick = i;
-    }
+    if (auto it = std::find(keys_.begin(), keys_.end(), best); it != keys_.end()) pick = it - keys_.begin();
     if (pick.has_value()) ++report.routed_by_match;
   }
   if (!pick.has_value()) pick = std::min_element(sent_.begin(), sent_.end()) - sent_.begin();

@@ -88,7 +88,8 @@ class Gateway {
   client::KvIndexClient* const client_;
   const std::vector<SimEngine*> engines_;
   const GatewayOptions options_;
-  std::vector<uint64_t> sent_;  // requests sent to each engine
+  std::vector<std::string> keys_;  // each engine's "namespace/name#rank"
+  std::vector<uint64_t> sent_;     // requests sent to each engine
   std::vector<double> match_ms_, hint_ms_;
 };
 

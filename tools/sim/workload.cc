@@ -5,14 +5,10 @@
 #include "absl/strings/str_cat.h"
 
 namespace kvindex::sim {
-namespace {
-
 void AppendRandom(Rng& rng, uint32_t vocab_size, size_t n, std::vector<uint32_t>& out) {
   const uint32_t vocab = std::max<uint32_t>(vocab_size, 2);
   for (size_t i = 0; i < n; ++i) out.push_back(static_cast<uint32_t>(rng.Below(vocab)));
 }
-
-}  // namespace
 
 std::vector<std::vector<uint32_t>> MakeSystemPrompts(const WorkloadOptions& options) {
   Rng rng(Mix64(options.seed ^ 0x5157E9A0ULL));

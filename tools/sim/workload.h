@@ -48,6 +48,9 @@ struct SamplePrompt {
   PromptKeys keys;  // its multimodal inputs and salt (empty for shared prompts)
 };
 
+// Appends `n` tokens drawn uniformly from [0, vocab_size) (at least 2 ids).
+void AppendRandom(Rng& rng, uint32_t vocab_size, size_t n, std::vector<uint32_t>& out);
+
 // The system prompts every engine of a run shares.
 std::vector<std::vector<uint32_t>> MakeSystemPrompts(const WorkloadOptions& options);
 
