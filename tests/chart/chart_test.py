@@ -212,7 +212,7 @@ class ChartTest(unittest.TestCase):
         f = flags(c)
         self.assertEqual(f["max_match_tokens"], "1000000")  # an int, not 1e+06
         for absent in ("auth_token_file", "auth_all_rpcs", "tls_cert_file", "tls_key_file",
-                       "tls_client_ca_file", "pods_file"):
+                       "tls_client_ca_file", "pods_file", "bootstrap_ca_file"):
             self.assertNotIn(absent, f)
         self.assertNotIn("env", c)
         self.assertIn("cpu", c["resources"]["requests"])
@@ -281,6 +281,12 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(f["tls_client_ca_file"], "/etc/kvindex/client-ca/ca.crt")
         self.assertEqual(volumes["tls"]["secret"]["secretName"], "kvindex-tls")
         self.assertEqual(volumes["client-ca"]["secret"]["secretName"], "kvindex-client-ca")
+        # The bootstrap verifies its peer with the TLS secret's ca.crt.
+        self.assertEqual(f["bootstrap_ca_file"], "/etc/kvindex/bootstrap-ca/ca.crt")
+        self.assertEqual(volumes["bootstrap-ca"]["secret"]["secretName"], "kvindex-tls")
+        self.assertEqual(volumes["bootstrap-ca"]["secret"]["items"], [{"key": "ca.crt", "path": "ca.crt"}])
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        self.assertEqual(mounts["bootstrap-ca"], "/etc/kvindex/bootstrap-ca")
         # Kubelet's gRPC probes cannot speak TLS: TCP on the gRPC port instead.
         for probe in ("livenessProbe", "readinessProbe"):
             self.assertEqual(c[probe]["tcpSocket"], {"port": "grpc"})
@@ -322,6 +328,25 @@ class ChartTest(unittest.TestCase):
         self.assertEqual(auth["secretName"], "my-token")
         self.assertEqual(auth["items"], [{"key": "tok", "path": "token"}])
         self.assertNotIn("auth_all_rpcs", flags(c))
+
+    def test_bootstrap_ca_only_with_tls(self):
+        # Without TLS the bootstrap is plaintext: no CA to mount.
+        _, pod, c = self.check_common(render({"bootstrap": {"ca": {"enabled": True}}}))
+        self.assertNotIn("bootstrap_ca_file", flags(c))
+        self.assertNotIn("bootstrap-ca", [v["name"] for v in pod["volumes"]])
+        # With TLS, a CA of its own Secret and key.
+        _, pod, c = self.check_common(render({
+            "tls": {"enabled": True, "existingSecret": "srv-tls"},
+            "bootstrap": {"ca": {"enabled": True, "existingSecret": "peers-ca", "key": "root.pem"}}}))
+        self.assertEqual(flags(c)["bootstrap_ca_file"], "/etc/kvindex/bootstrap-ca/ca.crt")
+        ca = {v["name"]: v for v in pod["volumes"]}["bootstrap-ca"]["secret"]
+        self.assertEqual(ca["secretName"], "peers-ca")
+        self.assertEqual(ca["items"], [{"key": "root.pem", "path": "ca.crt"}])
+        # No bootstrap, no CA.
+        _, pod, c = self.check_common(render({
+            "tls": {"enabled": True, "existingSecret": "srv-tls"},
+            "bootstrap": {"enabled": False, "ca": {"enabled": True}}}))
+        self.assertNotIn("bootstrap_ca_file", flags(c))
 
     def test_misconfigurations_fail(self):
         err = render({"auth": {"enabled": True}}, expect_error=True)

@@ -54,11 +54,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "kvindex.tlsSecretName" .) .Values.tls.clientCA.existingSecret }}
 {{- end }}
 
+{{- define "kvindex.bootstrapCASecretName" -}}
+{{- default (include "kvindex.tlsSecretName" .) .Values.bootstrap.ca.existingSecret }}
+{{- end }}
+
+{{/* The bootstrap verifies its peer with bootstrap.ca: only with TLS and a bootstrap. */}}
+{{- define "kvindex.bootstrapCA" -}}
+{{- if and .Values.tls.enabled .Values.bootstrap.enabled .Values.bootstrap.ca.enabled }}true{{ end }}
+{{- end }}
+
 {{/* Files mounted into the container. */}}
 {{- define "kvindex.authTokenFile" -}}/etc/kvindex/auth/token{{- end }}
 {{- define "kvindex.tlsCertFile" -}}/etc/kvindex/tls/tls.crt{{- end }}
 {{- define "kvindex.tlsKeyFile" -}}/etc/kvindex/tls/tls.key{{- end }}
 {{- define "kvindex.clientCAFile" -}}/etc/kvindex/client-ca/ca.crt{{- end }}
+{{- define "kvindex.bootstrapCAFile" -}}/etc/kvindex/bootstrap-ca/ca.crt{{- end }}
 {{- define "kvindex.podsFile" -}}/etc/kvindex/pods/pods.textproto{{- end }}
 
 {{/* The peers Service (ready replicas only) as a --bootstrap_from target. */}}
