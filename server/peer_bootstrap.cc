@@ -31,7 +31,8 @@ BootstrapOutcome OutcomeOfCall(absl::StatusCode code) {
   }
 }
 
-BootstrapResult Stream(const BootstrapOptions& options, PrefixIndex* index) {
+// One ExportIndex call, on a channel of its own, ending by `deadline`.
+BootstrapResult Stream(const BootstrapOptions& options, absl::Time deadline, PrefixIndex* index) {
   BootstrapResult result;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_chunk_bytes) + (64 << 10));
@@ -39,7 +40,7 @@ BootstrapResult Stream(const BootstrapOptions& options, PrefixIndex* index) {
       options.peer, options.credentials != nullptr ? options.credentials : grpc::InsecureChannelCredentials(), args);
   std::unique_ptr<v1::KvIndex::Stub> stub = v1::KvIndex::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  context.set_deadline(absl::ToChronoTime(deadline));
   if (!options.token.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
   v1::ExportIndexRequest request;
   request.set_max_chunk_bytes(options.max_chunk_bytes);
@@ -88,7 +89,24 @@ BootstrapResult Stream(const BootstrapOptions& options, PrefixIndex* index) {
 
 BootstrapResult BootstrapFromPeer(const BootstrapOptions& options, PrefixIndex* index, KvIndexMetrics* metrics) {
   const absl::Time start = absl::Now();
-  BootstrapResult result = Stream(options, index);
+  const absl::Time deadline = start + options.timeout;
+  BootstrapResult result;
+  uint64_t bytes = 0;
+  absl::Duration pause = options.retry_pause;
+  for (int attempt = 1;; ++attempt) {
+    result = Stream(options, deadline, index);
+    bytes += result.bytes;
+    result.attempts = attempt;
+    if (result.outcome != BootstrapOutcome::kUnreachable || attempt >= options.attempts ||
+        absl::Now() + pause >= deadline) {
+      break;
+    }
+    spdlog::warn("bootstrap from {}: attempt {} of {} reached no peer ({}); trying again in {}", options.peer, attempt,
+                 options.attempts, std::string(result.status.message()), absl::FormatDuration(pause));
+    absl::SleepFor(pause);
+    pause *= 2;
+  }
+  result.bytes = bytes;
   metrics->OnBootstrap(result.outcome, result.bytes);
   const std::string took = absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1)));
   if (result.outcome == BootstrapOutcome::kLoaded) {
@@ -100,8 +118,8 @@ BootstrapResult BootstrapFromPeer(const BootstrapOptions& options, PrefixIndex* 
                  options.peer, load.pods.size(), load.workers, load.entries, incomplete, load.skipped, result.bytes,
                  took);
   } else {
-    spdlog::error("bootstrap from {} failed ({}) after {}: {}", options.peer, BootstrapOutcomeName(result.outcome),
-                  took, result.status.ToString());
+    spdlog::error("bootstrap from {} failed ({}) after {} and {} attempt(s): {}", options.peer,
+                  BootstrapOutcomeName(result.outcome), took, result.attempts, result.status.ToString());
   }
   return result;
 }

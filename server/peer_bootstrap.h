@@ -13,6 +13,12 @@
 // it was, the outcome is counted (kvindex_bootstrap_total{outcome}) and
 // logged in one line, and the caller starts from its snapshot or cold.
 //
+// A peer that cannot be reached (UNAVAILABLE: none listening yet, one shut
+// down in the middle of the export) is asked again, on a new channel that
+// resolves the target again, a few times within the timeout: in a rolling
+// update the peer that the first attempt found may be the one being stopped.
+// The other outcomes are final.
+//
 // Thread safety: called once, by the server's owner thread, before anything
 // else uses the index.
 
@@ -39,6 +45,10 @@ struct BootstrapOptions {
   // The channel's credentials (MakePeerCredentials); null: plaintext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   uint32_t max_chunk_bytes = 1 << 20;  // ExportIndexRequest.max_chunk_bytes
+  // Attempts while the outcome is kUnreachable, the pause before the second
+  // one (doubling after each), all within `timeout`.
+  int attempts = 3;
+  absl::Duration retry_pause = absl::Milliseconds(500);
 };
 
 struct BootstrapResult {
@@ -47,7 +57,8 @@ struct BootstrapResult {
   // kLoaded: the pods and resumes to hand to the manager (created: when the
   // peer's export began).
   SnapshotLoad load;
-  uint64_t bytes = 0;  // body bytes received
+  uint64_t bytes = 0;  // body bytes received, over all attempts
+  int attempts = 0;    // ExportIndex calls made
 };
 
 // Streams options.peer's index into `index` (which holds none of its

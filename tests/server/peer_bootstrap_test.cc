@@ -2,11 +2,13 @@
 // chunks no larger than asked, guarded by the token even without
 // --auth_all_rpcs; BootstrapFromPeer imports it whole (cursors and
 // history_complete as the peer had them) or, refused (wrong or missing token,
-// no peer), leaves the index empty and counts the outcome; a server whose
-// bootstrap fails starts anyway.
+// no peer), leaves the index empty and counts the outcome; a peer that
+// answers UNAVAILABLE (stopping) is asked again, the other outcomes are
+// final; a server whose bootstrap fails starts anyway.
 
 #include <stdlib.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -17,6 +19,8 @@
 #include "gtest/gtest.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
 #include "kvindex/v1/kvindex.grpc.pb.h"
 #include "server/kvindex_server.h"
 #include "server/peer_bootstrap.h"
@@ -153,8 +157,95 @@ TEST_F(PeerBootstrapTest, NoPeerIsUnreachableAndLeavesNothing) {
   PrefixIndex index;
   server::BootstrapResult result = Bootstrap(kToken, &index, absl::StrCat("127.0.0.1:", (*dead)->port()));
   EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
+  EXPECT_EQ(result.attempts, 3);  // 0.5 s and 1 s apart
   EXPECT_TRUE(index.WorkerKeys().empty());
   EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kUnreachable)), 1);
+}
+
+// A peer in front of the real one whose first `failures` ExportIndex calls
+// answer UNAVAILABLE, as a replica shutting down does; later calls are
+// relayed to the real peer, token included.
+class StoppingPeer final : public v1::KvIndex::Service {
+ public:
+  StoppingPeer(const std::string& real, int failures)
+      : real_(v1::KvIndex::NewStub(grpc::CreateChannel(real, grpc::InsecureChannelCredentials()))),
+        failures_(failures) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~StoppingPeer() override { server_->Shutdown(); }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  int calls() const { return calls_.load(); }
+
+  grpc::Status ExportIndex(grpc::ServerContext* context, const v1::ExportIndexRequest* request,
+                           grpc::ServerWriter<v1::IndexChunk>* writer) override {
+    if (calls_.fetch_add(1) < failures_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server shutting down");
+    grpc::ClientContext relay;
+    for (const auto& [key, value] : context->client_metadata()) {
+      if (key == "authorization") relay.AddMetadata("authorization", std::string(value.data(), value.size()));
+    }
+    std::unique_ptr<grpc::ClientReader<v1::IndexChunk>> reader = real_->ExportIndex(&relay, *request);
+    v1::IndexChunk chunk;
+    while (reader->Read(&chunk)) writer->Write(chunk);
+    return reader->Finish();
+  }
+
+ private:
+  std::unique_ptr<v1::KvIndex::Stub> real_;
+  const int failures_;
+  std::atomic<int> calls_{0};
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(PeerBootstrapTest, APeerThatWasStoppingIsAskedAgain) {
+  StoppingPeer peer(address_, /*failures=*/2);
+  ASSERT_NE(peer.address(), "127.0.0.1:0");
+  PrefixIndex index;
+  server::BootstrapResult result = server::BootstrapFromPeer(
+      {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Milliseconds(10)},
+      &index, &metrics_);
+  ASSERT_EQ(result.outcome, server::BootstrapOutcome::kLoaded) << result.status;
+  EXPECT_EQ(result.attempts, 3);
+  EXPECT_EQ(peer.calls(), 3);
+  EXPECT_EQ(index.Stats().entries, peer_->index().Stats().entries);
+  EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kLoaded)), 1);  // one bootstrap, counted once
+  EXPECT_EQ(Counter(metrics_, Outcome(server::BootstrapOutcome::kUnreachable)), 0);
+}
+
+TEST_F(PeerBootstrapTest, OnlyUnreachableIsAskedAgainAndOnlyAsOftenAsAllowed) {
+  {
+    StoppingPeer peer(address_, /*failures=*/5);
+    PrefixIndex index;
+    server::BootstrapResult result = server::BootstrapFromPeer(
+        {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Milliseconds(10)},
+        &index, &metrics_);
+    EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
+    EXPECT_EQ(result.attempts, 3);
+    EXPECT_EQ(peer.calls(), 3);
+    EXPECT_TRUE(index.WorkerKeys().empty());
+  }
+  {
+    StoppingPeer peer(address_, /*failures=*/0);
+    PrefixIndex index;
+    server::BootstrapResult result = server::BootstrapFromPeer(
+        {.peer = peer.address(), .timeout = absl::Seconds(20), .token = "wrong", .retry_pause = absl::Milliseconds(10)},
+        &index, &metrics_);
+    EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnauthenticated) << result.status;
+    EXPECT_EQ(result.attempts, 1);
+    EXPECT_EQ(peer.calls(), 1);
+  }
+  // No pause fits in what is left of the timeout: no second attempt.
+  StoppingPeer peer(address_, /*failures=*/5);
+  PrefixIndex index;
+  server::BootstrapResult result = server::BootstrapFromPeer(
+      {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Seconds(30)},
+      &index, &metrics_);
+  EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
+  EXPECT_EQ(result.attempts, 1);
 }
 
 TEST_F(PeerBootstrapTest, AServerWhoseBootstrapFailsStartsColdAndCountsIt) {
