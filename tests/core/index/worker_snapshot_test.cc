@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <thread>
@@ -429,10 +430,17 @@ TEST(WorkerSnapshotTest, AnExportRacingApplyIsTheWorkerAtItsCursor) {
   }
   ingest.join();
   ASSERT_GE(exports.size(), 3u);
+  // Every export against a serial replay of its worker up to its cursor: one
+  // replay per worker, advanced from one export's cursor to the next.
+  std::sort(exports.begin(), exports.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.first, a.second.cursor.value_or(BatchCursor{}).seq) <
+           std::pair(b.first, b.second.cursor.value_or(BatchCursor{}).seq);
+  });
+  std::map<uint64_t, std::pair<PrefixIndex, uint64_t>> replays;  // worker -> (replay, next seq to apply)
   for (const auto& [w, s] : exports) {
     ASSERT_TRUE(s.cursor.has_value());
-    PrefixIndex replay;
-    for (uint64_t i = 0; i <= s.cursor->seq; ++i) apply(replay, w, i);
+    auto& [replay, next] = replays[w];
+    for (; next <= s.cursor->seq; ++next) apply(replay, w, next);
     std::optional<WorkerSnapshot> truth = replay.ExportWorker(kRacing[w]);
     ASSERT_TRUE(truth.has_value());
     if (w != 0 || s.cursor->seq < 2500) {  // (worker 0 is cleared at 2500)
