@@ -83,10 +83,12 @@ class PeerBootstrapTest : public ::testing::Test {
     address_ = absl::StrCat("127.0.0.1:", peer_->port());
   }
 
-  server::BootstrapResult Bootstrap(std::string token, PrefixIndex* index, std::string peer = "") {
+  server::BootstrapResult Bootstrap(std::string token, PrefixIndex* index, std::string peer = "",
+                                    absl::Duration retry_pause = server::BootstrapOptions().retry_pause) {
     return server::BootstrapFromPeer({.peer = peer.empty() ? address_ : peer,
                                       .timeout = absl::Seconds(20),
-                                      .token = std::move(token)},
+                                      .token = std::move(token),
+                                      .retry_pause = retry_pause},
                                      index, &metrics_);
   }
 
@@ -205,9 +207,7 @@ TEST_F(PeerBootstrapTest, APeerThatWasStoppingIsAskedAgain) {
   StoppingPeer peer(address_, /*failures=*/2);
   ASSERT_NE(peer.address(), "127.0.0.1:0");
   PrefixIndex index;
-  server::BootstrapResult result = server::BootstrapFromPeer(
-      {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Milliseconds(10)},
-      &index, &metrics_);
+  server::BootstrapResult result = Bootstrap(kToken, &index, peer.address(), absl::Milliseconds(10));
   ASSERT_EQ(result.outcome, server::BootstrapOutcome::kLoaded) << result.status;
   EXPECT_EQ(result.attempts, 3);
   EXPECT_EQ(peer.calls(), 3);
@@ -220,9 +220,7 @@ TEST_F(PeerBootstrapTest, OnlyUnreachableIsAskedAgainAndOnlyAsOftenAsAllowed) {
   {
     StoppingPeer peer(address_, /*failures=*/5);
     PrefixIndex index;
-    server::BootstrapResult result = server::BootstrapFromPeer(
-        {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Milliseconds(10)},
-        &index, &metrics_);
+    server::BootstrapResult result = Bootstrap(kToken, &index, peer.address(), absl::Milliseconds(10));
     EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
     EXPECT_EQ(result.attempts, 3);
     EXPECT_EQ(peer.calls(), 3);
@@ -231,9 +229,7 @@ TEST_F(PeerBootstrapTest, OnlyUnreachableIsAskedAgainAndOnlyAsOftenAsAllowed) {
   {
     StoppingPeer peer(address_, /*failures=*/0);
     PrefixIndex index;
-    server::BootstrapResult result = server::BootstrapFromPeer(
-        {.peer = peer.address(), .timeout = absl::Seconds(20), .token = "wrong", .retry_pause = absl::Milliseconds(10)},
-        &index, &metrics_);
+    server::BootstrapResult result = Bootstrap("wrong", &index, peer.address(), absl::Milliseconds(10));
     EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnauthenticated) << result.status;
     EXPECT_EQ(result.attempts, 1);
     EXPECT_EQ(peer.calls(), 1);
@@ -241,9 +237,7 @@ TEST_F(PeerBootstrapTest, OnlyUnreachableIsAskedAgainAndOnlyAsOftenAsAllowed) {
   // No pause fits in what is left of the timeout: no second attempt.
   StoppingPeer peer(address_, /*failures=*/5);
   PrefixIndex index;
-  server::BootstrapResult result = server::BootstrapFromPeer(
-      {.peer = peer.address(), .timeout = absl::Seconds(20), .token = kToken, .retry_pause = absl::Seconds(30)},
-      &index, &metrics_);
+  server::BootstrapResult result = Bootstrap(kToken, &index, peer.address(), absl::Seconds(30));
   EXPECT_EQ(result.outcome, server::BootstrapOutcome::kUnreachable) << result.status;
   EXPECT_EQ(result.attempts, 1);
 }
