@@ -198,7 +198,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       feed.OnLive(*parsed, frames[2].to_string_view(), now);
       max_live_seq = std::max(max_live_seq, live);
     } else if (kind <= 5) {
-      if (seq <= static_cast<uint64_t>(INT64_MAX)) feed.OnReplayBatch(seq, payload);
+      if (seq <= static_cast<uint64_t>(INT64_MAX)) feed.OnReplayBatch(seq, payload, now);
     } else if (kind == 6) {
       feed.OnReplayEnd(now);
     } else if (kind == 7) {

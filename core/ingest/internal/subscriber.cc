@@ -170,7 +170,7 @@ void Subscriber::OnReplayMessage(const std::vector<zmq::message_t>& frames, size
     } else if (*seq > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       feed_.OnBadFrame();
     } else {
-      feed_.OnReplayBatch(*seq, View(frames[total - 1]));
+      feed_.OnReplayBatch(*seq, View(frames[total - 1]), now);
     }
   }
 }

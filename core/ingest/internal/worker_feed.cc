@@ -5,6 +5,7 @@
 #include <utility>
 #include <variant>
 
+#include "absl/hash/hash.h"
 #include "core/events/event_decoder.h"
 
 namespace kvindex {
@@ -138,6 +139,7 @@ void WorkerFeed::ClearUncovered() {
 
 void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
   replay_ = Replay{from, target, now + options_.replay_timeout};
+  replay_->warm_start = last_applied_ < 0 && target < 0;
   if (last_applied_ >= 0 && from == static_cast<uint64_t>(last_applied_) + 1 && last_digest_.has_value()) {
     // Continuing a stream: ask for the last applied batch too, to check it is the same.
     replay_->from = static_cast<uint64_t>(last_applied_);
@@ -145,6 +147,23 @@ void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
   }
   UpdateState();
   replay_ops_.push_back({ReplayOp::Kind::kRequest, replay_->from});
+}
+
+void WorkerFeed::ScheduleWarmStartRetry(absl::Time now) {
+  if (warm_start_retries_ >= options_.warm_start_retries) return;
+  const absl::Duration pause = options_.replay_timeout * (int64_t{1} << std::min(warm_start_retries_, 20));
+  const size_t jitter = absl::Hash<std::pair<const void*, int>>()({this, warm_start_retries_}) % 1024;
+  warm_start_retry_at_ = now + pause + pause * (static_cast<double>(jitter) / 2048);
+}
+
+void WorkerFeed::RetryWarmStart(absl::Time now) {
+  ++warm_start_retries_;
+  // Rebuilt up to the batch applied last: a replay ending short of it clears (a gap).
+  replay_ = Replay{0, last_applied_ >= 0 ? last_applied_ + 1 : -1, now + options_.replay_timeout};
+  replay_->warm_start = true;
+  replay_->rebuild = last_applied_ >= 0;
+  UpdateState();
+  replay_ops_.push_back({ReplayOp::Kind::kRequest, 0});
 }
 
 void WorkerFeed::RestartFromZero(absl::Time now) {
@@ -165,14 +184,15 @@ void WorkerFeed::ForgetEngine() {
   status_.last_seq = -1;
 }
 
-void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
+void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Time now) {
   if (!replay_.has_value()) return;  // late reply to a finished replay
   replay_reachable_ = true;
+  replay_->deadline = now + options_.replay_timeout;  // progressing: not timed out
   const auto s = static_cast<int64_t>(seq);
   if (std::optional<uint64_t> expected = std::exchange(replay_->verify_digest, std::nullopt); expected.has_value()) {
     if (seq == replay_->from) {
       if (BatchDigest(payload) != *expected) {
-        RestartFromZero(options_.clock());
+        RestartFromZero(now);
         return;
       }
       replay_->got_any = true;  // the batch already applied: the same incarnation
@@ -183,10 +203,21 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload) {
   }
   if (!replay_->got_any) {
     replay_->got_any = true;
+    if (replay_->rebuild) {
+      if (s <= last_applied_ + 1) {
+        // The buffer reaches back to what the live stream gave: rebuilt from it.
+        writer_->Clear();
+        last_applied_ = -1;
+        last_digest_.reset();
+        status_.last_seq = -1;
+      } else {
+        replay_->warm_start = false;  // it does not: what lies between is lost
+      }
+    }
     if (seq > replay_->from && s > last_applied_ + 1) {
       // The engine's buffer no longer holds from..seq-1. That is only a loss
       // when something was held or expected (not on a first warm start).
-      if (last_applied_ >= 0 || replay_->target >= 0) {
+      if (!replay_->warm_start) {
         replay_->failed = true;
         ClearUncovered();
       }
@@ -220,11 +251,18 @@ void WorkerFeed::OnReplayEnd(absl::Time now) {
 }
 
 absl::Time WorkerFeed::Deadline() const {
-  return replay_.has_value() ? replay_->deadline : absl::InfiniteFuture();
+  return replay_.has_value() ? replay_->deadline : warm_start_retry_at_;
 }
 
 void WorkerFeed::OnTimer(absl::Time now) {
-  if (replay_.has_value() && now >= replay_->deadline) FinishReplay(/*timed_out=*/true, now);
+  if (replay_.has_value()) {
+    if (now >= replay_->deadline) FinishReplay(/*timed_out=*/true, now);
+    return;
+  }
+  if (now < warm_start_retry_at_) return;
+  warm_start_retry_at_ = absl::InfiniteFuture();
+  // Still worth asking: nothing seen yet, or the history is known incomplete.
+  if (last_applied_ < 0 || !status_.history_complete) RetryWarmStart(now);
 }
 
 void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
@@ -241,6 +279,7 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
     last_applied_ = replay.target - 1;
     status_.last_seq = last_applied_;
   }
+  if (timed_out && replay.warm_start && !replay.got_any) ScheduleWarmStartRetry(now);
   if (timed_out || replay.failed || !reached) {
     ++status_.replays_failed;
     metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);

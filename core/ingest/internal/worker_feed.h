@@ -7,7 +7,12 @@
 //
 // Rules (see ../shared/wire/README.md):
 //  - Start() asks for replay from 0 (when there is a replay endpoint) so a new
-//    subscription starts warm. A worker restored from a snapshot
+//    subscription starts warm. If no reply at all comes, the worker goes on
+//    from its next live batch, and the warm start is asked again, with a
+//    growing jittered pause, up to FeedOptions::warm_start_retries times while
+//    its history is incomplete; the first reply to such a retry clears what
+//    the live stream gave meanwhile and the replay rebuilds it from the
+//    engine's buffer. A worker restored from a snapshot
 //    (FeedOptions::resume) starts as if it had just applied the saved seq:
 //    replay from seq + 1, and a live seq at or below it is an engine restart
 //    (the engine had published past it when the snapshot was taken).
@@ -25,8 +30,11 @@
 //    published past the old seq meanwhile): the worker is cleared and replayed
 //    from 0. When the buffer no longer holds that batch but holds the next,
 //    the check cannot be made and the stream goes on.
+//  - A replay times out when nothing comes on the replay socket for
+//    replay_timeout (each replayed batch restarts the clock: a long replay
+//    that is progressing is not cut).
 //  - The replay cannot cover the gap (its first seq is above the one asked,
-//    no end marker before the timeout, no replay endpoint, or it ends before
+//    it times out, no replay endpoint, or it ends before
 //    the live batch that revealed the gap): the worker is cleared, counted in
 //    uncovered_gaps, and the stream goes on from there.
 //  - An undecodable payload is counted and its seq consumed (a replay would
@@ -79,6 +87,10 @@ struct FeedOptions {
   bool has_replay = false;
   absl::Duration replay_timeout = absl::Seconds(2);
   size_t max_backlog = 100000;  // live batches held during a replay
+  // A warm start that got no reply is asked again this many times, the first
+  // after replay_timeout, each pause twice the last, each up to half longer
+  // (jitter, so workers that timed out together do not ask together again).
+  int warm_start_retries = 5;
   // Read after a live batch is applied, for its lag (ts -> visible in Match).
   absl::Time (*clock)() = &absl::Now;
   // A worker restored from a snapshot: the last batch its blocks include, and
@@ -102,7 +114,7 @@ class WorkerFeed {
   // A live batch [seq, payload].
   void OnLive(uint64_t seq, std::string_view payload, absl::Time now);
   // One replayed batch.
-  void OnReplayBatch(uint64_t seq, std::string_view payload);
+  void OnReplayBatch(uint64_t seq, std::string_view payload, absl::Time now);
   // The replay end marker.
   void OnReplayEnd(absl::Time now);
   // A malformed message on either socket.
@@ -111,7 +123,8 @@ class WorkerFeed {
   // or is known lost (false): "live" rather than "connecting" without traffic.
   void OnConnected(bool connected);
 
-  // When OnTimer must run (a replay timeout); InfiniteFuture when none.
+  // When OnTimer must run (a replay timeout or a warm-start retry);
+  // InfiniteFuture when none.
   absl::Time Deadline() const;
   void OnTimer(absl::Time now);
 
@@ -123,6 +136,11 @@ class WorkerFeed {
     uint64_t from = 0;
     int64_t target = -1;  // live seq that revealed the gap; -1: none (first subscribe)
     absl::Time deadline;
+    // Asked from 0 for a stream with no history yet: a buffer that no longer
+    // holds seq 0 is no loss.
+    bool warm_start = false;
+    // A warm-start retry: its first reply clears what the live stream gave.
+    bool rebuild = false;
     bool got_any = false;
     bool failed = false;  // the gap was found uncoverable while replaying
     // Asked from the last applied seq (`from`), whose batch must have this digest.
@@ -134,6 +152,10 @@ class WorkerFeed {
   // `live`: from the live stream (its lag is reported), not from a replay.
   void Apply(uint64_t seq, std::string_view payload, bool live);
   void StartReplay(uint64_t from, int64_t target, absl::Time now);
+  // Asks for the warm start again (a retry): replay from 0, rebuilding the worker.
+  void RetryWarmStart(absl::Time now);
+  // The warm start got no reply: schedules its next retry, if any is left.
+  void ScheduleWarmStartRetry(absl::Time now);
   void FinishReplay(bool timed_out, absl::Time now);
   // The replay showed the engine restarted: clears the worker and replays from 0.
   void RestartFromZero(absl::Time now);
@@ -153,6 +175,8 @@ class WorkerFeed {
   bool replay_reachable_ = true;  // false after a replay timed out, until one answers
   bool connected_ = false;
   std::optional<Replay> replay_;
+  int warm_start_retries_ = 0;  // retries done
+  absl::Time warm_start_retry_at_ = absl::InfiniteFuture();
   std::deque<std::pair<uint64_t, std::string>> backlog_;  // live batches held during a replay
   std::vector<ReplayOp> replay_ops_;                      // not yet taken by the owner
   WorkerStatus status_;

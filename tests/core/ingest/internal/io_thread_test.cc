@@ -78,6 +78,7 @@ class IoThreadTest : public ::testing::Test {
       task = owned.get();
       io.AddTask(id, std::move(owned));
     });
+    Drain();  // the turn AddTask gives runs after the command: counts read now include it
     return task;
   }
   zmq::socket_t Peer(const std::string& endpoint) {

@@ -67,8 +67,9 @@ class DrivenFeed {
   void OnLive(uint64_t seq, std::string_view payload, absl::Time now) {
     Then(now, [&] { feed_.OnLive(seq, payload, now); });
   }
-  void OnReplayBatch(uint64_t seq, std::string_view payload) {
-    Then(now_, [&] { feed_.OnReplayBatch(seq, payload); });
+  void OnReplayBatch(uint64_t seq, std::string_view payload) { OnReplayBatch(seq, payload, now_); }
+  void OnReplayBatch(uint64_t seq, std::string_view payload, absl::Time now) {
+    Then(now, [&] { feed_.OnReplayBatch(seq, payload, now); });
   }
   void OnReplayEnd(absl::Time now) { Then(now, [&] { feed_.OnReplayEnd(now); }); }
   void OnTimer(absl::Time now) { Then(now, [&] { feed_.OnTimer(now); }); }
@@ -97,8 +98,8 @@ std::string Batch(uint64_t seq) {
 
 class WorkerFeedTest : public ::testing::Test {
  protected:
-  DrivenFeed MakeFeed(bool has_replay, size_t max_backlog = 100) {
-    return DrivenFeed(&sink_, FeedOptions{has_replay, absl::Seconds(2), max_backlog}, 0);
+  DrivenFeed MakeFeed(bool has_replay, size_t max_backlog = 100, int warm_start_retries = 5) {
+    return DrivenFeed(&sink_, FeedOptions{has_replay, absl::Seconds(2), max_backlog, warm_start_retries}, 0);
   }
   void Live(DrivenFeed& feed, uint64_t seq) { feed.OnLive(seq, Batch(seq), now_); }
   void Replayed(DrivenFeed& feed, uint64_t seq) { feed.OnReplayBatch(seq, Batch(seq)); }
@@ -239,6 +240,112 @@ TEST_F(WorkerFeedTest, ReplayTimeoutClearsAndResumesWithHeldBatches) {
   EXPECT_EQ(feed.status().uncovered_gaps, 1u);
   Replayed(feed, 1);  // a late reply is ignored
   EXPECT_THAT(sink_.applied, ElementsAre(0, -1, 5, 6));
+}
+
+// The timeout is for silence, not for the whole replay: a long replay that
+// keeps bringing batches is not cut.
+TEST_F(WorkerFeedTest, AReplayThatKeepsBringingBatchesIsNotTimedOut) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  for (int i = 0; i < 5; ++i) {
+    const absl::Time at = now_ + absl::Milliseconds(1500) * (i + 1);  // 7.5 s in all, 1.5 s apart
+    feed.OnReplayBatch(i, Batch(i), at);
+    EXPECT_EQ(feed.Deadline(), at + absl::Seconds(2));
+    feed.OnTimer(at);
+    EXPECT_TRUE(feed.replaying());
+  }
+  feed.OnReplayEnd(now_ + absl::Seconds(8));
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_EQ(feed.status().replays_ok, 1u);
+  EXPECT_EQ(feed.status().replays_failed, 0u);
+}
+
+// A warm start nobody answered is asked again after a pause; the first reply
+// clears what the live stream gave meanwhile and the replay rebuilds the
+// worker from seq 0: complete, nothing lost or doubled.
+TEST_F(WorkerFeedTest, AnUnansweredWarmStartIsAskedAgainAndRebuildsTheWorker) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  const absl::Time timed_out = now_ + absl::Seconds(2);
+  feed.OnTimer(timed_out);
+  EXPECT_FALSE(feed.replaying());
+  Live(feed, 5);  // applied as the first batch seen: the history is incomplete
+  Live(feed, 6);
+  EXPECT_FALSE(feed.status().history_complete);
+  // The retry comes after replay_timeout plus up to half of it.
+  const absl::Time retry = feed.Deadline();
+  EXPECT_GE(retry, timed_out + absl::Seconds(2));
+  EXPECT_LE(retry, timed_out + absl::Seconds(3));
+  feed.OnTimer(retry - absl::Milliseconds(1));
+  EXPECT_THAT(sink_.requests, ElementsAre(0u));
+  feed.OnTimer(retry);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u));
+  EXPECT_TRUE(feed.replaying());
+  feed.OnLive(7, Batch(7), retry);  // held
+  for (uint64_t s = 0; s <= 7; ++s) feed.OnReplayBatch(s, Batch(s), retry);
+  feed.OnReplayEnd(retry);
+  Live(feed, 8);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, 6, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.status().last_seq, 8);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+  EXPECT_EQ(feed.status().replays_failed, 1u);
+  EXPECT_EQ(feed.status().replays_ok, 1u);
+  EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());  // nothing more to ask
+}
+
+// With no answer ever, the warm start is asked warm_start_retries more times,
+// each pause twice the last (plus up to half of it), and then no more.
+TEST_F(WorkerFeedTest, WarmStartRetriesBackOffAndStop) {
+  DrivenFeed feed = MakeFeed(true, /*max_backlog=*/100, /*warm_start_retries=*/3);
+  feed.Start(now_);
+  absl::Time at = now_ + absl::Seconds(2);
+  absl::Duration pause = absl::Seconds(2);
+  for (int retry = 1; retry <= 3; ++retry) {
+    feed.OnTimer(at);  // the replay asked last times out
+    ASSERT_FALSE(feed.replaying());
+    EXPECT_GE(feed.Deadline() - at, pause) << retry;
+    EXPECT_LE(feed.Deadline() - at, pause * 1.5) << retry;
+    at = feed.Deadline();
+    feed.OnTimer(at);
+    ASSERT_TRUE(feed.replaying()) << retry;
+    at += absl::Seconds(2);
+    pause *= 2;
+  }
+  feed.OnTimer(at);
+  EXPECT_FALSE(feed.replaying());
+  EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u, 0u, 0u));
+  EXPECT_EQ(feed.status().replays_failed, 4u);
+}
+
+// A stream seen from seq 0 after all needs no retry.
+TEST_F(WorkerFeedTest, NoWarmStartRetryOnceTheStreamIsSeenFromSeqZero) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnTimer(now_ + absl::Seconds(2));
+  Live(feed, 0);  // the engine had published nothing before
+  EXPECT_TRUE(feed.status().history_complete);
+  feed.OnTimer(now_ + absl::Seconds(10));
+  EXPECT_THAT(sink_.requests, ElementsAre(0u));
+  EXPECT_FALSE(feed.replaying());
+}
+
+// A rebuild whose buffer ends short of what the live stream gave has lost
+// what lies between: cleared and counted, as a gap's replay is.
+TEST_F(WorkerFeedTest, ARebuildEndingShortOfWhatWasAppliedClears) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnTimer(now_ + absl::Seconds(2));
+  Live(feed, 5);
+  feed.OnTimer(feed.Deadline());
+  for (uint64_t s = 0; s <= 3; ++s) Replayed(feed, s);  // clears, then 0..3
+  feed.OnReplayEnd(now_);  // 4 and 5 never came
+  Live(feed, 6);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, -1, 0, 1, 2, 3, -1, 6));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  EXPECT_EQ(feed.status().last_seq, 6);
+  EXPECT_FALSE(feed.status().history_complete);
 }
 
 TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
