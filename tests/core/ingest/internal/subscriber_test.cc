@@ -162,6 +162,28 @@ TEST_F(SubscriberTest, GapBeyondTheEngineBufferClearsTheWorker) {
   EXPECT_EQ(stats->blocks, 0u);
 }
 
+// An engine whose replay socket was silent when kvindex subscribed: the
+// worker goes on live, the warm start is asked again, and once the engine
+// answers, the worker holds what the engine published before the subscription.
+TEST_F(SubscriberTest, AWarmStartTheEngineDidNotAnswerIsAskedAgain) {
+  auto engine = StartEngine();
+  for (uint32_t k = 0; k < 3; ++k) engine->PublishLost(ChainBlockPayload(k, kBlockSize));  // before kvindex came
+  engine->SetReplayMuted(true);
+  Subscribe(*engine);  // returns once the warm start timed out
+  engine->Publish(ChainBlockPayload(3, kBlockSize));
+  ASSERT_TRUE(WaitFor([&] { return Status().last_seq == 3; }));
+  EXPECT_FALSE(Status().history_complete);
+  EXPECT_EQ(Matched(), 0u);  // block 3 alone chains to nothing kvindex knows
+  engine->SetReplayMuted(false);
+  ASSERT_TRUE(WaitFor([&] { return Matched() == 4; })) << Matched();
+  const WorkerStatus status = Status();
+  EXPECT_TRUE(status.history_complete);
+  EXPECT_EQ(status.last_seq, 3);
+  EXPECT_EQ(status.replays_ok, 1u);
+  EXPECT_GE(status.replays_failed, 1u);
+  EXPECT_GE(engine->replay_requests(), 2u);
+}
+
 TEST_F(SubscriberTest, UnansweredReplayTimesOutAndClears) {
   auto engine = StartEngine();
   Subscribe(*engine);
