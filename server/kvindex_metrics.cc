@@ -1,10 +1,7 @@
 #include "server/kvindex_metrics.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <iterator>
 #include <variant>
 
@@ -12,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "core/index/prefix_index.h"
 #include "core/ingest/subscription_manager.h"
+#include "core/util/resident_memory.h"
 
 namespace kvindex {
 namespace {
@@ -24,16 +22,6 @@ static_assert(std::size(kDecodeReasons) == kNumDecodeErrorReasons);
 
 constexpr WorkerState kWorkerStates[] = {WorkerState::kConnecting, WorkerState::kLive, WorkerState::kReplaying,
                                          WorkerState::kFailed};
-
-// Resident set size from /proc/self/statm; 0 when unreadable.
-double ResidentBytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  unsigned long long size = 0, resident = 0;
-  const int read = std::fscanf(f, "%llu %llu", &size, &resident);
-  std::fclose(f);
-  return read == 2 ? static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) : 0;
-}
 
 }  // namespace
 
@@ -186,7 +174,7 @@ void KvIndexMetrics::OnSpeculativeConfirm(absl::Duration latency) {
 }
 
 void KvIndexMetrics::Collect() {
-  families_.process_resident_memory->Get({}).Set(ResidentBytes());
+  families_.process_resident_memory->Get({}).Set(static_cast<double>(ResidentBytes()));
   if (const int64_t created = snapshot_created_us_.load(std::memory_order_relaxed); created != 0) {
     families_.snapshot_age->Get({}).Set(absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMicros(created)));
   }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
+#include "core/util/resident_memory.h"
 #include "gtest/gtest.h"
 #include "server/memory_budget.h"
 #include "tests/reliability/sim_process.h"

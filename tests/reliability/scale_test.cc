@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "client/kvindex_client.h"
+#include "core/util/resident_memory.h"
 #include "gtest/gtest.h"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"

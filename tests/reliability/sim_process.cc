@@ -474,18 +474,4 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
   return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
 }
 
-uint64_t ResidentBytes(int pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "VmRSS:")) {
-      uint64_t kb = 0;
-      std::istringstream fields(line.substr(6));
-      fields >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
-
 }  // namespace kvindex::testing

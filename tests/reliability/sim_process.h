@@ -102,7 +102,4 @@ absl::StatusOr<TruthComparison> CompareWithTruth(client::KvIndexClient& client, 
 // Per-worker status of the server, keyed "namespace/name#rank".
 absl::StatusOr<std::vector<std::pair<std::string, v1::WorkerInfo>>> Workers(client::KvIndexClient& client);
 
-// Resident set size of a process, bytes (VmRSS); 0 when unreadable.
-uint64_t ResidentBytes(int pid);
-
 }  // namespace kvindex::testing

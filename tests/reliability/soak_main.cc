@@ -30,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvindex_client.h"
+#include "core/util/resident_memory.h"
 #include "nlohmann/json.hpp"
 #include "tests/reliability/sim_process.h"
 #include "tests/server/server_process.h"

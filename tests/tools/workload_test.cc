@@ -120,5 +120,25 @@ TEST(WorkloadTest, SamplesExtendLivePromptsWithoutChangingTheSequence) {
   EXPECT_EQ(Take(a, 10), Take(b, 10));
 }
 
+// The sample covers every kind of prompt the workload makes: however few
+// conversations are multimodal or salted, one of each is sampled while live.
+TEST(WorkloadTest, SamplesTakeAMultimodalAndASaltedConversationWhenAnyIsLive) {
+  WorkloadOptions o = Small();
+  o.conversations = 12;
+  o.mm_fraction = 0.1;
+  o.salted_tenants = 1;
+  Workload w(o);
+  Take(w, 200);
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    Rng rng(seed);
+    const std::vector<SamplePrompt> sample = w.SampleConversations(2, rng);
+    ASSERT_EQ(sample.size(), 2u);
+    EXPECT_TRUE(std::any_of(sample.begin(), sample.end(), [](const SamplePrompt& p) { return !p.keys.mm_inputs.empty(); }))
+        << seed;
+    EXPECT_TRUE(std::any_of(sample.begin(), sample.end(), [](const SamplePrompt& p) { return !p.keys.cache_salt.empty(); }))
+        << seed;
+  }
+}
+
 }  // namespace
 }  // namespace kvindex::sim

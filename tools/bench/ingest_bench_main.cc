@@ -39,7 +39,6 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -47,6 +46,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvindex_client.h"
+#include "core/util/resident_memory.h"
 #include "nlohmann/json.hpp"
 #include "server/flags_help.h"
 #include "spdlog/spdlog.h"
@@ -250,20 +250,6 @@ class RefusingPort {
   int fd_ = -1;
   uint32_t port_ = 0;
 };
-
-// Resident set size of a process (VmRSS), bytes; 0 when unreadable.
-uint64_t ResidentBytes(pid_t pid) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    uint64_t kib = 0;
-    if (absl::StartsWith(line, "VmRSS:") &&
-        absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kib)) {
-      return kib * 1024;
-    }
-  }
-  return 0;
-}
 
 absl::StatusOr<nlohmann::json> RunLag(const Env& env) {
   const uint32_t pods = absl::GetFlag(FLAGS_pods);

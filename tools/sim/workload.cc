@@ -1,6 +1,7 @@
 #include "tools/sim/workload.h"
 
 #include <algorithm>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 
@@ -65,14 +66,27 @@ std::vector<SamplePrompt> Workload::SampleConversations(size_t conversations, Rn
     if (c.turns > 0) live.push_back(&c);
   }
   std::vector<SamplePrompt> out;
-  for (size_t i = 0; i < conversations && !live.empty(); ++i) {
-    const size_t pick = rng.Below(live.size());
+  auto take = [&](size_t pick) {
     const Conversation& c = *live[pick];
     live.erase(live.begin() + static_cast<std::ptrdiff_t>(pick));
     SamplePrompt p{absl::StrCat("conversation-", options_.stream, "-", c.id), c.tokens, c.keys};
     AppendTurn(rng, p.tokens);
     out.push_back(std::move(p));
+  };
+  // A multimodal and a salted conversation first, when any is live, so that
+  // the sample covers every kind of prompt the workload makes; then at random.
+  const std::function<bool(const Conversation&)> kinds[] = {
+      [](const Conversation& c) { return !c.keys.mm_inputs.empty(); },
+      [](const Conversation& c) { return !c.keys.cache_salt.empty(); }};
+  for (const auto& kind : kinds) {
+    if (out.size() >= conversations) break;
+    std::vector<size_t> of_kind;
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (kind(*live[i])) of_kind.push_back(i);
+    }
+    if (!of_kind.empty()) take(of_kind[rng.Below(of_kind.size())]);
   }
+  while (out.size() < conversations && !live.empty()) take(rng.Below(live.size()));
   return out;
 }
 

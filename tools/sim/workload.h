@@ -66,7 +66,8 @@ class Workload {
   const PromptKeys& LastKeys() const { return *last_keys_; }
 
   // Up to `conversations` of the live conversations, each followed by a fresh
-  // turn: prompts whose prefix this engine probably still caches. Uses `rng`,
+  // turn: prompts whose prefix this engine probably still caches; among them a
+  // multimodal and a salted one when any is live. Uses `rng`,
   // not the workload's generator, so sampling does not change Next().
   std::vector<SamplePrompt> SampleConversations(size_t conversations, Rng& rng) const;
 
