@@ -333,6 +333,21 @@ TEST(SimEngineTest, RestartWithClearEventPublishesAllBlocksClearedAsBatchZero) {
   EXPECT_TRUE(std::holds_alternative<AllBlocksCleared>(batch->events[0]));
 }
 
+// Engines at rest sample the same prompts at every write: a run's final
+// truth does not depend on how many times it was written before.
+TEST(SimEngineTest, TheTruthOfEnginesAtRestSamplesTheSamePrompts) {
+  zmq::context_t context;
+  auto engine = SimEngine::Create(context, Engine(0, PayloadLayout::kMap, HashEncoding::kInt, 4, 64, 0));
+  ASSERT_TRUE(engine.ok());
+  ASSERT_TRUE((*engine)->Step(20).ok());
+  SimEngine* engines[] = {engine->get()};
+  TruthWriter writer({.seed = 3, .conversations_per_engine = 2});
+  const nlohmann::json first = writer.Snapshot(engines).prompts["prompts"];
+  EXPECT_EQ(writer.Snapshot(engines).prompts["prompts"], first);
+  ASSERT_TRUE((*engine)->Step(1).ok());
+  EXPECT_NE(writer.Snapshot(engines).prompts["prompts"], first);  // fresh turns, sampled anew
+}
+
 TEST(SimEngineTest, RequestsPerBatchGroupsPromptsIntoOneMessage) {
   zmq::context_t context;
   SimEngineOptions o = Engine(0, PayloadLayout::kMap, HashEncoding::kInt, 4, 1000, 0);

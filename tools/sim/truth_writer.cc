@@ -12,7 +12,15 @@ namespace kvindex::sim {
 
 TruthWriter::Documents TruthWriter::Snapshot(absl::Span<SimEngine* const> engines) {
   const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  Rng rng(Mix64(options_.seed ^ Mix64(++generation_)));
+  // Seeded by what the engines have done, not by how often this ran: the
+  // same state samples the same prompts (a run's final truth does not depend
+  // on the timing of the writes before it).
+  uint64_t done = 0;
+  for (SimEngine* engine : engines) {
+    const EngineCounters c = engine->counters();
+    done = Mix64(done ^ c.requests) ^ Mix64(c.batches ^ (c.restarts << 32));
+  }
+  Rng rng(Mix64(options_.seed ^ Mix64(done)));
   std::vector<SamplePrompt> prompts;
   if (!engines.empty()) prompts = engines.front()->SampleShared(rng);
   for (SimEngine* engine : engines) {

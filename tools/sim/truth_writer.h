@@ -14,7 +14,9 @@
 // omitted; a block on both counts in both, as Match's blocks_by_medium). A
 // hybrid engine's are vLLM's hit (EngineCache::CachedPrefixMedia), counted in
 // group 0's blocks. An engine's truth
-// and its expectations are taken at the same instant.
+// and its expectations are taken at the same instant. The sample depends on
+// the seed and the engines' counters only: engines at rest give the same
+// prompts at every write.
 //
 // Thread safety: Write() may run while the engines run (it uses only their
 // thread-safe calls); one Write() at a time.
@@ -54,7 +56,6 @@ class TruthWriter {
 
  private:
   const TruthWriterOptions options_;
-  uint64_t generation_ = 0;
 };
 
 }  // namespace kvindex::sim
