@@ -101,6 +101,7 @@ void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now)
 void WorkerFeed::Apply(uint64_t seq, std::string_view payload, bool live) {
   // The first batch of a stream: what the engine published before it is unseen.
   if (last_applied_ < 0) status_.history_complete = seq == 0;
+  if (first_applied_ < 0) first_applied_ = static_cast<int64_t>(seq);
   last_applied_ = static_cast<int64_t>(seq);
   status_.last_seq = last_applied_;
   const uint64_t digest = BatchDigest(payload);
@@ -135,6 +136,7 @@ void WorkerFeed::ClearUncovered() {
   ++status_.uncovered_gaps;
   metrics_.OnFeedEvent(FeedEvent::kUncoveredGap);
   writer_->Clear();
+  first_applied_ = -1;
 }
 
 void WorkerFeed::StartReplay(uint64_t from, int64_t target, absl::Time now) {
@@ -179,6 +181,7 @@ void WorkerFeed::ForgetEngine() {
   metrics_.OnFeedEvent(FeedEvent::kEngineRestart);
   writer_->Clear();
   last_applied_ = -1;
+  first_applied_ = -1;
   live_last_ = -1;
   last_digest_.reset();
   status_.last_seq = -1;
@@ -204,15 +207,20 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
   if (!replay_->got_any) {
     replay_->got_any = true;
     if (replay_->rebuild) {
-      if (s <= last_applied_ + 1) {
-        // The buffer reaches back to what the live stream gave: rebuilt from it.
+      // The blocks held come from batches first_applied_..last_applied_.
+      const int64_t held_from = first_applied_ >= 0 ? first_applied_ : last_applied_ + 1;
+      if (s <= held_from) {
+        // The buffer reaches back to all of them: the worker is rebuilt from
+        // it (the live batches among them are applied again).
         writer_->Clear();
         last_applied_ = -1;
+        first_applied_ = -1;
+        live_last_ = -1;  // the stream starts over from the replay
         last_digest_.reset();
         status_.last_seq = -1;
-      } else {
-        replay_->warm_start = false;  // it does not: what lies between is lost
-      }
+      } else if (s > last_applied_ + 1) {
+        replay_->warm_start = false;  // the buffer starts past them: what lies between is lost
+      }  // else it goes on from the blocks held, adding what it has after them
     }
     if (seq > replay_->from && s > last_applied_ + 1) {
       // The engine's buffer no longer holds from..seq-1. That is only a loss
@@ -241,6 +249,13 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
 void WorkerFeed::OnReplayEnd(absl::Time now) {
   if (!replay_.has_value()) return;
   replay_reachable_ = true;
+  if (replay_->rebuild && !replay_->got_any) {
+    // Not even the batch applied last (the buffer always holds the latest):
+    // the engine restarted since.
+    replay_->target = -1;
+    RestartFromZero(now);
+    return;
+  }
   if (replay_->verify_digest.has_value()) {
     // Not even the batch already applied: the engine's stream is behind the
     // seq applied, so it restarted.
@@ -277,6 +292,7 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
     // Whatever the replay did not bring is lost for good.
     if (!replay.failed) ClearUncovered();
     last_applied_ = replay.target - 1;
+    last_digest_.reset();  // not the digest of the batch last_applied_ names
     status_.last_seq = last_applied_;
   }
   if (timed_out && replay.warm_start && !replay.got_any) ScheduleWarmStartRetry(now);

@@ -10,9 +10,12 @@
 //    subscription starts warm. If no reply at all comes, the worker goes on
 //    from its next live batch, and the warm start is asked again, with a
 //    growing jittered pause, up to FeedOptions::warm_start_retries times while
-//    its history is incomplete; the first reply to such a retry clears what
-//    the live stream gave meanwhile and the replay rebuilds it from the
-//    engine's buffer. A worker restored from a snapshot
+//    its history is incomplete. A retry's replay rebuilds the worker from the
+//    engine's buffer: when its first batch is at or before the first one the
+//    live stream gave, the worker is cleared and every batch applied again
+//    (counted again); when it is after, the replay goes on from the blocks
+//    held; an empty one means the engine restarted (cleared, replayed from 0).
+//    A worker restored from a snapshot
 //    (FeedOptions::resume) starts as if it had just applied the saved seq:
 //    replay from seq + 1, and a live seq at or below it is an engine restart
 //    (the engine had published past it when the snapshot was taken).
@@ -171,6 +174,7 @@ class WorkerFeed {
 
   int64_t last_applied_ = -1;  // -1: nothing yet (or since a restart)
   int64_t live_last_ = -1;     // last seq consumed from the live stream
+  int64_t first_applied_ = -1;  // first seq applied since the worker was last cleared; -1: none yet
   std::optional<uint64_t> last_digest_;  // BatchDigest of the batch last_applied_ names
   bool replay_reachable_ = true;  // false after a replay timed out, until one answers
   bool connected_ = false;

@@ -348,6 +348,64 @@ TEST_F(WorkerFeedTest, ARebuildEndingShortOfWhatWasAppliedClears) {
   EXPECT_FALSE(feed.status().history_complete);
 }
 
+// A warm start that timed out, then the live batches 5 and 6, then the retry
+// (asked at the time it is due): the fixture for the rebuild tests below.
+class WarmStartRetryTest : public WorkerFeedTest {
+ protected:
+  void LiveThenRetry(DrivenFeed& feed) {
+    feed.Start(now_);
+    feed.OnTimer(now_ + absl::Seconds(2));
+    Live(feed, 5);
+    Live(feed, 6);
+    feed.OnTimer(feed.Deadline());
+    ASSERT_TRUE(feed.replaying());
+    ASSERT_THAT(sink_.requests, ElementsAre(0u, 0u));
+  }
+};
+
+// The buffer starts after the first live batch: clearing would lose batch 5
+// for good, so the replay goes on from the blocks held.
+TEST_F(WarmStartRetryTest, ABufferStartingAfterTheFirstLiveBatchKeepsWhatIsHeld) {
+  DrivenFeed feed = MakeFeed(true);
+  ASSERT_NO_FATAL_FAILURE(LiveThenRetry(feed));
+  Replayed(feed, 6);
+  Replayed(feed, 7);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, 6, 7));
+  EXPECT_EQ(sink_.clears, 0);
+  EXPECT_EQ(feed.status().duplicates, 1u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+  EXPECT_EQ(feed.status().last_seq, 7);
+  EXPECT_FALSE(feed.status().history_complete);
+}
+
+// The buffer starts past the last batch applied: what lies between is lost.
+TEST_F(WarmStartRetryTest, ABufferStartingPastWhatIsHeldIsAnUncoveredGap) {
+  DrivenFeed feed = MakeFeed(true);
+  ASSERT_NO_FATAL_FAILURE(LiveThenRetry(feed));
+  Replayed(feed, 8);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, 6, -1, 8));
+  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
+  EXPECT_EQ(feed.status().last_seq, 8);
+}
+
+// The buffer always holds the latest batch: an empty reply after batch 6 was
+// seen means the engine restarted.
+TEST_F(WarmStartRetryTest, AnEmptyReplyMeansTheEngineRestarted) {
+  DrivenFeed feed = MakeFeed(true);
+  ASSERT_NO_FATAL_FAILURE(LiveThenRetry(feed));
+  feed.OnReplayEnd(now_);
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u, 0u));
+  ASSERT_TRUE(feed.replaying());
+  Replayed(feed, 0);
+  feed.OnReplayEnd(now_);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, 6, -1, 0));
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.status().last_seq, 0);
+}
+
 TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
   DrivenFeed feed = MakeFeed(true);
   feed.Start(now_);
