@@ -21,6 +21,7 @@ void WorkerFeed::Start(absl::Time now) {
     status_.last_seq = last_applied_;
     status_.history_complete = options_.resume->history_complete;
     last_digest_ = options_.resume->digest;
+    first_applied_ = 0;  // the snapshot's blocks stand for the whole stream up to seq
   }
   if (options_.has_replay) StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);
   UpdateState();
@@ -192,6 +193,7 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
   replay_reachable_ = true;
   replay_->deadline = now + options_.replay_timeout;  // progressing: not timed out
   const auto s = static_cast<int64_t>(seq);
+  replay_->last_seen = std::max(replay_->last_seen, s);
   if (std::optional<uint64_t> expected = std::exchange(replay_->verify_digest, std::nullopt); expected.has_value()) {
     if (seq == replay_->from) {
       if (BatchDigest(payload) != *expected) {
@@ -215,7 +217,6 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
         writer_->Clear();
         last_applied_ = -1;
         first_applied_ = -1;
-        live_last_ = -1;  // the stream starts over from the replay
         last_digest_.reset();
         status_.last_seq = -1;
       } else if (s > last_applied_ + 1) {
@@ -249,9 +250,9 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
 void WorkerFeed::OnReplayEnd(absl::Time now) {
   if (!replay_.has_value()) return;
   replay_reachable_ = true;
-  if (replay_->rebuild && !replay_->got_any) {
-    // Not even the batch applied last (the buffer always holds the latest):
-    // the engine restarted since.
+  if (replay_->rebuild && replay_->last_seen < replay_->target - 1) {
+    // It stopped short of the batch applied last, which the engine published
+    // (its buffer always holds the latest): the engine restarted since.
     replay_->target = -1;
     RestartFromZero(now);
     return;
@@ -290,7 +291,7 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
   const bool reached = replay.target < 0 || last_applied_ >= replay.target - 1;
   if (!reached) {
     // Whatever the replay did not bring is lost for good.
-    if (!replay.failed) ClearUncovered();
+    ClearUncovered();  // even after a hole the replay cleared: the blocks applied since lack these
     last_applied_ = replay.target - 1;
     last_digest_.reset();  // not the digest of the batch last_applied_ names
     status_.last_seq = last_applied_;

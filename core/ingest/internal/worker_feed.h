@@ -14,7 +14,8 @@
 //    engine's buffer: when its first batch is at or before the first one the
 //    live stream gave, the worker is cleared and every batch applied again
 //    (counted again); when it is after, the replay goes on from the blocks
-//    held; an empty one means the engine restarted (cleared, replayed from 0).
+//    held; one that ends before the batch applied last means the engine
+//    restarted (cleared, replayed from 0).
 //    A worker restored from a snapshot
 //    (FeedOptions::resume) starts as if it had just applied the saved seq:
 //    replay from seq + 1, and a live seq at or below it is an engine restart
@@ -145,6 +146,7 @@ class WorkerFeed {
     // A warm-start retry: its first reply clears what the live stream gave.
     bool rebuild = false;
     bool got_any = false;
+    int64_t last_seen = -1;  // highest seq replayed
     bool failed = false;  // the gap was found uncoverable while replaying
     // Asked from the last applied seq (`from`), whose batch must have this digest.
     std::optional<uint64_t> verify_digest;

@@ -333,21 +333,6 @@ TEST_F(WorkerFeedTest, NoWarmStartRetryOnceTheStreamIsSeenFromSeqZero) {
 
 // A rebuild whose buffer ends short of what the live stream gave has lost
 // what lies between: cleared and counted, as a gap's replay is.
-TEST_F(WorkerFeedTest, ARebuildEndingShortOfWhatWasAppliedClears) {
-  DrivenFeed feed = MakeFeed(true);
-  feed.Start(now_);
-  feed.OnTimer(now_ + absl::Seconds(2));
-  Live(feed, 5);
-  feed.OnTimer(feed.Deadline());
-  for (uint64_t s = 0; s <= 3; ++s) Replayed(feed, s);  // clears, then 0..3
-  feed.OnReplayEnd(now_);  // 4 and 5 never came
-  Live(feed, 6);
-  EXPECT_THAT(sink_.applied, ElementsAre(5, -1, 0, 1, 2, 3, -1, 6));
-  EXPECT_EQ(feed.status().uncovered_gaps, 1u);
-  EXPECT_EQ(feed.status().last_seq, 6);
-  EXPECT_FALSE(feed.status().history_complete);
-}
-
 // A warm start that timed out, then the live batches 5 and 6, then the retry
 // (asked at the time it is due): the fixture for the rebuild tests below.
 class WarmStartRetryTest : public WorkerFeedTest {
@@ -404,6 +389,45 @@ TEST_F(WarmStartRetryTest, AnEmptyReplyMeansTheEngineRestarted) {
   EXPECT_THAT(sink_.applied, ElementsAre(5, 6, -1, 0));
   EXPECT_TRUE(feed.status().history_complete);
   EXPECT_EQ(feed.status().last_seq, 0);
+}
+
+// The buffer always holds the latest batch, so a rebuild ending before the
+// batch applied last comes from a new incarnation: a restart, replayed from 0;
+// the new incarnation's live batch held meanwhile is not taken for the old
+// stream's.
+TEST_F(WarmStartRetryTest, ARebuildEndingShortOfWhatWasAppliedIsAnEngineRestart) {
+  DrivenFeed feed = MakeFeed(true);
+  ASSERT_NO_FATAL_FAILURE(LiveThenRetry(feed));
+  for (uint64_t s = 0; s <= 2; ++s) Replayed(feed, s);  // the new incarnation's 0..2
+  Live(feed, 3);                                        // held
+  feed.OnReplayEnd(now_);
+  EXPECT_EQ(feed.status().restarts, 1u);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 0u, 0u));
+  ASSERT_TRUE(feed.replaying());
+  for (uint64_t s = 0; s <= 3; ++s) Replayed(feed, s);
+  feed.OnReplayEnd(now_);
+  Live(feed, 4);
+  EXPECT_THAT(sink_.applied, ElementsAre(5, 6, -1, 0, 1, 2, -1, 0, 1, 2, 3, 4));
+  EXPECT_EQ(feed.status().last_seq, 4);
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+}
+
+// A replay with a hole (cleared there) that also ends short of the gap: the
+// blocks applied after the hole lack the batches that never came: cleared again.
+TEST_F(WorkerFeedTest, AReplayWithAHoleThatEndsShortClearsAgain) {
+  DrivenFeed feed = MakeFeed(true);
+  feed.Start(now_);
+  feed.OnReplayEnd(now_);
+  for (uint64_t s = 0; s <= 4; ++s) Live(feed, s);
+  Live(feed, 10);  // gap: replay from 4 (to check it), 10 held
+  Replayed(feed, 4);
+  Replayed(feed, 5);
+  Replayed(feed, 7);  // 6 missing: cleared, 7 applied
+  feed.OnReplayEnd(now_);  // 8 and 9 never came
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4, 5, -1, 7, -1, 10));
+  EXPECT_EQ(feed.status().uncovered_gaps, 2u);
+  EXPECT_EQ(feed.status().last_seq, 10);
 }
 
 TEST_F(WorkerFeedTest, ReplayEndingShortOfTheGapClears) {
