@@ -161,7 +161,8 @@ void WorkerFeed::ScheduleWarmStartRetry(absl::Time now) {
 
 void WorkerFeed::RetryWarmStart(absl::Time now) {
   ++warm_start_retries_;
-  // Rebuilt up to the batch applied last: a replay ending short of it clears (a gap).
+  // Rebuilt up to the batch applied last at least: a replay ending before it
+  // is an engine restart (OnReplayEnd); one timing out before it, a loss.
   replay_ = Replay{0, last_applied_ >= 0 ? last_applied_ + 1 : -1, now + options_.replay_timeout};
   replay_->warm_start = true;
   replay_->rebuild = last_applied_ >= 0;
