@@ -80,8 +80,9 @@ ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
           "Most (block, worker) entries in the index; past it the worker holding the most entries loses one by "
           "second chance (see --max_blocks_per_worker). 0: unlimited.");
 ABSL_FLAG(uint64_t, index_memory_mb, 0,
-          "Memory budget of the index, MiB: lowers --max_index_entries (and --max_blocks_per_worker) to what "
-          "fits (server/memory_budget.h). 0: only those caps apply.");
+          "Memory budget of the index, MiB: lowers --max_speculative_entries to what 1/8 of it holds (400 B an "
+          "entry), then --max_index_entries (and --max_blocks_per_worker) to what the rest holds "
+          "(server/memory_budget.h). 0: only those caps apply.");
 ABSL_FLAG(uint64_t, max_speculative_entries, 1u << 20,
           "Most speculative entries (RecordRouting); beyond it the least recently routed are dropped. 0: no cap.");
 ABSL_FLAG(absl::Duration, speculative_ttl, absl::Seconds(2),
@@ -170,12 +171,12 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.service.hold_match = kvindex::server::MatchLatchFromFlags();  // empty unless a test asks
   options.index.max_blocks_per_worker = absl::GetFlag(FLAGS_max_blocks_per_worker);
   options.index.max_entries = absl::GetFlag(FLAGS_max_index_entries);
-  options.index = kvindex::WithMemoryBudget(options.index, absl::GetFlag(FLAGS_index_memory_mb) << 20);
   options.index.speculative.max_entries = absl::GetFlag(FLAGS_max_speculative_entries);
   options.index.speculative.ttl = absl::GetFlag(FLAGS_speculative_ttl);
   options.index.speculative.ttl_min = absl::GetFlag(FLAGS_speculative_ttl_min);
   options.index.speculative.ttl_max = absl::GetFlag(FLAGS_speculative_ttl_max);
   options.index.speculative.default_block_size = absl::GetFlag(FLAGS_default_block_size);
+  options.index = kvindex::WithMemoryBudget(options.index, absl::GetFlag(FLAGS_index_memory_mb) << 20);
   if (options.index.speculative.ttl <= absl::ZeroDuration() || options.index.speculative.ttl_min <= absl::ZeroDuration() ||
       options.index.speculative.ttl_max < options.index.speculative.ttl_min) {
     return absl::InvalidArgumentError(

@@ -8,12 +8,28 @@ uint64_t EntriesForMemoryBudget(uint64_t budget_bytes) {
   return std::max<uint64_t>(budget_bytes / kIndexBytesPerEntry, 1024);
 }
 
+uint64_t SpeculativeEntriesForMemoryBudget(uint64_t budget_bytes) {
+  return std::max<uint64_t>(budget_bytes / kSpeculativeBudgetDivisor / kSpeculativeBytesPerEntry, 1);
+}
+
+namespace {
+
+// `cap` lowered to `limit`; an unlimited cap (0) becomes `limit`.
+template <typename T>
+T Lowered(T cap, uint64_t limit) {
+  return cap == 0 ? static_cast<T>(limit) : static_cast<T>(std::min<uint64_t>(cap, limit));
+}
+
+}  // namespace
+
 IndexOptions WithMemoryBudget(IndexOptions options, uint64_t budget_bytes) {
   if (budget_bytes == 0) return options;
-  const uint64_t cap = EntriesForMemoryBudget(budget_bytes);
-  options.max_entries = options.max_entries == 0 ? cap : std::min<uint64_t>(options.max_entries, cap);
-  options.max_blocks_per_worker =
-      options.max_blocks_per_worker == 0 ? cap : std::min<uint64_t>(options.max_blocks_per_worker, cap);
+  options.speculative.max_entries =
+      Lowered(options.speculative.max_entries, SpeculativeEntriesForMemoryBudget(budget_bytes));
+  const uint64_t speculative_bytes = options.speculative.max_entries * kSpeculativeBytesPerEntry;
+  const uint64_t cap = EntriesForMemoryBudget(budget_bytes > speculative_bytes ? budget_bytes - speculative_bytes : 0);
+  options.max_entries = Lowered(options.max_entries, cap);
+  options.max_blocks_per_worker = Lowered(options.max_blocks_per_worker, cap);
   return options;
 }
 

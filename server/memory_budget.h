@@ -19,11 +19,25 @@ namespace kvindex {
 // and new engine-map slots, +26 B) and the heap's fragmentation: 96 B.
 inline constexpr uint64_t kIndexBytesPerEntry = 96;
 
+// Upper bound of memory per speculative entry (RecordRouting), bytes:
+// bench/index_memory_bench measures 228-361 B of RSS per entry
+// (BENCHMARKS.md "Routing hints"), ~10x an engine entry.
+inline constexpr uint64_t kSpeculativeBytesPerEntry = 400;
+// The speculative entries may take at most this share of a budget (1/8).
+inline constexpr uint64_t kSpeculativeBudgetDivisor = 8;
+
 // Most entries an index may hold to stay within `budget_bytes` (at least 1024).
 uint64_t EntriesForMemoryBudget(uint64_t budget_bytes);
 
-// `options` with max_entries (and max_blocks_per_worker) lowered, never
-// raised, to what `budget_bytes` holds. budget_bytes 0 leaves them as they are.
+// Most speculative entries a budget gives them: its 1/8 over
+// kSpeculativeBytesPerEntry (at least 1).
+uint64_t SpeculativeEntriesForMemoryBudget(uint64_t budget_bytes);
+
+// `options` with its caps lowered, never raised, so that `budget_bytes` holds
+// them all: speculative.max_entries to SpeculativeEntriesForMemoryBudget, then
+// max_entries (and max_blocks_per_worker) to what the rest of the budget
+// holds once the speculative cap's bytes are set aside. An unlimited cap (0)
+// takes the budget's. budget_bytes 0 leaves them as they are.
 IndexOptions WithMemoryBudget(IndexOptions options, uint64_t budget_bytes);
 
 }  // namespace kvindex

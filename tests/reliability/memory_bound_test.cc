@@ -44,7 +44,7 @@ struct FloodResult {
 };
 
 // The index's entry cap under the budget.
-uint64_t Cap() { return EntriesForMemoryBudget(kBudgetMb * kMiB); }
+uint64_t Cap() { return WithMemoryBudget(IndexOptions{}, kBudgetMb * kMiB).max_entries; }
 
 // Longest wait for a flood to go as far past the cap as asked; beyond it the
 // flood is reported as stuck.
@@ -108,7 +108,7 @@ FloodResult Flood(const std::string& rate, uint64_t evictions) {
   std::printf("rate %s, budget %llu MiB (cap %llu entries): most entries %llu, index %.1f MiB, %llu evictions, "
               "%llu gaps; RSS baseline %llu MiB, each second:%s\n",
               rate.c_str(), static_cast<unsigned long long>(kBudgetMb),
-              static_cast<unsigned long long>(EntriesForMemoryBudget(kBudgetMb * kMiB)),
+              static_cast<unsigned long long>(Cap()),
               static_cast<unsigned long long>(max_entries), result.stats.memory_bytes() / double(kMiB),
               static_cast<unsigned long long>(result.stats.evictions()),
               static_cast<unsigned long long>(result.stats.gaps()), static_cast<unsigned long long>(result.baseline / kMiB),

@@ -1,7 +1,8 @@
-// WithMemoryBudget: a budget lowers both index caps to
-// EntriesForMemoryBudget (kIndexBytesPerEntry a entry, at least 1024 entries),
-// never raises them, turns an unlimited cap (0) into the budget's, and a budget
-// of 0 changes nothing. kvindex-server's --index_memory_mb end to end:
+// WithMemoryBudget: a budget lowers the speculative cap to what 1/8 of it holds
+// (kSpeculativeBytesPerEntry an entry), then both index caps to
+// EntriesForMemoryBudget of the rest (kIndexBytesPerEntry an entry, at least
+// 1024 entries), never raises them, turns an unlimited cap (0) into the
+// budget's, and a budget of 0 changes nothing. kvindex-server's --index_memory_mb end to end:
 // tests/server/metrics_test.cc (MetricsProcessTest.IndexMemoryBudgetFlagCapsEntries).
 
 #include "server/memory_budget.h"
@@ -29,6 +30,16 @@ TEST(EntriesForMemoryBudgetTest, BudgetOverBytesPerEntryWithAFloor) {
   EXPECT_EQ(EntriesForMemoryBudget(1), 1024u);
 }
 
+TEST(SpeculativeEntriesForMemoryBudgetTest, AnEighthOverBytesPerEntryWithAFloor) {
+  EXPECT_EQ(kSpeculativeBytesPerEntry, 400u);
+  EXPECT_EQ(SpeculativeEntriesForMemoryBudget(kMiB), 327u);  // 131072 / 400, rounded down
+  EXPECT_EQ(SpeculativeEntriesForMemoryBudget(8 * 400 * 1000), 1000u);
+  EXPECT_EQ(SpeculativeEntriesForMemoryBudget(1), 1u);
+}
+
+// 1 MiB: 327 speculative entries (130800 B) set aside, 917776 B / 96 for the rest.
+constexpr uint64_t kMiBEntries = 9560;
+
 TEST(WithMemoryBudgetTest, ZeroBudgetLeavesTheCaps) {
   const IndexOptions in{.max_blocks_per_worker = 5, .max_entries = 0, .shards = 8};
   const IndexOptions out = WithMemoryBudget(in, 0);
@@ -39,8 +50,9 @@ TEST(WithMemoryBudgetTest, ZeroBudgetLeavesTheCaps) {
 
 TEST(WithMemoryBudgetTest, LowersTheDefaultCapsToTheBudget) {
   const IndexOptions out = WithMemoryBudget(IndexOptions{}, kMiB);
-  EXPECT_EQ(out.max_entries, 10922u);
-  EXPECT_EQ(out.max_blocks_per_worker, 10922u);
+  EXPECT_EQ(out.speculative.max_entries, 327u);
+  EXPECT_EQ(out.max_entries, kMiBEntries);
+  EXPECT_EQ(out.max_blocks_per_worker, kMiBEntries);
   EXPECT_EQ(out.shards, IndexOptions{}.shards);
 }
 
@@ -49,18 +61,31 @@ TEST(WithMemoryBudgetTest, NeverRaisesALowerCap) {
       WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 100, .max_entries = 5000}, kMiB);
   EXPECT_EQ(out.max_blocks_per_worker, 100u);
   EXPECT_EQ(out.max_entries, 5000u);
-  // One lower, one higher than the budget's 10922: each judged on its own.
+  // One lower, one higher than the budget's 9560: each judged on its own.
   const IndexOptions mixed =
       WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 20000, .max_entries = 3000}, kMiB);
-  EXPECT_EQ(mixed.max_blocks_per_worker, 10922u);
+  EXPECT_EQ(mixed.max_blocks_per_worker, kMiBEntries);
   EXPECT_EQ(mixed.max_entries, 3000u);
+}
+
+// A lower speculative cap stays, and sets aside only its own bytes.
+TEST(WithMemoryBudgetTest, ALowerSpeculativeCapLeavesTheRestToEngineEntries) {
+  IndexOptions in;
+  in.speculative.max_entries = 100;
+  const IndexOptions out = WithMemoryBudget(in, kMiB);
+  EXPECT_EQ(out.speculative.max_entries, 100u);
+  EXPECT_EQ(out.max_entries, (kMiB - 100 * 400) / 96);
 }
 
 TEST(WithMemoryBudgetTest, UnlimitedCapsTakeTheBudget) {
   const IndexOptions out = WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}, kMiB);
-  EXPECT_EQ(out.max_blocks_per_worker, 10922u);
-  EXPECT_EQ(out.max_entries, 10922u);
-  const IndexOptions tiny = WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}, 1);
+  EXPECT_EQ(out.max_blocks_per_worker, kMiBEntries);
+  EXPECT_EQ(out.max_entries, kMiBEntries);
+  IndexOptions unlimited{.max_blocks_per_worker = 0, .max_entries = 0};
+  unlimited.speculative.max_entries = 0;
+  EXPECT_EQ(WithMemoryBudget(unlimited, kMiB).speculative.max_entries, 327u);
+  const IndexOptions tiny = WithMemoryBudget(unlimited, 1);
+  EXPECT_EQ(tiny.speculative.max_entries, 1u);
   EXPECT_EQ(tiny.max_blocks_per_worker, 1024u);
   EXPECT_EQ(tiny.max_entries, 1024u);
 }
@@ -70,8 +95,10 @@ TEST(WithMemoryBudgetTest, UnlimitedCapsTakeTheBudget) {
 // reports) fit in the budget.
 TEST(WithMemoryBudgetTest, AFloodedIndexStaysWithinTheBudget) {
   constexpr uint64_t kBudget = 4 * kMiB;
-  const uint64_t cap = EntriesForMemoryBudget(kBudget);
-  PrefixIndex index(WithMemoryBudget(IndexOptions{}, kBudget));
+  const IndexOptions options = WithMemoryBudget(IndexOptions{}, kBudget);
+  const uint64_t cap = options.max_entries;
+  ASSERT_LT(cap, EntriesForMemoryBudget(kBudget));  // the speculative entries' share set aside
+  PrefixIndex index(options);
   constexpr uint32_t kBlocksPerBatch = 1000;
   uint64_t next_hash = 1;
   uint32_t next_token = 1;

@@ -575,9 +575,9 @@ TEST(MetricsProcessTest, IndexCapFlagsEvictAndCount) {
   EXPECT_EQ(Value(scrape, "kvindex_index_unresolved_parents_total"), 0);
 }
 
-// --index_memory_mb lowers both caps to what the budget holds
-// (EntriesForMemoryBudget: 1 MiB / 96 B = 10922 entries): one batch of 11000
-// blocks leaves 10922 and counts 78 evictions.
+// --index_memory_mb lowers both caps to what the budget holds (1 MiB: 327
+// speculative entries set aside at 400 B, the rest / 96 B = 9560 entries): one
+// batch of 11000 blocks leaves 9560 and counts 1440 evictions.
 TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
   absl::StatusOr<std::unique_ptr<FakeEngine>> engine = FakeEngine::Create({});
   ASSERT_TRUE(engine.ok()) << engine.status();
@@ -594,8 +594,8 @@ TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
                   "kvindex_replays_total{result=\"ok\"}"),
             1);
   constexpr uint32_t kStored = 11000;
-  constexpr uint64_t kCap = (1 << 20) / 96;
-  ASSERT_EQ(EntriesForMemoryBudget(1 << 20), kCap);
+  constexpr uint64_t kCap = ((1 << 20) - 327 * 400) / 96;
+  ASSERT_EQ(WithMemoryBudget(IndexOptions{}, 1 << 20).max_entries, kCap);
   PublishChain(**engine, 0, kStored);
   const PrometheusScrape scrape =
       ScrapeSettled(port, [](const PrometheusScrape& s) { return s.Get("kvindex_batches_total") == 1; });
