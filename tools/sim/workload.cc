@@ -1,7 +1,6 @@
 #include "tools/sim/workload.h"
 
 #include <algorithm>
-#include <functional>
 
 #include "absl/strings/str_cat.h"
 
@@ -75,10 +74,10 @@ std::vector<SamplePrompt> Workload::SampleConversations(size_t conversations, Rn
   };
   // A multimodal and a salted conversation first, when any is live, so that
   // the sample covers every kind of prompt the workload makes; then at random.
-  const std::function<bool(const Conversation&)> kinds[] = {
+  bool (*const kinds[])(const Conversation&) = {
       [](const Conversation& c) { return !c.keys.mm_inputs.empty(); },
       [](const Conversation& c) { return !c.keys.cache_salt.empty(); }};
-  for (const auto& kind : kinds) {
+  for (auto* kind : kinds) {
     if (out.size() >= conversations) break;
     std::vector<size_t> of_kind;
     for (size_t i = 0; i < live.size(); ++i) {

@@ -194,6 +194,7 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
   replay_reachable_ = true;
   replay_->deadline = now + options_.replay_timeout;  // progressing: not timed out
   const auto s = static_cast<int64_t>(seq);
+  const bool first = !replay_->got_any();
   replay_->last_seen = std::max(replay_->last_seen, s);
   if (std::optional<uint64_t> expected = std::exchange(replay_->verify_digest, std::nullopt); expected.has_value()) {
     if (seq == replay_->from) {
@@ -201,14 +202,12 @@ void WorkerFeed::OnReplayBatch(uint64_t seq, std::string_view payload, absl::Tim
         RestartFromZero(now);
         return;
       }
-      replay_->got_any = true;  // the batch already applied: the same incarnation
-      return;
+      return;  // the batch already applied: the same incarnation
     }
     // The buffer no longer holds the batch to check: nothing to compare; go on.
     replay_->from += 1;
   }
-  if (!replay_->got_any) {
-    replay_->got_any = true;
+  if (first) {
     if (replay_->rebuild) {
       // The blocks held come from batches first_applied_..last_applied_.
       const int64_t held_from = first_applied_ >= 0 ? first_applied_ : last_applied_ + 1;
@@ -297,7 +296,7 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
     last_digest_.reset();  // not the digest of the batch last_applied_ names
     status_.last_seq = last_applied_;
   }
-  if (timed_out && replay.warm_start && !replay.got_any) ScheduleWarmStartRetry(now);
+  if (timed_out && replay.warm_start && !replay.got_any()) ScheduleWarmStartRetry(now);
   if (timed_out || replay.failed || !reached) {
     ++status_.replays_failed;
     metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);

@@ -145,8 +145,8 @@ class WorkerFeed {
     bool warm_start = false;
     // A warm-start retry: its first reply clears what the live stream gave.
     bool rebuild = false;
-    bool got_any = false;
-    int64_t last_seen = -1;  // highest seq replayed
+    int64_t last_seen = -1;  // highest seq replayed; -1: none yet
+    bool got_any() const { return last_seen >= 0; }
     bool failed = false;  // the gap was found uncoverable while replaying
     // Asked from the last applied seq (`from`), whose batch must have this digest.
     std::optional<uint64_t> verify_digest;
