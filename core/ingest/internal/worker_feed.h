@@ -143,7 +143,8 @@ class WorkerFeed {
     // Asked from 0 for a stream with no history yet: a buffer that no longer
     // holds seq 0 is no loss.
     bool warm_start = false;
-    // A warm-start retry: its first reply clears what the live stream gave.
+    // A warm-start retry of a worker holding live batches: rebuilt from the
+    // engine's buffer (see the rules above).
     bool rebuild = false;
     int64_t last_seen = -1;  // highest seq replayed; -1: none yet
     bool got_any() const { return last_seen >= 0; }
