@@ -73,12 +73,13 @@ ABSL_FLAG(uint64_t, max_workers, 0,
           "allows, at most 10000.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
 ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
-          "Most engine blocks one (pod, dp rank) may hold; past it blocks are evicted by second chance (an "
-          "approximation of LRU: a block stored since the evictor last looked at it is passed over once). "
-          "0: unlimited.");
+          "Most engine blocks one (pod, dp rank) may hold; past it blocks are evicted leaves first (a block "
+          "goes only once no block held names it as parent, as engines evict), by second chance among the "
+          "leaves (an approximation of LRU: a block stored since the evictor last looked at it is passed over "
+          "once). 0: unlimited.");
 ABSL_FLAG(uint64_t, max_index_entries, 64u << 20,
           "Most (block, worker) entries in the index; past it the worker holding the most entries loses one by "
-          "second chance (see --max_blocks_per_worker). 0: unlimited.");
+          "leaves first, by second chance (see --max_blocks_per_worker). 0: unlimited.");
 ABSL_FLAG(uint64_t, index_memory_mb, 0,
           "Memory budget of the index, MiB: lowers --max_speculative_entries to what 1/8 of it holds (400 B an "
           "entry), then --max_index_entries (and --max_blocks_per_worker) to what the rest holds "

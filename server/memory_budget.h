@@ -10,14 +10,14 @@
 namespace kvindex {
 
 // Upper bound of index memory per (block, worker) entry, bytes. The worst
-// layouts (bench/index_memory_bench measures 28-39 B/entry of heap on average,
-// up to 46 B of RSS before malloc_trim): a block only its worker holds, a
-// 17-byte engine-map slot and a 16-byte block-table slot at the tables' least
-// load after growth (0.95 / 1.2): 21.5 + 20.2 = 42 B; a block held by three, a
-// 48-byte malloc'd list shared three ways: 21.5 + 6.7 + 16 = 44 B. Add the
+// layouts (bench/index_memory_bench measures 39-51 B/entry of RSS on average):
+// a block only its worker holds, a 27-byte engine-map slot (parent and child
+// count included) and a 16-byte block-table slot at the tables' least load
+// after growth (0.95 / 1.2): 34.2 + 20.2 = 54 B; a block held by three, a
+// 48-byte malloc'd list shared three ways: 34.2 + 6.7 + 16 = 57 B. Add the
 // transient of the largest table's rehash (a worker holding all entries: old
-// and new engine-map slots, +26 B) and the heap's fragmentation: 96 B.
-inline constexpr uint64_t kIndexBytesPerEntry = 96;
+// and new engine-map slots, +41 B) and the heap's fragmentation: 128 B.
+inline constexpr uint64_t kIndexBytesPerEntry = 128;
 
 // Upper bound of memory per speculative entry (RecordRouting), bytes:
 // bench/index_memory_bench measures 228-361 B of RSS per entry

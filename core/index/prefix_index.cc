@@ -40,7 +40,7 @@ class PrefixIndex::Impl {
         matcher(table, workers, contexts, media, &speculative) {}
 
   // While the index holds more than max_entries entries, evicts from the
-  // worker holding the most (second chance within it), so one flooding
+  // worker holding the most (leaves first within it), so one flooding
   // engine cannot push out everyone else.
   void EnforceGlobalCap() {
     if (options.max_entries == 0) return;

@@ -54,11 +54,12 @@ struct SpeculativeOptions {
 
 struct IndexOptions {
   // Most engine blocks one worker may hold; beyond it the worker's blocks are
-  // evicted by second chance (an approximation of LRU: a block stored since it
-  // was last looked at is spared once). 0 means unlimited.
+  // evicted leaves first (a block no held block names as parent), by second
+  // chance among them (an approximation of LRU: a block stored since it was
+  // last looked at is spared once; internal/engine_map.h). 0 means unlimited.
   size_t max_blocks_per_worker = 4u << 20;
   // Most (block, worker) entries in the whole index; beyond it blocks are
-  // evicted, by second chance, from the worker holding the most. 0 means unlimited.
+  // evicted, leaves first, from the worker holding the most. 0 means unlimited.
   size_t max_entries = 64u << 20;
   // Number of lock shards of the block table (rounded up to a power of two).
   size_t shards = 64;

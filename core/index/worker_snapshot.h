@@ -58,9 +58,10 @@ struct GroupSnapshot {
   uint32_t window = 0;              // kv_cache_spec_sliding_window, as last sent
   uint32_t block_size = 0;          // of its last event stored with tokens
   std::vector<SnapshotBlock> blocks;
-  // Offloading: the group keeps block -> parent engine hashes (tracks_parents),
-  // and the blocks a chunk covers per tier (by WorkerSnapshot::media bit; 0: none).
-  bool tracks_parents = false;
+  // Block -> the parent engine hash its engine named, for the blocks that
+  // have one (eviction goes leaves first; an offloaded chunk covers its
+  // block's predecessors), and the blocks a chunk covers per tier (by
+  // WorkerSnapshot::media bit; 0: none).
   std::vector<std::pair<uint64_t, uint64_t>> parents;
   std::array<uint32_t, kSnapshotMedia> chunk_blocks = {};
 

@@ -20,13 +20,13 @@ namespace {
 constexpr uint64_t kMiB = 1 << 20;
 
 TEST(EntriesForMemoryBudgetTest, BudgetOverBytesPerEntryWithAFloor) {
-  EXPECT_EQ(kIndexBytesPerEntry, 96u);
-  EXPECT_EQ(EntriesForMemoryBudget(kMiB), 10922u);              // 1048576 / 96, rounded down
-  EXPECT_EQ(EntriesForMemoryBudget(1024 * kMiB), 11184810u);
-  EXPECT_EQ(EntriesForMemoryBudget(96 * 2000), 2000u);
-  EXPECT_EQ(EntriesForMemoryBudget(96 * 2000 + 95), 2000u);
-  EXPECT_EQ(EntriesForMemoryBudget(96 * 1024), 1024u);
-  EXPECT_EQ(EntriesForMemoryBudget(96 * 1024 - 1), 1024u);      // the floor
+  EXPECT_EQ(kIndexBytesPerEntry, 128u);
+  EXPECT_EQ(EntriesForMemoryBudget(kMiB), 8192u);  // 1048576 / 128
+  EXPECT_EQ(EntriesForMemoryBudget(1024 * kMiB), 8388608u);
+  EXPECT_EQ(EntriesForMemoryBudget(128 * 2000), 2000u);
+  EXPECT_EQ(EntriesForMemoryBudget(128 * 2000 + 127), 2000u);  // rounded down
+  EXPECT_EQ(EntriesForMemoryBudget(128 * 1024), 1024u);
+  EXPECT_EQ(EntriesForMemoryBudget(128 * 1024 - 1), 1024u);  // the floor
   EXPECT_EQ(EntriesForMemoryBudget(1), 1024u);
 }
 
@@ -37,8 +37,8 @@ TEST(SpeculativeEntriesForMemoryBudgetTest, AnEighthOverBytesPerEntryWithAFloor)
   EXPECT_EQ(SpeculativeEntriesForMemoryBudget(1), 1u);
 }
 
-// 1 MiB: 327 speculative entries (130800 B) set aside, 917776 B / 96 for the rest.
-constexpr uint64_t kMiBEntries = 9560;
+// 1 MiB: 327 speculative entries (130800 B) set aside, 917776 B / 128 for the rest.
+constexpr uint64_t kMiBEntries = 7170;
 
 TEST(WithMemoryBudgetTest, ZeroBudgetLeavesTheCaps) {
   const IndexOptions in{.max_blocks_per_worker = 5, .max_entries = 0, .shards = 8};
@@ -61,7 +61,7 @@ TEST(WithMemoryBudgetTest, NeverRaisesALowerCap) {
       WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 100, .max_entries = 5000}, kMiB);
   EXPECT_EQ(out.max_blocks_per_worker, 100u);
   EXPECT_EQ(out.max_entries, 5000u);
-  // One lower, one higher than the budget's 9560: each judged on its own.
+  // One lower, one higher than the budget's 7170: each judged on its own.
   const IndexOptions mixed =
       WithMemoryBudget(IndexOptions{.max_blocks_per_worker = 20000, .max_entries = 3000}, kMiB);
   EXPECT_EQ(mixed.max_blocks_per_worker, kMiBEntries);
@@ -74,7 +74,7 @@ TEST(WithMemoryBudgetTest, ALowerSpeculativeCapLeavesTheRestToEngineEntries) {
   in.speculative.max_entries = 100;
   const IndexOptions out = WithMemoryBudget(in, kMiB);
   EXPECT_EQ(out.speculative.max_entries, 100u);
-  EXPECT_EQ(out.max_entries, (kMiB - 100 * 400) / 96);
+  EXPECT_EQ(out.max_entries, (kMiB - 100 * 400) / 128);
 }
 
 TEST(WithMemoryBudgetTest, UnlimitedCapsTakeTheBudget) {

@@ -576,8 +576,8 @@ TEST(MetricsProcessTest, IndexCapFlagsEvictAndCount) {
 }
 
 // --index_memory_mb lowers both caps to what the budget holds (1 MiB: 327
-// speculative entries set aside at 400 B, the rest / 96 B = 9560 entries): one
-// batch of 11000 blocks leaves 9560 and counts 1440 evictions.
+// speculative entries set aside at 400 B, the rest / 128 B = 7170 entries): one
+// batch of 11000 blocks leaves 7170 and counts 3830 evictions.
 TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
   absl::StatusOr<std::unique_ptr<FakeEngine>> engine = FakeEngine::Create({});
   ASSERT_TRUE(engine.ok()) << engine.status();
@@ -594,7 +594,7 @@ TEST(MetricsProcessTest, IndexMemoryBudgetFlagCapsEntries) {
                   "kvindex_replays_total{result=\"ok\"}"),
             1);
   constexpr uint32_t kStored = 11000;
-  constexpr uint64_t kCap = ((1 << 20) - 327 * 400) / 96;
+  constexpr uint64_t kCap = ((1 << 20) - 327 * 400) / 128;
   ASSERT_EQ(WithMemoryBudget(IndexOptions{}, 1 << 20).max_entries, kCap);
   PublishChain(**engine, 0, kStored);
   const PrometheusScrape scrape =

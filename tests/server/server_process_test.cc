@@ -385,7 +385,8 @@ TEST(ServerProcessTest, HelpListsItsOwnFlagsOnceAndExitsZero) {
     EXPECT_NE(at, std::string::npos) << flag;
     EXPECT_EQ(help.find(entry, at + 1), std::string::npos) << flag << " listed twice";
   }
-  for (const char* text : {"KVINDEX_<NAME IN CAPITALS>", "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "second chance"}) {
+  for (const char* text : {"KVINDEX_<NAME IN CAPITALS>", "AIBRIX_PREFIX_CACHE_KV_EVENT_SYNC_ENABLED", "second chance",
+                           "leaves first"}) {
     EXPECT_THAT(help, HasSubstr(text));
   }
   EXPECT_THAT(help, Not(HasSubstr("least recently stored")));

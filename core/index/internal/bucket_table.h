@@ -1,10 +1,10 @@
 #pragma once
 
-// BucketTable<kTagged>: a compact hash map from uint64 keys to uint64 values
-// (plus, when kTagged, one byte of tag per entry), built for the index's
-// memory budget and its cache misses: 16 bytes an entry (17 tagged) at loads
-// up to 0.95, no per-entry allocation, and a lookup touches at most three
-// cache lines (four tagged).
+// BucketTable<Tag>: a compact hash map from uint64 keys to uint64 values
+// (plus, unless Tag is NoTag, a Tag per entry: a small trivially copyable
+// value), built for the index's memory budget and its cache misses: 16 bytes
+// an entry (plus sizeof(Tag)) at loads up to 0.95, no per-entry allocation,
+// and a lookup touches at most three cache lines (four tagged).
 //
 // Bucketized cuckoo hashing: a key lives in one of two buckets (both chosen by
 // its hash) of eight slots; a bucket is two 64-byte cache lines, its keys and
@@ -16,8 +16,8 @@
 // nothing. The table grows by x1.2 when it would pass 0.95 full (or no path
 // is found) and shrinks when under 1/8 full, so its load stays in 0.79-0.95
 // (mean ~0.87); an entry moves ~5 times while a table grows to its size.
-// Tags live in an array of their own (one byte per slot, 1/16 of the buckets'
-// size: it stays in cache). The arrays are TableMemory: RSS follows the size.
+// Tags live in an array of their own (sizeof(Tag) per slot; a zeroed Tag is
+// a free slot's). The arrays are TableMemory: RSS follows the size.
 //
 // Keys are stored mixed (MurmurHash3's fmix64, a bijection, undone by KeyAt;
 // engine hashes may be small integers); a free slot holds mixed key 0, so the
@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <type_traits>
 #include <vector>
 
 #include "absl/numeric/int128.h"
@@ -53,8 +54,14 @@
 
 namespace kvindex {
 
-template <bool kTagged>
+// The Tag of an untagged BucketTable.
+struct NoTag {};
+
+template <typename Tag>
 class BucketTable {
+  static_assert(std::is_trivially_copyable_v<Tag>);
+  static constexpr bool kTagged = !std::is_same_v<Tag, NoTag>;
+
  public:
   static constexpr size_t kNpos = ~size_t{0};
   static constexpr size_t kSlots = 8;  // per bucket
@@ -81,7 +88,7 @@ class BucketTable {
   size_t size() const { return size_; }
   size_t capacity() const { return bucket_count_ * kSlots; }  // slots in buckets
   size_t end() const { return capacity() + 1; }                // positions: the slots, then key 0's
-  size_t MemoryBytes() const { return bucket_count_ * (sizeof(Bucket) + (kTagged ? kSlots : 0)); }
+  size_t MemoryBytes() const { return bucket_count_ * (sizeof(Bucket) + (kTagged ? kSlots * sizeof(Tag) : 0)); }
 
   // Starts loading the lines a lookup of `key` reads, so that the cache misses
   // of a batch of lookups overlap. Safe to call concurrently with any other
@@ -101,7 +108,7 @@ class BucketTable {
     line(buckets + b2 * sizeof(Bucket));
     line(buckets + b2 * sizeof(Bucket) + offsetof(Bucket, value));
     if constexpr (kTagged) {
-      if (const uintptr_t tags = prefetch_tags_.load(std::memory_order_relaxed); tags != 0) line(tags + b1 * kSlots);
+      if (const uintptr_t tags = prefetch_tags_.load(std::memory_order_relaxed); tags != 0) line(tags + b1 * kSlots * sizeof(Tag));
     }
   }
 
@@ -123,7 +130,7 @@ class BucketTable {
     const uint64_t mixed = Mix(key);
     ++size_;
     if (mixed == 0) {
-      zero_ = Zero{.value = 0, .tag = 0, .used = true};
+      zero_ = Zero{.value = 0, .tag = Tag{}, .used = true};
       return capacity();
     }
     if ((size_ - zero_.used) * 20 > capacity() * 19) Rehash(GrownBucketCount());
@@ -150,7 +157,7 @@ class BucketTable {
     Bucket& b = buckets_[pos / kSlots];
     b.key[pos % kSlots] = 0;
     b.value[pos % kSlots] = 0;
-    if constexpr (kTagged) tags_[pos] = 0;
+    if constexpr (kTagged) tags_[pos] = Tag{};
     if (capacity() > 64 && size_ * 8 < capacity()) Rehash(size_ * 2 / kSlots + 1);
   }
 
@@ -164,12 +171,12 @@ class BucketTable {
   void SetValueAt(size_t pos, uint64_t value) {
     (pos == capacity() ? zero_.value : buckets_[pos / kSlots].value[pos % kSlots]) = value;
   }
-  uint8_t TagAt(size_t pos) const
+  Tag TagAt(size_t pos) const
     requires kTagged
   {
     return pos == capacity() ? zero_.tag : tags_[pos];
   }
-  void SetTagAt(size_t pos, uint8_t tag)
+  void SetTagAt(size_t pos, Tag tag)
     requires kTagged
   {
     (pos == capacity() ? zero_.tag : tags_[pos]) = tag;
@@ -200,19 +207,19 @@ class BucketTable {
   // Positions of the pinned arrays: [0, PinnedEnd()). 0 when not pinned.
   size_t PinnedEnd() const { return pin_ == nullptr ? 0 : pin_->capacity; }
   // Calls fn(key, value, tag) for each entry at pinned positions [from, to)
-  // as it reads now (tag 0 when untagged). Requires to <= PinnedEnd().
+  // as it reads now (NoTag{} when untagged). Requires to <= PinnedEnd().
   template <typename Fn>
   void ForEachPinned(size_t from, size_t to, Fn fn) const {
     for (size_t pos = from; pos < to; ++pos) {
       const Bucket& b = pin_->buckets[pos / kSlots];
       if (b.key[pos % kSlots] == 0) continue;
-      uint8_t tag = 0;
+      Tag tag{};
       if constexpr (kTagged) tag = pin_->tags[pos];
       fn(Unmix(b.key[pos % kSlots]), uint64_t(b.value[pos % kSlots]), tag);
     }
   }
 
-  // Calls fn(key, value, tag) for every entry (tag 0 when untagged).
+  // Calls fn(key, value, tag) for every entry (NoTag{} when untagged).
   template <typename Fn>
   void ForEach(Fn fn) const {
     for (size_t pos = 0; pos < capacity(); ++pos) {
@@ -220,7 +227,7 @@ class BucketTable {
       if (b.key[pos % kSlots] == 0) continue;
       fn(Unmix(b.key[pos % kSlots]), uint64_t(b.value[pos % kSlots]), TagOf(pos));
     }
-    if (zero_.used) fn(uint64_t{0}, uint64_t(zero_.value), uint8_t(zero_.tag));
+    if (zero_.used) fn(uint64_t{0}, uint64_t(zero_.value), Tag(zero_.tag));
   }
 
  private:
@@ -231,13 +238,13 @@ class BucketTable {
   static_assert(sizeof(Bucket) == 128 && alignof(Bucket) <= TableMemory::kAlignment);
   struct Zero {
     uint64_t value = 0;
-    uint8_t tag = 0;
+    Tag tag{};
     bool used = false;
   };
   // The arrays as of Pin(): owned by the table while it uses them, then by the pin.
   struct Pinned {
     const Bucket* buckets = nullptr;
-    const uint8_t* tags = nullptr;
+    const Tag* tags = nullptr;
     size_t capacity = 0;
     std::vector<uint64_t>* moved = nullptr;
     TableMemory kept_buckets;  // the pinned arrays once the table has left them
@@ -292,9 +299,9 @@ class BucketTable {
     for (size_t s = 0; s < kSlots; ++s) free += b.key[s] == 0;
     return free;
   }
-  uint8_t TagOf(size_t pos) const {
+  Tag TagOf(size_t pos) const {
     if constexpr (kTagged) return tags_[pos];
-    return 0;
+    return Tag{};
   }
   void MoveSlot(size_t from, size_t to) {
     Bucket& src = buckets_[from / kSlots];
@@ -302,7 +309,7 @@ class BucketTable {
     if (pin_ != nullptr && pin_->buckets == buckets_) pin_->moved->push_back(Unmix(src.key[from % kSlots]));
     dst.key[to % kSlots] = std::exchange(src.key[from % kSlots], 0);
     dst.value[to % kSlots] = std::exchange(src.value[from % kSlots], 0);
-    if constexpr (kTagged) tags_[to] = std::exchange(tags_[from], 0);
+    if constexpr (kTagged) tags_[to] = std::exchange(tags_[from], Tag{});
   }
 
   // Puts an absent non-zero mixed key into a free slot of one of its buckets,
@@ -360,8 +367,8 @@ class BucketTable {
       bucket_memory_ = TableMemory(bucket_count * sizeof(Bucket));  // zeroed: all free
       buckets_ = static_cast<Bucket*>(bucket_memory_.data());
       if constexpr (kTagged) {
-        tag_memory_ = TableMemory(bucket_count * kSlots);
-        tags_ = static_cast<uint8_t*>(tag_memory_.data());
+        tag_memory_ = TableMemory(bucket_count * kSlots * sizeof(Tag));
+        tags_ = static_cast<Tag*>(tag_memory_.data());
       }
       bucket_count_ = bucket_count;
       if (Refill(old)) break;
@@ -414,7 +421,7 @@ class BucketTable {
   TableMemory bucket_memory_;
   TableMemory tag_memory_;
   Bucket* buckets_ = nullptr;  // in bucket_memory_
-  uint8_t* tags_ = nullptr;    // in tag_memory_; kTagged: one per slot
+  Tag* tags_ = nullptr;        // in tag_memory_; kTagged: one per slot
   size_t bucket_count_ = 0;
   size_t size_ = 0;  // key 0 included
   Zero zero_;

@@ -1,11 +1,25 @@
 #pragma once
 
-// EngineMap: one worker's engine blocks — engine hash -> (index hash, media) —
-// with second-chance eviction, an approximation of LRU: storing a block marks
-// it; EvictOne() looks at blocks at random positions, clearing the marks it
-// finds, and evicts the first unmarked one (random positions keep the
-// buckets' load even, where a CLOCK hand would empty one region at a time).
-// 17 bytes a slot (a tagged BucketTable: the media and the mark in the tag).
+// EngineMap: one worker's engine blocks — engine hash -> (index hash, media,
+// parent engine hash) — with leaves-first second-chance eviction.
+//
+// Each block records the parent the engine named for it, and counts its
+// children: the blocks held that name it as their parent and were stored
+// while it was held. Engines evict a chain's leaves before its parents (a
+// parent evicted first would leave its descendants unmatchable), and so does
+// EvictOne(): it evicts only blocks without children, by second chance, an
+// approximation of LRU: storing a block marks it; EvictOne() first tries the
+// parent its last eviction left childless (walking a chain up from its tail,
+// as engines free it), else looks at blocks at random positions, clearing the
+// marks it finds, and evicts the first unmarked leaf (random positions keep
+// the buckets' load even, where a CLOCK hand would empty one region at a
+// time). A block stored while its parent was absent is not counted as the
+// parent's child (nothing finds children): when the parent is stored again
+// later, it may go before that block, which then matches nothing until it is
+// evicted in turn (RecountChildren, after an import, counts every link).
+// 27 bytes a slot: a BucketTable tagged with the parent, the child count (2
+// bytes, saturating: a block with 65,535 children is never a leaf again), the
+// media and the mark.
 //
 // A cut is a copy of the map as of one instant taken in steps, with other
 // calls in between (WorkerBlocks::Export copies a worker so, a bounded number
@@ -14,8 +28,7 @@
 // stored, taken off a medium, evicted, or moved by the table is noted as
 // pending. The owner calls SettleCut() at the end of every call that changes
 // the map (before anyone else may see the map): it records each pending key's
-// block as it is then (or its absence), with a value of the owner's attached,
-// in the cut's settled map. CopyCut() reads the pinned positions in order, a
+// block as it is then (or its absence) in the cut's settled map. CopyCut() reads the pinned positions in order, a
 // step at a time; EndCut() hands over the settled map.
 // Invariant, for the copy at an instant T when nothing is pending (after a
 // SettleCut, before EndCut), for each key k:
@@ -31,7 +44,8 @@
 // reported counts any more (every block held at T was stored after the
 // clear, so it is settled) and CopyCut has no step left. Key 0, which lives
 // beside the arrays, is pending from BeginCut when held. Second-chance marks
-// are not part of a cut (nor of Block). One cut at a time.
+// and child counts are not part of a cut (nor of Block); a block's parent
+// changes only when it is stored, so it is. One cut at a time.
 //
 // Not thread-safe.
 
@@ -48,11 +62,19 @@
 namespace kvindex {
 
 class EngineMap {
+  // A block's tag. Packed: 11 bytes (unaligned loads cost nothing on x86).
+  struct __attribute__((packed)) Tag {
+    uint64_t parent;    // the block's own engine hash: none
+    uint16_t children;  // kMaxChildren: saturated, never counted down
+    uint8_t bits;       // media | kMarked
+  };
+
  public:
   struct Block {
     uint64_t engine;
     uint64_t index;
-    MediumMask media;  // never 0
+    MediumMask media;                // never 0
+    std::optional<uint64_t> parent;  // the engine hash the engine named as its parent
   };
 
   size_t size() const { return table_.size(); }
@@ -68,25 +90,31 @@ class EngineMap {
   // The block stored under `engine`, if any.
   std::optional<Block> Find(uint64_t engine) const;
 
-  // Stores (engine -> index, media) and marks it referenced; returns the block
-  // it replaces, if any. A block already stored under `engine` with the same
-  // index keeps its media too (the union); with another index it is replaced.
-  std::optional<Block> Store(uint64_t engine, uint64_t index, MediumMask media);
+  // Stores (engine -> index, media, parent) and marks it referenced; returns
+  // the block it replaces, if any. A block already stored under `engine` with
+  // the same index keeps its media too (the union); with another index it is
+  // replaced. A new block, or one whose parent changes, counts as a child of
+  // its parent when that is held (a parent equal to `engine` is none).
+  std::optional<Block> Store(uint64_t engine, uint64_t index, MediumMask media, std::optional<uint64_t> parent);
 
   // Takes `engine`'s block off medium `media` (forgetting it when that was its
-  // only one) and returns it as it was; nullopt when absent or not on `media`.
+  // only one: its parent has a child less) and returns it as it was; nullopt
+  // when absent or not on `media`.
   std::optional<Block> Remove(uint64_t engine, MediumMask media);
 
-  // Removes and returns a block not stored since it was last looked at.
-  // Requires size() > 0.
+  // Removes and returns a block without children not stored since it was
+  // last looked at (see the header); when no block is without children
+  // (counts saturated), any block not stored since. Requires size() > 0.
   Block EvictOne();
+
+  // Counts every block's children again from the parents recorded (after
+  // blocks were stored in any order, as an import does). O(size()) look-ups.
+  void RecountChildren();
 
   // Calls fn(const Block&) for every block.
   template <typename Fn>
   void ForEach(Fn fn) const {
-    table_.ForEach([&](uint64_t engine, uint64_t index, uint8_t tag) {
-      fn(Block{engine, index, static_cast<MediumMask>(tag & kMediaBits)});
-    });
+    table_.ForEach([&](uint64_t engine, uint64_t index, Tag tag) { fn(BlockOf(engine, index, tag)); });
   }
 
   void Clear();
@@ -101,37 +129,22 @@ class EngineMap {
   bool CopyCut(size_t positions, Fn fn) {
     const size_t end = table_.PinnedEnd();
     const size_t to = std::min(end, cut_->next + positions);
-    table_.ForEachPinned(cut_->next, to, [&](uint64_t engine, uint64_t index, uint8_t tag) {
-      fn(Block{engine, index, static_cast<MediumMask>(tag & kMediaBits)});
+    table_.ForEachPinned(cut_->next, to, [&](uint64_t engine, uint64_t index, Tag tag) {
+      fn(BlockOf(engine, index, tag));
     });
     cut_->next = to;
     return to < end;
   }
-  // A key's state once settled: its block (nullopt: none) and the owner's value.
-  struct Settled {
-    std::optional<Block> block;
-    std::optional<uint64_t> attached;
-  };
-  // Settles every pending key (see the header): attach(engine) returns the
-  // owner's value for a key that holds a block (std::optional<uint64_t>).
-  // No-op without a cut or when nothing is pending.
-  template <typename Attach>
-  void SettleCut(Attach attach) {
-    if (cut_ == nullptr) return;
-    for (const uint64_t engine : cut_->pending) {
-      Settled& s = cut_->settled[engine];
-      s.block = Find(engine);
-      s.attached = s.block.has_value() ? attach(engine) : std::nullopt;
-    }
-    cut_->pending.clear();
-  }
-  // What a cut leaves: the settled keys, whether the map was cleared during
-  // it, and the memory of the pinned arrays, freed when this is dropped (so
-  // the owner may drop it outside its lock).
+  // Settles every pending key (see the header): records its block as it is
+  // now (nullopt: none). No-op without a cut or when nothing is pending.
+  void SettleCut();
+  // What a cut leaves: the settled keys' blocks, whether the map was cleared
+  // during it, and the memory of the pinned arrays, freed when this is
+  // dropped (so the owner may drop it outside its lock).
   struct CutResult {
     bool cleared = false;
-    absl::flat_hash_map<uint64_t, Settled> settled;
-    BucketTable<true>::Kept kept;
+    absl::flat_hash_map<uint64_t, std::optional<Block>> settled;
+    BucketTable<Tag>::Kept kept;
   };
   // Ends the cut. Requires cutting() and nothing pending.
   CutResult EndCut();
@@ -139,7 +152,7 @@ class EngineMap {
  private:
   struct Cut {
     std::vector<uint64_t> pending;  // changed or moved since the last SettleCut; repeats allowed
-    absl::flat_hash_map<uint64_t, Settled> settled;
+    absl::flat_hash_map<uint64_t, std::optional<Block>> settled;
     size_t next = 0;  // the next pinned position CopyCut reads
     bool cleared = false;
   };
@@ -147,15 +160,26 @@ class EngineMap {
     if (cut_ != nullptr) cut_->pending.push_back(engine);
   }
 
+  static constexpr uint16_t kMaxChildren = 0xffff;
   static constexpr uint8_t kMarked = 0x80;
   static constexpr uint8_t kMediaBits = 0x7f;
-  static_assert(kMaxMedia <= 7, "the top tag bit is the second-chance mark");
+  static_assert(kMaxMedia <= 7, "the top bit of Tag::bits is the second-chance mark");
 
+  static Block BlockOf(uint64_t engine, uint64_t index, const Tag& tag) {
+    return Block{engine, index, static_cast<MediumMask>(tag.bits & kMediaBits),
+                 tag.parent == engine ? std::nullopt : std::optional<uint64_t>(tag.parent)};
+  }
+  // Counts a child more (+1) or less (-1) for `parent`, when held.
+  void CountChild(std::optional<uint64_t> parent, int delta);
+  // Erases the block at `pos` (noted), its parent losing a child; returns it.
+  Block EraseAt(size_t pos);
   size_t RandomPosition();
 
-  BucketTable</*kTagged=*/true> table_;
+  BucketTable<Tag> table_;
   uint64_t rng_ = 0x9e3779b97f4a7c15ULL;  // xorshift64* state; deterministic per map
-  std::unique_ptr<Cut> cut_;               // null: no cut
+  // The parent the last eviction left without children: EvictOne's first try.
+  std::optional<uint64_t> walk_;
+  std::unique_ptr<Cut> cut_;  // null: no cut
 };
 
 }  // namespace kvindex

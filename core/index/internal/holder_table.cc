@@ -23,7 +23,7 @@ Holder UnpackOne(uint64_t bits) {
 }  // namespace
 
 HolderTable::~HolderTable() {
-  table_.ForEach([&](uint64_t, uint64_t v, uint8_t) {
+  table_.ForEach([&](uint64_t, uint64_t v, NoTag) {
     if (v != 0 && !IsPacked(v) && !IsPair(v)) FreeList(reinterpret_cast<List*>(v));
   });
 }

@@ -2,7 +2,7 @@
 
 // HolderTable: index hash -> the workers holding that block, sorted by worker
 // id, each with its media and alias count. A block held by one worker costs one
-// 17-byte slot (the holder is packed into the slot's value), and so does one
+// 16-byte slot (the holder is packed into the slot's value), and so does one
 // held by two (both packed, when neither has aliases and both worker ids are
 // below 2^23: the common case of a prefix cached on two pods); a block held by
 // more points to a heap list of 8-byte holders. Not thread-safe, except Prefetch.
@@ -86,7 +86,7 @@ class HolderTable {
   Holder* Acquire(uint64_t x, uint32_t worker, bool create);
   void Release();
 
-  BucketTable</*kTagged=*/false> table_;
+  BucketTable<NoTag> table_;
   size_t heap_bytes_ = 0;
   // The holders of the block between Acquire and Release: the heap list, or
   // (list_ == nullptr) the packed ones unpacked into inline_, with room for one more.

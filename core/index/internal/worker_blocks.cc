@@ -31,7 +31,6 @@ ApplyResult WorkerBlocks::Apply(const WorkerContext& context, const EventBatch& 
   model_ = context.model;
   default_lora_ = context.default_lora;
   settling_ = HasSpeculative();
-  TrackParentsOfOffloadedGroups(batch);
   for (const Event& event : batch.events) {
     if (const auto* stored = std::get_if<BlockStored>(&event)) {
       ApplyStored(*stored, result);
@@ -174,7 +173,6 @@ size_t WorkerBlocks::MemoryBytes() const {
   size_t bytes = sizeof(WorkerBlocks) + groups_.capacity() * sizeof(groups_[0]);
   for (const auto& g : groups_) {
     bytes += sizeof(Group) + g->blocks.MemoryBytes() + g->updates.MemoryBytes();
-    if (g->parents) bytes += g->parents->capacity() * (sizeof(std::pair<uint64_t, uint64_t>) + 1);
   }
   return bytes;
 }
@@ -269,10 +267,8 @@ void WorkerBlocks::ApplyStored(const BlockStored& ev, ApplyResult& result) {
       if (i == 0 && salted) keys.AddStr(*ev.cache_salt);
       x = keys.Hash(x);
     }
-    if (Store(*g, ev.block_hashes[i], x, m)) ++result.blocks_stored;
-    if (g->parents) {
-      if (i > 0 || ev.parent_block_hash) (*g->parents)[ev.block_hashes[i]] = i > 0 ? ev.block_hashes[i - 1] : *ev.parent_block_hash;
-    }
+    const std::optional<uint64_t> engine_parent = i > 0 ? ev.block_hashes[i - 1] : ev.parent_block_hash;
+    if (Store(*g, ev.block_hashes[i], x, m, engine_parent)) ++result.blocks_stored;
   }
 }
 
@@ -312,28 +308,17 @@ void WorkerBlocks::ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& 
     AppendChunkPredecessors(g, engine, f, covered);
     for (uint64_t e : covered) {
       const std::optional<EngineMap::Block> b = g.blocks.Find(e);
-      if (b && Store(g, e, b->index, m)) ++result.blocks_stored;
+      if (b && Store(g, e, b->index, m, b->parent)) ++result.blocks_stored;
     }
   }
 }
 
 void WorkerBlocks::AppendChunkPredecessors(const Group& g, uint64_t engine, uint32_t f, std::vector<uint64_t>& out) {
-  if (g.parents == nullptr) return;
   for (uint32_t k = 1; k < f; ++k) {
-    auto it = g.parents->find(engine);
-    if (it == g.parents->end() || !g.blocks.Find(it->second)) return;
-    engine = it->second;
+    const std::optional<EngineMap::Block> b = g.blocks.Find(engine);
+    if (!b || !b->parent || !g.blocks.Find(*b->parent)) return;
+    engine = *b->parent;
     out.push_back(engine);
-  }
-}
-
-void WorkerBlocks::TrackParentsOfOffloadedGroups(const EventBatch& batch) {
-  for (const Event& event : batch.events) {
-    const auto* stored = std::get_if<BlockStored>(&event);
-    if (stored == nullptr || stored->HasTokens()) continue;
-    if (Group* g = GroupOf(stored->group_idx); g != nullptr && g->parents == nullptr) {
-      g->parents = std::make_unique<absl::flat_hash_map<uint64_t, uint64_t>>();
-    }
   }
 }
 
@@ -382,9 +367,9 @@ void WorkerBlocks::ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) {
 
 // Engine block `engine` of group `g` is (now also) on medium `m` and maps to
 // X. Returns true when something changed in the index.
-bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
+bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m, std::optional<uint64_t> parent) {
   if (settling_) stored_xs_.push_back(x);
-  const std::optional<EngineMap::Block> old = g.blocks.Store(engine, x, m);  // marks it recently stored
+  const std::optional<EngineMap::Block> old = g.blocks.Store(engine, x, m, parent);  // marks it recently stored
   if (old && old->index == x) {
     if (old->media & m) return false;
     CountMedia(g, m, +1);
@@ -400,7 +385,6 @@ bool WorkerBlocks::Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) {
 // Accounts for engine block `b` of group `g`, already gone from its blocks.
 void WorkerBlocks::Forget(Group& g, const EngineMap::Block& b) {
   if (settling_) forgotten_xs_.push_back(b.index);
-  if (g.parents) g.parents->erase(b.engine);
   Queue(g, {b.index, HolderOp::kDropRef, b.media});
   CountMedia(g, b.media, -1);
 }
@@ -450,7 +434,6 @@ void WorkerBlocks::ClearLocked() {
     g.updates.ForgetAliases();
     g.blocks.Clear();
     g.blocks_by_medium = {};
-    if (g.parents) g.parents->clear();
   }
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // WorkerBlocks: one worker's engine blocks — engine hash -> (index hash X,
-// media), an EngineMap with second-chance eviction — and everything that
+// media, parent), an EngineMap with leaves-first eviction — and everything that
 // follows from them: the worker's holders in the BlockTable (queued as
 // HolderUpdates, with its aliases), the contexts it uses in the
 // ContextRegistry, its per-medium counts, its stats and its cap.
@@ -68,7 +68,6 @@ struct IndexCounters {
 // make them small to interleave more).
 struct ExportSteps {
   size_t positions = 65536;  // table positions copied per hold (step 2)
-  size_t lookups = 16384;    // the same, for a group that keeps parents (a look-up each)
 };
 
 class WorkerBlocks {
@@ -126,22 +125,18 @@ class WorkerBlocks {
 
   // A copy of everything the worker holds as of one instant T, taken in
   // steps so that no hold of the worker's lock copies more than
-  // steps.positions table positions (steps.lookups when a group keeps
-  // parents: each block's parent is looked up with it), whatever the
-  // worker's size; Apply, Clear and the rest run in between.
+  // steps.positions table positions, whatever the worker's size; Apply,
+  // Clear and the rest run in between.
   //   1. One hold starts a cut (engine_map.h) of every group: from then on,
   //      every call that changes a group's blocks ends (Publish) by settling
-  //      the keys it changed: their blocks and parents as the call leaves
-  //      them. A group created meanwhile starts its cut as it is created.
+  //      the keys it changed: their blocks (parents included) as the call
+  //      leaves them. A group created meanwhile starts its cut as it is created.
   //   2. Holds copy each group's pinned positions, a step at a time.
   //   3. One hold is T: it takes each group's settled keys and copies the
   //      cursor, model, contexts and the groups' shapes (O(groups)).
   // Invariant (EngineMap's cut, per group): the blocks at T are those copied
   // in 2 whose key was not settled (none when the group was cleared during
-  // the cut), plus every settled key that holds a block. A block's parent
-  // changes only in a call that changes the block itself (ApplyStored stores
-  // both, Forget and ClearLocked drop both), so a settled parent is the
-  // parent at T, and a copied one too. The cursor and the rest are read at T:
+  // the cut), plus every settled key that holds a block. The cursor and the rest are read at T:
   // the snapshot is the worker right after the last batch applied before T,
   // its cursor that batch's. Assembling the blocks (dropping the copies of
   // settled keys) and freeing what the cuts kept run with no lock held.
@@ -168,7 +163,7 @@ class WorkerBlocks {
   void Remove() ABSL_LOCKS_EXCLUDED(lock_.mu);
 
   // The global cap: while the index holds more than `max_entries` entries,
-  // evicts blocks of this worker by second chance, at most `at_most`.
+  // evicts blocks of this worker, leaves first (EngineMap), at most `at_most`.
   void EvictOverCap(uint64_t max_entries, uint64_t at_most) ABSL_LOCKS_EXCLUDED(lock_.mu);
 
   WorkerStats Stats() const ABSL_LOCKS_EXCLUDED(lock_.mu);
@@ -196,10 +191,8 @@ class WorkerBlocks {
     HolderUpdates updates;
     std::array<uint64_t, kMaxMedia> blocks_by_medium = {};
     // Offloading (vLLM's OffloadingConnector): a chunk on a medium covers the
-    // block it names and its f-1 predecessors, so the group keeps each
-    // block's parent (engine -> parent engine hash) from its first offloaded
-    // chunk on; nullptr before. chunk_blocks: f per medium, as last stored.
-    std::unique_ptr<absl::flat_hash_map<uint64_t, uint64_t>> parents;
+    // block it names and its f-1 predecessors (their parents in `blocks`).
+    // chunk_blocks: f per medium, as last stored.
     std::array<uint32_t, kMaxMedia> chunk_blocks = {};
   };
 
@@ -220,16 +213,15 @@ class WorkerBlocks {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyStored(const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  // Keeps parents from now on for the groups `batch` offloads chunks of.
-  void TrackParentsOfOffloadedGroups(const EventBatch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // Appends the predecessors of `engine` a chunk of `f` blocks covers, nearest first.
   static void AppendChunkPredecessors(const Group& g, uint64_t engine, uint32_t f, std::vector<uint64_t>& out);
   void ApplyRemoved(const BlockRemoved& ev, ApplyResult& result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  bool Store(Group& g, uint64_t engine, uint64_t x, MediumMask m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
+  bool Store(Group& g, uint64_t engine, uint64_t x, MediumMask m, std::optional<uint64_t> parent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void Forget(Group& g, const EngineMap::Block& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   static void CountMedia(Group& g, MediumMask media, int delta);
   uint64_t ContextSeedFor(const std::string& lora, uint32_t block_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
-  // Evicts one block, by second chance, from the group holding the most.
+  // Evicts one block, leaves first (EngineMap), from the group holding the most.
   void EvictOne() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_.mu);
   // Queues a holder update; a full queue is carried out at once, so it never

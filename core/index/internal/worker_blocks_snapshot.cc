@@ -45,8 +45,7 @@ struct Buffer {
 // One group's copy while an export runs (WorkerBlocks::Export, step 2).
 struct GroupCopy {
   Buffer<SnapshotBlock> blocks;                   // in pinned order
-  Buffer<std::pair<uint64_t, uint64_t>> parents;  // of those blocks
-  bool tracks_parents = false;                    // as of the last hold
+  Buffer<std::pair<uint64_t, uint64_t>> parents;  // of those blocks that have one
   bool scanned = false;
 };
 
@@ -95,24 +94,17 @@ void Assemble(GroupCopy& c, EngineMap::CutResult& cut, GroupSnapshot& gs) {
     std::erase_if(gs.parents,
                   [&cut](const std::pair<uint64_t, uint64_t>& p) { return cut.settled.contains(p.first); });
   }
-  for (const auto& [engine, settled] : cut.settled) {
-    if (!settled.block.has_value()) continue;
-    gs.blocks.push_back({engine, settled.block->index, settled.block->media});
-    if (settled.attached.has_value()) gs.parents.emplace_back(engine, *settled.attached);
+  for (const auto& [engine, block] : cut.settled) {
+    if (!block.has_value()) continue;
+    gs.blocks.push_back({engine, block->index, block->media});
+    if (block->parent.has_value()) gs.parents.emplace_back(engine, *block->parent);
   }
 }
 
 }  // namespace
 
 void WorkerBlocks::SettleCuts() {
-  for (const auto& group : groups_) {
-    const auto* parents = group->parents.get();
-    group->blocks.SettleCut([parents](uint64_t engine) -> std::optional<uint64_t> {
-      if (parents == nullptr) return std::nullopt;
-      const auto it = parents->find(engine);
-      return it == parents->end() ? std::nullopt : std::optional<uint64_t>(it->second);
-    });
-  }
+  for (const auto& group : groups_) group->blocks.SettleCut();
 }
 
 WorkerSnapshot WorkerBlocks::Export(ExportPause* pause, const ExportSteps& steps) {
@@ -132,7 +124,6 @@ WorkerSnapshot WorkerBlocks::Export(ExportPause* pause, const ExportSteps& steps
       Group& g = *groups_[slot];
       g.blocks.BeginCut();
       copies[slot].blocks.v.reserve(g.blocks.size() + steps.positions);  // (address space: nothing touched)
-      copies[slot].tracks_parents = g.parents != nullptr;
     }
     SettleCuts();  // (key 0)
   }
@@ -141,24 +132,15 @@ WorkerSnapshot WorkerBlocks::Export(ExportPause* pause, const ExportSteps& steps
   for (size_t slot = 0; slot < copies.size(); ++slot) {
     GroupCopy& c = copies[slot];
     while (!c.scanned) {
-      c.blocks.Ready(c.tracks_parents ? steps.lookups : steps.positions);
-      if (c.tracks_parents) c.parents.Ready(steps.lookups);
+      c.blocks.Ready(steps.positions);
+      c.parents.Ready(steps.positions);
       LetWaitersIn(held);
       absl::MutexLock lock(&lock_.mu);
       HoldClock clock(p, &held);
-      Group& g = *groups_[slot];
-      // A parents map created since the last hold is empty but for keys
-      // stored since, which are settled: the blocks of this hold need none.
-      const auto* parents = c.tracks_parents ? g.parents.get() : nullptr;
-      c.scanned = !g.blocks.CopyCut(c.tracks_parents ? steps.lookups : steps.positions,
-                                    [&c, parents](const EngineMap::Block& b) {
-                                      c.blocks.Push({b.engine, b.index, b.media});
-                                      if (parents == nullptr) return;
-                                      if (auto it = parents->find(b.engine); it != parents->end()) {
-                                        c.parents.Push(*it);
-                                      }
-                                    });
-      c.tracks_parents = g.parents != nullptr;
+      c.scanned = !groups_[slot]->blocks.CopyCut(steps.positions, [&c](const EngineMap::Block& b) {
+        c.blocks.Push({b.engine, b.index, b.media});
+        if (b.parent.has_value()) c.parents.Push({b.engine, *b.parent});
+      });
     }
   }
   // 3. T: the rest as it is now, and what each group settled.
@@ -187,7 +169,6 @@ WorkerSnapshot WorkerBlocks::Export(ExportPause* pause, const ExportSteps& steps
       gs.kind = g.kind;
       gs.window = g.window;
       gs.block_size = g.block_size;
-      gs.tracks_parents = g.parents != nullptr;
       std::copy(g.chunk_blocks.begin(), g.chunk_blocks.end(), gs.chunk_blocks.begin());
       cuts.push_back(g.blocks.EndCut());  // (what it kept is freed below, unlocked)
     }
@@ -268,22 +249,24 @@ uint64_t WorkerBlocks::Import(const WorkerSnapshot& s, size_t max_blocks) {
     g.kind = gs.kind;
     g.window = gs.window;
     g.block_size = gs.block_size;
-    if (gs.tracks_parents) {
-      g.parents = std::make_unique<absl::flat_hash_map<uint64_t, uint64_t>>(gs.parents.begin(), gs.parents.end());
-    }
     for (int b = 0; b < kMaxMedia; ++b) {
       if (gs.chunk_blocks[b] != 0) g.chunk_blocks[std::countr_zero(bit_of[b])] = gs.chunk_blocks[b];
     }
     // The map sized once (no rehash while it fills), each store
-    // kPrefetchAhead blocks behind the prefetch of its slot.
+    // kPrefetchAhead blocks behind the prefetch of its slot; the blocks come
+    // in any order, so their children are counted once all are in.
+    const absl::flat_hash_map<uint64_t, uint64_t> parents(gs.parents.begin(), gs.parents.end());
     g.blocks.Reserve(gs.blocks.size());
     const size_t n = gs.blocks.size();
     for (size_t i = 0; i < std::min(n, kPrefetchAhead); ++i) g.blocks.Prefetch(gs.blocks[i].engine);
     for (size_t i = 0; i < n; ++i) {
       if (i + kPrefetchAhead < n) g.blocks.Prefetch(gs.blocks[i + kPrefetchAhead].engine);
       const SnapshotBlock& b = gs.blocks[i];
-      Store(g, b.engine, b.index, local(b.media));
+      const auto parent = parents.find(b.engine);
+      Store(g, b.engine, b.index, local(b.media),
+            parent == parents.end() ? std::nullopt : std::optional<uint64_t>(parent->second));
     }
+    g.blocks.RecountChildren();
   }
   if (max_blocks != 0) {
     for (size_t held = BlocksLocked(); held > max_blocks; --held) {

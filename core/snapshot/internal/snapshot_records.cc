@@ -82,7 +82,7 @@ void EncodeWorker(const WorkerSnapshot& w, ByteSink& sink) {
     sink.OptStr(g.kind);
     sink.U32(g.window);
     sink.U32(g.block_size);
-    sink.Bool(g.tracks_parents);
+    sink.Bool(true);  // (parents kept: every group's, now)
     sink.U64(g.parents.size());
     for (const auto& [engine, parent] : g.parents) {
       sink.U64(engine);
@@ -122,8 +122,9 @@ bool DecodeWorker(ByteSource& source, WorkerSnapshot& w) {
   w.groups.resize(n);
   for (GroupSnapshot& g : w.groups) {
     uint64_t parents = 0, blocks = 0;
+    bool parents_kept = false;  // (unused: see the header)
     if (!source.U32(g.group_idx) || !source.Bool(g.named) || !source.OptStr(g.kind) || !source.U32(g.window) ||
-        !source.U32(g.block_size) || !source.Bool(g.tracks_parents) || !source.Count(parents, 16)) {
+        !source.U32(g.block_size) || !source.Bool(parents_kept) || !source.Count(parents, 16)) {
       return false;
     }
     g.parents.resize(parents);

@@ -15,7 +15,8 @@
 //            Str(media name)*7                                     by bit; "" unused
 //            LE64(n) group*
 //   group  = LE32(group_idx) Bool(named) OptStr(kind) LE32(window) LE32(block_size)
-//            Bool(tracks_parents) LE64(n) (LE64(engine) LE64(parent))* LE32(chunk blocks)*7
+//            Bool(1) LE64(n) (LE64(engine) LE64(parent))* LE32(chunk blocks)*7
+//            (the Bool: parents were kept only for offloading groups before; read, not used)
 //            LE64(n) (LE64(engine) LE64(index) U8(media))*
 //
 // Pure functions; thread-safe.

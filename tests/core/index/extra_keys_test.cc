@@ -261,22 +261,21 @@ TEST(OffloadedChunkTest, AnAbsurdChunkIsCountedAndChangesNothing) {
   EXPECT_THAT(MediaOf(index, prompt), UnorderedElementsAre(Pair("GPU", 2)));
 }
 
-// The group keeps parents from its first chunk on (the batch that brings it
-// included): a chunk of blocks stored in an earlier batch than the first
-// chunk marks the block it names only.
+// Every block keeps its parent, so a chunk of blocks stored in an earlier
+// batch covers the block it names and its predecessor (f = 2).
 TEST(OffloadedChunkTest, AChunkAddsItsMediumToTheGpuCopyAndOutlivesIt) {
   PrefixIndex index;
   const WorkerKey w{"ns/a", 0};
   const std::vector<uint32_t> prompt = {1, 2, 3, 4};
   (void)index.Apply(w, kContext, Stored({11, 12}, prompt, 2));
   const ApplyResult offload = index.Apply(w, kContext, Offloaded({12, 99}));
-  EXPECT_EQ(offload.blocks_stored, 1u);
+  EXPECT_EQ(offload.blocks_stored, 2u);
   EXPECT_EQ(offload.unknown_chunks, 1u);  // 99 was never stored
   absl::StatusOr<MatchResult> both = index.Match({.model = "m", .token_ids = prompt});
   ASSERT_TRUE(both.ok());
   ASSERT_EQ(both->workers.size(), 1u);
-  EXPECT_THAT(both->workers[0].blocks_by_medium, UnorderedElementsAre(Pair("GPU", 2), Pair("CPU", 1)));
-  // The GPU copy goes; the CPU copy of block 1 stays, block 0 too (GPU).
+  EXPECT_THAT(both->workers[0].blocks_by_medium, UnorderedElementsAre(Pair("GPU", 2), Pair("CPU", 2)));
+  // The GPU copy of block 1 goes; its CPU copy stays, block 0 too (GPU and CPU).
   EventBatch removal;
   removal.events.push_back(BlockRemoved{{12}, "GPU"});
   (void)index.Apply(w, kContext, removal);
@@ -284,8 +283,8 @@ TEST(OffloadedChunkTest, AChunkAddsItsMediumToTheGpuCopyAndOutlivesIt) {
   ASSERT_TRUE(cpu.ok());
   ASSERT_EQ(cpu->workers.size(), 1u);
   EXPECT_EQ(cpu->workers[0].matched_blocks, 2u);
-  EXPECT_THAT(cpu->workers[0].blocks_by_medium, UnorderedElementsAre(Pair("GPU", 1), Pair("CPU", 1)));
-  // The chunk's removal clears the CPU copy.
+  EXPECT_THAT(cpu->workers[0].blocks_by_medium, UnorderedElementsAre(Pair("GPU", 1), Pair("CPU", 2)));
+  // The chunk's removal clears the CPU copies of both: block 0 stays on GPU.
   EventBatch chunk_removal;
   chunk_removal.events.push_back(BlockRemoved{{12}, "CPU"});
   (void)index.Apply(w, kContext, chunk_removal);

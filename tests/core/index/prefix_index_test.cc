@@ -357,6 +357,35 @@ TEST(PrefixIndexTest, GlobalCapEvictsFromTheWorkerHoldingTheMost) {
   EXPECT_EQ(index.GetWorkerStats(kB)->evictions, 2u);
 }
 
+// Eviction goes leaves first, as engines evict: a chain longer than a cap
+// keeps its first blocks and still matches them (a block evicted from the
+// middle would leave the rest unmatchable). Hashes 1..n, two tokens a block.
+EventBatch Chain(uint64_t first, uint64_t n, std::optional<uint64_t> parent) {
+  std::vector<uint64_t> hashes;
+  for (uint64_t h = first; h < first + n; ++h) hashes.push_back(h);
+  return Batch({Stored(hashes, parent, Tokens(2 * n, 2 * (first - 1) + 1))});
+}
+
+TEST(PrefixIndexTest, ChainsUnderCapsAnswerTheirSurvivingPrefixes) {
+  // The worker's own cap: a 20-block chain under a cap of 10.
+  PrefixIndex capped(IndexOptions{.max_blocks_per_worker = 10, .max_entries = 0});
+  EXPECT_EQ(capped.Apply(kA, kModel, Chain(1, 20, std::nullopt)).evictions, 10u);
+  EXPECT_THAT(Runs(MatchTokens(capped, Tokens(40))), ElementsAre(Pair(kA, 10u)));
+  // The global cap, the chain continued in a second batch, and a branch off
+  // its block 4 that is younger than the chain's tail.
+  PrefixIndex global(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 14});
+  (void)global.Apply(kA, kModel, Chain(1, 10, std::nullopt));
+  (void)global.Apply(kA, kModel, Chain(11, 10, 10));
+  std::vector<uint32_t> branch = Tokens(8);
+  for (uint32_t t = 0; t < 6; ++t) branch.push_back(1000 + t);
+  (void)global.Apply(kA, kModel, Batch({Stored({101, 102, 103}, 4, {1000, 1001, 1002, 1003, 1004, 1005})}));
+  EXPECT_EQ(global.Stats().entries, 14u);
+  const uint32_t chain = Runs(MatchTokens(global, Tokens(40)))[0].second;
+  const uint32_t fork = Runs(MatchTokens(global, branch))[0].second;
+  EXPECT_EQ(chain + (fork > 4 ? fork - 4 : 0), 14u) << "every block held is on a matched prefix";
+  EXPECT_GE(chain, 4u);
+}
+
 TEST(PrefixIndexTest, AliasedEngineBlocksKeepTheIndexBlockUntilTheLastGoes) {
   PrefixIndex index;
   // Two engine hashes for the same tokens (e.g. different image inputs): one index block.

@@ -336,8 +336,8 @@ TEST(WorkerSnapshotTest, ImportEnforcesTheCapsOfTheIndexItJoins) {
 
 // Batch i of a long-lived worker `w` (deterministic, so it can be replayed):
 // 64 new blocks chained to the previous batch's (every third a new prompt),
-// every fourth on CPU too, with removals, offloaded chunks of 4 blocks (so the
-// group keeps parents), a second (sliding-window) group from batch 300 on, and
+// every fourth on CPU too, with removals, offloaded chunks of 4 blocks (which
+// follow parents), a second (sliding-window) group from batch 300 on, and
 // for worker 0 a clear at batch 2500.
 EventBatch RacingBatch(uint64_t w, uint64_t i) {
   constexpr uint32_t kBs = 4;

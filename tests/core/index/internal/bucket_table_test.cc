@@ -10,7 +10,6 @@
 #include <thread>
 #include <vector>
 
-#include "core/index/internal/engine_map.h"
 #include "gtest/gtest.h"
 
 namespace kvindex {
@@ -20,7 +19,7 @@ namespace {
 // and shrinks, entries move along cuckoo paths) agree with std::map after
 // every step, tags included.
 TEST(BucketTableTest, AgreesWithStdMapThroughGrowthShrinkAndMoves) {
-  BucketTable<true> table;
+  BucketTable<uint8_t> table;
   std::map<uint64_t, std::pair<uint64_t, uint8_t>> ref;
   std::mt19937_64 rng(5);
   for (int step = 0; step < 200000; ++step) {
@@ -70,7 +69,7 @@ TEST(BucketTableTest, AgreesWithStdMapThroughGrowthShrinkAndMoves) {
 // The table runs up to 0.95 full before it grows (cuckoo paths free slots in
 // full buckets), and grows by ~20 %: its load never falls far.
 TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
-  BucketTable<false> table;
+  BucketTable<NoTag> table;
   bool inserted;
   double highest = 0, lowest_after_growth = 1;
   size_t capacity = 0;
@@ -93,7 +92,7 @@ TEST(BucketTableTest, FillsTo95PercentAndGrowsInSmallSteps) {
 }
 
 TEST(BucketTableTest, EraseMovesNoOtherEntry) {
-  BucketTable<false> table;
+  BucketTable<NoTag> table;
   bool inserted;
   for (uint64_t k = 0; k < 1000; ++k) table.SetValueAt(table.Insert(k, &inserted), k + 7);
   std::map<uint64_t, size_t> where;
@@ -110,7 +109,7 @@ TEST(BucketTableTest, EraseMovesNoOtherEntry) {
 }
 
 TEST(BucketTableTest, ShrinksWhenMostlyEmpty) {
-  BucketTable<false> table;
+  BucketTable<NoTag> table;
   bool inserted;
   for (uint64_t k = 0; k < 10000; ++k) table.Insert(k, &inserted);
   const size_t big = table.capacity();
@@ -123,7 +122,7 @@ TEST(BucketTableTest, ShrinksWhenMostlyEmpty) {
 // moves on another thread: no fault, no data race (the TSan suite checks the
 // latter), and the table's contents are untouched.
 TEST(BucketTableTest, PrefetchIsSafeWhileAnotherThreadRehashes) {
-  BucketTable<true> table;
+  BucketTable<uint8_t> table;
   std::atomic<bool> done{false};
   std::thread prefetcher([&] {
     for (uint64_t k = 0; !done.load(std::memory_order_relaxed); ++k) table.Prefetch(k);
@@ -141,59 +140,9 @@ TEST(BucketTableTest, PrefetchIsSafeWhileAnotherThreadRehashes) {
   for (uint64_t k = 0; k < 100; ++k) EXPECT_NE(table.Find(k), table.kNpos);
 }
 
-// Second chance: a block stored again since eviction last looked at it
-// survives while blocks nobody stored again remain. Random eviction would take
-// a hot block in ~10-20 % of these evictions.
-TEST(EngineMapTest, EvictOneSparesBlocksStoredAgain) {
-  EngineMap map;
-  constexpr uint64_t kBlocks = 10000, kHot = 1000;
-  for (uint64_t e = 1; e <= kBlocks; ++e) map.Store(e, e * 10, 1);
-  size_t hot_victims = 0;
-  for (int round = 0; round < 5000; ++round) {
-    for (uint64_t e = 1; e <= kHot; ++e) map.Store(e, e * 10, 1);  // engine blocks in use
-    const EngineMap::Block victim = map.EvictOne();
-    EXPECT_EQ(victim.index, victim.engine * 10);
-    hot_victims += victim.engine <= kHot;
-  }
-  EXPECT_LT(hot_victims, 50u);
-  EXPECT_GE(map.size(), kBlocks - 5000);  // a hot victim comes back with the next round's stores
-  EXPECT_LE(map.size(), kBlocks - 5000 + hot_victims);
-  // Keys come back intact (they are stored mixed).
-  size_t seen = 0;
-  map.ForEach([&](const EngineMap::Block& b) {
-    ++seen;
-    EXPECT_EQ(b.index, b.engine * 10);
-  });
-  EXPECT_EQ(seen, map.size());
-}
-
-TEST(EngineMapTest, StoreKeepsTheUnionOfMediaAndRemoveTakesOneMedium) {
-  EngineMap map;
-  EXPECT_FALSE(map.Store(7, 70, 1).has_value());
-  EXPECT_EQ(map.Store(7, 70, 2)->media, 1);   // same index: media 1|2
-  EXPECT_EQ(map.Find(7)->media, 3);
-  EXPECT_FALSE(map.Remove(7, 4).has_value());  // not on medium 4
-  EXPECT_EQ(map.Remove(7, 1)->media, 3);       // as it was
-  EXPECT_EQ(map.Find(7)->media, 2);
-  EXPECT_EQ(map.Store(7, 71, 1)->index, 70u);  // another index replaces it
-  EXPECT_EQ(map.Find(7)->media, 1);
-  EXPECT_EQ(map.Remove(7, 1)->index, 71u);
-  EXPECT_FALSE(map.Find(7).has_value());
-  EXPECT_EQ(map.size(), 0u);
-}
-
-TEST(EngineMapTest, EvictOneFindsEngineHashZero) {  // kept beside the buckets
-  EngineMap map;
-  map.Store(0, 42, 1);
-  const EngineMap::Block victim = map.EvictOne();
-  EXPECT_EQ(victim.engine, 0u);
-  EXPECT_EQ(victim.index, 42u);
-  EXPECT_EQ(map.size(), 0u);
-}
-
 // Reserve(n) grows once: inserting n entries afterwards never grows the table again.
 TEST(BucketTableTest, ReserveSizesTheTableForItsEntriesAtOnce) {
-  BucketTable<true> table;
+  BucketTable<uint8_t> table;
   table.Reserve(100000);
   const size_t capacity = table.capacity();
   EXPECT_GE(capacity, 100000u);
@@ -214,7 +163,7 @@ TEST(BucketTableTest, ReserveSizesTheTableForItsEntriesAtOnce) {
 // cleared; nothing else reported but entries inserted or moved since (logged
 // or ours).
 TEST(BucketTableTest, APinnedViewKeepsEveryUntouchedEntryThroughGrowthShrinkAndClear) {
-  BucketTable<true> table;
+  BucketTable<uint8_t> table;
   std::map<uint64_t, uint64_t> at_pin;
   for (uint64_t k = 1; k <= 5000; ++k) {
     bool inserted;
@@ -271,59 +220,6 @@ TEST(BucketTableTest, APinnedViewKeepsEveryUntouchedEntryThroughGrowthShrinkAndC
     EXPECT_TRUE(at_pin.count(k) || k >= 100000 || logged.count(k)) << k;
   }
   table.Unpin();
-}
-
-// EngineMap's cut: blocks copied in steps between random stores, removals,
-// evictions (and a clear, in the second run), settled after each call, give
-// exactly the map at the end: the copies of keys not settled, plus each
-// settled key that holds a block, with the owner's value attached.
-TEST(EngineMapTest, ACutTakenInStepsIsTheMapAtItsEnd) {
-  for (bool clear : {false, true}) {
-    EngineMap map;
-    std::mt19937_64 rng(clear ? 3 : 4);
-    for (uint64_t k = 0; k < 20000; ++k) map.Store(k, k * 3, 1);  // key 0 among them
-    map.BeginCut();
-    map.SettleCut([](uint64_t e) { return std::optional<uint64_t>(e * 2); });
-    std::vector<EngineMap::Block> copied;
-    bool more = true;
-    for (int round = 0; round < 3000; ++round) {
-      if (more) more = map.CopyCut(50, [&](const EngineMap::Block& b) { copied.push_back(b); });
-      for (int i = 0; i < 20; ++i) {
-        const uint64_t k = rng() % 60000;
-        switch (rng() % 4) {
-          case 0:
-          case 1:
-            map.Store(k, k * 3 + rng() % 2, static_cast<MediumMask>(1 + rng() % 3));
-            break;
-          case 2:
-            map.Remove(k, static_cast<MediumMask>(1 + rng() % 3));
-            break;
-          default:
-            if (map.size() > 0) map.EvictOne();
-        }
-      }
-      if (clear && round == 1500) map.Clear();
-      map.SettleCut([](uint64_t e) { return std::optional<uint64_t>(e * 2); });
-    }
-    while (more) more = map.CopyCut(50, [&](const EngineMap::Block& b) { copied.push_back(b); });
-    std::set<std::tuple<uint64_t, uint64_t, MediumMask>> truth, cut;
-    map.ForEach([&](const EngineMap::Block& b) { truth.emplace(b.engine, b.index, b.media); });
-    EngineMap::CutResult r = map.EndCut();
-    EXPECT_EQ(r.cleared, clear);
-    if (!clear) {
-      for (const EngineMap::Block& b : copied) {
-        if (r.settled.contains(b.engine)) continue;
-        EXPECT_TRUE(cut.emplace(b.engine, b.index, b.media).second) << b.engine;
-      }
-    }
-    for (const auto& [engine, settled] : r.settled) {
-      if (!settled.block.has_value()) continue;
-      EXPECT_EQ(settled.attached, std::optional<uint64_t>(engine * 2));
-      EXPECT_TRUE(cut.emplace(engine, settled.block->index, settled.block->media).second) << engine;
-    }
-    EXPECT_EQ(cut, truth) << (clear ? "with a clear" : "without a clear");
-    EXPECT_GT(truth.size(), 5000u);
-  }
 }
 
 }  // namespace

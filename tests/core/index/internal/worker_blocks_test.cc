@@ -214,7 +214,7 @@ TEST_F(WorkerBlocksTest, AnExportInSmallStepsRacingApplyIsTheWorkerAtItsCursor) 
   uint32_t most_holds = 0;
   for (uint64_t at = applied.load(); at < kBatches; at = applied.load()) {
     ExportPause pause;
-    exports.push_back(worker_.Export(&pause, ExportSteps{.positions = 16, .lookups = 4}));
+    exports.push_back(worker_.Export(&pause, ExportSteps{.positions = 16}));
     most_holds = std::max(most_holds, pause.holds);
     while (applied.load() < std::min(at + 40, kBatches)) std::this_thread::yield();
   }
