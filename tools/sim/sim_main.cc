@@ -284,16 +284,12 @@ absl::StatusOr<std::vector<SimEngineOptions>> PlanEngines() {
       o.cache.one_removal_per_event = absl::GetFlag(FLAGS_one_removal_per_event);
       o.cache.offload_chunk_blocks = (*chunks)[i % chunks->size()];
       if (o.cache.offload_chunk_blocks > 0 && o.cache.cpu_capacity_blocks > 0) {
-        // kvindex finds a chunk's predecessors through the parents it keeps
-        // from a worker's first chunk on (README "Index semantics"): the
-        // engine's first batch must bring one, so its first prompt (a system
-        // prompt and a turn) must hold a whole chunk.
-        const uint64_t chunk_tokens = uint64_t{o.cache.offload_chunk_blocks} * o.cache.block_size;
-        if (o.workload.system_prompts == 0 || o.workload.system_prompt_tokens < chunk_tokens ||
-            o.cache.gpu_capacity_blocks < o.cache.offload_chunk_blocks) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "--offload_chunk_blocks=", o.cache.offload_chunk_blocks, " needs --system_prompts >= 1, ",
-              "--system_prompt_tokens >= ", chunk_tokens, " and --capacity_blocks >= ", o.cache.offload_chunk_blocks));
+        // kvindex finds a chunk's predecessors among the worker's GPU blocks
+        // (README "Index semantics"): the GPU tier must hold a whole chunk.
+        if (o.cache.gpu_capacity_blocks < o.cache.offload_chunk_blocks) {
+          return absl::InvalidArgumentError(absl::StrCat("--offload_chunk_blocks=", o.cache.offload_chunk_blocks,
+                                                         " needs --capacity_blocks >= ",
+                                                         o.cache.offload_chunk_blocks));
         }
       }
       const bool vllm = o.layout != PayloadLayout::kSglang;

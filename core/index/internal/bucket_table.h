@@ -4,7 +4,8 @@
 // (plus, unless Tag is NoTag, a Tag per entry: a small trivially copyable
 // value), built for the index's memory budget and its cache misses: 16 bytes
 // an entry (plus sizeof(Tag)) at loads up to 0.95, no per-entry allocation,
-// and a lookup touches at most three cache lines (four tagged).
+// and a lookup touches at most three cache lines (plus the tag's: one, two
+// when it straddles a line).
 //
 // Bucketized cuckoo hashing: a key lives in one of two buckets (both chosen by
 // its hash) of eight slots; a bucket is two 64-byte cache lines, its keys and

@@ -10,16 +10,28 @@ std::optional<EngineMap::Block> EngineMap::Find(uint64_t engine) const {
   return BlockOf(engine, table_.ValueAt(pos), table_.TagAt(pos));
 }
 
-void EngineMap::CountChild(std::optional<uint64_t> parent, int delta) {
-  if (!parent) return;
-  const size_t pos = table_.Find(*parent);
-  if (pos == table_.kNpos) return;
-  Tag tag = table_.TagAt(pos);
-  if (tag.children == kMaxChildren) return;  // saturated
-  if (delta < 0 && tag.children == 0) return;  // a child stored before its parent was (not counted)
-  tag.children = static_cast<uint16_t>(tag.children + delta);
-  table_.SetTagAt(pos, tag);
-  if (tag.children == 0 && delta < 0) walk_ = *parent;
+void EngineMap::Link(size_t pos) {
+  Tag child = table_.TagAt(pos);
+  if (child.parent == table_.KeyAt(pos)) return;  // none
+  const size_t at = table_.Find(child.parent);
+  if (at == table_.kNpos) return;
+  Tag parent = table_.TagAt(at);
+  if (Children(parent) != kMaxChildren) ++parent.children;  // (saturated: stays)
+  table_.SetTagAt(at, parent);
+  child.children |= kCounted;
+  table_.SetTagAt(pos, child);
+}
+
+void EngineMap::Unlink(const Tag& child) {
+  if (!(child.children & kCounted)) return;
+  const size_t at = table_.Find(child.parent);
+  if (at == table_.kNpos) return;  // (gone since; its count went with it)
+  Tag parent = table_.TagAt(at);
+  const uint16_t n = Children(parent);
+  if (n == kMaxChildren || n == 0) return;  // saturated; or counted before the parent was stored again
+  --parent.children;
+  table_.SetTagAt(at, parent);
+  if (n == 1) walk_ = child.parent;
 }
 
 std::optional<EngineMap::Block> EngineMap::Store(uint64_t engine, uint64_t index, MediumMask media,
@@ -27,7 +39,7 @@ std::optional<EngineMap::Block> EngineMap::Store(uint64_t engine, uint64_t index
   Note(engine);
   if (parent == engine) parent.reset();
   bool inserted;
-  size_t pos = table_.Insert(engine, &inserted);
+  const size_t pos = table_.Insert(engine, &inserted);
   std::optional<Block> old;
   Tag tag{.parent = engine, .children = 0, .bits = 0};
   if (!inserted) {
@@ -35,22 +47,25 @@ std::optional<EngineMap::Block> EngineMap::Store(uint64_t engine, uint64_t index
     old = BlockOf(engine, table_.ValueAt(pos), tag);
     if (old->index == index) media |= old->media;
   }
+  const bool relink = inserted || old->parent != parent;
+  if (relink && !inserted) {  // (the look-ups move nothing: pos stays valid)
+    Unlink(tag);
+    tag.children &= kMaxChildren;
+  }
   tag.bits = kMarked | media;
   tag.parent = parent.value_or(engine);
   table_.SetValueAt(pos, index);
   table_.SetTagAt(pos, tag);
-  if (inserted || old->parent != parent) {  // (the look-ups move nothing)
-    if (!inserted) CountChild(old->parent, -1);
-    CountChild(parent, +1);
-  }
+  if (relink) Link(pos);
   return old;
 }
 
 EngineMap::Block EngineMap::EraseAt(size_t pos) {
-  const Block block = BlockOf(table_.KeyAt(pos), table_.ValueAt(pos), table_.TagAt(pos));
+  const Tag tag = table_.TagAt(pos);
+  const Block block = BlockOf(table_.KeyAt(pos), table_.ValueAt(pos), tag);
   Note(block.engine);
   table_.EraseAt(pos);
-  CountChild(block.parent, -1);
+  Unlink(tag);
   return block;
 }
 
@@ -76,14 +91,21 @@ size_t EngineMap::RandomPosition() {
 }
 
 EngineMap::Block EngineMap::EvictOne() {
-  // The parent the last eviction left a leaf: the chain's next block, when
-  // not stored since (else its mark is its second chance).
-  if (const std::optional<uint64_t> walk = std::exchange(walk_, std::nullopt)) {
-    if (const size_t pos = table_.Find(*walk); pos != table_.kNpos) {
-      Tag tag = table_.TagAt(pos);
-      if (tag.children == 0 && !(tag.bits & kMarked)) return EraseAt(pos);
-      tag.bits &= kMediaBits;
-      table_.SetTagAt(pos, tag);
+  // The block whose count last fell to zero (after an eviction, the chain's
+  // next block), when not stored since; marked, its mark is its second
+  // chance, and it stays the first try of the next eviction.
+  if (walk_) {
+    const size_t pos = table_.Find(*walk_);
+    const Tag tag = pos == table_.kNpos ? Tag{} : table_.TagAt(pos);
+    if (pos == table_.kNpos || Children(tag) != 0) {
+      walk_.reset();
+    } else if (!(tag.bits & kMarked)) {
+      walk_.reset();
+      return EraseAt(pos);
+    } else {
+      Tag unmarked = tag;
+      unmarked.bits &= kMediaBits;
+      table_.SetTagAt(pos, unmarked);
     }
   }
   // Each look clears a mark or finds a victim, so marks are cleared at most
@@ -101,24 +123,21 @@ EngineMap::Block EngineMap::EvictOne() {
       table_.SetTagAt(pos, tag);
       continue;
     }
-    if (tag.children == 0 || looks >= 6 * end) return EraseAt(pos);
+    if (Children(tag) == 0 || looks >= 6 * end) return EraseAt(pos);
   }
 }
 
 void EngineMap::RecountChildren() {
-  // Zero every count, then count each link whose parent is held.
-  std::vector<uint64_t> parents;
-  parents.reserve(table_.size());
-  table_.ForEach([&parents](uint64_t engine, uint64_t, Tag tag) {
-    if (tag.parent != engine) parents.push_back(tag.parent);
-  });
+  // Zero every count, then count each link whose parent is held (no look-up moves anything).
   for (size_t pos = 0; pos < table_.end(); ++pos) {
     if (!table_.Used(pos)) continue;
     Tag tag = table_.TagAt(pos);
     tag.children = 0;
     table_.SetTagAt(pos, tag);
   }
-  for (const uint64_t parent : parents) CountChild(parent, +1);
+  for (size_t pos = 0; pos < table_.end(); ++pos) {
+    if (table_.Used(pos)) Link(pos);
+  }
   walk_.reset();
 }
 

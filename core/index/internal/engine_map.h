@@ -5,21 +5,22 @@
 //
 // Each block records the parent the engine named for it, and counts its
 // children: the blocks held that name it as their parent and were stored
-// while it was held. Engines evict a chain's leaves before its parents (a
+// while it was held (each such child is marked counted, so only those count
+// down when they go). Engines evict a chain's leaves before its parents (a
 // parent evicted first would leave its descendants unmatchable), and so does
 // EvictOne(): it evicts only blocks without children, by second chance, an
 // approximation of LRU: storing a block marks it; EvictOne() first tries the
-// parent its last eviction left childless (walking a chain up from its tail,
-// as engines free it), else looks at blocks at random positions, clearing the
-// marks it finds, and evicts the first unmarked leaf (random positions keep
-// the buckets' load even, where a CLOCK hand would empty one region at a
-// time). A block stored while its parent was absent is not counted as the
-// parent's child (nothing finds children): when the parent is stored again
-// later, it may go before that block, which then matches nothing until it is
-// evicted in turn (RecountChildren, after an import, counts every link).
-// 27 bytes a slot: a BucketTable tagged with the parent, the child count (2
-// bytes, saturating: a block with 65,535 children is never a leaf again), the
-// media and the mark.
+// block whose count last fell to zero (after an eviction, the chain's next
+// block: it walks a chain up from its tail, as engines free it), else looks
+// at blocks at random positions, clearing the marks it finds, and evicts the
+// first unmarked leaf (random positions keep the buckets' load even, where a
+// CLOCK hand would empty one region at a time). A block stored while its
+// parent was absent is not counted (nothing finds children): when the parent
+// is stored again later, it may go before that block, which then matches
+// nothing until it is evicted in turn (RecountChildren, after an import,
+// counts every link). 27 bytes a slot: a BucketTable tagged with the parent,
+// the child count (15 bits, saturating: a block with 32,767 children is never
+// a leaf again) and the counted bit, the media and the mark.
 //
 // A cut is a copy of the map as of one instant taken in steps, with other
 // calls in between (WorkerBlocks::Export copies a worker so, a bounded number
@@ -65,7 +66,7 @@ class EngineMap {
   // A block's tag. Packed: 11 bytes (unaligned loads cost nothing on x86).
   struct __attribute__((packed)) Tag {
     uint64_t parent;    // the block's own engine hash: none
-    uint16_t children;  // kMaxChildren: saturated, never counted down
+    uint16_t children;  // count (kMaxChildren: saturated, never counted down) | kCounted
     uint8_t bits;       // media | kMarked
   };
 
@@ -160,7 +161,8 @@ class EngineMap {
     if (cut_ != nullptr) cut_->pending.push_back(engine);
   }
 
-  static constexpr uint16_t kMaxChildren = 0xffff;
+  static constexpr uint16_t kMaxChildren = 0x7fff;
+  static constexpr uint16_t kCounted = 0x8000;  // the block is one of its parent's children
   static constexpr uint8_t kMarked = 0x80;
   static constexpr uint8_t kMediaBits = 0x7f;
   static_assert(kMaxMedia <= 7, "the top bit of Tag::bits is the second-chance mark");
@@ -169,8 +171,11 @@ class EngineMap {
     return Block{engine, index, static_cast<MediumMask>(tag.bits & kMediaBits),
                  tag.parent == engine ? std::nullopt : std::optional<uint64_t>(tag.parent)};
   }
-  // Counts a child more (+1) or less (-1) for `parent`, when held.
-  void CountChild(std::optional<uint64_t> parent, int delta);
+  static uint16_t Children(const Tag& tag) { return tag.children & kMaxChildren; }
+  // Counts the block at `pos` as a child of its parent, when that is held.
+  void Link(size_t pos);
+  // Takes a counted `child` (its tag as it was) off its parent's count.
+  void Unlink(const Tag& child);
   // Erases the block at `pos` (noted), its parent losing a child; returns it.
   Block EraseAt(size_t pos);
   size_t RandomPosition();

@@ -1,8 +1,8 @@
 // PrefixIndex::ExportWorker / ImportWorker: an index rebuilt from its workers'
 // snapshots answers every Match exactly as the original, and goes on
 // answering the same once both apply the same later batches (the rebuilt
-// workers keep what later events need: parents of offloaded chunks, chunk
-// sizes, groups, aliases, contexts).
+// workers keep what later events need: parents (offloaded chunks' predecessors,
+// eviction order), chunk sizes, groups, aliases, contexts).
 
 #include <algorithm>
 #include <atomic>
@@ -141,7 +141,7 @@ void SecondLife(PrefixIndex& index) {
     ApplyAll(index, kHybrid, {window}, 10);
   }
   {
-    // A chunk removal takes its predecessors off CPU: only the parents kept since the first chunk know them.
+    // A chunk removal takes its predecessors off CPU: only the parents kept know them.
     BlockRemoved chunk;
     chunk.block_hashes = {EngineChain(kOffload.salt, Prompt(1), 4)[7]};
     chunk.medium = "CPU";

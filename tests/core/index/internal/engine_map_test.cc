@@ -114,6 +114,18 @@ TEST(EngineMapTest, ChildCountsFollowRemovalsAndNewParents) {
   EXPECT_LT(at(2), at(1));
 }
 
+// A block stored while its parent was absent is not counted, and its
+// removal takes nothing off the count of the parent's counted children.
+TEST(EngineMapTest, AnUncountedChildLeavesItsParentsCountAlone) {
+  EngineMap map;
+  map.Store(3, 30, 1, Parent(1));  // 1 is not held: not counted
+  map.Store(1, 10, 1, std::nullopt);
+  map.Store(2, 20, 1, Parent(1));  // counted
+  ASSERT_TRUE(map.Remove(3, 1).has_value());
+  EXPECT_EQ(map.EvictOne().engine, 2u);
+  EXPECT_EQ(map.EvictOne().engine, 1u);
+}
+
 // Blocks stored before their parents (as an import stores them) are counted
 // by RecountChildren; without it the parents would look like leaves.
 TEST(EngineMapTest, RecountChildrenCountsLinksStoredInAnyOrder) {
