@@ -47,7 +47,8 @@ std::optional<EngineMap::Block> EngineMap::Store(uint64_t engine, uint64_t index
     old = BlockOf(engine, table_.ValueAt(pos), tag);
     if (old->index == index) media |= old->media;
   }
-  const bool relink = inserted || old->parent != parent;
+  // A new block, a new parent, or one not counted yet (its parent was absent) links.
+  const bool relink = inserted || old->parent != parent || !(tag.children & kCounted);
   if (relink && !inserted) {  // (the look-ups move nothing: pos stays valid)
     Unlink(tag);
     tag.children &= kMaxChildren;

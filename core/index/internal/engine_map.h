@@ -94,8 +94,9 @@ class EngineMap {
   // Stores (engine -> index, media, parent) and marks it referenced; returns
   // the block it replaces, if any. A block already stored under `engine` with
   // the same index keeps its media too (the union); with another index it is
-  // replaced. A new block, or one whose parent changes, counts as a child of
-  // its parent when that is held (a parent equal to `engine` is none).
+  // replaced. The block counts as a child of its parent when that is held
+  // (once: a block stored again is counted again only under a new parent, or
+  // if it was not counted before); a parent equal to `engine` is none.
   std::optional<Block> Store(uint64_t engine, uint64_t index, MediumMask media, std::optional<uint64_t> parent);
 
   // Takes `engine`'s block off medium `media` (forgetting it when that was its

@@ -124,6 +124,12 @@ TEST(EngineMapTest, AnUncountedChildLeavesItsParentsCountAlone) {
   ASSERT_TRUE(map.Remove(3, 1).has_value());
   EXPECT_EQ(map.EvictOne().engine, 2u);
   EXPECT_EQ(map.EvictOne().engine, 1u);
+  // Stored again once its parent is held, a block is counted then.
+  map.Store(5, 50, 1, Parent(4));
+  map.Store(4, 40, 1, std::nullopt);
+  map.Store(5, 50, 2, Parent(4));
+  EXPECT_EQ(map.EvictOne().engine, 5u);
+  EXPECT_EQ(map.EvictOne().engine, 4u);
 }
 
 // Blocks stored before their parents (as an import stores them) are counted
