@@ -15,10 +15,10 @@
 // at blocks at random positions, clearing the marks it finds, and evicts the
 // first unmarked leaf (random positions keep the buckets' load even, where a
 // CLOCK hand would empty one region at a time). A block stored while its
-// parent was absent is not counted (nothing finds children): when the parent
-// is stored again later, it may go before that block, which then matches
-// nothing until it is evicted in turn (RecountChildren, after an import,
-// counts every link). 27 bytes a slot: a BucketTable tagged with the parent,
+// parent was absent is not counted (nothing finds children) until it is
+// stored again: when the parent is stored meanwhile, it may go before that
+// block, which then matches nothing until it is evicted in turn
+// (RecountChildren, after an import, counts every link). 27 bytes a slot: a BucketTable tagged with the parent,
 // the child count (15 bits, saturating: a block with 32,767 children is never
 // a leaf again) and the counted bit, the media and the mark.
 //
