@@ -4,23 +4,23 @@
 // parent engine hash) — with leaves-first second-chance eviction.
 //
 // Each block records the parent the engine named for it, and counts its
-// children: the blocks held that name it as their parent and were stored
-// while it was held (each such child is marked counted, so only those count
-// down when they go). Engines evict a chain's leaves before its parents (a
-// parent evicted first would leave its descendants unmatchable), and so does
+// children: the blocks held that name it as their parent and were stored while
+// it was held (each such child is marked counted, so only those count down
+// when they go). Engines evict a chain's leaves before its parents (a parent
+// evicted first would leave its descendants unmatchable), and so does
 // EvictOne(): it evicts only blocks without children, by second chance, an
 // approximation of LRU: storing a block marks it; EvictOne() first tries the
 // block whose count last fell to zero (after an eviction, the chain's next
-// block: it walks a chain up from its tail, as engines free it), else looks
-// at blocks at random positions, clearing the marks it finds, and evicts the
+// block: it walks a chain up from its tail, as engines free it), else looks at
+// blocks at random positions, clearing the marks it finds, and evicts the
 // first unmarked leaf (random positions keep the buckets' load even, where a
 // CLOCK hand would empty one region at a time). A block stored while its
-// parent was absent is not counted (nothing finds children) until it is
-// stored again: when the parent is stored meanwhile, it may go before that
-// block, which then matches nothing until it is evicted in turn
-// (RecountChildren, after an import, counts every link). 27 bytes a slot: a BucketTable tagged with the parent,
-// the child count (15 bits, saturating: a block with 32,767 children is never
-// a leaf again) and the counted bit, the media and the mark.
+// parent was absent is not counted (nothing finds children) until it is stored
+// again: when the parent is stored meanwhile, it may go before that block,
+// which then matches nothing until it is evicted in turn (RecountChildren,
+// after an import, counts every link). 27 bytes a slot: a BucketTable tagged
+// with the parent, the child count (15 bits, saturating: a block with 32,767
+// children is never a leaf again) and the counted bit, the media and the mark.
 //
 // A cut is a copy of the map as of one instant taken in steps, with other
 // calls in between (WorkerBlocks::Export copies a worker so, a bounded number
@@ -29,8 +29,9 @@
 // stored, taken off a medium, evicted, or moved by the table is noted as
 // pending. The owner calls SettleCut() at the end of every call that changes
 // the map (before anyone else may see the map): it records each pending key's
-// block as it is then (or its absence) in the cut's settled map. CopyCut() reads the pinned positions in order, a
-// step at a time; EndCut() hands over the settled map.
+// block as it is then (or its absence) in the cut's settled map. CopyCut()
+// reads the pinned positions in order, a step at a time; EndCut() hands over
+// the settled map.
 // Invariant, for the copy at an instant T when nothing is pending (after a
 // SettleCut, before EndCut), for each key k:
 //   - k settled: its last change was followed by a SettleCut before T, and
@@ -183,7 +184,7 @@ class EngineMap {
 
   BucketTable<Tag> table_;
   uint64_t rng_ = 0x9e3779b97f4a7c15ULL;  // xorshift64* state; deterministic per map
-  // The parent the last eviction left without children: EvictOne's first try.
+  // The block whose child count last fell to zero: EvictOne's first try.
   std::optional<uint64_t> walk_;
   std::unique_ptr<Cut> cut_;  // null: no cut
 };

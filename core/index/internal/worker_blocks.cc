@@ -314,11 +314,10 @@ void WorkerBlocks::ApplyOffloaded(Group& g, const BlockStored& ev, ApplyResult& 
 }
 
 void WorkerBlocks::AppendChunkPredecessors(const Group& g, uint64_t engine, uint32_t f, std::vector<uint64_t>& out) {
-  for (uint32_t k = 1; k < f; ++k) {
-    const std::optional<EngineMap::Block> b = g.blocks.Find(engine);
-    if (!b || !b->parent || !g.blocks.Find(*b->parent)) return;
-    engine = *b->parent;
-    out.push_back(engine);
+  std::optional<EngineMap::Block> b = g.blocks.Find(engine);
+  for (uint32_t k = 1; k < f && b && b->parent; ++k) {
+    b = g.blocks.Find(*b->parent);
+    if (b) out.push_back(b->engine);
   }
 }
 
