@@ -69,8 +69,12 @@ ABSL_FLAG(std::string, models, "",
           "matches, and answer Match only for those models (another is FAILED_PRECONDITION). Empty: every model");
 ABSL_FLAG(uint64_t, max_workers, 0,
           "Most workers (pod, dp rank) followed at once; a pod that would go past it is rejected. The open-files "
-          "limit is raised to what they need (2 per worker) at start. 0: as many as the hard open-files limit "
-          "allows, at most 10000.");
+          "limit is raised to what they need (2 per worker, 2 per concurrent replay, 256 more) at start. 0: as "
+          "many as the hard open-files limit allows, at most 10000.");
+ABSL_FLAG(uint64_t, max_concurrent_replays, 512,
+          "Most replays out at once (each holds two open files until its engine answers or it times out). A mass "
+          "subscribe queues the rest, workers whose engine has been heard from first; a queued replay's timeout "
+          "starts when it goes out.");
 ABSL_FLAG(int32_t, subscriber_threads, 2, "I/O threads of the ZMQ subscribers.");
 ABSL_FLAG(uint64_t, max_blocks_per_worker, 4u << 20,
           "Most engine blocks one (pod, dp rank) may hold; past it blocks are evicted leaves first (a block "
@@ -195,6 +199,10 @@ absl::StatusOr<kvindex::server::ServerOptions> OptionsFromFlags() {
   options.manager.models = *models;
   options.service.models = *std::move(models);
   if (absl::GetFlag(FLAGS_max_workers) != 0) options.manager.max_workers = absl::GetFlag(FLAGS_max_workers);
+  if (absl::GetFlag(FLAGS_max_concurrent_replays) < 1) {
+    return absl::InvalidArgumentError("--max_concurrent_replays must be at least 1");
+  }
+  options.manager.max_concurrent_replays = absl::GetFlag(FLAGS_max_concurrent_replays);
   options.snapshot.dir = absl::GetFlag(FLAGS_snapshot_dir);
   options.snapshot.interval = absl::GetFlag(FLAGS_snapshot_interval);
   if (options.snapshot.interval <= absl::ZeroDuration()) {
@@ -287,13 +295,14 @@ int main(int argc, char** argv) {
   // Open files for every worker the server may follow, now rather than as a
   // late per-pod "Too many open files".
   const size_t max_workers = options->manager.max_workers;
+  const size_t replays = options->manager.max_concurrent_replays;
   const bool explicit_workers = absl::GetFlag(FLAGS_max_workers) != 0;
   if (absl::StatusOr<kvindex::OpenFilesLimit> files =
-          kvindex::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers));
+          kvindex::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers, replays));
       !files.ok()) {
     spdlog::warn("open-files limit unknown ({}); --max_workers={} needs {}", files.status().ToString(), max_workers,
-                 kvindex::OpenFilesNeeded(max_workers));
-  } else if (const size_t fit = kvindex::WorkersThatFit(files->soft); fit < max_workers && !explicit_workers) {
+                 kvindex::OpenFilesNeeded(max_workers, replays));
+  } else if (const size_t fit = kvindex::WorkersThatFit(files->soft, replays); fit < max_workers && !explicit_workers) {
     spdlog::info("following at most {} workers: what the hard open-files limit ({}) allows; raise it (ulimit -Hn, "
                  "systemd LimitNOFILE=, docker --ulimit nofile=N:N) to follow up to {}",
                  fit, files->hard, max_workers);
@@ -301,13 +310,13 @@ int main(int argc, char** argv) {
   } else if (fit < max_workers) {
     // Asked for explicitly: kept as far as the workers' sockets fit (one file
     // each); only a connected engine's TCP connection needs the second.
-    const size_t sockets_fit = kvindex::WorkerSocketsThatFit(files->soft);
+    const size_t sockets_fit = kvindex::WorkerSocketsThatFit(files->soft, replays);
     spdlog::error(
         "--max_workers={} needs {} open files when every engine is connected, but the hard open-files limit is {}: "
         "it carries {} connected workers; beyond them connections to engines fail (ZeroMQ retries them). Following "
         "at most {} workers (more pods are rejected, saying so). Raise the hard limit (ulimit -Hn; systemd "
         "LimitNOFILE=; docker run --ulimit nofile=N:N; the container runtime's default on Kubernetes)",
-        max_workers, kvindex::OpenFilesNeeded(max_workers), files->hard, fit, std::min(max_workers, sockets_fit));
+        max_workers, kvindex::OpenFilesNeeded(max_workers, replays), files->hard, fit, std::min(max_workers, sockets_fit));
     options->manager.max_workers = std::min(max_workers, sockets_fit);
   }
   const bool tls = !options->tls.cert_file.empty();

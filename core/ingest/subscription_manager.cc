@@ -194,7 +194,8 @@ absl::Status SubscriptionManager::Impl::Start() {
   }
 
   absl::StatusOr<IoThreads> io =
-      IoThreads::Start(options_.io_threads, options_.max_workers, options_.events_bind, &bind_counters_);
+      IoThreads::Start(options_.io_threads, options_.max_workers, options_.max_concurrent_replays,
+                       options_.events_bind, &bind_counters_);
   if (!io.ok()) {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kStopped) state_ = State::kNew;
@@ -288,6 +289,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
     config.replay_timeout = options_.replay_timeout;
     config.max_backlog = options_.max_backlog;
     config.metrics = options_.metrics;
+    config.replay_slots = io_.replay_slots[entry.thread].get();
     subscription.configs.push_back(std::move(config));
     entry.task_ids.push_back(next_id_++);
     entry.workers.push_back(std::make_shared<WorkerStatusCell>(rank));

@@ -53,8 +53,13 @@ struct ManagerOptions {
   ModelFilter models;
   // Most workers (pod, dp rank) subscribed at once: a pod that would go past it
   // is rejected, saying so. The ZeroMQ context is sized for it; the process's
-  // open-files limit must allow OpenFilesNeeded(max_workers).
+  // open-files limit must allow OpenFilesNeeded(max_workers, max_concurrent_replays).
   size_t max_workers = 10000;
+  // Most replays out at once (each holds a DEALER: two open files, for up to
+  // replay_timeout when its engine is down), shared out among the I/O
+  // threads; further replays wait for a slot, those of workers whose engine
+  // has been heard from first.
+  size_t max_concurrent_replays = 512;
   PodLimits pod_limits;
   size_t max_backlog = 100000;           // live batches held per worker while it replays
   // Where ingestion is reported as it happens (events, gaps, replays, ...); not

@@ -10,6 +10,8 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -18,6 +20,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -110,6 +113,25 @@ TEST(ScaleTest, TenThousandWorkersOfWhichTwoHundredLiveChurnedAtAThousandPerSeco
     *all.add_pods() = DeadPod(absl::StrCat("d", i), (*dead)->port());
     expected.insert(PodKey(all.pods(all.pods_size() - 1)));
   }
+  // The most files the server holds from the snapshot until the live engines
+  // have caught up (the replays of a mass subscribe), sampled every 20 ms.
+  std::atomic<bool> sampling{true};
+  std::atomic<size_t> files_peak{files_before};
+  std::thread sampler([&] {
+    while (sampling.load()) {
+      const size_t n = OpenFiles(pid);
+      if (n > files_peak.load()) files_peak.store(n);
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  });
+  struct StopSampler {
+    std::atomic<bool>& sampling;
+    std::thread& thread;
+    ~StopSampler() {
+      sampling.store(false);
+      if (thread.joinable()) thread.join();
+    }
+  } stop_sampler{sampling, sampler};
   const absl::Time t0 = absl::Now();
   absl::StatusOr<std::vector<v1::PodUpdateAck>> acks = client->SyncPods({SnapshotUpdate(all)});
   const absl::Duration subscribe = absl::Now() - t0;
@@ -137,8 +159,27 @@ TEST(ScaleTest, TenThousandWorkersOfWhichTwoHundredLiveChurnedAtAThousandPerSeco
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->workers, static_cast<size_t>(kLivePods));
   EXPECT_GT(same->blocks, 0u);
+  sampling.store(false);
+  sampler.join();
   const uint64_t rss_after = ResidentBytes(pid);
   const size_t files_after = OpenFiles(pid);
+
+  // Match at this size, as a gateway sees it (one client, one call at a time,
+  // over loopback): every prompt of the workload, several rounds.
+  std::vector<double> match_us;
+  for (int round = 0; round < 5; ++round) {
+    for (const auto& prompt : (*prompts)["prompts"]) {
+      v1::MatchRequest request;
+      request.set_model((*prompts)["model"].get<std::string>());
+      for (const auto& t : prompt["tokens"]) request.add_token_ids(t.get<uint32_t>());
+      const absl::Time start = absl::Now();
+      absl::StatusOr<v1::MatchResponse> match = client->Match(request);
+      match_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
+      ASSERT_TRUE(match.ok()) << match.status();
+    }
+  }
+  std::sort(match_us.begin(), match_us.end());
+  auto quantile = [&](double q) { return match_us.empty() ? 0.0 : match_us[static_cast<size_t>(q * (match_us.size() - 1))]; };
 
   // The dead workers: followed, "connecting", nothing held.
   auto check_dead = [&](const std::set<std::string>& keys) {
@@ -212,12 +253,15 @@ TEST(ScaleTest, TenThousandWorkersOfWhichTwoHundredLiveChurnedAtAThousandPerSeco
 
   std::printf(
       "scale: idle CPU %.1f%% of a core; %d workers (%d live) subscribed from one snapshot in %s; RSS %+.1f MiB (%.1f KiB per worker); open "
-      "files %zu -> %zu (%.2f per worker), %zu after %d churn updates in %s\n",
+      "files %zu -> %zu (%.2f per worker; peak %zu, %.2f per worker, while subscribing), %zu after %d churn updates in %s; "
+      "Match over gRPC (%zu calls, one at a time) p50 %.0f us, p99 %.0f us\n",
       100 * idle_cpu, kWorkers, kLivePods, absl::FormatDuration(subscribe).c_str(),
       (static_cast<double>(rss_after) - static_cast<double>(rss_before)) / (1 << 20),
       (static_cast<double>(rss_after) - static_cast<double>(rss_before)) / 1024.0 / kWorkers, files_before,
-      files_after, static_cast<double>(files_after - files_before) / kWorkers, files_churned,
-      kChurnRounds * kChurnPerRound, absl::FormatDuration(churn_time).c_str());
+      files_after, static_cast<double>(files_after - files_before) / kWorkers, files_peak.load(),
+      static_cast<double>(files_peak.load() - files_before) / kWorkers, files_churned,
+      kChurnRounds * kChurnPerRound, absl::FormatDuration(churn_time).c_str(), match_us.size(), quantile(0.5),
+      quantile(0.99));
 }
 
 }  // namespace

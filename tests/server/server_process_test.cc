@@ -313,6 +313,7 @@ TEST(ServerProcessTest, BadConfigurationExitsWithAMessage) {
            {{"--listen"}, {}, 2, "--listen needs a value"},
            {{"--kv_event_sync=maybe"}, {}, 2, "--kv_event_sync=maybe"},
            {{"--models=llama-("}, {}, 2, "--models=llama-("},
+           {{"--max_concurrent_replays=0"}, {}, 2, "--max_concurrent_replays must be at least 1"},
            {{"--listen=256.0.0.1:1"}, {}, 1, "cannot serve"},
        }) {
     std::vector<std::string> argv = {BinPath("kvindex-server"), "--metrics_listen="};
@@ -377,7 +378,7 @@ TEST(ServerProcessTest, HelpListsItsOwnFlagsOnceAndExitsZero) {
   EXPECT_THAT(help, Not(HasSubstr("--flagfile")));  // absl's own flags are not the tool's
   for (const char* flag : {"--listen", "--auth_token_file", "--auth_all_rpcs", "--tls_cert_file", "--tls_key_file",
                            "--tls_client_ca_file", "--pods_file", "--max_match_tokens", "--metrics_listen",
-                           "--max_message_bytes", "--max_pods", "--max_workers", "--subscriber_threads",
+                           "--max_message_bytes", "--max_pods", "--max_workers", "--max_concurrent_replays", "--subscriber_threads",
                            "--max_blocks_per_worker", "--max_index_entries", "--index_memory_mb", "--events_bind",
                            "--kv_event_sync", "--log_level"}) {
     const std::string entry = absl::StrCat("\n  ", flag, "=");

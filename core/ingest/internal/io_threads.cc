@@ -16,13 +16,14 @@ constexpr int kMaxIoThreads = 64;
 
 }  // namespace
 
-absl::StatusOr<IoThreads> IoThreads::Start(int threads, size_t max_workers, const std::string& events_bind,
-                                           BindCounters* counters) {
+absl::StatusOr<IoThreads> IoThreads::Start(int threads, size_t max_workers, size_t max_replays,
+                                           const std::string& events_bind, BindCounters* counters) {
   IoThreads io;
   const int n = std::clamp(threads, 1, kMaxIoThreads);
   io.context = std::make_unique<zmq::context_t>(n);  // ZeroMQ's own I/O threads
-  io.context->set(zmq::ctxopt::max_sockets, MaxSockets(*io.context, max_workers));
+  io.context->set(zmq::ctxopt::max_sockets, MaxSockets(*io.context, max_workers, max_replays));
   for (int i = 0; i < n; ++i) {
+    io.replay_slots.push_back(std::make_unique<ReplaySlots>(max_replays / n));
     io.threads.push_back(std::make_unique<IoThread>(*io.context, absl::StrCat("kv-io-", i)));
   }
   if (events_bind.empty()) return io;
@@ -56,6 +57,7 @@ absl::StatusOr<IoThreads> IoThreads::Start(int threads, size_t max_workers, cons
 void IoThreads::Stop() {
   for (auto& thread : threads) thread->Stop();
   threads.clear();
+  replay_slots.clear();
   bind_receiver = nullptr;
   context.reset();
 }

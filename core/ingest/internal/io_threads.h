@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "core/ingest/internal/bind_receiver.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/replay_slots.h"
 #include "zmq.hpp"
 
 namespace kvindex {
@@ -27,18 +28,22 @@ inline constexpr uint64_t kFirstWorkerTask = 1;
 struct IoThreads {
   std::unique_ptr<zmq::context_t> context;
   std::vector<std::unique_ptr<IoThread>> threads;  // at least one
+  // threads[i]'s replay slots (used on that thread only): max_replays shared
+  // out, at least one each.
+  std::vector<std::unique_ptr<ReplaySlots>> replay_slots;
   BindReceiver* bind_receiver = nullptr;           // owned by threads[0]; null without a bind endpoint
   std::string bind_endpoint;                       // as bound (port resolved)
 
   // Starts `threads` I/O threads (clamped to 1..64) on a context sized for
-  // `max_workers`, and binds `events_bind` (empty: no bind mode), counting its
-  // messages in `counters` (which must outlive the threads). The bind
-  // endpoint's error (INVALID_ARGUMENT, UNAVAILABLE) when it cannot bind.
-  [[nodiscard]] static absl::StatusOr<IoThreads> Start(int threads, size_t max_workers, const std::string& events_bind,
-                                                       BindCounters* counters);
+  // `max_workers` with up to `max_replays` replays out at once, and binds
+  // `events_bind` (empty: no bind mode), counting its messages in `counters`
+  // (which must outlive the threads). The bind endpoint's error
+  // (INVALID_ARGUMENT, UNAVAILABLE) when it cannot bind.
+  [[nodiscard]] static absl::StatusOr<IoThreads> Start(int threads, size_t max_workers, size_t max_replays,
+                                                       const std::string& events_bind, BindCounters* counters);
 
   // Stops every thread (running what was posted, closing every socket), then
-  // terminates the context. Idempotent.
+  // drops the replay slots and terminates the context. Idempotent.
   void Stop();
 };
 

@@ -74,6 +74,7 @@ Subscriber::Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixI
 }
 
 Subscriber::~Subscriber() {
+  if (config_.replay_slots != nullptr) config_.replay_slots->Release(this);
   try {
     replay_.reset();
     sub_.reset();
@@ -204,6 +205,14 @@ void Subscriber::Publish() {
 }
 
 void Subscriber::CarryOutReplayOps(absl::Time now) {
+  if (queued_request_.has_value() && TakeReplaySlot()) {
+    // A slot came free for the request waiting for one.
+    if (SendReplayRequest(*std::exchange(queued_request_, std::nullopt))) {
+      feed_.OnReplayRequestSent(now);
+    } else {
+      feed_.OnReplayRequestFailed(now);
+    }
+  }
   // A request that cannot be sent fails its replay, which may start the next
   // one (from the batches held meanwhile): until the feed asks nothing more.
   for (std::vector<ReplayOp> ops = feed_.TakeReplayOps(); !ops.empty(); ops = feed_.TakeReplayOps()) {
@@ -212,13 +221,28 @@ void Subscriber::CarryOutReplayOps(absl::Time now) {
         // Late replies to the abandoned request must not be taken for replies
         // to the next one: that one gets a fresh socket.
         replay_.reset();
+        queued_request_.reset();
+      } else if (!TakeReplaySlot()) {
+        queued_request_ = op.from_seq;  // sent once a slot is free
+        feed_.OnReplayRequestQueued();
       } else if (!SendReplayRequest(op.from_seq)) {
         feed_.OnReplayRequestFailed(now);
       }
     }
   }
-  // The replay socket exists only while a replay is out: two files fewer per idle worker.
-  if (!feed_.replaying()) replay_.reset();
+  // The replay socket (and its slot) exists only while a replay is out: two
+  // files fewer per idle worker.
+  if (!feed_.replaying()) {
+    replay_.reset();
+    queued_request_.reset();
+    if (config_.replay_slots != nullptr) config_.replay_slots->Release(this);
+  }
+}
+
+bool Subscriber::TakeReplaySlot() {
+  if (config_.replay_slots == nullptr || config_.replay_endpoint.empty()) return true;
+  // Asked again while waiting: a worker whose engine has been heard from since moves ahead.
+  return config_.replay_slots->Acquire(this, feed_.engine_heard(), [this] { RequestTurn(); });
 }
 
 bool Subscriber::SendReplayRequest(uint64_t from_seq) {

@@ -5,7 +5,9 @@
 //    BindReceiver hands it the worker's messages through OnLiveMessage): the
 //    worker's only socket, one mailbox fd and one TCP connection;
 //  - while a replay is out (when the engine has a replay socket), a DEALER
-//    connected to the engine's replay ROUTER. (One ROUTER per I/O thread for
+//    connected to the engine's replay ROUTER, opened once the worker holds one
+//    of its I/O thread's ReplaySlots (SubscriberConfig::replay_slots); until
+//    then the request waits, and the replay's timeout does not run. (One ROUTER per I/O thread for
 //    every worker's replay would save the DEALER's mailbox, but libzmq 4.3's
 //    fair queue asserts when one of its connections ends while another's
 //    message is half read: `!_more` in fq.cpp.)
@@ -76,6 +78,10 @@ class Subscriber : public WorkerSubscription {
   void CarryOutReplayOps(absl::Time now);
   // Opens the replay socket when it is not open (it exists only while a replay is out).
   bool SendReplayRequest(uint64_t from_seq);
+  // True when the worker may have a replay out now (it holds one of its I/O
+  // thread's replay slots, or there is no limit); false: it waits in line, and
+  // gets a turn when its slot is free.
+  bool TakeReplaySlot();
   // Publishes the feed's status to the cell and logs state changes.
   void Publish();
 
@@ -88,6 +94,7 @@ class Subscriber : public WorkerSubscription {
 
   std::optional<zmq::socket_t> sub_;
   std::optional<zmq::socket_t> replay_;
+  std::optional<uint64_t> queued_request_;  // a replay request waiting for a replay slot
   WorkerStatus published_;  // last status written to status_
 };
 

@@ -34,6 +34,14 @@ void WorkerFeed::OnReplayRequestFailed(absl::Time now) {
   if (replay_.has_value()) FinishReplay(/*timed_out=*/true, now);
 }
 
+void WorkerFeed::OnReplayRequestQueued() {
+  if (replay_.has_value()) replay_->deadline = absl::InfiniteFuture();
+}
+
+void WorkerFeed::OnReplayRequestSent(absl::Time now) {
+  if (replay_.has_value()) replay_->deadline = now + options_.replay_timeout;
+}
+
 void WorkerFeed::OnBadFrame() {
   ++status_.bad_frames;
   metrics_.OnFeedEvent(FeedEvent::kBadFrame);
@@ -41,6 +49,7 @@ void WorkerFeed::OnBadFrame() {
 
 void WorkerFeed::OnConnected(bool connected) {
   connected_ = connected;
+  heard_ = heard_ || connected;
   UpdateState();
 }
 
@@ -55,6 +64,7 @@ void WorkerFeed::UpdateState() {
 }
 
 void WorkerFeed::OnLive(uint64_t seq, std::string_view payload, absl::Time now) {
+  heard_ = true;
   if (replay_.has_value()) {
     if (backlog_.size() >= options_.max_backlog) {
       ++status_.dropped;  // shows up as a gap once the replay ends

@@ -114,6 +114,10 @@ class WorkerFeed {
   [[nodiscard]] std::vector<ReplayOp> TakeReplayOps();
   // A kRequest op could not be sent: the replay it asked for fails now.
   void OnReplayRequestFailed(absl::Time now);
+  // The owner holds a kRequest op back (e.g. waiting for a replay slot): the
+  // replay's clock stops until OnReplayRequestSent, which restarts it from `now`.
+  void OnReplayRequestQueued();
+  void OnReplayRequestSent(absl::Time now);
 
   // A live batch [seq, payload].
   void OnLive(uint64_t seq, std::string_view payload, absl::Time now);
@@ -133,6 +137,8 @@ class WorkerFeed {
   void OnTimer(absl::Time now);
 
   bool replaying() const { return replay_.has_value(); }
+  // The engine has answered a replay or published a live batch since the feed began.
+  bool engine_heard() const { return heard_; }
   const WorkerStatus& status() const { return status_; }
 
  private:
@@ -181,6 +187,7 @@ class WorkerFeed {
   std::optional<uint64_t> last_digest_;  // BatchDigest of the batch last_applied_ names
   bool replay_reachable_ = true;  // false after a replay timed out, until one answers
   bool connected_ = false;
+  bool heard_ = false;  // engine_heard()
   std::optional<Replay> replay_;
   int warm_start_retries_ = 0;  // retries done
   absl::Time warm_start_retry_at_ = absl::InfiniteFuture();

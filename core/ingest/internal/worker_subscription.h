@@ -21,6 +21,7 @@
 #include "core/index/worker_key.h"
 #include "core/ingest/ingest_metrics.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/replay_slots.h"
 #include "core/ingest/worker_status.h"
 #include "zmq.hpp"
 
@@ -38,6 +39,9 @@ struct SubscriberConfig {
   IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
   // Restored from a snapshot: resume after this batch (FeedOptions::resume).
   std::optional<BatchCursor> resume;
+  // The worker's I/O thread's replay slots (not owned, outlive the
+  // subscription); null: replays are not limited.
+  ReplaySlots* replay_slots = nullptr;
 };
 
 class WorkerSubscription : public IoTask {

@@ -6,19 +6,22 @@ namespace kvindex {
 namespace {
 
 TEST(WorkerCapacityTest, OpenFilesNeededAndWorkersThatFitAgree) {
-  EXPECT_EQ(OpenFilesNeeded(10000), 10000 * kFilesPerWorker + kFilesBesidesWorkers);
-  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000)), 10000u);
-  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000) - 1), 9999u);
-  EXPECT_EQ(WorkersThatFit(20000), (20000 - kFilesBesidesWorkers) / kFilesPerWorker);
-  EXPECT_EQ(WorkersThatFit(100), 0u);
-  EXPECT_EQ(WorkerSocketsThatFit(20000), 20000 - kFilesBesidesWorkers);
-  EXPECT_EQ(WorkerSocketsThatFit(100), 0u);
+  constexpr size_t kReplays = 512;
+  const size_t besides = kFilesBesidesWorkers + kReplays * kFilesPerReplay;
+  EXPECT_EQ(OpenFilesNeeded(10000, kReplays), 10000 * kFilesPerWorker + besides);
+  EXPECT_EQ(OpenFilesNeeded(10000, 0), 10000 * kFilesPerWorker + kFilesBesidesWorkers);
+  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000, kReplays), kReplays), 10000u);
+  EXPECT_EQ(WorkersThatFit(OpenFilesNeeded(10000, kReplays) - 1, kReplays), 9999u);
+  EXPECT_EQ(WorkersThatFit(20000, kReplays), (20000 - besides) / kFilesPerWorker);
+  EXPECT_EQ(WorkersThatFit(100, kReplays), 0u);
+  EXPECT_EQ(WorkerSocketsThatFit(20000, kReplays), 20000 - besides);
+  EXPECT_EQ(WorkerSocketsThatFit(100, kReplays), 0u);
 }
 
-TEST(WorkerCapacityTest, ZeroMqSocketsCoverEveryWorkerWithinZeroMqsLimit) {
+TEST(WorkerCapacityTest, ZeroMqSocketsCoverEveryWorkerAndReplayWithinZeroMqsLimit) {
   zmq::context_t context(1);
-  EXPECT_EQ(MaxSockets(context, 100), static_cast<int>(100 * kSocketsPerWorker + 64));
-  EXPECT_LE(MaxSockets(context, 100000000), std::max(1024, context.get(zmq::ctxopt::socket_limit)));
+  EXPECT_EQ(MaxSockets(context, 100, 10), static_cast<int>(100 * kSocketsPerWorker + 10 * kSocketsPerReplay + 64));
+  EXPECT_LE(MaxSockets(context, 100000000, 512), std::max(1024, context.get(zmq::ctxopt::socket_limit)));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "core/index/prefix_index.h"
 #include "core/ingest/internal/bind_receiver.h"
 #include "core/ingest/internal/io_thread.h"
+#include "core/ingest/internal/replay_slots.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/ingest/fake_engine.h"
@@ -82,6 +83,7 @@ class SubscriberTest : public ::testing::Test {
   WorkerStatus Status() const { return cell_->Get(); }
 
   PrefixIndex index_;
+  ReplaySlots slots_{1};  // outlives the subscribers (TearDown stops io_ first)
   zmq::context_t context_{1};
   IoThread io_{context_, "test-io"};
   std::shared_ptr<WorkerStatusCell> cell_ = std::make_shared<WorkerStatusCell>(0);
@@ -330,6 +332,103 @@ TEST_F(SubscriberTest, StaysConnectingWithoutAnEngine) {
   // The status is published at the end of the turn that applied the batch,
   // a moment after the index shows it.
   EXPECT_TRUE(WaitFor([&] { return Status().state == WorkerState::kLive; })) << static_cast<int>(Status().state);
+}
+
+TEST_F(SubscriberTest, AReplayWaitsForASlotAndItsTimeoutStartsWhenItGoesOut) {
+  auto engine = StartEngine();
+  for (uint32_t k = 0; k < 5; ++k) engine->PublishLost(ChainBlockPayload(k, kBlockSize));  // before kvindex came
+  int other = 0;  // another worker's replay holds the only slot
+  SubscriberConfig config;
+  config.worker = WorkerKey{kPod, 0};
+  config.context = WorkerContext{kModel, ""};
+  config.events_endpoint = TcpEndpoint(engine->host(), engine->events_port());
+  config.replay_endpoint = TcpEndpoint(engine->host(), engine->replay_port());
+  config.replay_timeout = absl::Milliseconds(100);
+  config.replay_slots = &slots_;
+  absl::Notification done;
+  io_.Post([&](IoThread& io) {
+    EXPECT_TRUE(slots_.Acquire(&other, false, {}));
+    auto subscriber = Subscriber::Create(io.context(), config, &index_, cell_);
+    ASSERT_TRUE(subscriber.ok()) << subscriber.status();
+    io.AddTask(1, *std::move(subscriber));
+    EXPECT_EQ(slots_.waiting(), 1u);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(engine->WaitForSubscribers(1, absl::Seconds(10)));
+  // Five replay timeouts in line: the request never went out, and had its
+  // clock run, the warm start would have failed by now.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  absl::Notification passed;
+  io_.Post([&](IoThread&) { passed.Notify(); });
+  ASSERT_TRUE(passed.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(engine->replay_requests(), 0u);
+  EXPECT_EQ(Status().state, WorkerState::kReplaying);
+  EXPECT_EQ(Status().replays_failed, 0u);
+
+  io_.Post([&](IoThread&) { slots_.Release(&other); });  // the other replay is over
+  ASSERT_TRUE(WaitFor([&] { return Matched() == 5; })) << Matched();
+  ASSERT_TRUE(WaitFor([&] { return Status().state == WorkerState::kLive; }));
+  const WorkerStatus status = Status();
+  EXPECT_EQ(status.replays_ok, 1u);
+  EXPECT_EQ(status.replays_failed, 0u);
+  EXPECT_TRUE(status.history_complete);
+  EXPECT_EQ(engine->replay_requests(), 1u);
+  // The replay is over: its slot is free again, and nobody waits.
+  absl::Notification checked;
+  io_.Post([&](IoThread&) {
+    EXPECT_EQ(slots_.held(), 0u);
+    EXPECT_EQ(slots_.waiting(), 0u);
+    checked.Notify();
+  });
+  ASSERT_TRUE(checked.WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+TEST_F(SubscriberTest, ARemovedWorkerGivesItsSlotOrItsPlaceInLineBack) {
+  auto engine = StartEngine();
+  engine->SetReplayMuted(true);  // replays stay out until they time out
+  auto make_config = [&](uint32_t rank) {
+    SubscriberConfig config;
+    config.worker = WorkerKey{kPod, rank};
+    config.context = WorkerContext{kModel, ""};
+    config.events_endpoint = TcpEndpoint(engine->host(), engine->events_port());
+    config.replay_endpoint = TcpEndpoint(engine->host(), engine->replay_port());
+    config.replay_timeout = absl::Seconds(60);
+    config.replay_slots = &slots_;
+    return config;
+  };
+  absl::Notification done;
+  io_.Post([&](IoThread& io) {
+    for (uint32_t rank = 0; rank < 3; ++rank) {
+      auto subscriber = Subscriber::Create(io.context(), make_config(rank), &index_,
+                                           std::make_shared<WorkerStatusCell>(rank));
+      ASSERT_TRUE(subscriber.ok()) << subscriber.status();
+      io.AddTask(10 + rank, *std::move(subscriber));
+    }
+    EXPECT_EQ(slots_.held(), 1u);  // rank 0's replay
+    EXPECT_EQ(slots_.waiting(), 2u);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(WaitFor([&] { return engine->replay_requests() == 1; })) << engine->replay_requests();
+  absl::Notification removed;
+  io_.Post([&](IoThread& io) {
+    io.RemoveTask(11);  // in line
+    EXPECT_EQ(slots_.waiting(), 1u);
+    io.RemoveTask(10);  // holding: its slot goes to rank 2
+    EXPECT_EQ(slots_.held(), 1u);
+    EXPECT_EQ(slots_.waiting(), 0u);
+    removed.Notify();
+  });
+  removed.WaitForNotification();
+  ASSERT_TRUE(WaitFor([&] { return engine->replay_requests() == 2; })) << engine->replay_requests();
+  io_.Post([&](IoThread& io) { io.RemoveTask(12); });
+  absl::Notification checked;
+  io_.Post([&](IoThread&) {
+    EXPECT_EQ(slots_.held(), 0u);
+    checked.Notify();
+  });
+  ASSERT_TRUE(checked.WaitForNotificationWithTimeout(absl::Seconds(10)));
 }
 
 TEST(TuneSocketTest, ReconnectBackoffHeartbeatsAndLimits) {
