@@ -380,13 +380,34 @@ void KvIndexService::ForgetRoutingHints(const PodAck& ack) {
   if (ack.outcome == PodOutcome::kRemoved || ack.outcome == PodOutcome::kRemovalPending) index_->RemovePod(ack.pod);
 }
 
-grpc::Status KvIndexService::RecordRouting(grpc::ServerContext* context, const v1::RecordRoutingRequest* request,
-                                           v1::RecordRoutingResponse* response) {
+grpc::ServerUnaryReactor* KvIndexService::RecordRouting(grpc::CallbackServerContext* context,
+                                                        const grpc::ByteBuffer* request_bytes,
+                                                        grpc::ByteBuffer* response_bytes) {
   const InFlight call(this);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(AnswerRecordRoutingCall(call, *context, *request_bytes, response_bytes));
+  return reactor;
+}
+
+grpc::Status KvIndexService::AnswerRecordRoutingCall(const InFlight& call, const grpc::CallbackServerContext& context,
+                                                     const grpc::ByteBuffer& request_bytes,
+                                                     grpc::ByteBuffer* response_bytes) {
   if (call.refused()) return ShuttingDown();
-  if (grpc::Status status = TooLarge(request->ByteSizeLong()); !status.ok()) return status;
-  if (grpc::Status status = Authorize(*context, /*always_guarded=*/false); !status.ok()) return status;
-  return AnswerRecordRouting(*request, *index_, *pods_, options_.max_match_tokens, options_.models, response);
+  if (grpc::Status status = TooLarge(request_bytes.Length()); !status.ok()) return status;
+  if (grpc::Status status = Authorize(context, /*always_guarded=*/false); !status.ok()) return status;
+  grpc::Slice wire;
+  v1::RecordRoutingRequest request;
+  if ((!request_bytes.TrySingleSlice(&wire).ok() && !request_bytes.DumpToSingleSlice(&wire).ok()) ||
+      !request.ParseFromArray(wire.begin(), static_cast<int>(wire.size()))) {
+    return InvalidArgument("RecordRoutingRequest does not parse (not a kvindex.v1.RecordRoutingRequest, or a "
+                           "string field holds invalid UTF-8)");
+  }
+  v1::RecordRoutingResponse response;
+  grpc::Status status =
+      AnswerRecordRouting(request, *index_, *pods_, options_.max_match_tokens, options_.models, &response);
+  if (!status.ok()) return status;
+  bool own_buffer = false;
+  return grpc::SerializationTraits<v1::RecordRoutingResponse>::Serialize(response, response_bytes, &own_buffer);
 }
 
 void KvIndexService::StopAccepting() {
