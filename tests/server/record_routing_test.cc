@@ -112,6 +112,11 @@ TEST_F(RecordRoutingTest, RefusesBadRequestsAsMatchDoesAndUnknownPodsOrRanksWith
             absl::NotFoundError("pod \"default/followed\" has no dp rank 2 (dp_size 2)"));
   EXPECT_EQ(refused(Hint("default/silent", 32, /*rank=*/1)),
             absl::NotFoundError("pod \"default/silent\" has no dp rank 1 (dp_size 1)"));
+  r = Hint("default/followed", 32);
+  r.set_model("\xff\xfe");  // a request that does not parse
+  const absl::Status unparsed = refused(r);
+  EXPECT_EQ(unparsed.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unparsed.message(), ::testing::HasSubstr("does not parse"));
   // Nothing was recorded by the refused calls.
   EXPECT_EQ(Match(64).pods_size(), 0);
 }
