@@ -1,4 +1,5 @@
-// Micro-benchmarks of the in-process hot paths: Match, Apply, hashing.
+// Micro-benchmarks of the in-process hot paths (Match, Apply, hashing) and of
+// what the hardware allows a Match (BM_Floor*: hashing, table reads, locks).
 // Index under test: 1M (block, worker) entries spread over 100 workers, plus a
 // 32k-token "hot" prefix held by 1 or by all 100 workers.
 //
@@ -6,14 +7,18 @@
 //
 // Match reports p50/p99 latency counters (per-iteration wall time) beside the mean.
 
+#include <xxhash.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "bench/corpus.h"
 #include "benchmark/benchmark.h"
 #include "core/index/block_hash.h"
 #include "core/index/prefix_index.h"
@@ -21,36 +26,13 @@
 namespace kvindex {
 namespace {
 
-constexpr uint32_t kBlockSize = 16;
+using bench::kBlockSize;
+using bench::RandomTokens;
+using bench::StoreChain;
+
 constexpr int kWorkers = 100;
 constexpr int kBackgroundBlocksPerWorker = 10'000;  // 1M entries in all
 constexpr int kHotTokens = 32 * 1024;
-
-std::vector<uint32_t> RandomTokens(std::mt19937_64& rng, size_t n) {
-  std::vector<uint32_t> t(n);
-  for (auto& x : t) x = static_cast<uint32_t>(rng() % 128000);
-  return t;
-}
-
-// Stores `tokens` as one chain on `worker`, in events of up to 64 blocks.
-void StoreChain(PrefixIndex& index, const WorkerKey& worker, const std::vector<uint32_t>& tokens,
-                std::mt19937_64& rng) {
-  const WorkerContext context{"bench-model", ""};
-  const size_t blocks = tokens.size() / kBlockSize;
-  std::optional<uint64_t> parent;
-  for (size_t start = 0; start < blocks; start += 64) {
-    BlockStored s;
-    s.block_size = kBlockSize;
-    s.parent_block_hash = parent;
-    const size_t end = std::min(blocks, start + 64);
-    for (size_t b = start; b < end; ++b) s.block_hashes.push_back(rng());
-    s.token_ids.assign(tokens.begin() + start * kBlockSize, tokens.begin() + end * kBlockSize);
-    parent = s.block_hashes.back();
-    EventBatch batch;
-    batch.events.push_back(std::move(s));
-    (void)index.Apply(worker, context, batch);
-  }
-}
 
 struct Corpus {
   PrefixIndex index{IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0}};
@@ -66,7 +48,7 @@ const Corpus& CorpusWithHolders(int holders) {
     c = std::make_unique<Corpus>();
     std::mt19937_64 rng(holders);
     for (int w = 0; w < kWorkers; ++w) {
-      const WorkerKey key{"bench/pod-" + std::to_string(w), 0};
+      const WorkerKey key = bench::BenchWorker(w);
       for (int chain = 0; chain < kBackgroundBlocksPerWorker / 100; ++chain) {
         std::vector<uint32_t> tokens = RandomTokens(rng, 100 * kBlockSize);
         StoreChain(c->index, key, tokens, rng);
@@ -74,16 +56,15 @@ const Corpus& CorpusWithHolders(int holders) {
       }
     }
     c->hot = RandomTokens(rng, kHotTokens);
-    for (int w = 0; w < holders; ++w) StoreChain(c->index, {"bench/pod-" + std::to_string(w), 0}, c->hot, rng);
+    for (int w = 0; w < holders; ++w) StoreChain(c->index, bench::BenchWorker(w), c->hot, rng);
   }
   return *c;
 }
 
 void ReportPercentiles(benchmark::State& state, std::vector<double>& ns) {
   if (ns.empty()) return;
-  std::sort(ns.begin(), ns.end());
-  state.counters["p50_us"] = ns[ns.size() / 2] / 1e3;
-  state.counters["p99_us"] = ns[std::min(ns.size() - 1, ns.size() * 99 / 100)] / 1e3;
+  state.counters["p50_us"] = bench::Quantile(ns, 0.50) / 1e3;
+  state.counters["p99_us"] = bench::Quantile(ns, 0.99) / 1e3;
 }
 
 // Args: prompt tokens, hit ratio in percent, holders of the hot prefix.
@@ -95,7 +76,7 @@ void BM_Match(benchmark::State& state) {
   std::vector<uint32_t> prompt(corpus.hot.begin(), corpus.hot.begin() + tokens);
   const size_t cached = tokens * hit / 100 / kBlockSize * kBlockSize;
   for (size_t i = cached; i < tokens; ++i) prompt[i] = 200000 + static_cast<uint32_t>(rng() % 1000);
-  const MatchQuery query{.model = "bench-model", .token_ids = prompt};
+  const MatchQuery query{.model = bench::kModel, .token_ids = prompt};
   std::vector<double> ns;
   ns.reserve(1 << 16);
   size_t matched = 0;
@@ -122,7 +103,7 @@ BENCHMARK(BM_Match)
 void BM_MatchColdChain(benchmark::State& state) {
   const Corpus& corpus = CorpusWithHolders(1);
   std::vector<MatchQuery> queries;
-  for (const auto& tokens : corpus.background) queries.push_back({.model = "bench-model", .token_ids = tokens});
+  for (const auto& tokens : corpus.background) queries.push_back({.model = bench::kModel, .token_ids = tokens});
   std::shuffle(queries.begin(), queries.end(), std::mt19937_64(3));
   std::vector<double> ns;
   ns.reserve(1 << 16);
@@ -145,7 +126,7 @@ BENCHMARK(BM_MatchColdChain)->Unit(benchmark::kMicrosecond);
 // The workers of the Apply benchmarks.
 std::vector<WorkerKey> BenchWorkers() {
   std::vector<WorkerKey> workers;
-  for (int w = 0; w < kWorkers; ++w) workers.push_back({"bench/pod-" + std::to_string(w), 0});
+  for (int w = 0; w < kWorkers; ++w) workers.push_back(bench::BenchWorker(w));
   return workers;
 }
 
@@ -168,7 +149,7 @@ void BM_ApplySteadyState(benchmark::State& state) {
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
   const std::vector<std::vector<uint32_t>> tokens = TokenPool(11, blocks * kBlockSize);
   const std::vector<WorkerKey> workers = BenchWorkers();
-  const WorkerContext context{"bench-model", ""};
+  const WorkerContext context{bench::kModel, ""};
   EventBatch batch;
   batch.events = {BlockStored{}, BlockRemoved{}};
   auto& stored = std::get<BlockStored>(batch.events[0]);
@@ -205,7 +186,7 @@ void BM_ApplyFill(benchmark::State& state) {
   constexpr size_t kBatchesPerWorker = kBackgroundBlocksPerWorker / kBlocks;
   const std::vector<std::vector<uint32_t>> tokens = TokenPool(13, kBlocks * kBlockSize);
   const std::vector<WorkerKey> workers = BenchWorkers();
-  const WorkerContext context{"bench-model", ""};
+  const WorkerContext context{bench::kModel, ""};
   EventBatch batch;
   batch.events = {BlockStored{}};
   auto& stored = std::get<BlockStored>(batch.events[0]);
@@ -247,7 +228,7 @@ void BM_ApplyWithCapEviction(benchmark::State& state) {
     b.events.push_back(std::move(s));
   }
   const std::vector<WorkerKey> workers = BenchWorkers();
-  const WorkerContext context{"bench-model", ""};
+  const WorkerContext context{bench::kModel, ""};
   uint64_t next_hash = 1;
   size_t i = 0;
   for (auto _ : state) {
@@ -263,12 +244,85 @@ BENCHMARK(BM_ApplyWithCapEviction)->Arg(16)->ArgName("blocks");
 void BM_HashPrefix(benchmark::State& state) {
   std::mt19937_64 rng(3);
   const std::vector<uint32_t> tokens = RandomTokens(rng, state.range(0));
-  const uint64_t seed = ContextSeed("bench-model", "", kBlockSize);
+  const uint64_t seed = ContextSeed(bench::kModel, "", kBlockSize);
   for (auto _ : state) benchmark::DoNotOptimize(HashPrefix(seed, tokens, kBlockSize));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * tokens.size()));
   state.SetLabel("items = tokens");
 }
 BENCHMARK(BM_HashPrefix)->Arg(8192);
+
+// What the hardware allows a Match of 256 cached blocks (BENCHMARKS.md, "Where
+// a Match spends its time"): the parts of its work measured without the index.
+
+// A dependent chain of `blocks` XXH3 hashes, each of its parent and 16 tokens
+// (72 bytes): the chained hashing a Match by tokens cannot skip.
+void BM_FloorHashChain(benchmark::State& state) {
+  const size_t blocks = static_cast<size_t>(state.range(0));
+  std::mt19937_64 rng(5);
+  const std::vector<uint32_t> tokens = RandomTokens(rng, blocks * kBlockSize);
+  char buf[8 + 4 * kBlockSize];
+  for (auto _ : state) {
+    uint64_t h = 1;
+    for (size_t b = 0; b < blocks; ++b) {
+      std::memcpy(buf, &h, sizeof(h));
+      std::memcpy(buf + 8, tokens.data() + b * kBlockSize, 4 * kBlockSize);
+      h = XXH3_64bits(buf, sizeof(buf));
+    }
+    benchmark::DoNotOptimize(h);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * blocks));
+  state.SetLabel("items = blocks");
+}
+BENCHMARK(BM_FloorHashChain)->Arg(256)->ArgName("blocks");
+
+// `reads` 8-byte reads at random places of a `mib` MiB array, a different set
+// each call: independent (every address known at once, so the misses overlap,
+// as a Match's table reads may) or dependent (each address read from the last:
+// a pointer chase, the worst case).
+void BM_FloorRandomReads(benchmark::State& state) {
+  const size_t reads = static_cast<size_t>(state.range(0));
+  const size_t words = (static_cast<size_t>(state.range(1)) << 20) / sizeof(uint64_t);
+  const bool dependent = state.range(2) != 0;
+  std::mt19937_64 rng(9);
+  std::vector<uint64_t> table(words);
+  for (auto& w : table) w = rng() % words;  // a random next index for the chase
+  std::vector<uint64_t> places(reads * 4096);
+  for (auto& p : places) p = rng() % words;
+  size_t set = 0;
+  for (auto _ : state) {
+    const uint64_t* at = places.data() + (set++ % 4096) * reads;
+    uint64_t sum = 0;
+    if (dependent) {
+      uint64_t i = at[0];
+      for (size_t r = 0; r < reads; ++r) i = table[i];
+      sum = i;
+    } else {
+      for (size_t r = 0; r < reads; ++r) sum += table[at[r]];
+    }
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * reads));
+  state.SetLabel("items = reads");
+}
+BENCHMARK(BM_FloorRandomReads)
+    ->ArgNames({"reads", "mib", "dependent"})
+    ->ArgsProduct({{256}, {16, 1024}, {0, 1}});
+
+// `locks` uncontended reader locks of absl::Mutex, spread over 64 mutexes (a
+// shard lock taken per block, as BlockTable::Find does).
+void BM_FloorReaderLocks(benchmark::State& state) {
+  const size_t locks = static_cast<size_t>(state.range(0));
+  auto mutexes = std::make_unique<absl::Mutex[]>(64);
+  for (auto _ : state) {
+    for (size_t i = 0; i < locks; ++i) {
+      absl::ReaderMutexLock lock(&mutexes[i & 63]);
+      benchmark::ClobberMemory();
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * locks));
+  state.SetLabel("items = lock + unlock");
+}
+BENCHMARK(BM_FloorReaderLocks)->Arg(256)->ArgName("locks");
 
 }  // namespace
 }  // namespace kvindex

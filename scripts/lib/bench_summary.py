@@ -5,6 +5,7 @@ table, each number beside the issue's target (issue 6).
 Raw files (any may be missing; its rows then say n/a):
   prefix_index_bench.json, event_decoder_bench.json   Google Benchmark --benchmark_out JSON
   index_memory_bench.txt                              index_memory_bench stdout
+  index_scale.json                                    index_scale_bench --json_file (one object per size)
   kvindex_bench_2048.json, kvindex_bench_2048_hashes.json, kvindex_bench_mix.json   kvindex-bench --json_file
   ingest_bench.json                                   kvindex-ingest-bench --json_file
 """
@@ -23,6 +24,15 @@ def load_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_json_lines(path):
+    """One JSON object per line; [] when the file is missing."""
+    try:
+        with open(path) as f:
+            return sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["entries"])
+    except (OSError, ValueError):
+        return []
 
 
 def machine_info(args):
@@ -179,6 +189,7 @@ def main():
     grpchashes = load_json(os.path.join(raw, "kvindex_bench_2048_hashes.json"))
     grpcmix = load_json(os.path.join(raw, "kvindex_bench_mix.json"))
     ingest = load_json(os.path.join(raw, "ingest_bench.json"))
+    scale = load_json_lines(os.path.join(raw, "index_scale.json"))
 
     t = Table()
     summary = {}
@@ -220,6 +231,32 @@ def main():
         summary[f"memory_{entries}_holders{holders}_bytes_per_entry"] = v
         t.add(f"memory per (block, worker) entry, {entries / 1e6:g}M entries, {holders} holder(s)",
               f"{v:.1f} B RSS ({row.get('rss_trimmed_bytes_per_entry', 0):.1f} trimmed)", "<= 40 B", v <= 40)
+    # The index at growing sizes (issue 19's targets).
+    smallest = scale[0] if scale else None
+    for row in scale:
+        n = f"{row['entries'] / 1e6:g}M entries"
+        key = f"scale_{row['entries']}"
+        summary[f"{key}_bytes_per_entry"] = row["rss_bytes_per_entry"]
+        summary[f"{key}_fill_blocks_per_second"] = row["fill_blocks_per_s"]
+        t.add(f"index at {n}: bytes per entry (1 holder)",
+              f"{row['rss_bytes_per_entry']:.1f} B ({row['rss_trimmed_bytes_per_entry']:.1f} trimmed)", "<= 24 B",
+              row["rss_bytes_per_entry"] <= 24)
+        t.add(f"index at {n}: ingestion while filling (last tenth)",
+              f"{fmt_rate(row['fill_blocks_per_s'])} ({fmt_rate(row['fill_last_tenth_blocks_per_s'])})",
+              ">= 4.5 M/s per core", row["fill_blocks_per_s"] >= 4.5e6)
+        for case, label, target in (("match_hot_1", "8k half cached, 1 worker", 5.0),
+                                    ("match_hot_1_hashes", "8k half cached by hashes, 1 worker", 2.0),
+                                    ("match_hot_100", "8k half cached, 100 workers", 10.0),
+                                    ("match_cold_1", "8k half cached, cold chains, 1 worker", None)):
+            p50, p99 = row[case]
+            summary[f"{key}_{case}_p99_us"] = p99
+            if target is None:
+                base = smallest[case][1]
+                t.add(f"index at {n}: Match {label}: p50/p99", f"{p50:.1f}/{p99:.1f} us",
+                      f"p99 <= 2x at {smallest['entries'] / 1e6:g}M", p99 <= 2 * base)
+            else:
+                t.add(f"index at {n}: Match {label}: p50/p99", f"{p50:.1f}/{p99:.1f} us", f"p99 <= {target:g} us",
+                      p99 <= target)
     # gRPC.
     if grpc2k:
         ratio = grpc2k.get("match_to_health")
@@ -296,6 +333,7 @@ def main():
             "prefix_index_bench": micro_doc,
             "event_decoder_bench": decoder_doc,
             "index_memory_bench": memory,
+            "index_scale_bench": scale,
             "kvindex_bench_2048": grpc2k,
             "kvindex_bench_2048_hashes": grpchashes,
             "kvindex_bench_mix": grpcmix,

@@ -21,10 +21,11 @@ KVINDEX_PACKAGES=(
 
 kvindex_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
-# Installs the packages that are not installed yet; runs apt-get update only then.
+# Installs the packages (KVINDEX_PACKAGES and any named as arguments) that are
+# not installed yet; runs apt-get update only then.
 kvindex_install_missing() {
   local missing=() p
-  for p in "${KVINDEX_PACKAGES[@]}"; do
+  for p in "${KVINDEX_PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

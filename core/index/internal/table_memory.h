@@ -5,8 +5,9 @@
 // process's RSS follows the tables' size: from the heap, a table that grew
 // would leave its old array as a free hole the heap rarely gives back
 // (measured: 84-107 B per entry resident for 34 B in use; with a 64 KiB
-// threshold still 47 B). Mappings of 2 MiB and more ask for transparent huge
-// pages (fewer TLB misses on random lookups). Below 16 KiB (a few hundred
+// threshold still 47 B). Mappings of 2 MiB and more start on a 2 MiB boundary
+// and ask for transparent huge pages before they are populated (fewer TLB
+// misses on random lookups; BENCHMARKS.md "Scale"). Below 16 KiB (a few hundred
 // entries: the page rounding would cost more) it comes from the heap.
 
 #include <cstddef>

@@ -39,6 +39,16 @@ TEST(TableMemoryTest, SmallAndLargeAreZeroedAndAligned) {
   EXPECT_EQ(TableMemory().data(), nullptr);
 }
 
+// Huge pages can back only whole, aligned 2 MiB ranges of a mapping.
+TEST(TableMemoryTest, LargeTablesStartOnAHugePageBoundary) {
+  for (size_t bytes : {size_t{2 * 1024 * 1024}, size_t{5 * 1024 * 1024 + 4321}, size_t{64 * 1024 * 1024}}) {
+    TableMemory m(bytes);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(m.data()) % (2 * 1024 * 1024), 0u) << bytes;
+    EXPECT_TRUE(AllZero(m)) << bytes;
+    std::memset(m.data(), 0xcd, bytes);  // the last byte is mapped too
+  }
+}
+
 TEST(TableMemoryTest, MoveHandsOverTheMemory) {
   TableMemory a(1024 * 1024);
   void* p = a.data();
