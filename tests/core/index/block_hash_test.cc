@@ -156,6 +156,18 @@ TEST(BlockHashTest, LargeBlocksHashLikeSmallOnes) {
   EXPECT_EQ(HashBlock(42, tokens), XXH3_64bits(bytes.data(), bytes.size()));
 }
 
+// 16 and 32 tokens take a fixed-size path: the same hash as every other size.
+TEST(BlockHashTest, EveryBlockSizeHashesItsLittleEndianLayout) {
+  for (size_t n = 1; n <= 66; ++n) {
+    std::vector<uint32_t> tokens(n);
+    for (size_t i = 0; i < n; ++i) tokens[i] = static_cast<uint32_t>(i * 2654435761u + n);
+    std::string bytes;
+    AppendLE(bytes, 0xfedcba9876543210ULL + n, 8);
+    for (uint32_t t : tokens) AppendLE(bytes, t, 4);
+    EXPECT_EQ(HashBlock(0xfedcba9876543210ULL + n, tokens), XXH3_64bits(bytes.data(), bytes.size())) << n;
+  }
+}
+
 TEST(BlockHashTest, ContextsAreKeptApart) {
   const uint64_t base = ContextSeed("m", "", 16);
   EXPECT_NE(base, ContextSeed("m", "", 32));
