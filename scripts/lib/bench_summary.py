@@ -234,7 +234,7 @@ def main():
     # The index at growing sizes (issue 19's targets).
     smallest = scale[0] if scale else None
     for row in scale:
-        n = f"{row['entries'] / 1e6:g}M entries"
+        n = f"{row['entries'] / 1e6:.3g}M entries"
         key = f"scale_{row['entries']}"
         summary[f"{key}_bytes_per_entry"] = row["rss_bytes_per_entry"]
         summary[f"{key}_fill_blocks_per_second"] = row["fill_blocks_per_s"]
@@ -253,7 +253,7 @@ def main():
             if target is None:
                 base = smallest[case][1]
                 t.add(f"index at {n}: Match {label}: p50/p99", f"{p50:.1f}/{p99:.1f} us",
-                      f"p99 <= 2x at {smallest['entries'] / 1e6:g}M", p99 <= 2 * base)
+                      f"p99 <= 2x at {smallest['entries'] / 1e6:.3g}M", p99 <= 2 * base)
             else:
                 t.add(f"index at {n}: Match {label}: p50/p99", f"{p50:.1f}/{p99:.1f} us", f"p99 <= {target:g} us",
                       p99 <= target)
