@@ -395,10 +395,11 @@ grpc::Status KvIndexService::AnswerRecordRoutingCall(const InFlight& call, const
   if (call.refused()) return ShuttingDown();
   if (grpc::Status status = TooLarge(request_bytes.Length()); !status.ok()) return status;
   if (grpc::Status status = Authorize(context, /*always_guarded=*/false); !status.ok()) return status;
-  grpc::Slice wire;
+  grpc::Slice storage;
+  absl::string_view bytes;
   v1::RecordRoutingRequest request;
-  if ((!request_bytes.TrySingleSlice(&wire).ok() && !request_bytes.DumpToSingleSlice(&wire).ok()) ||
-      !request.ParseFromArray(wire.begin(), static_cast<int>(wire.size()))) {
+  if (!ReceivedBytes(request_bytes, storage, bytes) || bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return InvalidArgument("RecordRoutingRequest does not parse (not a kvindex.v1.RecordRoutingRequest, or a "
                            "string field holds invalid UTF-8)");
   }

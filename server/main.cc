@@ -296,12 +296,11 @@ int main(int argc, char** argv) {
   // late per-pod "Too many open files".
   const size_t max_workers = options->manager.max_workers;
   const size_t replays = options->manager.max_concurrent_replays;
+  const size_t files_needed = kvindex::OpenFilesNeeded(max_workers, replays);
   const bool explicit_workers = absl::GetFlag(FLAGS_max_workers) != 0;
-  if (absl::StatusOr<kvindex::OpenFilesLimit> files =
-          kvindex::RaiseOpenFilesLimit(kvindex::OpenFilesNeeded(max_workers, replays));
-      !files.ok()) {
+  if (absl::StatusOr<kvindex::OpenFilesLimit> files = kvindex::RaiseOpenFilesLimit(files_needed); !files.ok()) {
     spdlog::warn("open-files limit unknown ({}); --max_workers={} needs {}", files.status().ToString(), max_workers,
-                 kvindex::OpenFilesNeeded(max_workers, replays));
+                 files_needed);
   } else if (const size_t fit = kvindex::WorkersThatFit(files->soft, replays); fit < max_workers && !explicit_workers) {
     spdlog::info("following at most {} workers: what the hard open-files limit ({}) allows; raise it (ulimit -Hn, "
                  "systemd LimitNOFILE=, docker --ulimit nofile=N:N) to follow up to {}",
@@ -316,7 +315,7 @@ int main(int argc, char** argv) {
         "it carries {} connected workers; beyond them connections to engines fail (ZeroMQ retries them). Following "
         "at most {} workers (more pods are rejected, saying so). Raise the hard limit (ulimit -Hn; systemd "
         "LimitNOFILE=; docker run --ulimit nofile=N:N; the container runtime's default on Kubernetes)",
-        max_workers, kvindex::OpenFilesNeeded(max_workers, replays), files->hard, fit, std::min(max_workers, sockets_fit));
+        max_workers, files_needed, files->hard, fit, std::min(max_workers, sockets_fit));
     options->manager.max_workers = std::min(max_workers, sockets_fit);
   }
   const bool tls = !options->tls.cert_file.empty();

@@ -231,11 +231,20 @@ bool ParseMatchRequest(absl::string_view wire, v1::MatchRequest* request) {
   return request->ParseFromArray(wire.data(), static_cast<int>(wire.size()));
 }
 
+bool ReceivedBytes(const grpc::ByteBuffer& wire, grpc::Slice& storage, absl::string_view& bytes) {
+  if (!wire.Valid()) {  // no bytes at all
+    bytes = absl::string_view();
+    return true;
+  }
+  if (!wire.TrySingleSlice(&storage).ok() && !wire.DumpToSingleSlice(&storage).ok()) return false;
+  bytes = absl::string_view(reinterpret_cast<const char*>(storage.begin()), storage.size());
+  return true;
+}
+
 bool ParseMatchRequest(const grpc::ByteBuffer& wire, v1::MatchRequest* request) {
-  if (!wire.Valid()) return ParseMatchRequest(absl::string_view(), request);  // no bytes at all
-  grpc::Slice slice;
-  if (!wire.TrySingleSlice(&slice).ok() && !wire.DumpToSingleSlice(&slice).ok()) return false;
-  return ParseMatchRequest(absl::string_view(reinterpret_cast<const char*>(slice.begin()), slice.size()), request);
+  grpc::Slice storage;
+  absl::string_view bytes;
+  return ReceivedBytes(wire, storage, bytes) && ParseMatchRequest(bytes, request);
 }
 
 }  // namespace kvindex::server

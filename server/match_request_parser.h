@@ -27,4 +27,9 @@ bool ParseMatchRequest(absl::string_view wire, v1::MatchRequest* request);
 // there is one).
 bool ParseMatchRequest(const grpc::ByteBuffer& wire, v1::MatchRequest* request);
 
+// The bytes of a request as gRPC received it, as one view backed by `storage`
+// (a copy only when they arrived in several slices; empty when there are none,
+// i.e. an empty message). False when they cannot be read.
+bool ReceivedBytes(const grpc::ByteBuffer& wire, grpc::Slice& storage, absl::string_view& bytes);
+
 }  // namespace kvindex::server
