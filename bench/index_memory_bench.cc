@@ -18,10 +18,8 @@
 //   build/bin/index_memory_bench --entries= --speculative_entries=1000000 --holders=1,10
 
 #include <malloc.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/index/prefix_index.h"
+#include "core/util/resident_memory.h"
 
 ABSL_FLAG(std::vector<std::string>, entries, std::vector<std::string>({"1000000", "10000000"}),
           "(block, worker) entries to index, one run each");
@@ -48,16 +47,10 @@ constexpr int kWorkers = 100;
 constexpr uint32_t kBlockSize = 16;
 constexpr size_t kBlocksPerEvent = 64;
 
-size_t RssBytes() {
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
 
 void Run(size_t entries, int holders) {
   malloc_trim(0);
-  const size_t rss0 = RssBytes();
+  const size_t rss0 = ResidentBytes();
   {
     PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
     std::mt19937_64 rng(entries + holders);
@@ -80,9 +73,9 @@ void Run(size_t entries, int holders) {
     }
     batch = {};
     const IndexStats stats = index.Stats();
-    const size_t rss1 = RssBytes();
+    const size_t rss1 = ResidentBytes();
     malloc_trim(0);  // gives back the free pages the tables' growth left in the heap
-    const size_t rss_trimmed = RssBytes();
+    const size_t rss_trimmed = ResidentBytes();
     std::printf("entries=%-9zu holders=%-3d rss_bytes_per_entry=%6.1f "
                 "rss_trimmed_bytes_per_entry=%6.1f estimate_bytes_per_entry=%6.1f (blocks=%zu workers=%zu)\n",
                 static_cast<size_t>(stats.entries), holders, double(rss1 - rss0) / stats.entries, double(rss_trimmed - rss0) / stats.entries,
@@ -96,7 +89,7 @@ void Run(size_t entries, int holders) {
 // to `holders` workers in turn, with a 10-minute TTL (`deadline`) or none.
 void RunSpeculative(size_t entries, int holders, bool deadline) {
   malloc_trim(0);
-  const size_t rss0 = RssBytes();
+  const size_t rss0 = ResidentBytes();
   {
     IndexOptions options{.max_blocks_per_worker = 0, .max_entries = 0};
     options.speculative.max_entries = 0;
@@ -118,9 +111,9 @@ void RunSpeculative(size_t entries, int holders, bool deadline) {
     }
     hashes = {};
     const SpeculativeStats stats = index.GetSpeculativeStats();
-    const size_t rss1 = RssBytes();
+    const size_t rss1 = ResidentBytes();
     malloc_trim(0);
-    const size_t rss_trimmed = RssBytes();
+    const size_t rss_trimmed = ResidentBytes();
     std::printf("speculative_entries=%-9zu holders=%-3d deadline=%-3s rss_bytes_per_entry=%6.1f "
                 "rss_trimmed_bytes_per_entry=%6.1f\n",
                 static_cast<size_t>(stats.entries), holders, deadline ? "yes" : "no",

@@ -15,11 +15,9 @@
 // per size, one per line (scripts/lib/plot_scale.py draws them).
 
 #include <malloc.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,6 +29,7 @@
 #include "bench/corpus.h"
 #include "core/index/block_hash.h"
 #include "core/index/prefix_index.h"
+#include "core/util/resident_memory.h"
 
 ABSL_FLAG(std::vector<std::string>, entries, std::vector<std::string>({"1000000", "10000000", "100000000"}),
           "index sizes in (block, worker) entries, one run each");
@@ -47,12 +46,6 @@ constexpr int kWorkers = 100;
 constexpr size_t kChainBlocks = 256;  // 4,096 tokens: half of an 8k prompt
 constexpr size_t kColdChains = 4096;  // chains kept (spread over the fill) for cold Matches
 
-size_t RssBytes() {
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -91,7 +84,7 @@ std::vector<uint32_t> HalfCached(const std::vector<uint32_t>& cached, std::mt199
 
 void Run(size_t entries, int match_calls, std::FILE* json) {
   malloc_trim(0);
-  const size_t rss0 = RssBytes();
+  const size_t rss0 = ResidentBytes();
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
   std::mt19937_64 rng(entries);
 
@@ -111,9 +104,9 @@ void Run(size_t entries, int match_calls, std::FILE* json) {
     if (c % keep_every == 0 && kept.size() < kColdChains) kept.push_back(std::move(tokens));
   }
   const IndexStats filled = index.Stats();
-  const size_t rss1 = RssBytes();
+  const size_t rss1 = ResidentBytes();
   malloc_trim(0);
-  const size_t rss_trimmed = RssBytes();
+  const size_t rss_trimmed = ResidentBytes();
   const size_t kept_bytes = kept.size() * kChainBlocks * kBlockSize * sizeof(uint32_t);  // not the index's
   const double per_entry = double(rss1 - rss0 - kept_bytes) / filled.entries;
   const double per_entry_trimmed = double(rss_trimmed - rss0 - kept_bytes) / filled.entries;
