@@ -244,6 +244,12 @@ def main():
         t.add(f"index at {n}: ingestion while filling (last tenth)",
               f"{fmt_rate(row['fill_blocks_per_s'])} ({fmt_rate(row['fill_last_tenth_blocks_per_s'])})",
               ">= 4.5 M/s per core", row["fill_blocks_per_s"] >= 4.5e6)
+        if "batch_store_us" in row:  # (results before 2026-12-07 lack it)
+            p99, p999, longest = row["batch_store_us"]
+            summary[f"{key}_batch_store_max_us"] = longest
+            t.add(f"index at {n}: a 256-block store while filling, p99/p99.9/max",
+                  f"{p99 / 1e3:.1f}/{p999 / 1e3:.1f}/{longest / 1e3:.1f} ms", "no stop of milliseconds",
+                  longest <= 1000)
         for case, label, target in (("match_hot_1", "8k half cached, 1 worker", 5.0),
                                     ("match_hot_1_hashes", "8k half cached by hashes, 1 worker", 2.0),
                                     ("match_hot_100", "8k half cached, 100 workers", 10.0),
