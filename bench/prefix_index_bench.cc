@@ -138,45 +138,98 @@ std::vector<std::vector<uint32_t>> TokenPool(uint64_t seed, size_t n) {
   return pool;
 }
 
-// Apply of decoded batches as a busy engine sends them: each batch stores
-// `blocks` new blocks chained to the worker's previous batch and removes the
-// blocks it stored 640 batches earlier, round robin over 100 workers: a steady
-// state of ~1M entries (at 16 blocks; 4M at 64), reached before timing starts.
-// items = blocks stored (each with one removed).
+// One thread's share of a steady-state feed: the workers w with w % threads
+// == thread, round robin; each batch stores `blocks` new blocks chained to the
+// worker's previous batch and removes the blocks it stored kKeep batches
+// earlier.
+class SteadyStateFeed {
+ public:
+  static constexpr size_t kKeep = 640;  // batches each worker keeps
+
+  SteadyStateFeed(size_t blocks, size_t thread, size_t threads)
+      : blocks_(blocks), tokens_(TokenPool(11 + thread, blocks * kBlockSize)), all_(BenchWorkers()) {
+    for (size_t w = thread; w < all_.size(); w += threads) mine_.push_back(w);
+    batch_.events = {BlockStored{}, BlockRemoved{}};
+    std::get<BlockStored>(batch_.events[0]).block_size = kBlockSize;
+    std::get<BlockStored>(batch_.events[0]).block_hashes.resize(blocks);
+    std::get<BlockRemoved>(batch_.events[1]).block_hashes.resize(blocks);
+  }
+
+  // Applies batches until each of this thread's workers keeps kKeep (untimed: the steady size).
+  void Fill(PrefixIndex& index) {
+    while (i_ < kKeep * mine_.size()) ApplyNext(index);
+  }
+
+  void ApplyNext(PrefixIndex& index) {
+    auto& stored = std::get<BlockStored>(batch_.events[0]);
+    auto& removed = std::get<BlockRemoved>(batch_.events[1]);
+    const size_t w = mine_[i_ % mine_.size()], n = i_ / mine_.size();
+    stored.parent_block_hash = n == 0 ? std::nullopt : std::optional<uint64_t>(EngineHash(w, n - 1, blocks_ - 1));
+    stored.token_ids = tokens_[i_ % tokens_.size()];
+    for (size_t b = 0; b < blocks_; ++b) {
+      stored.block_hashes[b] = EngineHash(w, n, b);
+      removed.block_hashes[b] = n >= kKeep ? EngineHash(w, n - kKeep, b) : 0;
+    }
+    (void)index.Apply(all_[w], context_, batch_);
+    ++i_;
+  }
+
+ private:
+  // Engine hash of block b of worker w's n-th batch; unique across workers.
+  uint64_t EngineHash(size_t w, size_t n, size_t b) const { return ((n * kWorkers + w) * blocks_ + b) * 2 + 1; }
+
+  const size_t blocks_;
+  const std::vector<std::vector<uint32_t>> tokens_;
+  const std::vector<WorkerKey> all_;
+  const WorkerContext context_{bench::kModel, ""};
+  std::vector<size_t> mine_;
+  EventBatch batch_;
+  size_t i_ = 0;
+};
+
+// Apply of decoded batches as a busy engine sends them (SteadyStateFeed),
+// round robin over 100 workers: a steady state of ~1M entries (at 16 blocks;
+// 4M at 64), reached before timing starts. items = blocks stored (each with
+// one removed).
 void BM_ApplySteadyState(benchmark::State& state) {
   const size_t blocks = state.range(0);
-  constexpr size_t kKeep = 640;  // batches each worker keeps
   PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
-  const std::vector<std::vector<uint32_t>> tokens = TokenPool(11, blocks * kBlockSize);
-  const std::vector<WorkerKey> workers = BenchWorkers();
-  const WorkerContext context{bench::kModel, ""};
-  EventBatch batch;
-  batch.events = {BlockStored{}, BlockRemoved{}};
-  auto& stored = std::get<BlockStored>(batch.events[0]);
-  auto& removed = std::get<BlockRemoved>(batch.events[1]);
-  stored.block_size = kBlockSize;
-  stored.block_hashes.resize(blocks);
-  removed.block_hashes.resize(blocks);
-  // Engine hash of block b of the worker's n-th batch; unique across workers.
-  auto engine_hash = [&](size_t w, size_t n, size_t b) { return ((n * kWorkers + w) * blocks + b) * 2 + 1; };
-  size_t i = 0;
-  auto apply_next = [&] {
-    const size_t w = i % kWorkers, n = i / kWorkers;
-    stored.parent_block_hash = n == 0 ? std::nullopt : std::optional<uint64_t>(engine_hash(w, n - 1, blocks - 1));
-    stored.token_ids = tokens[i % tokens.size()];
-    for (size_t b = 0; b < blocks; ++b) {
-      stored.block_hashes[b] = engine_hash(w, n, b);
-      removed.block_hashes[b] = n >= kKeep ? engine_hash(w, n - kKeep, b) : 0;
-    }
-    (void)index.Apply(workers[w], context, batch);
-    ++i;
-  };
-  while (i < kKeep * kWorkers) apply_next();  // untimed: fills the index to its steady size
-  for (auto _ : state) apply_next();
+  SteadyStateFeed feed(blocks, 0, 1);
+  feed.Fill(index);
+  for (auto _ : state) feed.ApplyNext(index);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * blocks));
   state.counters["entries"] = static_cast<double>(index.Stats().entries);
 }
 BENCHMARK(BM_ApplySteadyState)->Arg(16)->Arg(64)->ArgName("blocks");
+
+// The index every thread of one BM_ApplyParallel run shares: made by the first
+// thread that asks, dropped when the run's last thread lets go.
+std::shared_ptr<PrefixIndex> SharedIndex() {
+  static absl::Mutex mu;
+  static std::weak_ptr<PrefixIndex> current;
+  absl::MutexLock lock(&mu);
+  std::shared_ptr<PrefixIndex> index = current.lock();
+  if (index == nullptr) {
+    index = std::make_shared<PrefixIndex>(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
+    current = index;
+  }
+  return index;
+}
+
+// BM_ApplySteadyState's feed from 1 or 2 threads into one index, each thread
+// applying its own half of the workers (as the subscriber threads do, a worker
+// always on the same thread): how ingestion scales with the cores (issue 19:
+// 2 threads >= 1.7x one). 16-block batches. items = blocks stored, all threads
+// together, per second of wall time.
+void BM_ApplyParallel(benchmark::State& state) {
+  constexpr size_t kBlocks = 16;
+  std::shared_ptr<PrefixIndex> index = SharedIndex();
+  SteadyStateFeed feed(kBlocks, state.thread_index(), state.threads());
+  feed.Fill(*index);
+  for (auto _ : state) feed.ApplyNext(*index);
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBlocks));
+}
+BENCHMARK(BM_ApplyParallel)->Threads(1)->Threads(2)->UseRealTime();
 
 // Apply while an index fills from empty to 1M entries (100 workers, chains of
 // 16 blocks, no removals): blocks stored per second, the tables' growth
