@@ -68,7 +68,8 @@ Subscriber::Subscriber(zmq::context_t& context, SubscriberConfig config, PrefixI
             FeedOptions{.has_replay = !config_.replay_endpoint.empty(),
                         .replay_timeout = config_.replay_timeout,
                         .max_backlog = config_.max_backlog,
-                        .resume = config_.resume},
+                        .resume = config_.resume,
+                        .catch_up_after = config_.catch_up_after},
             config_.worker.dp_rank, config_.metrics) {
   published_.dp_rank = config_.worker.dp_rank;
 }

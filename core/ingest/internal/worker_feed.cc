@@ -23,7 +23,10 @@ void WorkerFeed::Start(absl::Time now) {
     last_digest_ = options_.resume->digest;
     first_applied_ = 0;  // the snapshot's blocks stand for the whole stream up to seq
   }
-  if (options_.has_replay) StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);
+  if (options_.has_replay) {
+    StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);
+    replay_->initial = true;
+  }
   UpdateState();
 }
 
@@ -78,6 +81,7 @@ void WorkerFeed::OnLive(uint64_t seq, std::string_view payload, absl::Time now) 
 }
 
 void WorkerFeed::Process(uint64_t seq, std::string_view payload, absl::Time now) {
+  catch_up_at_ = absl::InfiniteFuture();  // the live stream arrives: it shows any gap itself
   const auto s = static_cast<int64_t>(seq);
   if (live_last_ >= 0 && s <= live_last_) {
     // A PUB never repeats a seq: the engine restarted and counts from 0 again.
@@ -277,12 +281,17 @@ void WorkerFeed::OnReplayEnd(absl::Time now) {
 }
 
 absl::Time WorkerFeed::Deadline() const {
-  return replay_.has_value() ? replay_->deadline : warm_start_retry_at_;
+  return replay_.has_value() ? replay_->deadline : std::min(warm_start_retry_at_, catch_up_at_);
 }
 
 void WorkerFeed::OnTimer(absl::Time now) {
   if (replay_.has_value()) {
     if (now >= replay_->deadline) FinishReplay(/*timed_out=*/true, now);
+    return;
+  }
+  if (now >= catch_up_at_) {
+    catch_up_at_ = absl::InfiniteFuture();
+    StartReplay(static_cast<uint64_t>(last_applied_ + 1), -1, now);  // checks the batch applied last
     return;
   }
   if (now < warm_start_retry_at_) return;
@@ -307,6 +316,9 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
     status_.last_seq = last_applied_;
   }
   if (timed_out && replay.warm_start && !replay.got_any()) ScheduleWarmStartRetry(now);
+  if (replay.initial && !timed_out && backlog_.empty() && options_.catch_up_after != absl::InfiniteDuration()) {
+    catch_up_at_ = now + options_.catch_up_after;
+  }
   if (timed_out || replay.failed || !reached) {
     ++status_.replays_failed;
     metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);

@@ -20,6 +20,11 @@
 //    (FeedOptions::resume) starts as if it had just applied the saved seq:
 //    replay from seq + 1, and a live seq at or below it is an engine restart
 //    (the engine had published past it when the snapshot was taken).
+//  - The catch-up (FeedOptions::catch_up_after): when that first replay ends
+//    with no live batch held and none comes within catch_up_after, the feed
+//    asks once more from the batch applied last, a replay that continues the
+//    stream (below): what the engine published while the live subscription
+//    was still reaching it is applied, not left until its next batch.
 //  - Live seq <= last applied: duplicate or old, skipped. Live seq going
 //    backwards relative to the previous *live* seq: engine restart: the worker
 //    is cleared, then the batch is handled as the first of a new stream.
@@ -100,6 +105,13 @@ struct FeedOptions {
   // A worker restored from a snapshot: the last batch its blocks include, and
   // its history_complete then. nullopt: a new worker, replayed from 0.
   std::optional<BatchCursor> resume;
+  // When the replay Start() asks for ends with no live batch held, the feed
+  // asks once more this long after, from the batch applied last (the catch-up),
+  // unless a live batch comes first: batches the engine published after
+  // answering but before the live subscription reached it (ZeroMQ's slow
+  // joiner) would otherwise wait for its next batch to show as a gap.
+  // InfiniteDuration: never.
+  absl::Duration catch_up_after = absl::InfiniteDuration();
 };
 
 class WorkerFeed {
@@ -131,8 +143,8 @@ class WorkerFeed {
   // or is known lost (false): "live" rather than "connecting" without traffic.
   void OnConnected(bool connected);
 
-  // When OnTimer must run (a replay timeout or a warm-start retry);
-  // InfiniteFuture when none.
+  // When OnTimer must run (a replay timeout, a warm-start retry or the
+  // catch-up); InfiniteFuture when none.
   absl::Time Deadline() const;
   void OnTimer(absl::Time now);
 
@@ -157,6 +169,7 @@ class WorkerFeed {
     bool failed = false;  // the gap was found uncoverable while replaying
     // Asked from the last applied seq (`from`), whose batch must have this digest.
     std::optional<uint64_t> verify_digest;
+    bool initial = false;  // the replay Start() asked for
   };
 
   // Handles a live batch outside a replay; may start one.
@@ -191,6 +204,7 @@ class WorkerFeed {
   std::optional<Replay> replay_;
   int warm_start_retries_ = 0;  // retries done
   absl::Time warm_start_retry_at_ = absl::InfiniteFuture();
+  absl::Time catch_up_at_ = absl::InfiniteFuture();  // FeedOptions::catch_up_after
   std::deque<std::pair<uint64_t, std::string>> backlog_;  // live batches held during a replay
   std::vector<ReplayOp> replay_ops_;                      // not yet taken by the owner
   WorkerStatus status_;

@@ -35,6 +35,8 @@ struct SubscriberConfig {
   std::string replay_endpoint;  // "tcp://ip:port"; empty: the engine has no replay socket
   std::string topic;            // SUB prefix filter; empty: every topic
   absl::Duration replay_timeout = absl::Seconds(2);
+  // The catch-up after the first replay (FeedOptions::catch_up_after).
+  absl::Duration catch_up_after = absl::Seconds(1);
   size_t max_backlog = 100000;
   IngestMetrics* metrics = nullptr;  // not owned, outlives the subscriber; null: not reported
   // Restored from a snapshot: resume after this batch (FeedOptions::resume).

@@ -44,8 +44,9 @@ class SubscriberTest : public ::testing::Test {
  protected:
   void TearDown() override { io_.Stop(); }
 
-  void Subscribe(FakeEngine& engine, bool with_replay = true) {
+  void Subscribe(FakeEngine& engine, bool with_replay = true, absl::Duration catch_up_after = absl::Seconds(1)) {
     SubscriberConfig config;
+    config.catch_up_after = catch_up_after;
     config.worker = WorkerKey{kPod, 0};
     config.context = WorkerContext{kModel, ""};
     config.events_endpoint = TcpEndpoint(engine.host(), engine.events_port());
@@ -112,6 +113,25 @@ TEST_F(SubscriberTest, FirstSubscribeReplaysFromZero) {
   EXPECT_GE(engine->replay_requests(), 1u);
   engine->Publish(ChainBlockPayload(5, kBlockSize));
   ASSERT_TRUE(WaitFor([&] { return Matched() == 6; })) << Matched();
+}
+
+// ZeroMQ's slow joiner: a batch the engine published after answering the
+// warm start that never reached the SUB (PublishLost: buffered for replay, not
+// sent), then silence. The catch-up replay brings it without a next batch to
+// reveal the gap.
+TEST_F(SubscriberTest, ABatchTheLiveStreamMissedAfterTheWarmStartIsCaughtUp) {
+  auto engine = StartEngine();
+  for (uint32_t k = 0; k < 3; ++k) engine->Publish(ChainBlockPayload(k, kBlockSize));
+  Subscribe(*engine, /*with_replay=*/true, /*catch_up_after=*/absl::Seconds(3));
+  ASSERT_TRUE(WaitFor([&] { return Matched() == 3; })) << Matched();
+  engine->PublishLost(ChainBlockPayload(3, kBlockSize));
+  ASSERT_TRUE(WaitFor([&] { return Matched() == 4; })) << Matched();
+  const WorkerStatus status = Status();
+  EXPECT_EQ(status.last_seq, 3);
+  EXPECT_EQ(status.gaps, 0u);
+  EXPECT_EQ(status.uncovered_gaps, 0u);
+  EXPECT_EQ(status.replays_ok, 2u);  // the warm start and the catch-up
+  EXPECT_TRUE(status.history_complete);
 }
 
 class SubscriberReplayFormTest : public SubscriberTest,

@@ -294,6 +294,80 @@ TEST_F(WorkerFeedTest, AnUnansweredWarmStartIsAskedAgainAndRebuildsTheWorker) {
   EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());  // nothing more to ask
 }
 
+// The catch-up: a warm start answered with nothing held, then silence: the
+// feed asks once more, catch_up_after later, from the batch applied last, and
+// applies what the engine published while the live stream was not yet
+// reaching this worker (ZeroMQ's slow joiner). No gap is counted: nothing
+// was lost.
+TEST_F(WorkerFeedTest, AQuietEngineIsAskedOnceMoreAfterTheWarmStart) {
+  DrivenFeed feed(&sink_, FeedOptions{.has_replay = true, .catch_up_after = absl::Seconds(1)}, 0);
+  feed.Start(now_);
+  for (uint64_t s : {0, 1, 2}) Replayed(feed, s);
+  feed.OnReplayEnd(now_);
+  EXPECT_EQ(feed.Deadline(), now_ + absl::Seconds(1));
+  feed.OnTimer(now_ + absl::Milliseconds(999));
+  EXPECT_THAT(sink_.requests, ElementsAre(0u));
+  const absl::Time at = now_ + absl::Seconds(1);
+  feed.OnTimer(at);
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 2u));  // from the batch applied last, to check it
+  EXPECT_TRUE(feed.replaying());
+  for (uint64_t s : {2, 3, 4}) feed.OnReplayBatch(s, Batch(s), at);  // 3 and 4: published meanwhile
+  feed.OnReplayEnd(at);
+  Live(feed, 5);
+  EXPECT_THAT(sink_.applied, ElementsAre(0, 1, 2, 3, 4, 5));
+  EXPECT_EQ(feed.status().gaps, 0u);
+  EXPECT_EQ(feed.status().uncovered_gaps, 0u);
+  EXPECT_EQ(feed.status().replays_ok, 2u);
+  EXPECT_TRUE(feed.status().history_complete);
+  EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());  // once only
+}
+
+// A live batch before the catch-up is due shows any gap itself: no catch-up.
+// Nor is there one after a warm start that held live batches, or timed out.
+TEST_F(WorkerFeedTest, TheCatchUpIsNotAskedOnceTheLiveStreamArrives) {
+  const FeedOptions options{.has_replay = true, .catch_up_after = absl::Seconds(1)};
+  {
+    DrivenFeed feed(&sink_, options, 0);
+    feed.Start(now_);
+    Replayed(feed, 0);
+    feed.OnReplayEnd(now_);
+    Live(feed, 1);
+    EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());
+    feed.OnTimer(now_ + absl::Seconds(5));
+    EXPECT_THAT(sink_.requests, ElementsAre(0u));
+  }
+  sink_.requests.clear();
+  {
+    DrivenFeed feed(&sink_, options, 0);
+    feed.Start(now_);
+    Live(feed, 1);  // held: the live stream already reaches the worker
+    Replayed(feed, 0);
+    feed.OnReplayEnd(now_);
+    EXPECT_EQ(feed.Deadline(), absl::InfiniteFuture());
+  }
+  sink_.requests.clear();
+  {
+    DrivenFeed feed(&sink_, options, 0);
+    feed.Start(now_);
+    feed.OnTimer(now_ + absl::Seconds(2));  // timed out: the warm-start retry, not a catch-up
+    EXPECT_GE(feed.Deadline(), now_ + absl::Seconds(4));
+  }
+}
+
+// The catch-up's check finds a different batch at the seq applied last: the
+// engine restarted meanwhile, and the worker is rebuilt from seq 0.
+TEST_F(WorkerFeedTest, ACatchUpFindingAnotherBatchAtTheLastSeqReplaysFromZero) {
+  DrivenFeed feed(&sink_, FeedOptions{.has_replay = true, .catch_up_after = absl::Seconds(1)}, 0);
+  feed.Start(now_);
+  for (uint64_t s : {0, 1}) Replayed(feed, s);
+  feed.OnReplayEnd(now_);
+  const absl::Time at = now_ + absl::Seconds(1);
+  feed.OnTimer(at);
+  feed.OnReplayBatch(1, Batch(7), at);  // not the batch applied as seq 1
+  EXPECT_THAT(sink_.requests, ElementsAre(0u, 1u, 0u));
+  EXPECT_EQ(feed.status().restarts, 1u);
+}
+
 // With no answer ever, the warm start is asked warm_start_retries more times,
 // each pause twice the last (plus up to half of it), and then no more.
 TEST_F(WorkerFeedTest, WarmStartRetriesBackOffAndStop) {
