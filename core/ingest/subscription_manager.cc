@@ -287,6 +287,7 @@ std::shared_ptr<Completion> SubscriptionManager::Impl::SubscribeLocked(const std
       config.replay_endpoint = TcpEndpoint(entry.pod.ip, *entry.plan.replay_port + rank);
     }
     config.replay_timeout = options_.replay_timeout;
+    config.catch_up_after = options_.catch_up_after;
     config.max_backlog = options_.max_backlog;
     config.metrics = options_.metrics;
     config.replay_slots = io_.replay_slots[entry.thread].get();

@@ -43,6 +43,9 @@ struct ManagerOptions {
   absl::Duration provider_timeout = absl::Seconds(30);
   absl::Duration subscribe_timeout = absl::Seconds(5);
   absl::Duration replay_timeout = absl::Seconds(2);
+  // A worker's catch-up replay this long after its first replay (README
+  // "Replay timeouts"; InfiniteDuration: none).
+  absl::Duration catch_up_after = absl::Seconds(1);
   // Bind mode: e.g. "tcp://*:5557"; empty: none. When set, engines connect their
   // PUB sockets here and every pod is fed by topic kv@<ip>[:<port>]@<model>
   // instead of a SUB connected to the pod (replay still connects to the pod).

@@ -81,6 +81,9 @@ class MetricsTest : public ::testing::Test {
     server::ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "127.0.0.1:0";
+    // These tests count replays exactly: no catch-up replay (its own tests are
+    // subscriber_test's) may land among them on a slow machine.
+    options.manager.catch_up_after = absl::InfiniteDuration();
     Configure(options);
     absl::StatusOr<std::unique_ptr<server::KvIndexServer>> server = server::KvIndexServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();

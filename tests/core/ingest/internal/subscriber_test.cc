@@ -44,7 +44,9 @@ class SubscriberTest : public ::testing::Test {
  protected:
   void TearDown() override { io_.Stop(); }
 
-  void Subscribe(FakeEngine& engine, bool with_replay = true, absl::Duration catch_up_after = absl::Seconds(1)) {
+  // `catch_up_after`: none unless asked, as most tests count replays exactly.
+  void Subscribe(FakeEngine& engine, bool with_replay = true,
+                 absl::Duration catch_up_after = absl::InfiniteDuration()) {
     SubscriberConfig config;
     config.catch_up_after = catch_up_after;
     config.worker = WorkerKey{kPod, 0};
