@@ -54,7 +54,7 @@ ManagerOptions FastOptions() {
   options.provider_poll = absl::Milliseconds(5);
   options.provider_timeout = absl::Seconds(10);
   options.replay_timeout = absl::Milliseconds(300);
-  options.catch_up_after = absl::InfiniteDuration();  // replays are counted exactly (subscriber_test has the catch-up's)
+  options.catch_up_after = absl::InfiniteDuration();  // replays are counted exactly (the catch-up: subscriber_test)
   options.io_threads = 2;
   return options;
 }

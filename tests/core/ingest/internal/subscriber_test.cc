@@ -128,8 +128,9 @@ TEST_F(SubscriberTest, ABatchTheLiveStreamMissedAfterTheWarmStartIsCaughtUp) {
   ASSERT_TRUE(WaitFor([&] { return Matched() == 3; })) << Matched();
   engine->PublishLost(ChainBlockPayload(3, kBlockSize));
   ASSERT_TRUE(WaitFor([&] { return Matched() == 4; })) << Matched();
+  // The status is published once the catch-up replay is over, just after its batches reach the index.
+  ASSERT_TRUE(WaitFor([&] { return Status().state == WorkerState::kLive && Status().last_seq == 3; }));
   const WorkerStatus status = Status();
-  EXPECT_EQ(status.last_seq, 3);
   EXPECT_EQ(status.gaps, 0u);
   EXPECT_EQ(status.uncovered_gaps, 0u);
   EXPECT_EQ(status.replays_ok, 2u);  // the warm start and the catch-up
