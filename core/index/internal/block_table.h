@@ -12,7 +12,8 @@
 // the holder's media stay the exact union when one of those blocks goes away.
 //
 // Thread safety: BlockTable's calls may be made from any thread; each holds
-// one shard lock at a time (readers share it). A HolderUpdates belongs to one
+// one shard lock at a time (readers share it), except that readers may keep
+// several in a ReaderLockSet (which never waits while it holds one). A HolderUpdates belongs to one
 // worker and is guarded by that worker's WorkerLock, which Apply requires.
 // Lock order: lock_order.h (ShardLock, the last).
 
@@ -28,6 +29,7 @@
 #include "core/index/internal/holder_table.h"
 #include "core/index/internal/lock_order.h"
 #include "core/index/internal/medium_table.h"
+#include "core/index/internal/reader_lock_set.h"
 
 namespace kvindex {
 
@@ -123,6 +125,18 @@ class BlockTable {
     const Shard& shard = ShardOf(x);
     absl::ReaderMutexLock lock(&shard.lock.mu);
     return fn(shard.blocks.Find(x, scratch));
+  }
+
+  // The same, with X's shard lock held as reader in `held` (taken if it is
+  // not yet, and kept there): a walk over many blocks takes each shard's lock
+  // once. fn must take no lock.
+  template <typename Fn>
+  auto WithHolders(uint64_t x, HolderTable::Scratch& scratch, ReaderLockSet& held, Fn&& fn) const
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    // `held` holds the shard's lock, which the analysis cannot know.
+    const size_t i = ShardIndex(x);
+    held.Hold(shards_[i].lock.mu, static_cast<uint32_t>(i));
+    return fn(shards_[i].blocks.Find(x, scratch));
   }
 
   struct Usage {

@@ -107,6 +107,7 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
   std::vector<Holder> last;
   uint32_t repeats = 0;
   HolderTable::Scratch scratch;
+  ReaderLockSet shards;  // the shard locks this walk holds, released when it ends
   auto credit = [&](RawMatch& m, MediumMask mask, uint32_t blocks) {
     m.blocks += blocks;
     for (int b = 0; b < kMaxMedia; ++b) m.by_medium[b] += (mask >> b & 1) * blocks;
@@ -172,9 +173,10 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
     const uint64_t x = ahead[i % kPrefetchAhead];
     if constexpr (Speculation::kActive) {
       speculative.clear();
+      shards.ReleaseAll();  // the speculative table's lock comes before shard locks
       speculation.HoldersOf(x, speculative);  // under the table's lock, released before the shard's
       if (!speculative.empty()) {
-        if (!table.WithHolders(x, scratch, [&](absl::Span<const Holder> holders) {
+        if (!table.WithHolders(x, scratch, shards, [&](absl::Span<const Holder> holders) {
               MergeSpeculative(holders, speculative, merged);
               return merge(i, merged);
             })) {
@@ -183,8 +185,11 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
         continue;
       }
     }
-    if (!table.WithHolders(x, scratch, [&](absl::Span<const Holder> holders) { return merge(i, holders); })) break;
+    if (!table.WithHolders(x, scratch, shards, [&](absl::Span<const Holder> holders) { return merge(i, holders); })) {
+      break;
+    }
   }
+  shards.ReleaseAll();
   flush_repeats();
   out.insert(out.end(), active.begin(), active.end());
 }

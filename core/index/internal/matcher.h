@@ -15,10 +15,12 @@
 // of its own.
 //
 // Thread safety: Match may be called from any thread, concurrently with
-// everything else. It holds one lock at a time (lock_order.h), each briefly:
-// the directory's and the registry's to start, shard locks as reader one block
-// after another, the directory's again to name the workers. So it sees a
-// worker's batch being applied shard by shard and never waits for a whole batch.
+// everything else. It holds the locks of one part at a time (lock_order.h):
+// the directory's and the registry's to start, then shard locks as reader,
+// each taken once per walk and kept until the walk ends (ReaderLockSet: it
+// never waits while holding one), then the directory's again to name the
+// workers. So it sees a worker's batch being applied shard by shard and never
+// waits for a whole batch; a writer waits for a walk at most until it ends.
 
 #include "absl/status/statusor.h"
 #include "core/index/internal/block_table.h"

@@ -515,5 +515,42 @@ TEST(PrefixIndexTest, GlobalCapHoldsUnderConcurrentApply) {
   EXPECT_GT(index.Stats().evictions, 0u);
 }
 
+// A long walk keeps many shard locks at once (one per shard it met) while
+// writers need them: two readers matching a 300-block prompt (every shard,
+// past ThreadSanitizer's 32-lock cap of the set) against two writers storing
+// and clearing that chain must all finish, see only possible answers, and
+// leave the writers' last state.
+TEST(PrefixIndexTest, LongWalksAndWritersShareTheShardsWithoutDeadlock) {
+  PrefixIndex index(IndexOptions{.max_blocks_per_worker = 0, .max_entries = 0});
+  constexpr uint32_t kBlocks = 300, kRounds = 200;
+  const std::vector<uint32_t> prompt = Tokens(2 * kBlocks);
+  std::atomic<bool> stop{false};
+  auto read = [&] {
+    while (!stop.load()) {
+      for (const WorkerMatch& m : MatchTokens(index, prompt).workers) {
+        EXPECT_LE(m.matched_blocks, kBlocks);
+        EXPECT_EQ(m.matched_tokens, 2 * m.matched_blocks);
+      }
+      if (::testing::Test::HasFailure()) return;
+    }
+  };
+  auto write = [&](uint32_t w) {
+    const WorkerKey key{"ns/long" + std::to_string(w), 0};
+    for (uint32_t round = 0; round < kRounds; ++round) {
+      (void)index.Apply(key, kModel, Chain(1, kBlocks, std::nullopt));
+      if (round + 1 < kRounds) (void)index.Apply(key, kModel, Batch({AllBlocksCleared{}}));
+    }
+  };
+  std::vector<std::thread> readers, writers;
+  for (int r = 0; r < 2; ++r) readers.emplace_back(read);
+  for (uint32_t w = 0; w < 2; ++w) writers.emplace_back(write, w);
+  for (auto& t : writers) t.join();
+  stop = true;
+  for (auto& t : readers) t.join();
+  const MatchResult r = MatchTokens(index, prompt);
+  ASSERT_EQ(r.workers.size(), 2u);
+  for (const WorkerMatch& m : r.workers) EXPECT_EQ(m.matched_blocks, kBlocks);
+}
+
 }  // namespace
 }  // namespace kvindex
