@@ -47,7 +47,6 @@ constexpr int kWorkers = 100;
 constexpr uint32_t kBlockSize = 16;
 constexpr size_t kBlocksPerEvent = 64;
 
-
 void Run(size_t entries, int holders) {
   malloc_trim(0);
   const size_t rss0 = ResidentBytes();

@@ -316,9 +316,8 @@ void WorkerFeed::FinishReplay(bool timed_out, absl::Time now) {
     status_.last_seq = last_applied_;
   }
   if (timed_out && replay.warm_start && !replay.got_any()) ScheduleWarmStartRetry(now);
-  if (replay.initial && !timed_out && backlog_.empty() && options_.catch_up_after != absl::InfiniteDuration()) {
-    catch_up_at_ = now + options_.catch_up_after;
-  }
+  // (now + an infinite catch_up_after is InfiniteFuture: never.)
+  if (replay.initial && !timed_out && backlog_.empty()) catch_up_at_ = now + options_.catch_up_after;
   if (timed_out || replay.failed || !reached) {
     ++status_.replays_failed;
     metrics_.OnFeedEvent(timed_out ? FeedEvent::kReplayTimeout : FeedEvent::kReplayIncomplete);
