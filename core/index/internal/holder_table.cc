@@ -1,6 +1,7 @@
 #include "core/index/internal/holder_table.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <new>
 
@@ -20,7 +21,25 @@ Holder UnpackOne(uint64_t bits) {
                 static_cast<MediumMask>(bits & ((1u << kPairMediaBits) - 1)), 0};
 }
 
+// One holder's share of a list's digest: a bijective mix (MurmurHash3's
+// finalizer) of its 8 bytes, so that different holders XOR to a random-looking sum.
+uint64_t Mix(const Holder& h) {
+  uint64_t v = std::bit_cast<uint64_t>(h);
+  v ^= v >> 33;
+  v *= 0xff51afd7ed558ccdULL;
+  v ^= v >> 33;
+  v *= 0xc4ceb9fe1a85ec53ULL;
+  v ^= v >> 33;
+  return v;
+}
+
 }  // namespace
+
+uint64_t HolderTable::Digest(absl::Span<const Holder> holders) {
+  uint64_t d = 0;
+  for (const Holder& h : holders) d ^= Mix(h);
+  return d;
+}
 
 HolderTable::~HolderTable() {
   table_.ForEach([&](uint64_t, uint64_t v, NoTag) {
@@ -55,6 +74,7 @@ HolderTable::List* HolderTable::NewList(uint32_t capacity) {
   List* list = static_cast<List*>(::operator new(bytes));
   list->size = 0;
   list->capacity = capacity;
+  list->digest = 0;
   heap_bytes_ += bytes;
   return list;
 }
@@ -108,12 +128,16 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
   }
   Holder* it = std::lower_bound(begin, begin + size, worker, [](const Holder& h, uint32_t id) { return h.worker < id; });
   item_ = static_cast<uint32_t>(it - begin);
-  if (it != begin + size && it->worker == worker) return it;
+  if (it != begin + size && it->worker == worker) {
+    if (list_ != nullptr) list_->digest ^= Mix(*it);  // Release adds it back as it is then
+    return it;
+  }
   if (!create) return nullptr;
   if (size == capacity) {  // only a heap list fills up: inline_ has room for one more than a pair
     List* bigger = NewList(capacity + std::max<uint32_t>(4, capacity / 4));
     std::memcpy(bigger->items(), begin, size * sizeof(Holder));
     bigger->size = size;
+    bigger->digest = list_->digest;
     FreeList(list_);
     list_ = bigger;
     table_.SetValueAt(pos, reinterpret_cast<uint64_t>(list_));
@@ -132,6 +156,7 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
 void HolderTable::Release() {
   Holder* items = list_ != nullptr ? list_->items() : inline_.data();
   uint32_t& size = list_ != nullptr ? list_->size : inline_size_;
+  if (list_ != nullptr && items[item_].refs != 0) list_->digest ^= Mix(items[item_]);
   if (items[item_].refs == 0) {
     std::memmove(items + item_, items + item_ + 1, (size - item_ - 1) * sizeof(Holder));
     --size;
@@ -153,11 +178,13 @@ void HolderTable::Release() {
     List* list = NewList(size + 1);
     std::memcpy(list->items(), items, size * sizeof(Holder));
     list->size = size;
+    list->digest = Digest({items, size});
     table_.SetValueAt(pos_, reinterpret_cast<uint64_t>(list));
   } else if (list_->capacity > 8 && list_->size * 2 <= list_->capacity) {
     List* smaller = NewList(list_->size + 4);
     std::memcpy(smaller->items(), items, list_->size * sizeof(Holder));
     smaller->size = list_->size;
+    smaller->digest = list_->digest;
     FreeList(list_);
     table_.SetValueAt(pos_, reinterpret_cast<uint64_t>(smaller));
   }

@@ -49,6 +49,19 @@ class HolderTable {
   // backs packed holders. Valid until the next Update.
   absl::Span<const Holder> Find(uint64_t x, Scratch& scratch) const;
 
+  // Digest(holders) for holders Find just returned with `scratch`, read from
+  // their heap list's header; 0 when they are packed (in scratch) or none.
+  static uint64_t ListDigest(absl::Span<const Holder> holders, const Scratch& scratch) {
+    if (holders.empty() || holders.data() == scratch.data()) return 0;
+    return (reinterpret_cast<const List*>(holders.data()) - 1)->digest;
+  }
+
+  // A 64-bit digest of a holder list (the XOR of a mix of each holder), kept
+  // up to date in every heap list so that two long lists compare in O(1):
+  // different digests mean different lists; equal ones, equal lists but for a
+  // 2^-64 chance (the index's own odds: blocks are 64-bit hashes too).
+  static uint64_t Digest(absl::Span<const Holder> holders);
+
   // Runs fn(Holder&) on `worker`'s holder of `x` — created with no refs and no
   // media when absent and `create` — then drops the holder if it has no refs
   // and the block if nobody holds it. Returns false, without calling fn, when
@@ -66,7 +79,8 @@ class HolderTable {
   struct List {  // followed by `capacity` Holders
     uint32_t size;
     uint32_t capacity;
-    Holder* items() { return reinterpret_cast<Holder*>(this + 1); }
+    uint64_t digest;  // Digest(items), except a holder between Acquire and Release
+    Holder* items() { return reinterpret_cast<Holder*>(this + 1); }  // (ListDigest goes back from them)
   };
 
   // Slot values: 0 while being created; bit 0 set: one packed holder; low

@@ -55,9 +55,17 @@ MaskScores ScoreMasks(const MediumTable& media, const absl::flat_hash_map<std::s
   return scores;
 }
 
-bool SameHolders(absl::Span<const Holder> a, const std::vector<Holder>& b) {
+// Whether holder lists `a` and `b` are the same. a_digest() and b_digest are
+// their HolderTable digests, or 0 when not known (asked for only of lists
+// longer than a pair, which are heap lists). Two known digests decide (a
+// hundred holders' lists compare without reading them), else the items do.
+template <typename DigestFn>
+bool SameHolders(absl::Span<const Holder> a, DigestFn a_digest, const std::vector<Holder>& b, uint64_t b_digest) {
   if (a.size() != b.size()) return false;
   if (a.size() == 1) return std::bit_cast<uint64_t>(a[0]) == std::bit_cast<uint64_t>(b[0]);  // skip the call
+  if (a.size() > 2 && b_digest != 0) {
+    if (const uint64_t d = a_digest(); d != 0) return d == b_digest;
+  }
   return std::memcmp(a.data(), b.data(), a.size() * sizeof(Holder)) == 0;
 }
 
@@ -92,6 +100,32 @@ void MergeSpeculative(absl::Span<const Holder> confirmed, const std::vector<Hold
   }
 }
 
+// Sorts `workers` best first: score, matched blocks, then key. Many workers
+// often tie on both (a prefix cached everywhere), so the sort compares keys a
+// lot: it orders small entries and moves each WorkerMatch once, at the end.
+void SortBest(std::vector<WorkerMatch>& workers) {
+  struct Entry {
+    double score;
+    uint32_t blocks;
+    uint32_t index;
+    const WorkerKey* key;
+  };
+  std::vector<Entry> order;
+  order.reserve(workers.size());
+  for (uint32_t i = 0; i < workers.size(); ++i) {
+    order.push_back(Entry{workers[i].score, workers[i].matched_blocks, i, &workers[i].worker});
+  }
+  std::sort(order.begin(), order.end(), [](const Entry& a, const Entry& b) {
+    if (a.score != b.score) return a.score > b.score;
+    if (a.blocks != b.blocks) return a.blocks > b.blocks;
+    return *a.key < *b.key;
+  });
+  std::vector<WorkerMatch> sorted;
+  sorted.reserve(workers.size());
+  for (const Entry& e : order) sorted.push_back(std::move(workers[e.index]));
+  workers.swap(sorted);
+}
+
 // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, at most
 // kPrefetchAhead blocks beyond the last one someone still matches) and
 // appends each holder's contiguous run. `candidates` (worker ids, ascending;
@@ -105,6 +139,7 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
   // the same holders (common: a prefix cached everywhere). Those blocks are
   // credited in bulk, without a merge per block.
   std::vector<Holder> last;
+  uint64_t last_digest = 0;  // last's digest, 0 when not known
   uint32_t repeats = 0;
   HolderTable::Scratch scratch;
   ReaderLockSet shards;  // the shard locks this walk holds, released when it ends
@@ -121,10 +156,12 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
     repeats = 0;
   };
   // Merges block i's holders into the runs, under the block's shard lock;
-  // false when no run goes on past block i.
-  auto merge = [&](size_t i, absl::Span<const Holder> holders) {
+  // false when no run goes on past block i. `listed`: the holders are the
+  // table's (HolderTable::Find's, with scratch), not a merged copy.
+  auto merge = [&](size_t i, absl::Span<const Holder> holders, bool listed) {
     if (holders.empty()) return false;
-    if (i > 0 && SameHolders(holders, last)) {
+    auto digest = [&] { return listed ? HolderTable::ListDigest(holders, scratch) : 0; };
+    if (i > 0 && SameHolders(holders, digest, last, last_digest)) {
       ++repeats;
       return true;
     }
@@ -157,6 +194,7 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
     active.swap(next);
     if (active.empty()) return false;
     last.assign(holders.begin(), holders.end());
+    last_digest = holders.size() > 2 ? digest() : 0;
     return true;
   };
   // Hashes run kPrefetchAhead blocks ahead of the lookups, and each block's
@@ -178,14 +216,16 @@ void Walk(const BlockTable& table, size_t n, HashAt hash_at, const std::vector<u
       if (!speculative.empty()) {
         if (!table.WithHolders(x, scratch, shards, [&](absl::Span<const Holder> holders) {
               MergeSpeculative(holders, speculative, merged);
-              return merge(i, merged);
+              return merge(i, merged, /*listed=*/false);
             })) {
           break;
         }
         continue;
       }
     }
-    if (!table.WithHolders(x, scratch, shards, [&](absl::Span<const Holder> holders) { return merge(i, holders); })) {
+    if (!table.WithHolders(x, scratch, shards, [&](absl::Span<const Holder> holders) {
+          return merge(i, holders, /*listed=*/true);
+        })) {
       break;
     }
   }
@@ -425,11 +465,7 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
       add(std::move(h.key), h.block_size, hit->blocks, hit->tokens);
     }
   }
-  std::sort(result.workers.begin(), result.workers.end(), [](const WorkerMatch& a, const WorkerMatch& b) {
-    if (a.score != b.score) return a.score > b.score;
-    if (a.matched_blocks != b.matched_blocks) return a.matched_blocks > b.matched_blocks;
-    return a.worker < b.worker;
-  });
+  SortBest(result.workers);
   if (!result.workers.empty()) {
     result.block_size = result.workers.front().block_size;
   } else {

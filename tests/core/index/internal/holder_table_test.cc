@@ -70,6 +70,28 @@ TEST(HolderTableTest, PairsWithAliasesOrHugeWorkerIdsUseAList) {
 
 // Random adds and drops over few blocks and workers (ids on both sides of the
 // pair limit, media on all 7 bits) agree with a map after every step.
+TEST(HolderTableTest, ListsOfTheSameHoldersHaveTheSameDigest) {
+  HolderTable table;
+  // Blocks 1 and 2: workers 0..99 on GPU, added in opposite orders; block 3:
+  // the same but worker 50 also on CPU.
+  for (uint32_t w = 0; w < 100; ++w) {
+    AddRef(table, 1, w, 1);
+    AddRef(table, 2, 99 - w, 1);
+    AddRef(table, 3, w, w == 50 ? 3 : 1);
+  }
+  HolderTable::Scratch scratch;
+  auto digest_of = [&](uint64_t x) { return HolderTable::ListDigest(table.Find(x, scratch), scratch); };
+  const uint64_t d1 = digest_of(1), d2 = digest_of(2), d3 = digest_of(3);
+  EXPECT_NE(d1, 0u);
+  EXPECT_EQ(d1, d2);
+  EXPECT_NE(d1, d3);
+  // Packed holders have none: their items are compared.
+  AddRef(table, 4, 7, 1);
+  EXPECT_EQ(table.Find(4, scratch).size(), 1u);
+  EXPECT_EQ(digest_of(4), 0u);
+  EXPECT_EQ(digest_of(5), 0u);  // nobody holds it
+}
+
 TEST(HolderTableTest, AgreesWithAMapThroughEveryRepresentation) {
   HolderTable table;
   std::map<uint64_t, std::map<uint32_t, Holder>> model;
@@ -92,6 +114,16 @@ TEST(HolderTableTest, AgreesWithAMapThroughEveryRepresentation) {
     std::vector<Holder> expected;
     for (const auto& [id, h] : holders) expected.push_back(h);
     ASSERT_EQ(HoldersOf(table, x), expected) << "step " << step;
+    // A heap list's digest is kept exact through every update.
+    HolderTable::Scratch scratch;
+    const absl::Span<const Holder> found = table.Find(x, scratch);
+    const uint64_t digest = HolderTable::ListDigest(found, scratch);
+    if (found.size() > 2) {
+      ASSERT_NE(digest, 0u) << "step " << step;
+    }
+    if (digest != 0) {
+      ASSERT_EQ(digest, HolderTable::Digest(found)) << "step " << step;
+    }
   }
   size_t blocks = 0;
   for (const auto& [x, holders] : model) blocks += holders.empty() ? 0 : 1;
