@@ -13,8 +13,9 @@
 //
 // Thread safety: BlockTable's calls may be made from any thread; each holds
 // one shard lock at a time (readers share it), except that readers may keep
-// several in a ReaderLockSet (which never waits while it holds one). A HolderUpdates belongs to one
-// worker and is guarded by that worker's WorkerLock, which Apply requires.
+// several in a ReaderLockSet (which never waits while it holds one). A
+// HolderUpdates belongs to one worker and is guarded by that worker's
+// WorkerLock, which Apply requires.
 // Lock order: lock_order.h (ShardLock, the last).
 
 #include <array>

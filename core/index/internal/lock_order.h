@@ -24,9 +24,10 @@
 // take the caller's WorkerLock as an argument and require it held, so the
 // nesting is visible to the analysis. A worker writes, confirms and drops its
 // speculative entries under its WorkerLock (SpeculativeTable's calls require
-// it), and takes no other lock while the table's is held. Match holds one part's locks at a time (the
-// directory's, the registry's, shard locks as reader, the speculative table's
-// as reader before a block's shard lock when it holds entries). Its walk keeps
+// it), and takes no other lock while the table's is held. Match holds one
+// part's locks at a time (the directory's, the registry's, shard locks as
+// reader, the speculative table's as reader before a block's shard lock when
+// it holds entries). Its walk keeps
 // the shard locks it has taken in a ReaderLockSet, several at once in no fixed
 // order, which is safe because the set never waits while it holds one (it
 // tries, and on failure releases all before waiting); it releases them all
