@@ -96,6 +96,37 @@ BENCHMARK(BM_Match)
     ->ArgsProduct({{512, 2048, 8192, 32768}, {0, 50, 100}, {1, 100}})
     ->Unit(benchmark::kMicrosecond);
 
+// BM_Match's query sent as its block hashes (a gateway that hashes the
+// prompt itself): the lookups alone, without hashing. Args as BM_Match's.
+void BM_MatchByHashes(benchmark::State& state) {
+  const size_t tokens = state.range(0);
+  const int hit = static_cast<int>(state.range(1));
+  const Corpus& corpus = CorpusWithHolders(static_cast<int>(state.range(2)));
+  std::mt19937_64 rng(7);
+  std::vector<uint32_t> prompt(corpus.hot.begin(), corpus.hot.begin() + tokens);
+  const size_t cached = tokens * hit / 100 / kBlockSize * kBlockSize;
+  for (size_t i = cached; i < tokens; ++i) prompt[i] = 200000 + static_cast<uint32_t>(rng() % 1000);
+  const std::vector<uint64_t> hashes = HashPrefix(ContextSeed(bench::kModel, "", kBlockSize), prompt, kBlockSize);
+  const MatchQuery query{.model = bench::kModel, .block_hashes = hashes};
+  std::vector<double> ns;
+  ns.reserve(1 << 16);
+  size_t matched = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = corpus.index.Match(query);
+    const auto t1 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(r);
+    matched = r->workers.size();
+    if (ns.size() < ns.capacity()) ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+  }
+  state.counters["workers"] = static_cast<double>(matched);
+  ReportPercentiles(state, ns);
+}
+BENCHMARK(BM_MatchByHashes)
+    ->ArgNames({"tokens", "hit", "holders"})
+    ->ArgsProduct({{8192}, {50}, {1, 100}})
+    ->Unit(benchmark::kMicrosecond);
+
 // Match of prompts spread over the whole index, as a gateway sends them: each
 // call asks for a different background chain (1,600 tokens, 100 blocks, held
 // by one worker), so its blocks are scattered over the 1M-entry tables and

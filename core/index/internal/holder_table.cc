@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 #include <new>
 
@@ -16,9 +17,17 @@ constexpr uint64_t kPairMask = (uint64_t{1} << kPairHolderBits) - 1;
 static_assert(kMaxMedia <= kPairMediaBits && 3 + 2 * kPairHolderBits <= 64);
 
 uint64_t PackOne(const Holder& h) { return uint64_t{h.worker} << kPairMediaBits | h.media; }
+// A Holder made from its fields as one 8-byte value, so that it is stored at
+// once: the walk reads holders back as 8 bytes, which a few narrower stores
+// would keep waiting (no store forwarding from several stores to one load).
+Holder MakeHolder(uint32_t worker, uint16_t refs, MediumMask media) {
+  static_assert(offsetof(Holder, worker) == 0 && offsetof(Holder, refs) == 4 && offsetof(Holder, media) == 6);
+  return std::bit_cast<Holder>(uint64_t{worker} | uint64_t{refs} << 32 | uint64_t{media} << 48);
+}
+
 Holder UnpackOne(uint64_t bits) {
-  return Holder{static_cast<uint32_t>(bits >> kPairMediaBits), 1,
-                static_cast<MediumMask>(bits & ((1u << kPairMediaBits) - 1)), 0};
+  return MakeHolder(static_cast<uint32_t>(bits >> kPairMediaBits), 1,
+                    static_cast<MediumMask>(bits & ((1u << kPairMediaBits) - 1)));
 }
 
 // One holder's share of a list's digest: a bijective mix (MurmurHash3's
@@ -52,7 +61,7 @@ uint64_t HolderTable::Pack(const Holder& h) {
 }
 
 Holder HolderTable::Unpack(uint64_t v) {
-  return Holder{static_cast<uint32_t>(v >> 32), static_cast<uint16_t>(v >> 16), static_cast<MediumMask>(v >> 8), 0};
+  return MakeHolder(static_cast<uint32_t>(v >> 32), static_cast<uint16_t>(v >> 16), static_cast<MediumMask>(v >> 8));
 }
 
 bool HolderTable::Pairable(const Holder& a, const Holder& b) {
