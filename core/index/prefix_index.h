@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -114,8 +115,10 @@ struct WorkerMatch {
   uint32_t matched_blocks = 0;  // leading blocks held, contiguous from block 0, any medium
   uint32_t matched_tokens = 0;  // the hit's length: matched_blocks * block_size
   uint32_t block_size = 0;
-  // Matched blocks held on each medium (a block on GPU and CPU counts in both), by name.
-  std::vector<std::pair<std::string, uint32_t>> blocks_by_medium;
+  // Matched blocks held on each medium (a block on GPU and CPU counts in both),
+  // by name; inline for two media, so that a Match naming 100 workers does not
+  // allocate 100 times for them.
+  absl::InlinedVector<std::pair<std::string, uint32_t>, 2> blocks_by_medium;
   // Sum over matched blocks of the highest weight among the media holding it.
   double score = 0;
 };

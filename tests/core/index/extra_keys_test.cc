@@ -217,7 +217,8 @@ std::vector<std::pair<std::string, uint32_t>> MediaOf(const PrefixIndex& index, 
   absl::StatusOr<MatchResult> r = index.Match({.model = "m", .token_ids = prompt});
   if (!r.ok() || r->workers.empty()) return {};
   if (matched != nullptr) *matched = r->workers[0].matched_blocks;
-  return r->workers[0].blocks_by_medium;
+  const auto& media = r->workers[0].blocks_by_medium;
+  return {media.begin(), media.end()};
 }
 
 // A chunk of f GPU blocks names its last; it covers its f-1 predecessors too,

@@ -157,7 +157,7 @@ std::string Render(const MatchResult& r) {
   for (const WorkerMatch& m : r.workers) {
     absl::StrAppend(&out, " | ", WorkerKeyString(m.worker), " ", m.matched_blocks, "/", m.matched_tokens, "/",
                     m.block_size, " score=", m.score);
-    std::vector<std::pair<std::string, uint32_t>> media = m.blocks_by_medium;
+    std::vector<std::pair<std::string, uint32_t>> media(m.blocks_by_medium.begin(), m.blocks_by_medium.end());
     std::sort(media.begin(), media.end());
     for (const auto& [name, n] : media) absl::StrAppend(&out, " ", name, ":", n);
   }
