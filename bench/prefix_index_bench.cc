@@ -67,22 +67,25 @@ void ReportPercentiles(benchmark::State& state, std::vector<double>& ns) {
   state.counters["p99_us"] = bench::Quantile(ns, 0.99) / 1e3;
 }
 
-// Args: prompt tokens, hit ratio in percent, holders of the hot prefix.
-void BM_Match(benchmark::State& state) {
-  const size_t tokens = state.range(0);
-  const int hit = static_cast<int>(state.range(1));
-  const Corpus& corpus = CorpusWithHolders(static_cast<int>(state.range(2)));
+// The hot prefix's first `tokens`, of which only the first `hit` percent
+// (whole blocks) stay cached: the rest is replaced by tokens nobody holds.
+std::vector<uint32_t> PartlyCachedPrompt(const Corpus& corpus, size_t tokens, int hit) {
   std::mt19937_64 rng(7);
   std::vector<uint32_t> prompt(corpus.hot.begin(), corpus.hot.begin() + tokens);
   const size_t cached = tokens * hit / 100 / kBlockSize * kBlockSize;
   for (size_t i = cached; i < tokens; ++i) prompt[i] = 200000 + static_cast<uint32_t>(rng() % 1000);
-  const MatchQuery query{.model = bench::kModel, .token_ids = prompt};
+  return prompt;
+}
+
+// Times each iteration's Match of `query` and reports the workers named and
+// the p50/p99 of the calls.
+void TimeMatch(benchmark::State& state, const PrefixIndex& index, const MatchQuery& query) {
   std::vector<double> ns;
   ns.reserve(1 << 16);
   size_t matched = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = corpus.index.Match(query);
+    auto r = index.Match(query);
     const auto t1 = std::chrono::steady_clock::now();
     benchmark::DoNotOptimize(r);
     matched = r->workers.size();
@@ -90,6 +93,13 @@ void BM_Match(benchmark::State& state) {
   }
   state.counters["workers"] = static_cast<double>(matched);
   ReportPercentiles(state, ns);
+}
+
+// Args: prompt tokens, hit ratio in percent, holders of the hot prefix.
+void BM_Match(benchmark::State& state) {
+  const Corpus& corpus = CorpusWithHolders(static_cast<int>(state.range(2)));
+  const std::vector<uint32_t> prompt = PartlyCachedPrompt(corpus, state.range(0), static_cast<int>(state.range(1)));
+  TimeMatch(state, corpus.index, MatchQuery{.model = bench::kModel, .token_ids = prompt});
 }
 BENCHMARK(BM_Match)
     ->ArgNames({"tokens", "hit", "holders"})
@@ -99,28 +109,10 @@ BENCHMARK(BM_Match)
 // BM_Match's query sent as its block hashes (a gateway that hashes the
 // prompt itself): the lookups alone, without hashing. Args as BM_Match's.
 void BM_MatchByHashes(benchmark::State& state) {
-  const size_t tokens = state.range(0);
-  const int hit = static_cast<int>(state.range(1));
   const Corpus& corpus = CorpusWithHolders(static_cast<int>(state.range(2)));
-  std::mt19937_64 rng(7);
-  std::vector<uint32_t> prompt(corpus.hot.begin(), corpus.hot.begin() + tokens);
-  const size_t cached = tokens * hit / 100 / kBlockSize * kBlockSize;
-  for (size_t i = cached; i < tokens; ++i) prompt[i] = 200000 + static_cast<uint32_t>(rng() % 1000);
+  const std::vector<uint32_t> prompt = PartlyCachedPrompt(corpus, state.range(0), static_cast<int>(state.range(1)));
   const std::vector<uint64_t> hashes = HashPrefix(ContextSeed(bench::kModel, "", kBlockSize), prompt, kBlockSize);
-  const MatchQuery query{.model = bench::kModel, .block_hashes = hashes};
-  std::vector<double> ns;
-  ns.reserve(1 << 16);
-  size_t matched = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto r = corpus.index.Match(query);
-    const auto t1 = std::chrono::steady_clock::now();
-    benchmark::DoNotOptimize(r);
-    matched = r->workers.size();
-    if (ns.size() < ns.capacity()) ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
-  }
-  state.counters["workers"] = static_cast<double>(matched);
-  ReportPercentiles(state, ns);
+  TimeMatch(state, corpus.index, MatchQuery{.model = bench::kModel, .block_hashes = hashes});
 }
 BENCHMARK(BM_MatchByHashes)
     ->ArgNames({"tokens", "hit", "holders"})
