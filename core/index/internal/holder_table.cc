@@ -165,10 +165,11 @@ Holder* HolderTable::Acquire(uint64_t x, uint32_t worker, bool create) {
 void HolderTable::Release() {
   Holder* items = list_ != nullptr ? list_->items() : inline_.data();
   uint32_t& size = list_ != nullptr ? list_->size : inline_size_;
-  if (list_ != nullptr && items[item_].refs != 0) list_->digest ^= Mix(items[item_]);
   if (items[item_].refs == 0) {
     std::memmove(items + item_, items + item_ + 1, (size - item_ - 1) * sizeof(Holder));
     --size;
+  } else if (list_ != nullptr) {
+    list_->digest ^= Mix(items[item_]);  // back into the digest as it is now
   }
   // The most compact form for what is left.
   uint64_t packed = 0;

@@ -104,6 +104,7 @@ void MergeSpeculative(absl::Span<const Holder> confirmed, const std::vector<Hold
 // often tie on both (a prefix cached everywhere), so the sort compares keys a
 // lot: it orders small entries and moves each WorkerMatch once, at the end.
 void SortBest(std::vector<WorkerMatch>& workers) {
+  if (workers.size() < 2) return;  // (the common single holder: no allocation)
   struct Entry {
     double score;
     uint32_t blocks;
