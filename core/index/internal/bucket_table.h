@@ -16,7 +16,9 @@
 // less often than four-slot ones); an erase clears the slot and moves
 // nothing. The table grows by x1.2 when it would pass 0.95 full (or no path
 // is found) and shrinks when under 1/8 full, so its load stays in 0.79-0.95
-// (mean ~0.87); an entry moves ~5 times while a table grows to its size.
+// (mean ~0.87); an entry moves ~5 times while a table grows to its size, in
+// streaming passes (see PutBeside), mostly in place: the bucket array's
+// TableMemory extends where it is, so a growth touches only its new pages.
 // Tags live in an array of their own (sizeof(Tag) per slot; a zeroed Tag is
 // a free slot's). The arrays are TableMemory: RSS follows the size.
 //
@@ -360,56 +362,125 @@ class BucketTable {
 
   size_t GrownBucketCount() const { return bucket_count_ + std::max<size_t>(1, bucket_count_ / 5); }
 
+  // Resizes the table to `bucket_count` buckets (more, when entries do not
+  // fit). Grows in place when the bucket array's memory can be extended (and
+  // nothing is pinned); otherwise moves the entries into fresh arrays.
   void Rehash(size_t bucket_count) {
+    if (pin_ == nullptr && bucket_count > bucket_count_ && bucket_memory_.CanExtend(bucket_count * sizeof(Bucket))) {
+      GrowInPlace(bucket_count);
+    } else {
+      Refill(bucket_count);
+    }
+    PublishLayout();
+  }
+
+  // An entry on its way to a slot: its mixed key, value and tag.
+  struct Moving {
+    uint64_t mixed;
+    uint64_t value;
+    Tag tag;
+  };
+  // Both ways of resizing move entries the same way, in one streaming pass:
+  // an entry of bucket b (of `old_count`) is there as its first or as its
+  // second bucket, and its bucket of the same role in the resized table is
+  // ~b x (bucket_count_ / old_count) (both are range reductions of a fixed
+  // 64-bit value), so reading buckets in order writes them in order. It goes
+  // to a free slot there; false when there is none (a few percent when
+  // growing: up to eight old entries meet ~6.3 new places on average). Placing
+  // every entry by a search, its two buckets at random, cost ~60 ns an entry.
+  bool PutBeside(const Moving& e, size_t b, size_t old_count) {
+    const size_t to = First(e.mixed, old_count) == b ? First(e.mixed, bucket_count_) : Second(e.mixed, bucket_count_);
+    const size_t free = FreeSlot(to);
+    if (free == kSlots) return false;
+    Put(to * kSlots + free, e);
+    return true;
+  }
+  void Put(size_t pos, const Moving& e) {
+    buckets_[pos / kSlots].key[pos % kSlots] = e.mixed;
+    buckets_[pos / kSlots].value[pos % kSlots] = e.value;
+    if constexpr (kTagged) tags_[pos] = e.tag;
+  }
+  // Places the entries PutBeside could not, by cuckoo searches, growing the
+  // table when one finds no path (rare below 0.95 full).
+  void PutAll(const std::vector<Moving>& entries) {
+    for (const Moving& e : entries) {
+      size_t pos;
+      while ((pos = Place(e.mixed)) == kNpos) Rehash(GrownBucketCount());
+      Put(pos, e);
+    }
+  }
+
+  // Grows the table to `bucket_count` buckets where its bucket array is
+  // (the tags, when theirs cannot grow, move to a new array on the way).
+  // Buckets are emptied from the last down: an entry of bucket b goes to a
+  // bucket >= b, which is b itself (emptied just before) or one emptied and
+  // refilled already, or new.
+  void GrowInPlace(size_t bucket_count) {
+    const size_t old_count = bucket_count_;
+    bucket_memory_.Extend(bucket_count * sizeof(Bucket));
+    Tag* const old_tags = tags_;
+    TableMemory new_tags;
+    if constexpr (kTagged) {
+      const size_t tag_bytes = bucket_count * kSlots * sizeof(Tag);
+      if (tag_memory_.CanExtend(tag_bytes)) {
+        tag_memory_.Extend(tag_bytes);
+      } else {
+        new_tags = TableMemory(tag_bytes);
+        tags_ = static_cast<Tag*>(new_tags.data());
+      }
+    }
+    bucket_count_ = bucket_count;
+    std::vector<Moving> overflow;
+    for (size_t b = old_count; b-- > 0;) {
+      Moving moving[kSlots];
+      size_t n = 0;
+      Bucket& from = buckets_[b];
+      for (size_t s = 0; s < kSlots; ++s) {
+        if (from.key[s] == 0) continue;
+        moving[n].mixed = std::exchange(from.key[s], 0);
+        moving[n].value = std::exchange(from.value[s], 0);
+        if constexpr (kTagged) moving[n].tag = std::exchange(old_tags[b * kSlots + s], Tag{});
+        ++n;
+      }
+      for (size_t i = 0; i < n; ++i) {
+        if (!PutBeside(moving[i], b, old_count)) overflow.push_back(moving[i]);
+      }
+    }
+    if constexpr (kTagged) {
+      if (new_tags.data() != nullptr) tag_memory_ = std::move(new_tags);
+    }
+    PutAll(overflow);
+  }
+
+  // Moves the entries into fresh arrays of `bucket_count` buckets.
+  void Refill(size_t bucket_count) {
     BucketTable old = std::move(*this);
     size_ = old.size_;
     zero_ = old.zero_;
-    for (;; bucket_count += std::max<size_t>(1, bucket_count / 8)) {
-      bucket_memory_ = TableMemory(bucket_count * sizeof(Bucket));  // zeroed: all free
-      buckets_ = static_cast<Bucket*>(bucket_memory_.data());
-      if constexpr (kTagged) {
-        tag_memory_ = TableMemory(bucket_count * kSlots * sizeof(Tag));
-        tags_ = static_cast<Tag*>(tag_memory_.data());
+    bucket_memory_ = TableMemory(bucket_count * sizeof(Bucket));  // zeroed: all free
+    buckets_ = static_cast<Bucket*>(bucket_memory_.data());
+    if constexpr (kTagged) {
+      tag_memory_ = TableMemory(bucket_count * kSlots * sizeof(Tag));
+      tags_ = static_cast<Tag*>(tag_memory_.data());
+    }
+    bucket_count_ = bucket_count;
+    std::vector<Moving> overflow;
+    for (size_t b = 0; b < old.bucket_count_; ++b) {
+      for (size_t s = 0; s < kSlots; ++s) {
+        const size_t pos = b * kSlots + s;
+        if (old.buckets_[b].key[s] == 0) continue;
+        const Moving e{old.buckets_[b].key[s], old.buckets_[b].value[s], old.TagOf(pos)};
+        if (!PutBeside(e, b, old.bucket_count_)) overflow.push_back(e);
       }
-      bucket_count_ = bucket_count;
-      if (Refill(old)) break;
     }
     KeepPinnedArrays(old.bucket_memory_, old.tag_memory_, old.buckets_);
-    PublishLayout();
+    PutAll(overflow);
   }
   // When `buckets` are the pinned arrays, hands their memory to the pin.
   void KeepPinnedArrays(TableMemory& bucket_memory, TableMemory& tag_memory, const Bucket* buckets) {
     if (pin_ == nullptr || buckets == nullptr || pin_->buckets != buckets) return;
     pin_->kept_buckets = std::move(bucket_memory);
     pin_->kept_tags = std::move(tag_memory);
-  }
-  // Places every entry of `old`; false if one found no slot. Reads `old` in
-  // order and prefetches the new buckets of the entry kRefillAhead slots on:
-  // the places are random, and waiting for each one's miss made a rehash cost
-  // ~40 ns an entry (2 ms for 65k entries, a pause in the worker's ingestion).
-  bool Refill(const BucketTable& old) {
-    constexpr size_t kRefillAhead = 16;
-    const size_t end = old.capacity();
-    for (size_t pos = 0; pos < end; ++pos) {
-      if (pos + kRefillAhead < end) {
-        const size_t ahead = pos + kRefillAhead;
-        if (const uint64_t m = old.buckets_[ahead / kSlots].key[ahead % kSlots]; m != 0) {
-          const Bucket& b1 = buckets_[First(m, bucket_count_)];
-          const Bucket& b2 = buckets_[Second(m, bucket_count_)];
-          __builtin_prefetch(b1.key, 1);
-          __builtin_prefetch(b1.value, 1);
-          __builtin_prefetch(b2.key, 1);
-          __builtin_prefetch(b2.value, 1);
-        }
-      }
-      const uint64_t mixed = old.buckets_[pos / kSlots].key[pos % kSlots];
-      if (mixed == 0) continue;
-      const size_t at = Place(mixed);
-      if (at == kNpos) return false;
-      buckets_[at / kSlots].value[at % kSlots] = old.buckets_[pos / kSlots].value[pos % kSlots];
-      if constexpr (kTagged) tags_[at] = old.tags_[pos];
-    }
-    return true;
   }
 
   // Makes the buckets' address and count visible to Prefetch.

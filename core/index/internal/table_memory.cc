@@ -14,33 +14,38 @@ namespace {
 constexpr size_t kMapFrom = 16 * 1024;
 constexpr size_t kHugePage = 2 * 1024 * 1024;
 
-char* AlignUp(char* p, size_t alignment) {
-  return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + alignment - 1) & ~(uintptr_t{alignment} - 1));
+constexpr size_t kReserve = 4;  // address space reserved per mapped byte
+
+uintptr_t RoundUp(uintptr_t x, size_t to) { return (x + to - 1) & ~(uintptr_t{to} - 1); }
+uintptr_t RoundDown(uintptr_t x, size_t to) { return x & ~(uintptr_t{to} - 1); }
+size_t PageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+// Makes [data + from, data + to) of a mapping resident: advises its whole
+// 2 MiB ranges up to `to` for huge pages first (populated before, they would
+// get 4 KiB pages), then populates it in one call rather than a fault per
+// page (a table is written all over at once; before Linux 5.14 the pages
+// fault in as used). Advice that fails is harmless.
+void Populate(char* data, size_t from, size_t to) {
+  const uintptr_t base = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t huge_from = RoundUp(base, kHugePage), huge_to = RoundDown(base + to, kHugePage);
+  if (huge_to > huge_from) madvise(reinterpret_cast<void*>(huge_from), huge_to - huge_from, MADV_HUGEPAGE);
+  const uintptr_t first = RoundDown(base + from, PageSize()), last = RoundUp(base + to, PageSize());
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE);
 }
 
-// A zeroed mapping of `bytes`, resident at once. From 2 MiB up it starts on a
-// 2 MiB boundary and asks for transparent huge pages before any page is
-// touched: populated first (MAP_POPULATE), it would get 4 KiB pages, and a
-// lookup in a 5 GB table would cost a page walk as well as its cache miss.
-void* MapTable(size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const bool huge = bytes >= kHugePage;
-  const size_t span = huge ? bytes + kHugePage : bytes;
-  void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+// A mapping reserving `reserved` bytes of address space (page-rounded),
+// started on a 2 MiB boundary when it reaches 2 MiB; nothing populated.
+char* Reserve(size_t reserved) {
+  const bool huge = reserved >= kHugePage;
+  const size_t span = huge ? reserved + kHugePage : reserved;
+  void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   char* start = static_cast<char*>(p);
-  if (huge) {  // trims the slack before and after the aligned part
-    char* aligned = AlignUp(start, kHugePage);
-    char* end = AlignUp(aligned + bytes, page);
-    if (aligned > start) munmap(start, aligned - start);
-    if (start + span > end) munmap(end, start + span - end);
-    start = aligned;
-    madvise(start, bytes, MADV_HUGEPAGE);  // advice: failure is harmless
-  }
-  // Populated in one call rather than a page fault per page (a table is
-  // written all over at once); before Linux 5.14 the pages fault in as used.
-  madvise(start, bytes, MADV_POPULATE_WRITE);
-  return start;
+  if (!huge) return start;
+  char* aligned = reinterpret_cast<char*>(RoundUp(reinterpret_cast<uintptr_t>(start), kHugePage));
+  if (aligned > start) munmap(start, aligned - start);  // the slack before and after the aligned part
+  if (start + span > aligned + reserved) munmap(aligned + reserved, start + span - (aligned + reserved));
+  return aligned;
 }
 
 }  // namespace
@@ -48,12 +53,19 @@ void* MapTable(size_t bytes) {
 TableMemory::TableMemory(size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   if (bytes >= kMapFrom) {
-    data_ = MapTable(bytes);
-    mapped_ = true;
+    reserved_ = RoundUp(bytes * kReserve, PageSize());
+    char* data = Reserve(reserved_);
+    Populate(data, 0, bytes);
+    data_ = data;
     return;
   }
   data_ = ::operator new(bytes, std::align_val_t{kAlignment});
   std::memset(data_, 0, bytes);
+}
+
+void TableMemory::Extend(size_t bytes) {
+  Populate(static_cast<char*>(data_), bytes_, bytes);
+  bytes_ = bytes;
 }
 
 TableMemory::~TableMemory() { Release(); }
@@ -61,22 +73,22 @@ TableMemory::~TableMemory() { Release(); }
 TableMemory::TableMemory(TableMemory&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       bytes_(std::exchange(other.bytes_, 0)),
-      mapped_(std::exchange(other.mapped_, false)) {}
+      reserved_(std::exchange(other.reserved_, 0)) {}
 
 TableMemory& TableMemory::operator=(TableMemory&& other) noexcept {
   if (this != &other) {
     Release();
     data_ = std::exchange(other.data_, nullptr);
     bytes_ = std::exchange(other.bytes_, 0);
-    mapped_ = std::exchange(other.mapped_, false);
+    reserved_ = std::exchange(other.reserved_, 0);
   }
   return *this;
 }
 
 void TableMemory::Release() {
   if (data_ == nullptr) return;
-  if (mapped_) {
-    munmap(data_, bytes_);
+  if (reserved_ != 0) {
+    munmap(data_, reserved_);
   } else {
     ::operator delete(data_, std::align_val_t{kAlignment});
   }

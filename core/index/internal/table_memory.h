@@ -5,10 +5,18 @@
 // process's RSS follows the tables' size: from the heap, a table that grew
 // would leave its old array as a free hole the heap rarely gives back
 // (measured: 84-107 B per entry resident for 34 B in use; with a 64 KiB
-// threshold still 47 B). Mappings of 2 MiB and more start on a 2 MiB boundary
-// and ask for transparent huge pages before they are populated (fewer TLB
-// misses on random lookups; BENCHMARKS.md "Scale"). Below 16 KiB (a few hundred
-// entries: the page rounding would cost more) it comes from the heap.
+// threshold still 47 B). Below 16 KiB (a few hundred entries: the page
+// rounding would cost more) it comes from the heap.
+//
+// A mapping reserves address space for four times its size (not resident,
+// not committed), so that Extend can grow it where it is: a table grown in
+// place touches only its new pages. Fresh pages are what growth costs most
+// on this machine kind: in this VM a 4 KiB page's first touch costs ~5 us,
+// populated or not, while memory the process has touched before costs
+// nothing (BENCHMARKS.md "Growing a table in place"). Whole 2 MiB ranges of
+// a mapping ask for transparent huge pages before they are populated (fewer
+// TLB misses on random lookups, and one fault per 2 MiB); mappings of 2 MiB
+// and more start on a 2 MiB boundary.
 
 #include <cstddef>
 
@@ -27,12 +35,19 @@ class TableMemory {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
 
+  // Whether Extend(bytes) can grow this memory where it is: a mapping whose
+  // reservation holds `bytes`.
+  bool CanExtend(size_t bytes) const { return reserved_ >= bytes && bytes >= bytes_; }
+  // Grows the memory to `bytes` without moving it; the new part is zeroed
+  // and resident. Requires CanExtend(bytes).
+  void Extend(size_t bytes);
+
  private:
   void Release();
 
   void* data_ = nullptr;
   size_t bytes_ = 0;
-  bool mapped_ = false;
+  size_t reserved_ = 0;  // the mapping's address space; 0: from the heap
 };
 
 }  // namespace kvindex

@@ -140,6 +140,43 @@ TEST(BucketTableTest, PrefetchIsSafeWhileAnotherThreadRehashes) {
   for (uint64_t k = 0; k < 100; ++k) EXPECT_NE(table.Find(k), table.kNpos);
 }
 
+// Growth in every form keeps every entry with its value and tag: from the
+// heap into a mapping, in place within the mapping's reservation (the tags
+// moving to a new array while they are small, extended in place once they
+// are mapped too), into a fresh mapping when the reservation is used up, and
+// the entries that do not fit beside their old bucket placed by searches.
+TEST(BucketTableTest, GrowingKeepsEveryEntryWithItsValueAndTag) {
+  BucketTable<uint16_t> table;
+  std::mt19937_64 rng(17);
+  std::vector<uint64_t> keys;
+  size_t capacity = 0, growths = 0;
+  for (uint64_t i = 0; i < 300000; ++i) {
+    const uint64_t key = rng();
+    bool inserted;
+    const size_t pos = table.Insert(key, &inserted);
+    ASSERT_TRUE(inserted);
+    table.SetValueAt(pos, ~key);
+    table.SetTagAt(pos, static_cast<uint16_t>(key | 1));
+    keys.push_back(key);
+    if (table.capacity() == capacity) continue;
+    capacity = table.capacity();
+    ++growths;
+    for (const uint64_t k : keys) {
+      const size_t at = table.Find(k);
+      ASSERT_NE(at, table.kNpos) << "after growth " << growths;
+      ASSERT_EQ(table.ValueAt(at), ~k);
+      ASSERT_EQ(table.TagAt(at), static_cast<uint16_t>(k | 1));
+    }
+  }
+  EXPECT_GT(growths, 40u);
+  size_t seen = 0;
+  table.ForEach([&](uint64_t k, uint64_t v, uint16_t) {
+    ++seen;
+    ASSERT_EQ(v, ~k);
+  });
+  EXPECT_EQ(seen, keys.size());
+}
+
 // Reserve(n) grows once: inserting n entries afterwards never grows the table again.
 TEST(BucketTableTest, ReserveSizesTheTableForItsEntriesAtOnce) {
   BucketTable<uint8_t> table;

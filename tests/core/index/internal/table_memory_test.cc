@@ -49,6 +49,27 @@ TEST(TableMemoryTest, LargeTablesStartOnAHugePageBoundary) {
   }
 }
 
+// A mapping grows where it is, up to its reservation, keeping its contents
+// and zeroing the new part; memory from the heap never extends.
+TEST(TableMemoryTest, AMappingExtendsInPlaceWithinItsReservation) {
+  for (size_t bytes : {size_t{64 * 1024}, size_t{1024 * 1024 + 384}, size_t{3 * 1024 * 1024}}) {
+    TableMemory m(bytes);
+    void* const data = m.data();
+    std::memset(data, 0x5a, bytes);
+    ASSERT_TRUE(m.CanExtend(bytes * 4));
+    EXPECT_FALSE(m.CanExtend(bytes * 4 + 64 * 1024));
+    m.Extend(bytes * 3);
+    EXPECT_EQ(m.data(), data);
+    EXPECT_EQ(m.bytes(), bytes * 3);
+    const auto* p = static_cast<const unsigned char*>(m.data());
+    for (size_t i = 0; i < bytes * 3; i += 512) ASSERT_EQ(p[i], i < bytes ? 0x5a : 0) << bytes << " at " << i;
+    std::memset(m.data(), 0x33, bytes * 3);  // writable end to end
+  }
+  TableMemory small(4096);
+  EXPECT_FALSE(small.CanExtend(8192));
+  EXPECT_FALSE(TableMemory().CanExtend(128));
+}
+
 TEST(TableMemoryTest, MoveHandsOverTheMemory) {
   TableMemory a(1024 * 1024);
   void* p = a.data();
