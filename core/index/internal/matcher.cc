@@ -100,31 +100,52 @@ void MergeSpeculative(absl::Span<const Holder> confirmed, const std::vector<Hold
   }
 }
 
-// Sorts `workers` best first: score, matched blocks, then key. Many workers
-// often tie on both (a prefix cached everywhere), so the sort compares keys a
-// lot: it orders small entries and moves each WorkerMatch once, at the end.
-void SortBest(std::vector<WorkerMatch>& workers) {
-  if (workers.size() < 2) return;  // (the common single holder: no allocation)
+// A worker's answer before it is a WorkerMatch: its key (copied under the
+// directory's lock), block size, best run and, for a hybrid worker, the
+// tokens its hit covers (0: the run's blocks x block size).
+struct Found {
+  WorkerKey key;
+  uint32_t block_size;
+  RawMatch run;
+  uint32_t matched_tokens;
+};
+
+// The order of `found` best first: score, matched blocks, then key. Many
+// workers often tie on both (a prefix cached everywhere), so the sort
+// compares keys a lot: it compares small entries, and each key first by the
+// 8 bytes after the prefix all pods share (big-endian, zero-padded: a
+// smaller one is a smaller pod name), the whole key only when those tie.
+// Requires a non-empty `found`.
+std::vector<uint32_t> BestFirst(const std::vector<Found>& found) {
   struct Entry {
     double score;
     uint32_t blocks;
     uint32_t index;
-    const WorkerKey* key;
+    uint64_t pod_bytes;
   };
-  std::vector<Entry> order;
-  order.reserve(workers.size());
-  for (uint32_t i = 0; i < workers.size(); ++i) {
-    order.push_back(Entry{workers[i].score, workers[i].matched_blocks, i, &workers[i].worker});
+  const std::string& first = found.front().key.pod;
+  size_t common = first.size();  // the length of the prefix every pod name shares
+  for (const Found& f : found) {
+    const size_t n = std::min(common, f.key.pod.size());
+    common = std::mismatch(first.begin(), first.begin() + n, f.key.pod.begin()).first - first.begin();
   }
-  std::sort(order.begin(), order.end(), [](const Entry& a, const Entry& b) {
+  std::vector<Entry> order;
+  order.reserve(found.size());
+  for (uint32_t i = 0; i < found.size(); ++i) {
+    const std::string& pod = found[i].key.pod;
+    uint64_t bytes = 0;
+    for (size_t k = 0; k < 8; ++k) bytes = bytes << 8 | (common + k < pod.size() ? uint8_t(pod[common + k]) : 0);
+    order.push_back(Entry{found[i].run.score, found[i].run.blocks, i, bytes});
+  }
+  std::sort(order.begin(), order.end(), [&](const Entry& a, const Entry& b) {
     if (a.score != b.score) return a.score > b.score;
     if (a.blocks != b.blocks) return a.blocks > b.blocks;
-    return *a.key < *b.key;
+    if (a.pod_bytes != b.pod_bytes) return a.pod_bytes < b.pod_bytes;
+    return found[a.index].key < found[b.index].key;
   });
-  std::vector<WorkerMatch> sorted;
-  sorted.reserve(workers.size());
-  for (const Entry& e : order) sorted.push_back(std::move(workers[e.index]));
-  workers.swap(sorted);
+  std::vector<uint32_t> indexes(order.size());
+  for (size_t i = 0; i < order.size(); ++i) indexes[i] = order[i].index;
+  return indexes;
 }
 
 // Walks blocks 0..n-1 (hash_at(i) gives X_i, called in order, at most
@@ -427,19 +448,6 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
   }
   begins.push_back(static_cast<uint32_t>(raw.size()));
   auto runs_of = [&](size_t i) { return absl::Span<const RawMatch>(raw.data() + begins[i], begins[i + 1] - begins[i]); };
-  auto add = [&](WorkerKey key, uint32_t worker_block_size, const RawMatch& r, uint32_t matched_tokens) {
-    WorkerMatch m;
-    m.worker = std::move(key);
-    m.block_size = r.block_size != 0 ? r.block_size : worker_block_size;
-    m.matched_blocks = r.blocks;
-    m.matched_tokens = matched_tokens != 0 ? matched_tokens : r.blocks * m.block_size;
-    m.score = r.score;
-    for (int b = 0; b < kMaxMedia; ++b) {
-      if (r.by_medium[b] != 0) m.blocks_by_medium.emplace_back(media.Name(b), r.by_medium[b]);
-    }
-    if (r.speculative != 0) m.blocks_by_medium.emplace_back(kSpeculativeTier, r.speculative);
-    result.workers.push_back(std::move(m));
-  };
   // A single-group worker's answer is its best run (it may have one per block
   // size); a hybrid worker's needs block lookups, made after the directory's
   // lock is released.
@@ -449,13 +457,14 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
     uint32_t block_size;
     WorkerBlocks::Layout layout;
   };
+  std::vector<Found> found;
   std::vector<Hybrid> hybrids;
-  result.workers.reserve(ids.size());
+  found.reserve(ids.size());
   workers.Resolve(ids, [&](size_t i, const WorkerBlocks& worker) {  // a worker removed while we walked is skipped
     // A worker with no event yet (hints only) answers in its hints' block size.
     const uint32_t block_size = worker.block_size() != 0 ? worker.block_size() : worker.hint_block_size();
     if (worker.group_count() <= 1) {
-      add(worker.key(), block_size, runs_of(i).front(), 0);
+      found.push_back(Found{worker.key(), block_size, runs_of(i).front(), 0});
     } else {
       hybrids.push_back(Hybrid{i, worker.key(), block_size, worker.GroupLayout()});
     }
@@ -463,10 +472,27 @@ MatchResult Finish(const MatchQuery& q, std::vector<RawMatch> raw, absl::Span<co
   HybridRule rule(table, mask_score, q, sizes, speculation);
   for (Hybrid& h : hybrids) {
     if (std::optional<HybridRule::Hit> hit = rule.Match(ids[h.i], h.layout, runs_of(h.i))) {
-      add(std::move(h.key), h.block_size, hit->blocks, hit->tokens);
+      found.push_back(Found{std::move(h.key), h.block_size, hit->blocks, hit->tokens});
     }
   }
-  SortBest(result.workers);
+  result.workers.reserve(found.size());
+  auto emit = [&](Found& f) {
+    WorkerMatch& m = result.workers.emplace_back();
+    m.worker = std::move(f.key);
+    m.block_size = f.run.block_size != 0 ? f.run.block_size : f.block_size;
+    m.matched_blocks = f.run.blocks;
+    m.matched_tokens = f.matched_tokens != 0 ? f.matched_tokens : f.run.blocks * m.block_size;
+    m.score = f.run.score;
+    for (int b = 0; b < kMaxMedia; ++b) {
+      if (f.run.by_medium[b] != 0) m.blocks_by_medium.emplace_back(media.Name(b), f.run.by_medium[b]);
+    }
+    if (f.run.speculative != 0) m.blocks_by_medium.emplace_back(kSpeculativeTier, f.run.speculative);
+  };
+  if (found.size() == 1) {
+    emit(found.front());  // the common single holder: nothing to order, no allocation
+  } else if (found.size() > 1) {
+    for (const uint32_t i : BestFirst(found)) emit(found[i]);
+  }
   if (!result.workers.empty()) {
     result.block_size = result.workers.front().block_size;
   } else {
