@@ -530,8 +530,10 @@ class DifferentialTest : public ::testing::Test {
         got_map[m.worker] = a;
         if (i > 0) {
           const WorkerMatch& prev = got->workers[i - 1];
-          ASSERT_TRUE(prev.score > m.score || (prev.score == m.score && prev.matched_blocks >= m.matched_blocks))
-              << "step " << step << ": not sorted best first";
+          ASSERT_TRUE(prev.score > m.score ||
+                      (prev.score == m.score && (prev.matched_blocks > m.matched_blocks ||
+                                                 (prev.matched_blocks == m.matched_blocks && prev.worker < m.worker))))
+              << "step " << step << ": not sorted best first (score, blocks, then key)";
         }
       }
       const auto want = ref_.Match(model, lora, tokens, weights);

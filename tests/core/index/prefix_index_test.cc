@@ -252,6 +252,28 @@ TEST(PrefixIndexTest, UnweightedTiersWeighOneAndABlockScoresItsHeaviestTier) {
   EXPECT_THAT(scored({{"GPU", 0.25}}), ElementsAre(Pair(kC, 3.0), Pair(kB, 2.0), Pair(kA, 0.75)));
 }
 
+// Workers that tie on score and blocks come in key order: pod name
+// (byte-wise; a prefix first), then dp rank. The names here share prefixes
+// of every length, differ beyond 8 bytes after them, and end early.
+TEST(PrefixIndexTest, TiedWorkersComeInKeyOrder) {
+  std::vector<WorkerKey> keys = {
+      {"ns/pod", 0},          {"ns/pod-10", 0},       {"ns/pod-9", 0},  {"ns/pod-1", 1}, {"ns/pod-1", 0},
+      {"ns/pod-abcdefgh-2", 0}, {"ns/pod-abcdefgh-1", 0}, {"ns/pod-abcdefgh", 0}, {"ns/Pod", 0}, {"ns/p\xc3\xa9", 0},
+      {"ns/pod-1x", 3},
+  };
+  PrefixIndex index;
+  for (const WorkerKey& k : keys) (void)index.Apply(k, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  std::vector<WorkerKey> got;
+  for (const WorkerMatch& m : MatchTokens(index, Tokens(2)).workers) got.push_back(m.worker);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(got, keys);
+  // Pods sharing nothing beyond the namespace, and a single one.
+  PrefixIndex two;
+  (void)two.Apply(kB, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  (void)two.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
+  EXPECT_THAT(Runs(MatchTokens(two, Tokens(2))), ElementsAre(Pair(kA, 1u), Pair(kB, 1u)));
+}
+
 TEST(PrefixIndexTest, CandidatePodsFilterTheAnswer) {
   PrefixIndex index;
   (void)index.Apply(kA, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));
