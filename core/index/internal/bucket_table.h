@@ -363,10 +363,11 @@ class BucketTable {
   size_t GrownBucketCount() const { return bucket_count_ + std::max<size_t>(1, bucket_count_ / 5); }
 
   // Resizes the table to `bucket_count` buckets (more, when entries do not
-  // fit). Grows in place when the bucket array's memory can be extended (and
-  // nothing is pinned); otherwise moves the entries into fresh arrays.
+  // fit). Grows in place when the bucket array's memory can be extended and
+  // is not pinned; otherwise moves the entries into fresh arrays.
   void Rehash(size_t bucket_count) {
-    if (pin_ == nullptr && bucket_count > bucket_count_ && bucket_memory_.CanExtend(bucket_count * sizeof(Bucket))) {
+    const bool pinned = pin_ != nullptr && pin_->buckets == buckets_;
+    if (!pinned && bucket_count > bucket_count_ && bucket_memory_.CanExtend(bucket_count * sizeof(Bucket))) {
       GrowInPlace(bucket_count);
     } else {
       Refill(bucket_count);
@@ -384,7 +385,8 @@ class BucketTable {
   // an entry of bucket b (of `old_count`) is there as its first or as its
   // second bucket, and its bucket of the same role in the resized table is
   // ~b x (bucket_count_ / old_count) (both are range reductions of a fixed
-  // 64-bit value), so reading buckets in order writes them in order. It goes
+  // 64-bit value), so reading the buckets in order (or from the last down)
+  // writes them in the same order. It goes
   // to a free slot there; false when there is none (a few percent when
   // growing: up to eight old entries meet ~6.3 new places on average). Placing
   // every entry by a search, its two buckets at random, cost ~60 ns an entry.

@@ -20,11 +20,13 @@ uintptr_t RoundUp(uintptr_t x, size_t to) { return (x + to - 1) & ~(uintptr_t{to
 uintptr_t RoundDown(uintptr_t x, size_t to) { return x & ~(uintptr_t{to} - 1); }
 size_t PageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
-// Makes [data + from, data + to) of a mapping resident: advises its whole
-// 2 MiB ranges up to `to` for huge pages first (populated before, they would
-// get 4 KiB pages), then populates it in one call rather than a fault per
-// page (a table is written all over at once; before Linux 5.14 the pages
-// fault in as used). Advice that fails is harmless.
+// Makes [data + from, data + to) of a mapping resident: advises the whole
+// 2 MiB ranges of [data, data + to) for huge pages first (populated before,
+// they would get 4 KiB pages; a range populated in part at a smaller size
+// keeps them, until the kernel's khugepaged collapses it, which the advice
+// allows), then populates it in one call rather than a fault per page (a
+// table is written all over at once; before Linux 5.14 the pages fault in
+// as used). Advice that fails is harmless.
 void Populate(char* data, size_t from, size_t to) {
   const uintptr_t base = reinterpret_cast<uintptr_t>(data);
   const uintptr_t huge_from = RoundUp(base, kHugePage), huge_to = RoundDown(base + to, kHugePage);
@@ -34,18 +36,24 @@ void Populate(char* data, size_t from, size_t to) {
 }
 
 // A mapping reserving `reserved` bytes of address space (page-rounded),
-// started on a 2 MiB boundary when it reaches 2 MiB; nothing populated.
+// started on a 2 MiB boundary when it reaches 2 MiB; nothing populated. It
+// is advised against huge pages until Populate says otherwise: where they
+// are the default (THP "always"), a 2 MiB range only partly used, or not at
+// all, would otherwise take 2 MiB of RSS when first touched.
 char* Reserve(size_t reserved) {
   const bool huge = reserved >= kHugePage;
   const size_t span = huge ? reserved + kHugePage : reserved;
   void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::bad_alloc();
   char* start = static_cast<char*>(p);
-  if (!huge) return start;
-  char* aligned = reinterpret_cast<char*>(RoundUp(reinterpret_cast<uintptr_t>(start), kHugePage));
-  if (aligned > start) munmap(start, aligned - start);  // the slack before and after the aligned part
-  if (start + span > aligned + reserved) munmap(aligned + reserved, start + span - (aligned + reserved));
-  return aligned;
+  if (huge) {  // trims the slack before and after the aligned part
+    char* aligned = reinterpret_cast<char*>(RoundUp(reinterpret_cast<uintptr_t>(start), kHugePage));
+    if (aligned > start) munmap(start, aligned - start);
+    if (start + span > aligned + reserved) munmap(aligned + reserved, start + span - (aligned + reserved));
+    start = aligned;
+  }
+  madvise(start, reserved, MADV_NOHUGEPAGE);
+  return start;
 }
 
 }  // namespace

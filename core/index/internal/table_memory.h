@@ -8,15 +8,17 @@
 // threshold still 47 B). Below 16 KiB (a few hundred entries: the page
 // rounding would cost more) it comes from the heap.
 //
-// A mapping reserves address space for four times its size (not resident,
-// not committed), so that Extend can grow it where it is: a table grown in
-// place touches only its new pages. Fresh pages are what growth costs most
-// on this machine kind: in this VM a 4 KiB page's first touch costs ~5 us,
-// populated or not, while memory the process has touched before costs
-// nothing (BENCHMARKS.md "Growing a table in place"). Whole 2 MiB ranges of
-// a mapping ask for transparent huge pages before they are populated (fewer
-// TLB misses on random lookups, and one fault per 2 MiB); mappings of 2 MiB
-// and more start on a 2 MiB boundary.
+// A mapping reserves address space for four times its size (MAP_NORESERVE:
+// not resident, and not committed unless the host overcommits strictly,
+// vm.overcommit_memory=2, where it counts four times), so that Extend can
+// grow it where it is: a table grown in place touches only its new pages.
+// Fresh pages are what growth costs most on this machine kind: in this VM a
+// 4 KiB page's first touch costs ~5 us, populated or not, while memory the
+// process has touched before costs nothing (BENCHMARKS.md "Growing a table
+// in place"). The whole 2 MiB ranges a mapping uses ask for transparent huge
+// pages before they are populated (fewer TLB misses on random lookups, and
+// one fault per 2 MiB), the rest of it for none; reservations of 2 MiB and
+// more start on a 2 MiB boundary.
 
 #include <cstddef>
 

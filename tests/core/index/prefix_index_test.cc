@@ -254,12 +254,13 @@ TEST(PrefixIndexTest, UnweightedTiersWeighOneAndABlockScoresItsHeaviestTier) {
 
 // Workers that tie on score and blocks come in key order: pod name
 // (byte-wise; a prefix first), then dp rank. The names here share prefixes
-// of every length, differ beyond 8 bytes after them, and end early.
+// of every length, differ beyond 8 bytes after them, end early, and hold
+// bytes over 0x7f (which order as unsigned).
 TEST(PrefixIndexTest, TiedWorkersComeInKeyOrder) {
   std::vector<WorkerKey> keys = {
       {"ns/pod", 0},          {"ns/pod-10", 0},       {"ns/pod-9", 0},  {"ns/pod-1", 1}, {"ns/pod-1", 0},
       {"ns/pod-abcdefgh-2", 0}, {"ns/pod-abcdefgh-1", 0}, {"ns/pod-abcdefgh", 0}, {"ns/Pod", 0}, {"ns/p\xc3\xa9", 0},
-      {"ns/pod-1x", 3},
+      {"ns/pod-1x", 3},       {"ns/p\x80", 0},       {"ns/q", 0},
   };
   PrefixIndex index;
   for (const WorkerKey& k : keys) (void)index.Apply(k, kModel, Batch({Stored({1}, std::nullopt, Tokens(2))}));

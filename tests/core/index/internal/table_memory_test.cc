@@ -19,6 +19,14 @@ size_t RssBytes() {
   return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
+// The process's address space (VmSize).
+size_t MappedBytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  statm >> pages;
+  return pages * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
 bool AllZero(const TableMemory& m) {
   const auto* p = static_cast<const unsigned char*>(m.data());
   for (size_t i = 0; i < m.bytes(); ++i) {
@@ -68,6 +76,20 @@ TEST(TableMemoryTest, AMappingExtendsInPlaceWithinItsReservation) {
   TableMemory small(4096);
   EXPECT_FALSE(small.CanExtend(8192));
   EXPECT_FALSE(TableMemory().CanExtend(128));
+}
+
+// A mapping's reservation is address space only, and all of it goes with
+// the memory, extended or not.
+TEST(TableMemoryTest, AMappingReservesAddressSpaceAndFreesAllOfIt) {
+  constexpr size_t kBytes = 64 * 1024 * 1024;
+  const size_t before_rss = RssBytes(), before_mapped = MappedBytes();
+  {
+    TableMemory m(kBytes);
+    EXPECT_GE(MappedBytes(), before_mapped + kBytes * 4);
+    EXPECT_LT(RssBytes(), before_rss + kBytes * 3 / 2);  // the reservation is not resident
+    m.Extend(kBytes * 2);
+  }
+  EXPECT_LT(MappedBytes(), before_mapped + kBytes / 2);
 }
 
 TEST(TableMemoryTest, MoveHandsOverTheMemory) {
